@@ -1,0 +1,31 @@
+"""Train a model: python launch/train.py --data=PATH --workdir=DIR [--model=...] [--stage=...].
+
+Every option is a field of lstmae_jax.config.Config (see --helpfull); --flagfile works.
+Re-running the same command with the same --workdir resumes from the latest checkpoint.
+"""
+
+import json
+
+from absl import app, flags, logging
+
+from lstmae_jax import config, run, sharding
+
+flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints, metrics, summaries).")
+flags.mark_flag_as_required("workdir")
+config.define_flags()
+
+
+def main(argv):
+    del argv
+    cfg = config.from_flags()
+    sharding.maybe_initialize_distributed(
+        cfg.distributed, cfg.coordinator_address, cfg.num_processes, cfg.process_id
+    )
+    sharding.log_devices(sharding.make_mesh())
+    logging.info("config:\n%s", cfg.dumps())
+    summary = run.train_job(cfg, flags.FLAGS.workdir)
+    print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

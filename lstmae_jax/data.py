@@ -1,0 +1,226 @@
+"""Parquet -> numpy: feature matrix, labels, time order, splits, scaler.
+
+No JAX here: the data path is numpy/pyarrow until ``sharding.to_global`` moves a batch
+to the devices.
+
+Shape letters: N flows (rows), F features, W windows.
+
+Time order is the row order of each file (CICFlowMeter writes flows in the order they
+end), and files are concatenated in the order given (a directory: sorted by name). The
+2017 timestamps have minute resolution, so sorting by them would scramble flows within a
+minute; row order is the finer and more faithful order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from absl import logging
+
+from lstmae_jax import clean, schema
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flows:
+    """Cleaned flows of one or more files, in time order, features not yet scaled."""
+
+    x_NxF: np.ndarray  # float32
+    label_N: np.ndarray  # int32 codes into ``classes``
+    file_N: np.ndarray  # int32 index into ``files``
+    classes: tuple[str, ...]  # classes[0] is always "Benign"
+    features: tuple[str, ...]
+    files: tuple[str, ...]
+    reports: tuple[clean.CleanReport, ...]
+
+    @property
+    def is_attack_N(self) -> np.ndarray:
+        return self.label_N != 0
+
+    def __len__(self) -> int:
+        return len(self.label_N)
+
+
+def list_parquet(path: str | Sequence[str]) -> list[str]:
+    """Files named by a path, a directory (its ``*.parquet``, sorted), a glob, or a list."""
+    if not isinstance(path, str):
+        return [f for p in path for f in list_parquet(p)]
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    elif any(ch in path for ch in "*?["):
+        files = sorted(glob.glob(path))
+    elif os.path.exists(path):
+        files = [path]
+    else:
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    if not files:
+        raise FileNotFoundError(f"no .parquet files in {path}")
+    return files
+
+
+def load_flows(
+    path: str | Sequence[str],
+    *,
+    features: Sequence[str] | None = None,
+    nonfinite: str = "drop",
+    negative: str = "clamp",
+) -> Flows:
+    """Loads Parquet files in any CICFlowMeter naming style (converted or raw).
+
+    ``features=None`` uses the canonical features present in *every* file (some real
+    samples carry a subset); the features dropped that way are logged. Naming a feature
+    that a file lacks is an error that names the file.
+    """
+    files = list_parquet(path)
+    tables, reports = [], []
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise ValueError(f"{f}: cannot read as Parquet: {e}") from e
+        table, report = clean.canonicalize(table, source=f, nonfinite=nonfinite, negative=negative)
+        tables.append(table)
+        reports.append(report)
+    present = [set(r.features) for r in reports]
+    if features is None:
+        common = set.intersection(*present)
+        features = [f for f in schema.FEATURES if f in common]
+        union = set.union(*present)
+        if union - common:
+            logging.info("features not in every file, not used: %s", sorted(union - common))
+    else:
+        unknown = [f for f in features if f not in schema.KIND]
+        if unknown:
+            raise ValueError(f"unknown feature names {unknown}; see lstmae_jax.schema.FEATURES")
+        for f, p in zip(files, present):
+            missing = [c for c in features if c not in p]
+            if missing:
+                raise ValueError(f"{f}: lacks requested feature columns {missing}")
+    if not features:
+        raise ValueError(f"no feature columns common to all of {files}")
+
+    labels = pa.chunked_array(
+        [c for t in tables for c in t.column(schema.LABEL).chunks], type=pa.string()
+    )
+    encoded = labels.combine_chunks().dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    order = sorted(set(names) | {schema.BENIGN}, key=lambda c: (c != schema.BENIGN, c))
+    remap = np.array([order.index(n) for n in names] + [0], dtype=np.int32)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    x = np.empty((len(labels), len(features)), dtype=np.float32)
+    row = 0
+    for t in tables:
+        n = t.num_rows
+        for j, f in enumerate(features):
+            x[row : row + n, j] = t.column(f).to_numpy(zero_copy_only=False)
+        row += n
+    file_idx = np.repeat(np.arange(len(files), dtype=np.int32), [t.num_rows for t in tables])
+    return Flows(
+        x_NxF=x,
+        label_N=remap[codes],
+        file_N=file_idx,
+        classes=tuple(order),
+        features=tuple(features),
+        files=tuple(files),
+        reports=tuple(reports),
+    )
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def temporal_split(num_rows: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> np.ndarray:
+    """Split code per row (0 train, 1 val, 2 test) by time: earliest rows train."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    cut1 = int(round(fractions[0] * num_rows))
+    cut2 = int(round((fractions[0] + fractions[1]) * num_rows))
+    split = np.full(num_rows, 2, dtype=np.int8)
+    split[:cut2] = 1
+    split[:cut1] = 0
+    return split
+
+
+def random_split(
+    strata_W: np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> np.ndarray:
+    """Split code per item, stratified by ``strata_W`` (the reference paper's protocol).
+
+    Each class is shuffled and cut in the given proportions (rounded), so every split
+    keeps the label mix. With overlapping windows or near-duplicate flows this leaks;
+    ``temporal_split`` is the leakage-free protocol.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(strata_W), dtype=np.int8)
+    for c in np.unique(strata_W):
+        idx = rng.permutation(np.flatnonzero(strata_W == c))
+        cut1 = int(round(fractions[0] * len(idx)))
+        cut2 = int(round((fractions[0] + fractions[1]) * len(idx)))
+        split[idx[:cut1]] = 0
+        split[idx[cut1:cut2]] = 1
+        split[idx[cut2:]] = 2
+    return split
+
+
+# ----------------------------------------------------------------------------- scaler
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaler:
+    """log1p on heavy-tailed kinds (schema.LOG_KINDS), then standardisation.
+
+    Fitted on training rows only. Negative inputs to a log feature are clamped to 0 first
+    (the same policy as cleaning), so scoring raw live flows cannot produce NaN there.
+    """
+
+    features: tuple[str, ...]
+    log: tuple[bool, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def transform(self, x_NxF: np.ndarray) -> np.ndarray:
+        if x_NxF.shape[-1] != len(self.features):
+            raise ValueError(f"expected {len(self.features)} features, got shape {x_NxF.shape}")
+        log = np.asarray(self.log)
+        x = np.where(log, np.log1p(np.maximum(x_NxF, 0.0)), x_NxF)
+        return ((x - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Scaler:
+        return cls(**{k: tuple(v) for k, v in d.items()})
+
+    def save(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> Scaler:
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+
+def fit_scaler(x_NxF: np.ndarray, features: Sequence[str]) -> Scaler:
+    """Fits the scaler on the rows given (pass training rows only)."""
+    if len(x_NxF) == 0:
+        raise ValueError("cannot fit a scaler on zero rows")
+    log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
+    x = np.where(log, np.log1p(np.maximum(x_NxF.astype(np.float64), 0.0)), x_NxF.astype(np.float64))
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)  # constant columns: centre only
+    return Scaler(tuple(features), tuple(bool(b) for b in log), tuple(mean.tolist()), tuple(std.tolist()))

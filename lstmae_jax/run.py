@@ -1,0 +1,116 @@
+"""One training job from a config: load, window, fit, write a summary.
+
+A workdir holds one experiment; each model gets its own run directory in it:
+``stage1/`` (the LSTM-AE), ``stage2/`` (the latent classifier, which reads
+``stage1/``'s encoder, scaler and feature list), ``dnn/``, ``cnn/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from lstmae_jax import checkpoint, data, train, windows
+from lstmae_jax.config import Config
+
+
+def run_name(cfg: Config) -> str:
+    return f"stage{cfg.stage}" if cfg.model == "lstm_ae" else cfg.model
+
+
+def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
+    """The trained model (best parameters) of a finished or interrupted run, and its meta."""
+    ckpt = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), save_every_steps=1, keep=1)
+    try:
+        meta = ckpt.restore_meta()
+        cfg = Config.from_json(meta["config"])
+        model = train.build_model(cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed))
+        graphdef, params, frozen, rest = nnx.split(model, train.trainable_filter(cfg), nnx.Param, ...)
+        tx_state = optax.adam(cfg.learning_rate).init(params)
+        abstract = train.TrainState(
+            step=jax.numpy.zeros((), jax.numpy.int32),
+            params=params,
+            frozen=frozen,
+            rest=rest,
+            opt_state=tx_state,
+            best_params=params,
+        )
+        state, meta = ckpt.restore(None, checkpoint.abstract(jax.device_put(abstract)))
+    finally:
+        ckpt.close()
+    final = state.best_params if meta["history"] else state.params
+    model = nnx.merge(graphdef, final, state.frozen, state.rest)
+    model.eval()
+    return model, meta
+
+
+def _stage1_encoder_init(stage1_dir: str):
+    ae, _ = load_run(stage1_dir)
+
+    def init(model: nnx.Module) -> None:
+        nnx.update(model.encoder, nnx.state(ae.encoder))
+
+    return init
+
+
+def train_job(cfg: Config, workdir: str) -> dict:
+    """Trains the model named by ``cfg`` on ``cfg.data``; returns (and writes) a summary."""
+    if not cfg.data:
+        raise ValueError("--data is required (a Parquet file, directory or glob)")
+    run_dir = os.path.join(workdir, run_name(cfg))
+    os.makedirs(run_dir, exist_ok=True)
+    scaler, init, meta_extra = None, None, {}
+    features = cfg.features or None
+    if cfg.model == "lstm_ae" and cfg.stage == 2:
+        stage1_dir = os.path.join(workdir, "stage1")
+        if not os.path.isdir(os.path.join(stage1_dir, "checkpoints")):
+            raise FileNotFoundError(f"stage 2 needs a trained stage 1 in {stage1_dir}; run --stage=1 first")
+        s1 = checkpoint.Checkpointer(os.path.join(stage1_dir, "checkpoints"), save_every_steps=1, keep=1)
+        s1_meta = s1.restore_meta()
+        s1.close()
+        s1_cfg = Config.from_json(s1_meta["config"])
+        for key in ("window", "encoder_sizes", "decoder_sizes"):
+            if getattr(s1_cfg, key) != getattr(cfg, key):
+                raise ValueError(f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}")
+        features = s1_meta["features"]
+        scaler = data.Scaler.from_json(s1_meta["scaler"])
+        init = _stage1_encoder_init(stage1_dir)
+        meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
+    flows = data.load_flows(cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative)
+    logging.info("loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes)
+    windowed = windows.build(
+        flows,
+        window=cfg.window,
+        stride=cfg.stride,
+        split=cfg.split,
+        fractions=cfg.split_fractions,
+        seed=cfg.seed,
+        train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
+        scaler=scaler,
+    )
+    logging.info("windows: %s", json.dumps(windowed.summary()))
+    labels = None
+    if cfg.task == "binary":
+        labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
+    meta_extra["data"] = windowed.summary()
+    result = train.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
+    summary = {
+        "run_dir": run_dir,
+        "model": run_name(cfg),
+        "steps": result.steps,
+        "best_val_loss": result.best_val_loss,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "preempted": result.preempted,
+        "resumed_from": result.resumed_from,
+        "data": windowed.summary(),
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary

@@ -1,0 +1,88 @@
+"""The 1-D ``data`` mesh, shardings, and the one host -> device function.
+
+Data parallelism the current way (pmap is in maintenance mode): ``jit`` with
+``NamedSharding``. Parameters and optimizer state are replicated, the batch axis is
+split over the ``data`` axis, and because the loss is a mean over the *global* batch,
+XLA inserts the gradient all-reduce that pmap's ``lax.pmean`` made explicit: every
+device runs the same program on its slice and the gradients are averaged.
+
+Multi-host: every process holds the whole (small) flow table, draws the same global
+batch order, and feeds only its own slice (``process_slice``);
+``jax.make_array_from_process_local_data`` assembles the global array.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "data"
+
+
+def maybe_initialize_distributed(
+    enabled: bool, coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
+) -> None:
+    """Calls ``jax.distributed.initialize`` when asked (auto-detects on TPU/SLURM clusters)."""
+    if not enabled:
+        return
+    kwargs = {}
+    if coordinator_address:
+        kwargs["coordinator_address"] = coordinator_address
+    if num_processes > 0:
+        kwargs["num_processes"] = num_processes
+    if process_id >= 0:
+        kwargs["process_id"] = process_id
+    jax.distributed.initialize(**kwargs)
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh over all devices (of all processes) named ``data``."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if global_batch % n:
+        raise ValueError(
+            f"global batch size {global_batch} does not split evenly over {n} devices; "
+            f"use a multiple of {n}"
+        )
+
+
+def process_slice(global_batch: int) -> slice:
+    """This process's rows of a global batch (all of it on one host)."""
+    per = global_batch // jax.process_count()
+    i = jax.process_index()
+    return slice(i * per, (i + 1) * per)
+
+
+def to_global(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Moves a process-local host batch to devices, split along the batch axis.
+
+    The only host -> device transfer of the training loop (besides the table, once).
+    """
+    sharding = batch_sharded(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
+
+
+def log_devices(mesh: Mesh) -> None:
+    logging.info(
+        "process %d/%d, %d local / %d global devices (%s), mesh %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+        dict(mesh.shape),
+    )

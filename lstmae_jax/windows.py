@@ -1,0 +1,217 @@
+"""Windows of T consecutive flows, window labels, splits of windows, resumable batch order.
+
+A window is named by the row index of its first flow: window ``s`` is rows
+``s .. s+T-1``. Windows never cross a *segment* boundary, where a segment is a maximal
+run of rows with the same file and the same split, so no window spans two files or two
+splits. T=1 is the per-flow mode, for files whose rows are samples rather than sequences.
+
+Shape letters: N flows, F features, T window length, W windows, B batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from lstmae_jax import data
+
+
+def segment_ids(*keys_N: np.ndarray) -> np.ndarray:
+    """Segment id per row: a new segment starts wherever any key changes."""
+    n = len(keys_N[0])
+    change = np.zeros(n, dtype=bool)
+    for k in keys_N:
+        change[1:] |= k[1:] != k[:-1]
+    return np.cumsum(change, dtype=np.int64)
+
+
+def window_starts(segment_N: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
+    """First rows of all windows of length ``window`` that stay inside one segment."""
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+    n = len(segment_N)
+    bounds = np.r_[0, np.flatnonzero(np.diff(segment_N)) + 1, n]
+    starts = [np.arange(a, b - window + 1, stride) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= window]
+    return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
+
+
+def window_labels(label_N: np.ndarray, starts_W: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(label of the last flow, whether any flow is an attack) per window; label 0 = benign."""
+    attack = np.concatenate([[0], np.cumsum(label_N != 0)])
+    any_attack = attack[starts_W + window] - attack[starts_W] > 0
+    return label_N[starts_W + window - 1], any_attack
+
+
+def gather(x_NxF: np.ndarray, starts_B: np.ndarray, window: int) -> np.ndarray:
+    """Host-side gather of windows: x_BxTxF[b, t] = x_NxF[starts_B[b] + t]."""
+    if window == 1:
+        return x_NxF[starts_B][:, None, :]
+    return x_NxF[starts_B[:, None] + np.arange(window)]
+
+
+def rows_covered(num_rows: int, starts_W: np.ndarray, window: int) -> np.ndarray:
+    """Boolean mask of rows that belong to at least one of the windows."""
+    delta = np.zeros(num_rows + 1, dtype=np.int64)
+    np.add.at(delta, starts_W, 1)
+    np.add.at(delta, starts_W + window, -1)
+    return np.cumsum(delta[:-1]) > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Windowed:
+    """Scaled flows and the windows of each split (everything training needs)."""
+
+    x_NxF: np.ndarray  # float32, scaled with ``scaler``
+    window: int
+    starts: dict[str, np.ndarray]  # split -> starts_W
+    label: dict[str, np.ndarray]  # split -> label of the window's last flow (int32)
+    any_attack: dict[str, np.ndarray]  # split -> bool
+    classes: tuple[str, ...]
+    features: tuple[str, ...]
+    scaler: data.Scaler
+
+    def summary(self) -> dict:
+        out = {"window": self.window, "features": len(self.features), "flows": len(self.x_NxF)}
+        for s in data.SPLITS:
+            counts = np.bincount(self.label[s], minlength=len(self.classes))
+            out[s] = {
+                "windows": int(len(self.starts[s])),
+                "attack_windows": int(self.any_attack[s].sum()),
+                "labels": {c: int(n) for c, n in zip(self.classes, counts) if n},
+            }
+        return out
+
+
+def build(
+    flows: data.Flows,
+    *,
+    window: int,
+    stride: int = 1,
+    split: str = "temporal",
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    train_benign_only: bool = False,
+    scaler: data.Scaler | None = None,
+) -> Windowed:
+    """Splits flows, cuts windows, fits the scaler on training rows, scales.
+
+    ``split="temporal"``: rows are split by time (earliest rows train), then windows are
+    cut inside each (file, split) segment. ``split="random"``: windows are cut inside
+    each file, then split at random stratified by window label (the reference paper's
+    protocol; with T > 1 neighbouring windows share flows across splits, which leaks).
+    ``train_benign_only`` keeps only training windows with no attack flow (stage 1).
+    ``scaler`` reuses a fitted scaler (stage 2 must scale as stage 1 did) instead of
+    fitting one on the training rows.
+    """
+    n = len(flows)
+    if split == "temporal":
+        split_N = data.temporal_split(n, fractions)
+        seg = segment_ids(flows.file_N, split_N)
+        starts_all = window_starts(seg, window, stride)
+        split_W = split_N[starts_all] if len(starts_all) else np.zeros(0, np.int8)
+    elif split == "random":
+        starts_all = window_starts(segment_ids(flows.file_N), window, stride)
+        last_label, _ = window_labels(flows.label_N, starts_all, window)
+        split_W = data.random_split(last_label, fractions, seed)
+    else:
+        raise ValueError(f"split must be 'temporal' or 'random', got {split!r}")
+    label_all, any_all = window_labels(flows.label_N, starts_all, window)
+    starts, label, any_attack = {}, {}, {}
+    for code, name in enumerate(data.SPLITS):
+        keep = split_W == code
+        if name == "train" and train_benign_only:
+            keep &= ~any_all
+        starts[name], label[name], any_attack[name] = starts_all[keep], label_all[keep], any_all[keep]
+    if len(starts["train"]) == 0:
+        raise ValueError(
+            f"no training windows: {n} flows, window={window}, split={split}, fractions={fractions}, "
+            f"train_benign_only={train_benign_only}"
+        )
+    if scaler is None:
+        train_rows = rows_covered(n, starts["train"], window)
+        scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features)
+    elif tuple(scaler.features) != tuple(flows.features):
+        raise ValueError(f"scaler features {scaler.features} differ from the data's {flows.features}")
+    return Windowed(
+        x_NxF=scaler.transform(flows.x_NxF),
+        window=window,
+        starts=starts,
+        label=label,
+        any_attack=any_attack,
+        classes=flows.classes,
+        features=flows.features,
+        scaler=scaler,
+    )
+
+
+# ------------------------------------------------------------------------ batch order
+
+
+@dataclasses.dataclass
+class BatchOrder:
+    """Deterministic shuffled epochs of fixed-size batches with a resumable position.
+
+    Epoch ``e`` visits ``permutation(seed, e)`` in ``steps_per_epoch`` batches of
+    ``batch_size`` item indices; the remainder is dropped so every step has one shape and
+    compiles once. The position ``(epoch, step)`` is all the state there is: save it with
+    a checkpoint, ``restore`` it, and the next batch is the one that would have come.
+    """
+
+    num_items: int
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    epoch: int = 0
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_items < self.batch_size:
+            raise ValueError(
+                f"{self.num_items} items cannot fill one batch of {self.batch_size}; "
+                "lower the batch size or add data"
+            )
+        self._perm_epoch = -1
+        self._perm = np.zeros(0, np.int64)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_items // self.batch_size
+
+    def _permutation(self) -> np.ndarray:
+        if self._perm_epoch != self.epoch:
+            if self.shuffle:
+                self._perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+            else:
+                self._perm = np.arange(self.num_items)
+            self._perm_epoch = self.epoch
+        return self._perm
+
+    def next(self) -> np.ndarray:
+        """Item indices of the next batch (shape [batch_size]); advances the position."""
+        i = self.step * self.batch_size
+        idx = self._permutation()[i : i + self.batch_size]
+        self.step += 1
+        if self.step == self.steps_per_epoch:
+            self.epoch, self.step = self.epoch + 1, 0
+        return idx
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "step": self.step}
+
+    def restore(self, state: dict[str, int]) -> None:
+        epoch, step = int(state["epoch"]), int(state["step"])
+        if not 0 <= step < self.steps_per_epoch:
+            raise ValueError(f"step {step} outside an epoch of {self.steps_per_epoch} steps")
+        self.epoch, self.step = epoch, step
+
+
+def eval_batches(num_items: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All items in order, in fixed-size batches: (indices_B, valid_B); the last is padded."""
+    for i in range(0, num_items, batch_size):
+        idx = np.arange(i, i + batch_size)
+        valid = idx < num_items
+        yield np.where(valid, idx, 0), valid

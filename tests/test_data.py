@@ -1,0 +1,250 @@
+"""Parquet -> arrays on every genuine shared file; splits; scaler."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lstmae_jax import clean, data, schema
+
+# Expected per-file results of the default cleaning (nonfinite="drop", negative="clamp"),
+# counted independently from the files with pyarrow in test_expected_counts_are_raw_counts.
+EXPECTED = {
+    "cicids2017/friday_afternoon_ddos_head.parquet": (9998, 9991, {"Benign": 9991}),
+    "cicids2017/stratified_sample_all_days.parquet": (
+        10918,
+        10910,
+        {
+            "Benign": 9629,
+            "PortScan": 688,
+            "DDoS": 518,
+            "FTP-Patator": 35,
+            "SSH-Patator": 27,
+            "Web Attack - Brute Force": 6,
+            "Bot": 6,
+            "Web Attack - XSS": 1,
+        },
+    ),
+    "cicids2017/thursday_webattack_rows.parquet": (
+        7,
+        7,
+        {"Web Attack - XSS": 3, "Web Attack - Brute Force": 2, "Web Attack - Sql Injection": 2},
+    ),
+    "cicids2017_friday_ddos_day/friday_ddos_day_part1.parquet": (
+        103865,
+        103865,
+        {"DDoS": 63675, "Benign": 40190},
+    ),
+    "cicids2017_improved/improved_random_sample_non_wednesday.parquet": (
+        35866,
+        35866,
+        {
+            "PortScan": 7411,
+            "DDoS": 7362,
+            "Infiltration - Portscan": 7329,
+            "Benign": 5955,
+            "FTP-Patator": 3972,
+            "SSH-Patator": 2961,
+            "Bot": 736,
+            "Web Attack - Brute Force": 73,
+            "Infiltration": 36,
+            "Web Attack - XSS": 18,
+            "Web Attack - Sql Injection": 13,
+        },
+    ),
+    "csecicids2018/random_sample_all_days.parquet": (
+        943,
+        943,
+        {
+            "Benign": 721,
+            "DDOS attack-HOIC": 67,
+            "DoS attacks-Hulk": 53,
+            "Infilteration": 21,
+            "SSH-Bruteforce": 21,
+            "FTP-BruteForce": 20,
+            "Bot": 20,
+            "DoS attacks-SlowHTTPTest": 15,
+            "DoS attacks-GoldenEye": 4,
+            "DoS attacks-Slowloris": 1,
+        },
+    ),
+    "csecicids2018/wednesday_14_02_bruteforce_balanced_subsample.parquet": (
+        6053,
+        6053,
+        {"SSH-Bruteforce": 3000, "Benign": 3000, "FTP-BruteForce": 53},
+    ),
+}
+
+
+def _raw_nonfinite_rows(table: pa.Table) -> int:
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for name in table.column_names:
+        if pa.types.is_floating(table.schema.field(name).type):
+            bad |= ~np.isfinite(table.column(name).to_numpy())
+    return int(bad.sum())
+
+
+def test_every_shared_file_loads(shared_data):
+    files = sorted(shared_data.glob("*/*.parquet"))
+    assert len(files) >= 13
+    for f in files:
+        flows = data.load_flows(str(f))
+        assert flows.x_NxF.dtype == np.float32
+        assert np.isfinite(flows.x_NxF).all(), f
+        assert flows.x_NxF.shape == (len(flows), len(flows.features))
+        assert flows.classes[0] == schema.BENIGN
+        assert all(schema.family(c) != "Other" for c in flows.classes), (f, flows.classes)
+        # Non-negative kinds are non-negative after cleaning (sentinels clamped).
+        for j, name in enumerate(flows.features):
+            if schema.KIND[name] in schema.NONNEGATIVE_KINDS:
+                assert flows.x_NxF[:, j].min() >= 0, (f, name)
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_expected_counts_are_raw_counts(shared_data, rel):
+    rows_in, rows_out, labels = EXPECTED[rel]
+    table = pq.read_table(shared_data / rel)
+    assert table.num_rows == rows_in
+    assert rows_in - _raw_nonfinite_rows(table) == rows_out
+    flows = data.load_flows(str(shared_data / rel))
+    assert len(flows) == rows_out
+    got = {flows.classes[c]: int(n) for c, n in enumerate(np.bincount(flows.label_N)) if n}
+    assert got == labels
+
+
+def test_schema_mapping_of_the_three_styles(shared_data):
+    styles = {
+        "cicids2017/monday_head.parquet": ("cicids2017", 77),
+        "cicids2017_improved/improved_random_sample_non_wednesday.parquet": ("cicids2017_improved", 83),
+        "csecicids2018/random_sample_all_days.parquet": ("csecicids2018", 78),
+    }
+    for rel, (style, n_features) in styles.items():
+        names = pq.read_schema(shared_data / rel).names
+        assert schema.detect_style(names) == style
+        table, report = clean.canonicalize(pq.read_table(shared_data / rel), source=rel)
+        assert report.unknown_columns == []
+        assert len(report.features) == n_features
+    # Same quantity, three spellings, one canonical column.
+    t17 = data.load_flows(str(shared_data / "cicids2017/monday_head.parquet"))
+    t18 = data.load_flows(str(shared_data / "csecicids2018/random_sample_all_days.parquet"))
+    assert "tot_fwd_pkts" in t17.features and "tot_fwd_pkts" in t18.features
+    assert "protocol" not in t17.features  # MachineLearningCVE has no Protocol column
+    imp = clean.canonicalize(
+        pq.read_table(shared_data / "cicids2017_improved/improved_random_sample_non_wednesday.parquet"),
+        source="improved",
+    )[0]
+    for name in ("timestamp", "src_ip", "dst_ip", "flow_id", "attempted_category"):
+        assert name in imp.column_names  # identifiers kept as metadata ...
+        assert name not in schema.FEATURES  # ... never as model features
+
+
+def test_duplicate_fwd_header_and_nonfinite(shared_data):
+    rel = "cicids2017/stratified_sample_all_days.parquet"
+    raw = pq.read_table(shared_data / rel)
+    assert " Fwd Header Length.1" in raw.column_names
+    table, report = clean.canonicalize(raw, source=rel)
+    assert schema.DUPLICATE_FWD_HEADER not in table.column_names
+    assert report.duplicate_header_mismatches == 0
+    assert report.dropped == {"nonfinite": 8}
+    zero, report0 = clean.canonicalize(raw, source=rel, nonfinite="zero")
+    assert zero.num_rows == raw.num_rows
+    assert report0.fixed["flow_byts_s:nonfinite->0"] == 8
+    # A mismatch in the duplicate is counted, not hidden.
+    dup = raw.column(" Fwd Header Length.1").to_numpy().copy()
+    dup[:3] += 1
+    bad = raw.set_column(raw.column_names.index(" Fwd Header Length.1"), " Fwd Header Length.1", pa.array(dup))
+    assert clean.canonicalize(bad, source=rel)[1].duplicate_header_mismatches == 3
+
+
+def test_negative_sentinels(shared_data):
+    rel = "cicids2017/monday_head.parquet"
+    raw = pq.read_table(shared_data / rel)
+    n_neg = int((raw.column("Init_Win_bytes_forward").to_numpy() < 0).sum())
+    assert n_neg > 0
+    _, clamp = clean.canonicalize(raw, source=rel, nonfinite="zero")
+    assert clamp.fixed["init_fwd_win_byts:negative->0"] == n_neg
+    dropped, report = clean.canonicalize(raw, source=rel, nonfinite="zero", negative="drop")
+    assert report.dropped["negative"] >= n_neg
+    assert dropped.num_rows == raw.num_rows - report.dropped["negative"]
+
+
+def test_label_normalisation():
+    assert schema.normalize_label(" BENIGN ") == "Benign"
+    assert schema.normalize_label("Web Attack \ufffd Brute Force") == "Web Attack - Brute Force"
+    assert schema.normalize_label("Web Attack \u2013 Sql Injection") == "Web Attack - Sql Injection"
+    assert schema.normalize_label("Web Attack - SQL Injection") == "Web Attack - Sql Injection"
+    assert schema.normalize_label("Botnet") == "Bot"
+    assert schema.family("Infilteration") == "Infiltration"
+    assert schema.family("DDOS attack-HOIC") == "DDoS"
+    assert schema.family("FTP-Patator - Attempted") == "Attempted"
+    assert schema.normalize_label("Brand New Attack") == "Brand New Attack"
+    assert schema.family("Brand New Attack") == "Other"
+
+
+def test_repeated_header_rows_and_missing_labels():
+    table = pa.table(
+        {
+            " Flow Duration": pa.array([1.0, 2.0, 3.0, 4.0]),
+            " Label": pa.array(["BENIGN", " Label", None, "DDoS"]),
+        }
+    )
+    out, report = clean.canonicalize(table, source="t")
+    assert out.column("label").to_pylist() == ["Benign", "DDoS"]
+    assert report.dropped == {"repeated_header": 1, "missing_label": 1}
+    assert report.rows_in == 4 and report.rows_out == 2
+
+
+def test_feature_subset_and_errors(shared_data, tmp_path):
+    both = [
+        str(shared_data / "cicids2017_friday_ddos_day"),
+        str(shared_data / "cicids2017/monday_head.parquet"),
+    ]
+    flows = data.load_flows(both)
+    assert len(flows.features) == 16  # the day file has 16 of the 77 features
+    assert flows.files[0].endswith("friday_ddos_day_part1.parquet")
+    with pytest.raises(ValueError, match=r"friday_ddos_day_part1.parquet: lacks requested feature columns \[.flow_duration.\]"):
+        data.load_flows(both[::-1], features=["flow_duration"])
+    with pytest.raises(ValueError, match="unknown feature names"):
+        data.load_flows(both[1], features=["nope"])
+    with pytest.raises(FileNotFoundError):
+        data.load_flows(str(tmp_path / "missing"))
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="junk.parquet: cannot read as Parquet"):
+        data.load_flows(str(junk))
+
+
+def test_temporal_split_is_ordered():
+    split = data.temporal_split(10, (0.6, 0.2, 0.2))
+    assert split.tolist() == [0] * 6 + [1] * 2 + [2] * 2
+    with pytest.raises(ValueError):
+        data.temporal_split(10, (0.5, 0.2, 0.2))
+
+
+def test_random_split_is_stratified_and_deterministic():
+    labels = np.repeat(np.arange(3), [100, 50, 10])
+    a = data.random_split(labels, (0.6, 0.2, 0.2), seed=1)
+    assert np.array_equal(a, data.random_split(labels, (0.6, 0.2, 0.2), seed=1))
+    for c, n in zip(range(3), (100, 50, 10)):
+        counts = np.bincount(a[labels == c], minlength=3)
+        assert counts.tolist() == [round(0.6 * n), round(0.8 * n) - round(0.6 * n), n - round(0.8 * n)]
+
+
+def test_scaler_log_standardise_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    features = ("flow_duration", "syn_flag_cnt")
+    x = np.stack([rng.exponential(1e6, 1000), rng.integers(0, 3, 1000)], axis=1).astype(np.float32)
+    sc = data.fit_scaler(x, features)
+    assert sc.log == (True, False)
+    z = sc.transform(x)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)  # float32 output of float64 stats
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-5)
+    path = tmp_path / "scaler.json"
+    sc.save(str(path))
+    assert data.Scaler.load(str(path)) == sc
+    assert json.loads(path.read_text())["features"] == list(features)
+    # Constant column: centred, not divided by zero.
+    const = data.fit_scaler(np.ones((5, 1), np.float32), ("syn_flag_cnt",))
+    assert np.all(const.transform(np.ones((2, 1), np.float32)) == 0)

@@ -1,0 +1,130 @@
+"""Windows are exact, never cross files or splits; scaler sees train only; resume is exact."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lstmae_jax import data, schema, windows
+
+
+def _flows(labels_per_file, num_features=3, seed=0):
+    rng = np.random.default_rng(seed)
+    label = np.concatenate([np.asarray(lab, np.int32) for lab in labels_per_file])
+    n = len(label)
+    return data.Flows(
+        x_NxF=rng.exponential(100.0, (n, num_features)).astype(np.float32),
+        label_N=label,
+        file_N=np.repeat(np.arange(len(labels_per_file), dtype=np.int32), [len(x) for x in labels_per_file]),
+        classes=("Benign", "DDoS"),
+        features=("flow_duration", "tot_fwd_pkts", "syn_flag_cnt")[:num_features],
+        files=tuple(f"f{i}" for i in range(len(labels_per_file))),
+        reports=(),
+    )
+
+
+@given(
+    sizes=st.lists(st.integers(0, 30), min_size=1, max_size=5),
+    window=st.integers(1, 6),
+    stride=st.integers(1, 3),
+)
+@settings(max_examples=60, deadline=None)
+def test_window_i_is_rows_i_to_i_plus_t(sizes, window, stride):
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    starts = windows.window_starts(seg, window, stride)
+    expected = []
+    offset = 0
+    for size in sizes:
+        expected += list(range(offset, offset + size - window + 1, stride))
+        offset += size
+    assert starts.tolist() == expected
+    x = np.arange(len(seg), dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    got = windows.gather(x, starts, window)
+    assert got.shape == (len(starts), window, 2)
+    for w, s in enumerate(starts):
+        assert np.array_equal(got[w, :, 0], np.arange(s, s + window))
+        assert len(set(seg[s : s + window])) == 1  # never crosses a segment
+
+
+def test_window_labels_last_flow_and_any_attack():
+    label = np.array([0, 0, 1, 0, 0, 0, 1])
+    starts = np.array([0, 1, 2, 3, 4])
+    last, any_attack = windows.window_labels(label, starts, 3)
+    assert last.tolist() == [1, 0, 0, 0, 1]
+    assert any_attack.tolist() == [True, True, True, False, True]
+
+
+def test_temporal_build_no_window_spans_splits_or_files():
+    flows = _flows([[0] * 40, [0] * 30 + [1] * 10 + [0] * 20])
+    w = windows.build(flows, window=4, split="temporal", fractions=(0.5, 0.25, 0.25))
+    split_N = data.temporal_split(len(flows), (0.5, 0.25, 0.25))
+    for code, name in enumerate(data.SPLITS):
+        for s in w.starts[name]:
+            assert set(split_N[s : s + 4]) == {code}
+            assert len(set(flows.file_N[s : s + 4])) == 1
+    # The scaler is fitted on training rows only.
+    train_rows = windows.rows_covered(len(flows), w.starts["train"], 4)
+    ref = data.fit_scaler(flows.x_NxF[train_rows], flows.features)
+    assert w.scaler == ref
+    assert train_rows.sum() == 50  # rows 0..49, none from val/test
+
+
+def test_train_benign_only_and_random_split():
+    flows = _flows([[0] * 50 + [1] * 10 + [0] * 40])
+    w = windows.build(flows, window=3, split="temporal", fractions=(0.7, 0.1, 0.2), train_benign_only=True)
+    assert not w.any_attack["train"].any()
+    assert len(w.starts["train"]) > 0
+    r = windows.build(flows, window=1, split="random", fractions=(0.6, 0.2, 0.2), seed=3)
+    assert sum(len(r.starts[s]) for s in data.SPLITS) == len(flows)
+    allstarts = np.concatenate([r.starts[s] for s in data.SPLITS])
+    assert len(np.unique(allstarts)) == len(flows)  # a partition
+    assert (r.label["test"] == 1).sum() == 2  # 10 attacks -> 6/2/2
+
+
+def test_build_errors():
+    flows = _flows([[0] * 5])
+    with pytest.raises(ValueError, match="no training windows"):
+        windows.build(flows, window=10)
+    with pytest.raises(ValueError, match="split must be"):
+        windows.build(flows, window=1, split="nope")
+
+
+def test_batch_order_resume_is_exact():
+    order = windows.BatchOrder(num_items=103, batch_size=10, seed=7)
+    assert order.steps_per_epoch == 10
+    full = [order.next() for _ in range(25)]
+    resumed = windows.BatchOrder(num_items=103, batch_size=10, seed=7)
+    for _ in range(13):
+        resumed.next()
+    saved = resumed.state()
+    assert saved == {"epoch": 1, "step": 3}
+    fresh = windows.BatchOrder(num_items=103, batch_size=10, seed=7)
+    fresh.restore(saved)
+    rest = [fresh.next() for _ in range(12)]
+    for a, b in zip(full[13:], rest):
+        assert np.array_equal(a, b)
+    # Each epoch is a permutation prefix: no item twice within an epoch.
+    epoch0 = np.concatenate(full[:10])
+    assert len(np.unique(epoch0)) == 100
+    assert not np.array_equal(full[0], full[10])  # reshuffled per epoch
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        windows.BatchOrder(num_items=5, batch_size=10)
+
+
+def test_eval_batches_cover_everything_once():
+    seen = []
+    for idx, valid in windows.eval_batches(23, 8):
+        assert idx.shape == (8,) and valid.shape == (8,)
+        seen += idx[valid].tolist()
+    assert seen == list(range(23))
+
+
+def test_real_contiguous_day_windows(shared_data):
+    flows = data.load_flows(str(shared_data / "cicids2017_friday_ddos_day"))
+    w = windows.build(flows, window=10, split="temporal", train_benign_only=True)
+    # The first 60% of the day: the first 18,588-flow run is benign, DDoS starts after it.
+    assert not w.any_attack["train"].any()
+    assert w.any_attack["test"].mean() > 0.3
+    x = windows.gather(w.x_NxF, w.starts["test"][:4], 10)
+    assert x.shape == (4, 10, len(flows.features)) and np.isfinite(x).all()
+    assert set(flows.features) <= set(schema.FEATURES)
