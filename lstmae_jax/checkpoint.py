@@ -45,7 +45,9 @@ def _val_loss(metrics: dict) -> float:
 class Checkpointer:
     """A thin wrapper around ``ocp.CheckpointManager`` for one training run."""
 
-    def __init__(self, directory: str, *, save_every_steps: int, keep: int, async_save: bool = True):
+    def __init__(
+        self, directory: str, *, save_every_steps: int, keep: int, async_save: bool = True
+    ):
         _quiet_orbax()
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=cm.FixedIntervalPolicy(save_every_steps),
@@ -53,14 +55,21 @@ class Checkpointer:
             preservation_policy=cm.AnyPreservationPolicy(
                 [
                     cm.LatestN(keep),
-                    cm.BestN(get_metric_fn=_val_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False),
+                    cm.BestN(
+                        get_metric_fn=_val_loss,
+                        reverse=True,
+                        n=1,
+                        keep_checkpoints_without_metrics=False,
+                    ),
                 ]
             ),
             enable_async_checkpointing=async_save,
             create=True,
         )
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -74,7 +83,9 @@ class Checkpointer:
         """Saves (asynchronously) if the policy says so or ``force``; True if it did."""
         return self._manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             metrics=metrics,
             force=force,
         )
@@ -96,7 +107,9 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"
+        ]
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -109,5 +122,6 @@ class Checkpointer:
 def abstract(tree: Any) -> Any:
     """Shapes, dtypes and shardings of a pytree of arrays, for restoring into."""
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        tree,
     )

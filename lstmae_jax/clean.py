@@ -89,7 +89,11 @@ def _labels(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray,
     """
     enc = pc.dictionary_encode(pc.cast(column, pa.string()))
     if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks() if enc.num_chunks else pa.array([], pa.string()).dictionary_encode()
+        enc = (
+            enc.combine_chunks()
+            if enc.num_chunks
+            else pa.array([], pa.string()).dictionary_encode()
+        )
     uniques = enc.dictionary.to_pylist()
     normalized = np.array([schema.normalize_label(u) for u in uniques] + [""], dtype=object)
     is_header = np.array([schema.canonical_name(u) == schema.LABEL for u in uniques] + [False])
@@ -116,11 +120,15 @@ def canonicalize(
         raise ValueError(f"negative must be one of {NEGATIVE_POLICIES}, got {negative!r}")
     raw_names = table.column_names
     names = schema.canonical_names(raw_names)
-    report = CleanReport(source=source, style=schema.detect_style(raw_names), rows_in=table.num_rows)
-    report.unknown_columns = [r for r, n in zip(raw_names, names) if n is None]
+    report = CleanReport(
+        source=source, style=schema.detect_style(raw_names), rows_in=table.num_rows
+    )
+    report.unknown_columns = [r for r, n in zip(raw_names, names, strict=True) if n is None]
     cols = {n: table.column(i) for i, n in enumerate(names) if n is not None}
     if schema.LABEL not in cols:
-        raise ValueError(f"{source}: no label column (looked for {schema.LABEL_SPELLINGS}); columns: {raw_names}")
+        raise ValueError(
+            f"{source}: no label column (looked for {schema.LABEL_SPELLINGS}); columns: {raw_names}"
+        )
 
     keep = np.ones(table.num_rows, dtype=bool)
     codes, normalized, header_code = _labels(cols[schema.LABEL])
@@ -135,14 +143,22 @@ def canonicalize(
     values: dict[str, np.ndarray] = {}
     for f in features:
         col = cols[f]
-        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+        if not (
+            pa.types.is_integer(col.type)
+            or pa.types.is_floating(col.type)
+            or pa.types.is_null(col.type)
+        ):
             raise ValueError(
                 f"{source}: column {raw_names[names.index(f)]!r} ({f}) is {col.type}, expected numbers"
             )
-        values[f] = np.array(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        values[f] = np.array(
+            pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
 
     if schema.DUPLICATE_FWD_HEADER in cols and "fwd_header_len" in values:
-        dup = np.asarray(pc.cast(cols[schema.DUPLICATE_FWD_HEADER], pa.float64()).to_numpy(zero_copy_only=False))
+        dup = np.asarray(
+            pc.cast(cols[schema.DUPLICATE_FWD_HEADER], pa.float64()).to_numpy(zero_copy_only=False)
+        )
         report.duplicate_header_mismatches = int(np.sum((dup != values["fwd_header_len"]) & keep))
 
     bad_nonfinite = np.zeros(table.num_rows, dtype=bool)

@@ -25,9 +25,13 @@ def _opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best in t
 class Config:
     # -- data
     data: str = _opt("", "Parquet file, directory or glob (any CICFlowMeter naming style).")
-    features: tuple[str, ...] = _opt((), "Canonical feature names; empty: all common to every file.")
+    features: tuple[str, ...] = _opt(
+        (), "Canonical feature names; empty: all common to every file."
+    )
     nonfinite: str = _opt("drop", "Inf/NaN feature values: drop the row, or zero the value.")
-    negative: str = _opt("clamp", "Negative values in non-negative columns: clamp to 0, or drop row.")
+    negative: str = _opt(
+        "clamp", "Negative values in non-negative columns: clamp to 0, or drop row."
+    )
     window: int = _opt(10, "T, flows per window (1 = per-flow mode for sampled files).")
     stride: int = _opt(1, "Rows between the starts of consecutive windows.")
     split: str = _opt("temporal", "temporal (leakage-free, by time) or random (stratified).")
@@ -36,14 +40,29 @@ class Config:
     # -- model
     model: str = _opt("lstm_ae", "lstm_ae (two-stage), dnn or cnn (baselines).")
     stage: int = _opt(1, "lstm_ae only: 1 = autoencoder, 2 = classifier on the latent code.")
-    encoder_sizes: tuple[int, ...] = _opt((64,), "LSTM-AE encoder layer sizes; the last is the latent.")
+    encoder_sizes: tuple[int, ...] = _opt(
+        (64,), "LSTM-AE encoder layer sizes; the last is the latent."
+    )
     decoder_sizes: tuple[int, ...] = _opt((32,), "LSTM-AE decoder layer sizes.")
     unroll: int = _opt(1, "lax.scan unroll factor of the LSTM layers.")
-    classifier_hidden: tuple[int, ...] = _opt((64,), "Hidden sizes of the stage-2 latent classifier.")
-    freeze_encoder: bool = _opt(True, "Stage 2 keeps the stage-1 encoder fixed (else fine-tunes it).")
+    classifier_hidden: tuple[int, ...] = _opt(
+        (64,), "Hidden sizes of the stage-2 latent classifier."
+    )
+    freeze_encoder: bool = _opt(
+        True, "Stage 2 keeps the stage-1 encoder fixed (else fine-tunes it)."
+    )
     task: str = _opt("multiclass", "Classifiers: multiclass (attack names) or binary.")
     class_weights: bool = _opt(False, "Weight the cross-entropy by inverse class frequency.")
     dropout: float = _opt(0.1, "Dropout rate of the classifier heads and baselines.")
+    ensemble: int = _opt(1, "Stage 1: K LSTM-AEs (different seeds) trained together in one step.")
+    ensemble_score: str = _opt("mean", "How member errors combine into the score: mean or max.")
+    # -- anomaly threshold (stage 1)
+    threshold: str = _opt(
+        "fpr", "fpr (target FPR on benign val), quantile, or fixed (the paper's)."
+    )
+    target_fpr: float = _opt(0.01, "threshold=fpr: the false-positive rate allowed on benign val.")
+    threshold_quantile: float = _opt(0.99, "threshold=quantile: quantile of benign val scores.")
+    threshold_value: float = _opt(0.1, "threshold=fixed: the value (the paper's MAE threshold).")
     # -- optimisation
     batch_size: int = _opt(256, "Global batch size (split across all devices).")
     eval_batch_size: int = _opt(1024, "Global batch size for evaluation.")
@@ -99,27 +118,28 @@ def smoke(**overrides: Any) -> Config:
 # --------------------------------------------------------------------- absl flags
 
 
-def define_flags(cls: type = Config) -> None:
+def define_flags(cls: type = Config, flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Declares one absl flag per field of ``cls`` (same name, default and help)."""
     for f in dataclasses.fields(cls):
+        kw = {"flag_values": flag_values}
         help_ = f.metadata["help"]
-        if f.type in ("bool", bool):
-            flags.DEFINE_bool(f.name, f.default, help_)
-        elif f.type in ("int", int):
-            flags.DEFINE_integer(f.name, f.default, help_)
-        elif f.type in ("float", float):
-            flags.DEFINE_float(f.name, f.default, help_)
-        elif f.type in ("str", str):
-            flags.DEFINE_string(f.name, f.default, help_)
+        if f.type == "bool":
+            flags.DEFINE_bool(f.name, f.default, help_, **kw)
+        elif f.type == "int":
+            flags.DEFINE_integer(f.name, f.default, help_, **kw)
+        elif f.type == "float":
+            flags.DEFINE_float(f.name, f.default, help_, **kw)
+        elif f.type == "str":
+            flags.DEFINE_string(f.name, f.default, help_, **kw)
         else:  # tuples: comma-separated lists
-            flags.DEFINE_list(f.name, [str(v) for v in f.default], help_)
+            flags.DEFINE_list(f.name, [str(v) for v in f.default], help_, **kw)
 
 
-def from_flags(cls: type = Config) -> Config:
+def from_flags(cls: type = Config, flag_values: flags.FlagValues = flags.FLAGS) -> Config:
     """Builds the config from parsed absl flags."""
     values = {}
     for f in dataclasses.fields(cls):
-        v = flags.FLAGS[f.name].value
+        v = flag_values[f.name].value
         if f.type.startswith("tuple[int"):
             v = tuple(int(x) for x in v)
         elif f.type.startswith("tuple[float"):

@@ -100,7 +100,7 @@ def load_flows(
         unknown = [f for f in features if f not in schema.KIND]
         if unknown:
             raise ValueError(f"unknown feature names {unknown}; see lstmae_jax.schema.FEATURES")
-        for f, p in zip(files, present):
+        for f, p in zip(files, present, strict=True):
             missing = [c for c in features if c not in p]
             if missing:
                 raise ValueError(f"{f}: lacks requested feature columns {missing}")
@@ -140,7 +140,9 @@ def load_flows(
 def temporal_split(num_rows: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> np.ndarray:
     """Split code per row (0 train, 1 val, 2 test) by time: earliest rows train."""
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     cut1 = int(round(fractions[0] * num_rows))
     cut2 = int(round((fractions[0] + fractions[1]) * num_rows))
     split = np.full(num_rows, 2, dtype=np.int8)
@@ -159,7 +161,9 @@ def random_split(
     ``temporal_split`` is the leakage-free protocol.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     rng = np.random.default_rng(seed)
     split = np.empty(len(strata_W), dtype=np.int8)
     for c in np.unique(strata_W):
@@ -223,4 +227,6 @@ def fit_scaler(x_NxF: np.ndarray, features: Sequence[str]) -> Scaler:
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)  # constant columns: centre only
-    return Scaler(tuple(features), tuple(bool(b) for b in log), tuple(mean.tolist()), tuple(std.tolist()))
+    return Scaler(
+        tuple(features), tuple(bool(b) for b in log), tuple(mean.tolist()), tuple(std.tolist())
+    )

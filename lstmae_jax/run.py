@@ -19,6 +19,8 @@ from flax import nnx
 from lstmae_jax import checkpoint, data, train, windows
 from lstmae_jax.config import Config
 
+THRESHOLD_FILE = "threshold.json"
+
 
 def run_name(cfg: Config) -> str:
     return f"stage{cfg.stage}" if cfg.model == "lstm_ae" else cfg.model
@@ -30,8 +32,12 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
     try:
         meta = ckpt.restore_meta()
         cfg = Config.from_json(meta["config"])
-        model = train.build_model(cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed))
-        graphdef, params, frozen, rest = nnx.split(model, train.trainable_filter(cfg), nnx.Param, ...)
+        model = train.build_model(
+            cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed)
+        )
+        graphdef, params, frozen, rest = nnx.split(
+            model, train.trainable_filter(cfg), nnx.Param, ...
+        )
         tx_state = optax.adam(cfg.learning_rate).init(params)
         abstract = train.TrainState(
             step=jax.numpy.zeros((), jax.numpy.int32),
@@ -47,6 +53,10 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
     final = state.best_params if meta["history"] else state.params
     model = nnx.merge(graphdef, final, state.frozen, state.rest)
     model.eval()
+    threshold_path = os.path.join(run_dir, THRESHOLD_FILE)
+    if os.path.exists(threshold_path):
+        with open(threshold_path) as f:
+            meta["threshold"] = json.load(f)
     return model, meta
 
 
@@ -70,20 +80,30 @@ def train_job(cfg: Config, workdir: str) -> dict:
     if cfg.model == "lstm_ae" and cfg.stage == 2:
         stage1_dir = os.path.join(workdir, "stage1")
         if not os.path.isdir(os.path.join(stage1_dir, "checkpoints")):
-            raise FileNotFoundError(f"stage 2 needs a trained stage 1 in {stage1_dir}; run --stage=1 first")
-        s1 = checkpoint.Checkpointer(os.path.join(stage1_dir, "checkpoints"), save_every_steps=1, keep=1)
+            raise FileNotFoundError(
+                f"stage 2 needs a trained stage 1 in {stage1_dir}; run --stage=1 first"
+            )
+        s1 = checkpoint.Checkpointer(
+            os.path.join(stage1_dir, "checkpoints"), save_every_steps=1, keep=1
+        )
         s1_meta = s1.restore_meta()
         s1.close()
         s1_cfg = Config.from_json(s1_meta["config"])
         for key in ("window", "encoder_sizes", "decoder_sizes"):
             if getattr(s1_cfg, key) != getattr(cfg, key):
-                raise ValueError(f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}")
+                raise ValueError(
+                    f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}"
+                )
         features = s1_meta["features"]
         scaler = data.Scaler.from_json(s1_meta["scaler"])
         init = _stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
-    flows = data.load_flows(cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative)
-    logging.info("loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes)
+    flows = data.load_flows(
+        cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative
+    )
+    logging.info(
+        "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
+    )
     windowed = windows.build(
         flows,
         window=cfg.window,
@@ -100,6 +120,9 @@ def train_job(cfg: Config, workdir: str) -> dict:
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
     meta_extra["data"] = windowed.summary()
     result = train.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
+    threshold = None
+    if cfg.model == "lstm_ae" and cfg.stage == 1 and not result.preempted:
+        threshold = calibrate_threshold(cfg, result.model, windowed, run_dir)
     summary = {
         "run_dir": run_dir,
         "model": run_name(cfg),
@@ -109,8 +132,34 @@ def train_job(cfg: Config, workdir: str) -> dict:
         "stopped_early": result.stopped_early,
         "preempted": result.preempted,
         "resumed_from": result.resumed_from,
+        "threshold": threshold,
         "data": windowed.summary(),
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def calibrate_threshold(
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str
+) -> dict:
+    """Chooses the stage-1 threshold on benign validation windows; saves it with the run."""
+    from lstmae_jax import evaluate, score  # evaluate imports this module
+
+    benign = windowed.starts["val"][~windowed.any_attack["val"]]
+    err_KxWxF = score.member_errors(
+        model, windowed.x_NxF, benign, windowed.window, cfg.eval_batch_size
+    )
+    threshold = evaluate.calibrate(cfg, evaluate.combine_members(err_KxWxF, cfg.ensemble_score))
+    record = json.loads(threshold.to_json())
+    tmp = os.path.join(run_dir, THRESHOLD_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, os.path.join(run_dir, THRESHOLD_FILE))
+    logging.info(
+        "threshold %.6g (%s) from %d benign validation windows",
+        threshold.value,
+        threshold.method,
+        len(benign),
+    )
+    return record

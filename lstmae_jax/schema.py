@@ -39,16 +39,76 @@ _FEATURES: tuple[tuple[str, str, str | None, str | None, str | None], ...] = (
     ("flow_duration", "time", "Flow Duration", "Flow Duration", "Flow Duration"),
     ("tot_fwd_pkts", "count", "Total Fwd Packets", "Total Fwd Packet", "Tot Fwd Pkts"),
     ("tot_bwd_pkts", "count", "Total Backward Packets", "Total Bwd packets", "Tot Bwd Pkts"),
-    ("totlen_fwd_pkts", "bytes", "Total Length of Fwd Packets", "Total Length of Fwd Packet", "TotLen Fwd Pkts"),
-    ("totlen_bwd_pkts", "bytes", "Total Length of Bwd Packets", "Total Length of Bwd Packet", "TotLen Bwd Pkts"),
-    ("fwd_pkt_len_max", "bytes", "Fwd Packet Length Max", "Fwd Packet Length Max", "Fwd Pkt Len Max"),
-    ("fwd_pkt_len_min", "bytes", "Fwd Packet Length Min", "Fwd Packet Length Min", "Fwd Pkt Len Min"),
-    ("fwd_pkt_len_mean", "bytes", "Fwd Packet Length Mean", "Fwd Packet Length Mean", "Fwd Pkt Len Mean"),
-    ("fwd_pkt_len_std", "bytes", "Fwd Packet Length Std", "Fwd Packet Length Std", "Fwd Pkt Len Std"),
-    ("bwd_pkt_len_max", "bytes", "Bwd Packet Length Max", "Bwd Packet Length Max", "Bwd Pkt Len Max"),
-    ("bwd_pkt_len_min", "bytes", "Bwd Packet Length Min", "Bwd Packet Length Min", "Bwd Pkt Len Min"),
-    ("bwd_pkt_len_mean", "bytes", "Bwd Packet Length Mean", "Bwd Packet Length Mean", "Bwd Pkt Len Mean"),
-    ("bwd_pkt_len_std", "bytes", "Bwd Packet Length Std", "Bwd Packet Length Std", "Bwd Pkt Len Std"),
+    (
+        "totlen_fwd_pkts",
+        "bytes",
+        "Total Length of Fwd Packets",
+        "Total Length of Fwd Packet",
+        "TotLen Fwd Pkts",
+    ),
+    (
+        "totlen_bwd_pkts",
+        "bytes",
+        "Total Length of Bwd Packets",
+        "Total Length of Bwd Packet",
+        "TotLen Bwd Pkts",
+    ),
+    (
+        "fwd_pkt_len_max",
+        "bytes",
+        "Fwd Packet Length Max",
+        "Fwd Packet Length Max",
+        "Fwd Pkt Len Max",
+    ),
+    (
+        "fwd_pkt_len_min",
+        "bytes",
+        "Fwd Packet Length Min",
+        "Fwd Packet Length Min",
+        "Fwd Pkt Len Min",
+    ),
+    (
+        "fwd_pkt_len_mean",
+        "bytes",
+        "Fwd Packet Length Mean",
+        "Fwd Packet Length Mean",
+        "Fwd Pkt Len Mean",
+    ),
+    (
+        "fwd_pkt_len_std",
+        "bytes",
+        "Fwd Packet Length Std",
+        "Fwd Packet Length Std",
+        "Fwd Pkt Len Std",
+    ),
+    (
+        "bwd_pkt_len_max",
+        "bytes",
+        "Bwd Packet Length Max",
+        "Bwd Packet Length Max",
+        "Bwd Pkt Len Max",
+    ),
+    (
+        "bwd_pkt_len_min",
+        "bytes",
+        "Bwd Packet Length Min",
+        "Bwd Packet Length Min",
+        "Bwd Pkt Len Min",
+    ),
+    (
+        "bwd_pkt_len_mean",
+        "bytes",
+        "Bwd Packet Length Mean",
+        "Bwd Packet Length Mean",
+        "Bwd Pkt Len Mean",
+    ),
+    (
+        "bwd_pkt_len_std",
+        "bytes",
+        "Bwd Packet Length Std",
+        "Bwd Packet Length Std",
+        "Bwd Pkt Len Std",
+    ),
     ("flow_byts_s", "rate", "Flow Bytes/s", "Flow Bytes/s", "Flow Byts/s"),
     ("flow_pkts_s", "rate", "Flow Packets/s", "Flow Packets/s", "Flow Pkts/s"),
     ("flow_iat_mean", "time", "Flow IAT Mean", "Flow IAT Mean", "Flow IAT Mean"),
@@ -91,8 +151,20 @@ _FEATURES: tuple[tuple[str, str, str | None, str | None, str | None], ...] = (
     ("ece_flag_cnt", "flag", "ECE Flag Count", "ECE Flag Count", "ECE Flag Cnt"),
     ("down_up_ratio", "ratio", "Down/Up Ratio", "Down/Up Ratio", "Down/Up Ratio"),
     ("pkt_size_avg", "bytes", "Average Packet Size", "Average Packet Size", "Pkt Size Avg"),
-    ("fwd_seg_size_avg", "bytes", "Avg Fwd Segment Size", "Fwd Segment Size Avg", "Fwd Seg Size Avg"),
-    ("bwd_seg_size_avg", "bytes", "Avg Bwd Segment Size", "Bwd Segment Size Avg", "Bwd Seg Size Avg"),
+    (
+        "fwd_seg_size_avg",
+        "bytes",
+        "Avg Fwd Segment Size",
+        "Fwd Segment Size Avg",
+        "Fwd Seg Size Avg",
+    ),
+    (
+        "bwd_seg_size_avg",
+        "bytes",
+        "Avg Bwd Segment Size",
+        "Bwd Segment Size Avg",
+        "Bwd Seg Size Avg",
+    ),
     ("fwd_byts_b_avg", "bytes", "Fwd Avg Bytes/Bulk", "Fwd Bytes/Bulk Avg", "Fwd Byts/b Avg"),
     ("fwd_pkts_b_avg", "count", "Fwd Avg Packets/Bulk", "Fwd Packet/Bulk Avg", "Fwd Pkts/b Avg"),
     ("fwd_blk_rate_avg", "rate", "Fwd Avg Bulk Rate", "Fwd Bulk Rate Avg", "Fwd Blk Rate Avg"),
@@ -103,8 +175,20 @@ _FEATURES: tuple[tuple[str, str, str | None, str | None, str | None], ...] = (
     ("subflow_fwd_byts", "bytes", "Subflow Fwd Bytes", "Subflow Fwd Bytes", "Subflow Fwd Byts"),
     ("subflow_bwd_pkts", "count", "Subflow Bwd Packets", "Subflow Bwd Packets", "Subflow Bwd Pkts"),
     ("subflow_bwd_byts", "bytes", "Subflow Bwd Bytes", "Subflow Bwd Bytes", "Subflow Bwd Byts"),
-    ("init_fwd_win_byts", "bytes", "Init_Win_bytes_forward", "FWD Init Win Bytes", "Init Fwd Win Byts"),
-    ("init_bwd_win_byts", "bytes", "Init_Win_bytes_backward", "Bwd Init Win Bytes", "Init Bwd Win Byts"),
+    (
+        "init_fwd_win_byts",
+        "bytes",
+        "Init_Win_bytes_forward",
+        "FWD Init Win Bytes",
+        "Init Fwd Win Byts",
+    ),
+    (
+        "init_bwd_win_byts",
+        "bytes",
+        "Init_Win_bytes_backward",
+        "Bwd Init Win Bytes",
+        "Init Bwd Win Byts",
+    ),
     ("fwd_act_data_pkts", "count", "act_data_pkt_fwd", "Fwd Act Data Pkts", "Fwd Act Data Pkts"),
     ("fwd_seg_size_min", "bytes", "min_seg_size_forward", "Fwd Seg Size Min", "Fwd Seg Size Min"),
     ("active_mean", "time", "Active Mean", "Active Mean", "Active Mean"),
@@ -153,7 +237,7 @@ def _key(name: str) -> str:
 _ALIASES: dict[str, str] = {}
 _STYLE_OF: dict[str, set[str]] = {}
 for _name, _kind, *_spellings in _FEATURES:
-    for _style, _sp in zip(STYLES, _spellings):
+    for _style, _sp in zip(STYLES, _spellings, strict=True):
         if _sp is not None:
             _ALIASES[_key(_sp)] = _name
             _STYLE_OF.setdefault(_key(_sp), set()).add(_style)
@@ -249,8 +333,19 @@ _LABELS: dict[str, tuple[str, str]] = {
     "sql injection": ("SQL Injection", "WebAttack"),
     "infilteration": ("Infilteration", "Infiltration"),
 }
-FAMILIES = ("Benign", "DoS", "DDoS", "PortScan", "BruteForce", "WebAttack", "Bot",
-            "Infiltration", "Heartbleed", "Attempted", "Other")
+FAMILIES = (
+    "Benign",
+    "DoS",
+    "DDoS",
+    "PortScan",
+    "BruteForce",
+    "WebAttack",
+    "Bot",
+    "Infiltration",
+    "Heartbleed",
+    "Attempted",
+    "Other",
+)
 
 # Dashes as found in the wild: the cp1252 en dash, its UTF-8 mojibake, and U+FFFD left
 # behind by a lossy re-encoding of the same en dash.
@@ -265,7 +360,11 @@ def normalize_label(raw: str) -> str:
     The improved 2017 release's ``"<attack> - Attempted"`` labels are kept as they are.
     """
     text = re.sub(r"\s+", " ", _DASHES.sub("-", raw)).strip()
-    key = re.sub(r"\s*-\s*", " - ", text.lower()) if text.lower().startswith("web attack") else text.lower()
+    key = (
+        re.sub(r"\s*-\s*", " - ", text.lower())
+        if text.lower().startswith("web attack")
+        else text.lower()
+    )
     known = _LABELS.get(key)
     return known[0] if known else text
 
@@ -284,7 +383,7 @@ def is_attack(label: str) -> bool:
 
 _SPELLING: dict[tuple[str, str], str] = {}
 for _name, _kind, *_spellings in _FEATURES:
-    for _style, _sp in zip(STYLES, _spellings):
+    for _style, _sp in zip(STYLES, _spellings, strict=True):
         if _sp is not None:
             _SPELLING[(_name, _style)] = _sp
 

@@ -74,11 +74,17 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
             hidden=cfg.classifier_hidden,
             dropout=cfg.dropout,
         )
-        return models.Stage2Model(models.Encoder(ae_cfg, rngs=rngs), models.LatentClassifier(head, rngs=rngs))
+        return models.Stage2Model(
+            models.Encoder(ae_cfg, rngs=rngs), models.LatentClassifier(head, rngs=rngs)
+        )
     if cfg.model == "dnn":
-        return models.DNN(models.DNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs)
+        return models.DNN(
+            models.DNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs
+        )
     if cfg.model == "cnn":
-        return models.CNN(models.CNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs)
+        return models.CNN(
+            models.CNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs
+        )
     raise ValueError(f"unknown model {cfg.model!r} / stage {cfg.stage}")
 
 
@@ -98,6 +104,10 @@ def trainable_filter(cfg: Config) -> Any:
 # --------------------------------------------------------------------------- steps
 
 
+def _global_norm(tree: Any) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+
+
 def _gather(table_NxF: jax.Array, starts_B: jax.Array, window: int) -> jax.Array:
     return table_NxF[starts_B[:, None] + jnp.arange(window)]
 
@@ -109,11 +119,17 @@ def per_window_loss(model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task:
         return jnp.mean((xhat_BxTxF - x_BxTxF) ** 2, axis=(1, 2)), jnp.ones(y_B.shape, jnp.float32)
     logits_BxC = model(x_BxTxF)
     loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B)
-    weight_B = jnp.asarray(task.class_weight_C, jnp.float32)[y_B] if task.class_weight_C else jnp.ones_like(loss_B)
+    weight_B = (
+        jnp.asarray(task.class_weight_C, jnp.float32)[y_B]
+        if task.class_weight_C
+        else jnp.ones_like(loss_B)
+    )
     return loss_B, weight_B
 
 
-def make_steps(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: Task, trainable: Any):
+def make_steps(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: Task, trainable: Any
+):
     """Pure ``train_step(state, table, batch)`` and ``eval_step(state, table, batch, params)``.
 
     The model is rebuilt from its state inside the step (``nnx.merge``) and differentiated
@@ -135,7 +151,7 @@ def make_steps(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: T
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new, {"loss": loss, "grad_norm": _global_norm(grads)}
 
     def eval_step(state: TrainState, table_NxF: jax.Array, batch: dict, params: nnx.State) -> dict:
         model = nnx.merge(graphdef, params, state.frozen, state.rest)
@@ -241,6 +257,7 @@ def fit(
     init: Callable[[nnx.Module], None] | None = None,
     meta_extra: dict | None = None,
     max_steps: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Trains on ``data``'s train windows, early-stops on its val windows.
 
@@ -248,8 +265,9 @@ def fit(
     ``init`` edits the fresh model before training (stage 2 loads the encoder).
     Re-running with the same ``run_dir`` resumes from its latest checkpoint.
     ``max_steps`` stops after that many steps in total (tests use it to interrupt).
+    ``mesh`` defaults to all devices.
     """
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh() if mesh is None else mesh
     sharding.check_batch_size(cfg.batch_size, mesh)
     sharding.check_batch_size(cfg.eval_batch_size, mesh)
     labels = labels if labels is not None else data.label
@@ -283,14 +301,22 @@ def fit(
     early = {"best_val_loss": float("inf"), "bad_epochs": 0, "stopped": False}
     history: list[dict] = []
     ckpt = checkpoint.Checkpointer(
-        os.path.join(run_dir, "checkpoints"), save_every_steps=cfg.checkpoint_every_steps, keep=cfg.keep_checkpoints
+        os.path.join(run_dir, "checkpoints"),
+        save_every_steps=cfg.checkpoint_every_steps,
+        keep=cfg.keep_checkpoints,
     )
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         saved = ckpt.restore_meta(resumed_from)
         if saved["config"] != json.loads(json.dumps(cfg.to_json())):
-            diff = {k: (saved["config"].get(k), v) for k, v in cfg.to_json().items() if saved["config"].get(k) != v}
-            raise ValueError(f"{run_dir} holds a run with another config (saved, now): {diff}; use a new workdir")
+            diff = {
+                k: (saved["config"].get(k), v)
+                for k, v in cfg.to_json().items()
+                if saved["config"].get(k) != v
+            }
+            raise ValueError(
+                f"{run_dir} holds a run with another config (saved, now): {diff}; use a new workdir"
+            )
         state, meta = ckpt.restore(resumed_from, checkpoint.abstract(state))
         order.restore(meta["data_position"])
         early, history = meta["early_stopping"], meta["history"]
@@ -321,9 +347,13 @@ def fit(
     train_step, eval_step = make_steps(graphdef, tx, task, trainable_filter(cfg))
     train_jit = jax.jit(train_step, donate_argnums=0)
     eval_jit = jax.jit(eval_step)
-    pick_best = jax.jit(lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0)
+    pick_best = jax.jit(
+        lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0
+    )
 
-    def host_batch(idx_B: np.ndarray, starts_W: np.ndarray, label_W: np.ndarray, valid=None) -> dict:
+    def host_batch(
+        idx_B: np.ndarray, starts_W: np.ndarray, label_W: np.ndarray, valid=None
+    ) -> dict:
         sl = sharding.process_slice(len(idx_B))
         b = {"starts": starts_W[idx_B].astype(np.int32), "label": label_W[idx_B].astype(np.int32)}
         if valid is not None:
@@ -338,7 +368,9 @@ def fit(
             for idx, valid in windows.eval_batches(len(val_starts), cfg.eval_batch_size)
         ]
         sums = jax.device_get(sums)
-        return float(sum(s["loss_sum"] for s in sums) / max(sum(s["weight_sum"] for s in sums), 1e-12))
+        return float(
+            sum(s["loss_sum"] for s in sums) / max(sum(s["weight_sum"] for s in sums), 1e-12)
+        )
 
     total = cfg.epochs * order.steps_per_epoch
     if max_steps is not None:
@@ -347,7 +379,11 @@ def fit(
     writer = _Jsonl(os.path.join(run_dir, "metrics.jsonl"))
     progress = _Progress(total, step, "steps")
     preempted = False
-    first = host_batch(order.next(), data.starts["train"], labels["train"]) if step < total and not early["stopped"] else None
+    first = (
+        host_batch(order.next(), data.starts["train"], labels["train"])
+        if step < total and not early["stopped"]
+        else None
+    )
     compiled = None
     if first is not None:
         t0 = time.perf_counter()
@@ -363,9 +399,11 @@ def fit(
         if not pending:
             return
         got = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, got):
+        for (s, _), m in zip(pending, got, strict=True):
             if not np.isfinite(m["loss"]):
-                raise FloatingPointError(f"non-finite loss {m['loss']} at step {s}; stopping ({run_dir})")
+                raise FloatingPointError(
+                    f"non-finite loss {m['loss']} at step {s}; stopping ({run_dir})"
+                )
         dt = time.perf_counter() - window_t0
         s_last, m_last = pending[-1][0], got[-1]
         rate = window_steps / dt if dt > 0 else 0.0
@@ -404,10 +442,21 @@ def fit(
                 else:
                     early["bad_epochs"] += 1
                 early["stopped"] = early["bad_epochs"] >= cfg.patience
-                record = {"epoch": order.epoch, "step": step, "val_loss": vl, "best_val_loss": early["best_val_loss"]}
+                record = {
+                    "epoch": order.epoch,
+                    "step": step,
+                    "val_loss": vl,
+                    "best_val_loss": early["best_val_loss"],
+                }
                 history.append(record)
                 writer.write(record)
-                logging.info("epoch %d step %d val_loss %.6g%s", order.epoch, step, vl, " (best)" if improved else "")
+                logging.info(
+                    "epoch %d step %d val_loss %.6g%s",
+                    order.epoch,
+                    step,
+                    vl,
+                    " (best)" if improved else "",
+                )
                 save(step, force=True, metrics={"val_loss": vl})
             else:
                 save(step)
@@ -428,6 +477,10 @@ def fit(
     # Early stopping restores the best parameters; before the first validation there are
     # none, and the latest parameters are the result.
     final = state.best_params if history else state.params
-    best = nnx.merge(graphdef, jax.device_get(final), jax.device_get(state.frozen), jax.device_get(state.rest))
+    best = nnx.merge(
+        graphdef, jax.device_get(final), jax.device_get(state.frozen), jax.device_get(state.rest)
+    )
     best.eval()
-    return FitResult(best, history, early["best_val_loss"], step, resumed_from, preempted, bool(early["stopped"]))
+    return FitResult(
+        best, history, early["best_val_loss"], step, resumed_from, preempted, bool(early["stopped"])
+    )

@@ -33,11 +33,17 @@ def window_starts(segment_N: np.ndarray, window: int, stride: int = 1) -> np.nda
         raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
     n = len(segment_N)
     bounds = np.r_[0, np.flatnonzero(np.diff(segment_N)) + 1, n]
-    starts = [np.arange(a, b - window + 1, stride) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= window]
+    starts = [
+        np.arange(a, b - window + 1, stride)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        if b - a >= window
+    ]
     return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
 
 
-def window_labels(label_N: np.ndarray, starts_W: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+def window_labels(
+    label_N: np.ndarray, starts_W: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(label of the last flow, whether any flow is an attack) per window; label 0 = benign."""
     attack = np.concatenate([[0], np.cumsum(label_N != 0)])
     any_attack = attack[starts_W + window] - attack[starts_W] > 0
@@ -79,7 +85,7 @@ class Windowed:
             out[s] = {
                 "windows": int(len(self.starts[s])),
                 "attack_windows": int(self.any_attack[s].sum()),
-                "labels": {c: int(n) for c, n in zip(self.classes, counts) if n},
+                "labels": {c: int(n) for c, n in zip(self.classes, counts, strict=True) if n},
             }
         return out
 
@@ -123,7 +129,11 @@ def build(
         keep = split_W == code
         if name == "train" and train_benign_only:
             keep &= ~any_all
-        starts[name], label[name], any_attack[name] = starts_all[keep], label_all[keep], any_all[keep]
+        starts[name], label[name], any_attack[name] = (
+            starts_all[keep],
+            label_all[keep],
+            any_all[keep],
+        )
     if len(starts["train"]) == 0:
         raise ValueError(
             f"no training windows: {n} flows, window={window}, split={split}, fractions={fractions}, "
@@ -133,7 +143,9 @@ def build(
         train_rows = rows_covered(n, starts["train"], window)
         scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features)
     elif tuple(scaler.features) != tuple(flows.features):
-        raise ValueError(f"scaler features {scaler.features} differ from the data's {flows.features}")
+        raise ValueError(
+            f"scaler features {scaler.features} differ from the data's {flows.features}"
+        )
     return Windowed(
         x_NxF=scaler.transform(flows.x_NxF),
         window=window,
@@ -184,7 +196,9 @@ class BatchOrder:
     def _permutation(self) -> np.ndarray:
         if self._perm_epoch != self.epoch:
             if self.shuffle:
-                self._perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+                self._perm = np.random.default_rng([self.seed, self.epoch]).permutation(
+                    self.num_items
+                )
             else:
                 self._perm = np.arange(self.num_items)
             self._perm_epoch = self.epoch

@@ -117,7 +117,10 @@ def test_expected_counts_are_raw_counts(shared_data, rel):
 def test_schema_mapping_of_the_three_styles(shared_data):
     styles = {
         "cicids2017/monday_head.parquet": ("cicids2017", 77),
-        "cicids2017_improved/improved_random_sample_non_wednesday.parquet": ("cicids2017_improved", 83),
+        "cicids2017_improved/improved_random_sample_non_wednesday.parquet": (
+            "cicids2017_improved",
+            83,
+        ),
         "csecicids2018/random_sample_all_days.parquet": ("csecicids2018", 78),
     }
     for rel, (style, n_features) in styles.items():
@@ -132,7 +135,9 @@ def test_schema_mapping_of_the_three_styles(shared_data):
     assert "tot_fwd_pkts" in t17.features and "tot_fwd_pkts" in t18.features
     assert "protocol" not in t17.features  # MachineLearningCVE has no Protocol column
     imp = clean.canonicalize(
-        pq.read_table(shared_data / "cicids2017_improved/improved_random_sample_non_wednesday.parquet"),
+        pq.read_table(
+            shared_data / "cicids2017_improved/improved_random_sample_non_wednesday.parquet"
+        ),
         source="improved",
     )[0]
     for name in ("timestamp", "src_ip", "dst_ip", "flow_id", "attempted_category"):
@@ -154,7 +159,9 @@ def test_duplicate_fwd_header_and_nonfinite(shared_data):
     # A mismatch in the duplicate is counted, not hidden.
     dup = raw.column(" Fwd Header Length.1").to_numpy().copy()
     dup[:3] += 1
-    bad = raw.set_column(raw.column_names.index(" Fwd Header Length.1"), " Fwd Header Length.1", pa.array(dup))
+    bad = raw.set_column(
+        raw.column_names.index(" Fwd Header Length.1"), " Fwd Header Length.1", pa.array(dup)
+    )
     assert clean.canonicalize(bad, source=rel)[1].duplicate_header_mismatches == 3
 
 
@@ -204,7 +211,10 @@ def test_feature_subset_and_errors(shared_data, tmp_path):
     flows = data.load_flows(both)
     assert len(flows.features) == 16  # the day file has 16 of the 77 features
     assert flows.files[0].endswith("friday_ddos_day_part1.parquet")
-    with pytest.raises(ValueError, match=r"friday_ddos_day_part1.parquet: lacks requested feature columns \[.flow_duration.\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"friday_ddos_day_part1.parquet: lacks requested feature columns \[.flow_duration.\]",
+    ):
         data.load_flows(both[::-1], features=["flow_duration"])
     with pytest.raises(ValueError, match="unknown feature names"):
         data.load_flows(both[1], features=["nope"])
@@ -227,9 +237,13 @@ def test_random_split_is_stratified_and_deterministic():
     labels = np.repeat(np.arange(3), [100, 50, 10])
     a = data.random_split(labels, (0.6, 0.2, 0.2), seed=1)
     assert np.array_equal(a, data.random_split(labels, (0.6, 0.2, 0.2), seed=1))
-    for c, n in zip(range(3), (100, 50, 10)):
+    for c, n in zip(range(3), (100, 50, 10), strict=True):
         counts = np.bincount(a[labels == c], minlength=3)
-        assert counts.tolist() == [round(0.6 * n), round(0.8 * n) - round(0.6 * n), n - round(0.8 * n)]
+        assert counts.tolist() == [
+            round(0.6 * n),
+            round(0.8 * n) - round(0.6 * n),
+            n - round(0.8 * n),
+        ]
 
 
 def test_scaler_log_standardise_roundtrip(tmp_path):

@@ -15,7 +15,9 @@ def _flows(labels_per_file, num_features=3, seed=0):
     return data.Flows(
         x_NxF=rng.exponential(100.0, (n, num_features)).astype(np.float32),
         label_N=label,
-        file_N=np.repeat(np.arange(len(labels_per_file), dtype=np.int32), [len(x) for x in labels_per_file]),
+        file_N=np.repeat(
+            np.arange(len(labels_per_file), dtype=np.int32), [len(x) for x in labels_per_file]
+        ),
         classes=("Benign", "DDoS"),
         features=("flow_duration", "tot_fwd_pkts", "syn_flag_cnt")[:num_features],
         files=tuple(f"f{i}" for i in range(len(labels_per_file))),
@@ -71,7 +73,9 @@ def test_temporal_build_no_window_spans_splits_or_files():
 
 def test_train_benign_only_and_random_split():
     flows = _flows([[0] * 50 + [1] * 10 + [0] * 40])
-    w = windows.build(flows, window=3, split="temporal", fractions=(0.7, 0.1, 0.2), train_benign_only=True)
+    w = windows.build(
+        flows, window=3, split="temporal", fractions=(0.7, 0.1, 0.2), train_benign_only=True
+    )
     assert not w.any_attack["train"].any()
     assert len(w.starts["train"]) > 0
     r = windows.build(flows, window=1, split="random", fractions=(0.6, 0.2, 0.2), seed=3)
@@ -101,7 +105,7 @@ def test_batch_order_resume_is_exact():
     fresh = windows.BatchOrder(num_items=103, batch_size=10, seed=7)
     fresh.restore(saved)
     rest = [fresh.next() for _ in range(12)]
-    for a, b in zip(full[13:], rest):
+    for a, b in zip(full[13:], rest, strict=True):
         assert np.array_equal(a, b)
     # Each epoch is a permutation prefix: no item twice within an epoch.
     epoch0 = np.concatenate(full[:10])

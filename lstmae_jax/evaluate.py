@@ -1,0 +1,216 @@
+"""Score a dataset with a trained workdir and write the evaluation report.
+
+Ground truth of a window is the label of its last flow (each flow is judged by the
+window that ends with it, which is also how a live scorer sees traffic).
+
+Stage 1 (anomaly detection): score = mean over features of the per-feature mean
+absolute reconstruction error (ensembles: mean or max over members); a window is
+flagged when its score is above the threshold calibrated after training. Stage 2 and
+the baselines: argmax of the logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+from lstmae_jax import data, metrics, run, score, windows
+from lstmae_jax.config import Config
+
+TOP_FEATURES = 5
+
+
+def combine_members(err_KxWxF: np.ndarray, how: str) -> np.ndarray:
+    """score_W from per-member, per-feature errors: mean over F, then mean/max over K."""
+    per_member_KxW = err_KxWxF.mean(axis=2)
+    if how == "mean":
+        return per_member_KxW.mean(axis=0)
+    if how == "max":
+        return per_member_KxW.max(axis=0)
+    raise ValueError(f"ensemble_score must be 'mean' or 'max', got {how!r}")
+
+
+def calibrate(cfg: Config, benign_scores: np.ndarray) -> metrics.Threshold:
+    """The stage-1 threshold chosen by ``cfg.threshold`` from benign validation scores."""
+    if cfg.threshold == "fixed":
+        return metrics.calibrate(
+            "fixed", benign_scores if len(benign_scores) else None, value=cfg.threshold_value
+        )
+    if len(benign_scores) == 0:
+        raise ValueError(
+            f"threshold={cfg.threshold} needs benign validation windows; there are none"
+        )
+    if cfg.threshold == "fpr":
+        return metrics.calibrate("fpr", benign_scores, target_fpr=cfg.target_fpr)
+    if cfg.threshold == "quantile":
+        return metrics.calibrate("quantile", benign_scores, q=cfg.threshold_quantile)
+    raise ValueError(f"threshold must be fpr, quantile or fixed, got {cfg.threshold!r}")
+
+
+def feature_attribution(err_WxF: np.ndarray, label_W: np.ndarray, classes, features) -> dict:
+    """Per class: the features with the largest mean reconstruction error."""
+    out = {}
+    for c in np.unique(label_W):
+        mean_F = err_WxF[label_W == c].mean(axis=0)
+        top = np.argsort(mean_F)[::-1][:TOP_FEATURES]
+        out[classes[c]] = {features[j]: round(float(mean_F[j]), 6) for j in top}
+    return out
+
+
+def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Windowed, str]:
+    """The evaluation windows, scaled and cut as the run was trained."""
+    cfg = Config.from_json(meta["config"])
+    flows = data.load_flows(
+        data_path, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
+    )
+    scaler = data.Scaler.from_json(meta["scaler"])
+    if split == "test":
+        w = windows.build(
+            flows,
+            window=cfg.window,
+            stride=cfg.stride,
+            split=cfg.split,
+            fractions=cfg.split_fractions,
+            seed=cfg.seed,
+            scaler=scaler,
+        )
+        return w, "test"
+    if split == "all":
+        w = windows.build(
+            flows,
+            window=cfg.window,
+            stride=cfg.stride,
+            split="temporal",
+            fractions=(0.0, 0.0, 1.0),
+            scaler=scaler,
+        )
+        return w, "test"
+    raise ValueError(f"split must be 'test' or 'all', got {split!r}")
+
+
+def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray:
+    """Evaluation label codes -> the model's class codes (-1: a class the model never saw)."""
+    lut = np.array([train_classes.index(c) if c in train_classes else -1 for c in eval_classes])
+    return lut[label_W]
+
+
+def stage1_report(workdir: str, data_path: str, split: str) -> dict:
+    model, meta = run.load_run(os.path.join(workdir, "stage1"))
+    cfg = Config.from_json(meta["config"])
+    w, s = _windows_for(meta, data_path, split)
+    err_KxWxF = score.member_errors(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
+    score_W = combine_members(err_KxWxF, cfg.ensemble_score)
+    threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
+    y_W = (w.label[s] != 0).astype(np.int64)
+    names = np.asarray(w.classes, dtype=object)[w.label[s]]
+    report = metrics.detection_report(y_W, score_W, threshold, attack_labels=names)
+    report["feature_error"] = feature_attribution(
+        err_KxWxF.mean(axis=0), w.label[s], w.classes, w.features
+    )
+    report["windows"] = w.summary()[s]
+    return report
+
+
+def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
+    model, meta = run.load_run(run_dir)
+    cfg = Config.from_json(meta["config"])
+    w, s = _windows_for(meta, data_path, split)
+    logits_WxC = score.logits(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
+    pred_W = logits_WxC.argmax(axis=1)
+    if cfg.task == "binary":
+        names, y_W = ["Benign", "Attack"], (w.label[s] != 0).astype(np.int64)
+    else:
+        names, y_W = meta["classes"], _map_classes(w.label[s], w.classes, meta["classes"])
+    known = y_W >= 0
+    report = metrics.classification_report(y_W[known], pred_W[known], names)
+    report["unseen_class_windows"] = int((~known).sum())
+    # Binary view of any classifier: attack = any class other than Benign (code 0).
+    yb, pb = (w.label[s] != 0).astype(np.int64), (pred_W != 0).astype(np.int64)
+    p, r, f1 = metrics.precision_recall_f1(yb, pb, 2, average="binary")
+    report["binary"] = {
+        "accuracy": metrics.accuracy(yb, pb),
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+        "fpr": metrics.false_positive_rate(yb, pb),
+    }
+    return report
+
+
+def evaluate_job(workdir: str, data_path: str, output: str, split: str = "test") -> dict:
+    """Scores ``data_path`` with every run found in ``workdir``; writes JSON and Markdown."""
+    report: dict = {
+        "workdir": os.path.abspath(workdir),
+        "data": data_path,
+        "split": split,
+        "runs": {},
+    }
+    if os.path.isdir(os.path.join(workdir, "stage1", "checkpoints")):
+        report["runs"]["stage1"] = stage1_report(workdir, data_path, split)
+    for name in ("stage2", "dnn", "cnn"):
+        run_dir = os.path.join(workdir, name)
+        if os.path.isdir(os.path.join(run_dir, "checkpoints")):
+            report["runs"][name] = classifier_report(run_dir, data_path, split)
+    if not report["runs"]:
+        raise FileNotFoundError(f"no trained runs (stage1/, stage2/, dnn/, cnn/) in {workdir}")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    tmp = output + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1, allow_nan=False)
+    os.replace(tmp, output)
+    md = os.path.splitext(output)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(markdown(report))
+    logging.info("wrote %s and %s", output, md)
+    return report
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Evaluation of `{report['workdir']}`",
+        "",
+        f"Data: `{report['data']}`, windows: {report['split']} split.",
+        "",
+    ]
+    runs = report["runs"]
+    if "stage1" in runs:
+        r = runs["stage1"]
+        t = r["threshold"]
+        lines += [
+            "## Stage 1: LSTM-AE anomaly detection",
+            "",
+            f"Threshold {t['value']:.6g} ({t['method']}, {json.dumps(t['params'])}).",
+            "",
+            "| windows | attack | ROC AUC | PR AUC | accuracy | precision | recall | F1 | FPR |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {r['n']} | {r['n_attack']} | {r['roc_auc'] if r['roc_auc'] is None else round(r['roc_auc'], 4)} "
+            f"| {r['pr_auc'] if r['pr_auc'] is None else round(r['pr_auc'], 4)} | {_pct(r['accuracy'])} "
+            f"| {_pct(r['precision'])} | {_pct(r['recall'])} | {_pct(r['f1'])} | {_pct(r['fpr'])} |",
+            "",
+        ]
+        if r.get("per_attack"):
+            lines += ["| attack (last flow) | windows | detected | recall |", "|---|---|---|---|"]
+            for name, v in r["per_attack"].items():
+                lines.append(f"| {name} | {v['n']} | {v['detected']} | {_pct(v['recall'])} |")
+            lines.append("")
+    for name in ("stage2", "dnn", "cnn"):
+        if name in runs:
+            r = runs[name]
+            b = r["binary"]
+            lines += [
+                f"## {name}: classification",
+                "",
+                "| accuracy | macro F1 | weighted F1 | attack precision | attack recall | attack F1 | FPR |",
+                "|---|---|---|---|---|---|---|",
+                f"| {_pct(r['accuracy'])} | {_pct(r['macro']['f1'])} | {_pct(r['weighted']['f1'])} "
+                f"| {_pct(b['precision'])} | {_pct(b['recall'])} | {_pct(b['f1'])} | {_pct(b['fpr'])} |",
+                "",
+            ]
+    return "\n".join(lines)

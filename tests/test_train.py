@@ -1,0 +1,170 @@
+"""Training: resume is exact, 4 devices = 1 device, early stopping, preemption, NaN stop."""
+
+import dataclasses
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from lstmae_jax import config, data, sharding, train, windows
+
+
+def _windowed(window=4, n=600, seed=0):
+    """Benign flows with two attack bursts; feature 0 jumps during attacks."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(n, np.int32)
+    label[400:440] = 1
+    label[520:560] = 1
+    x = rng.exponential(100.0, (n, 3)).astype(np.float32)
+    x[label == 1, 0] *= 50
+    flows = data.Flows(
+        x_NxF=x,
+        label_N=label,
+        file_N=np.zeros(n, np.int32),
+        classes=("Benign", "DDoS"),
+        features=("flow_duration", "tot_fwd_pkts", "syn_flag_cnt"),
+        files=("synthetic",),
+        reports=(),
+    )
+    return windows.build(flows, window=window, split="temporal", train_benign_only=True)
+
+
+def _params(model):
+    return jax.tree.leaves(jax.device_get(nnx.state(model, nnx.Param)))
+
+
+def _assert_same(a, b):
+    for x, y in zip(_params(a), _params(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cfg = config.smoke(epochs=3, patience=5)
+    run_dir = str(tmp_path_factory.mktemp("full"))
+    return cfg, train.fit(cfg, run_dir, _windowed())
+
+
+def test_loss_decreases_and_metrics_written(uninterrupted):
+    cfg, result = uninterrupted
+    assert len(result.history) == 3
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert result.resumed_from is None and not result.preempted
+
+
+def test_resume_is_exact(uninterrupted, tmp_path):
+    cfg, full = uninterrupted
+    run_dir = str(tmp_path)
+    first = train.fit(cfg, run_dir, _windowed(), max_steps=13)  # mid-epoch 2 (9 steps/epoch)
+    assert first.steps == 13
+    resumed = train.fit(cfg, run_dir, _windowed())
+    assert resumed.resumed_from == 13
+    assert resumed.steps == full.steps
+    _assert_same(resumed.model, full.model)
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in full.history]
+    lines = open(os.path.join(run_dir, "metrics.jsonl")).read().splitlines()
+    assert any('"compile_time_s"' in line for line in lines)
+
+
+def test_resume_refuses_another_config(uninterrupted, tmp_path):
+    cfg, _ = uninterrupted
+    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    with pytest.raises(ValueError, match="another config"):
+        train.fit(cfg.replace(learning_rate=0.5), str(tmp_path), _windowed())
+
+
+def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
+    cfg, full = uninterrupted
+    calls = {"n": 0}
+    real_next = windows.BatchOrder.next
+
+    def next_and_preempt(self):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_next(self)
+
+    monkeypatch.setattr(windows.BatchOrder, "next", next_and_preempt)
+    stopped = train.fit(cfg, str(tmp_path), _windowed())
+    assert stopped.preempted and stopped.steps == 6
+    monkeypatch.setattr(windows.BatchOrder, "next", real_next)
+    resumed = train.fit(cfg, str(tmp_path), _windowed())
+    assert resumed.resumed_from == 6
+    _assert_same(resumed.model, full.model)
+
+
+def test_four_devices_equal_one_device(tmp_path):
+    assert jax.device_count() == 4  # tests/conftest.py fakes 4 CPU devices
+    cfg = config.smoke(epochs=1)
+    one = train.fit(
+        cfg, str(tmp_path / "one"), _windowed(), mesh=sharding.make_mesh(jax.devices()[:1])
+    )
+    four = train.fit(cfg, str(tmp_path / "four"), _windowed(), mesh=sharding.make_mesh())
+    # Same global batch and mean loss; only the order of the cross-device gradient sum
+    # differs, so parameters agree to float32 rounding accumulated over 9 Adam steps.
+    for a, b in zip(_params(one.model), _params(four.model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_uneven_batch_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="does not split evenly over 4 devices"):
+        train.fit(config.smoke(batch_size=10), str(tmp_path), _windowed())
+
+
+def test_early_stopping_restores_best(tmp_path):
+    # learning_rate=0: validation loss never improves after epoch 1.
+    cfg = config.smoke(epochs=10, patience=2, learning_rate=0.0)
+    result = train.fit(cfg, str(tmp_path), _windowed())
+    assert result.stopped_early
+    assert len(result.history) == 3  # epoch 1 sets the best, 2 and 3 do not improve
+
+
+def test_non_finite_loss_stops_with_step(tmp_path):
+    w = _windowed()
+    x = w.x_NxF.copy()
+    x[w.starts["train"]] = np.nan  # every training window
+    bad = dataclasses.replace(w, x_NxF=x)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+"):
+        train.fit(config.smoke(epochs=1), str(tmp_path), bad)
+
+
+def test_stage2_frozen_encoder_is_unchanged(tmp_path):
+    w = _windowed()
+    s1_cfg = config.smoke(epochs=1)
+    ae = train.fit(s1_cfg, str(tmp_path / "stage1"), w).model
+    cfg = config.smoke(epochs=1, stage=2, freeze_encoder=True)
+
+    def init(model):
+        nnx.update(model.encoder, nnx.state(ae.encoder))
+
+    s2 = train.fit(cfg, str(tmp_path / "stage2"), w, init=init).model
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(ae.encoder, nnx.Param)),
+        jax.tree.leaves(nnx.state(s2.encoder, nnx.Param)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert s2(w.x_NxF[None, :4]).shape == (1, 2)
+
+
+def test_config_flags_round_trip():
+    from absl import flags
+
+    fv = flags.FlagValues()  # a private registry, not the global FLAGS
+    config.define_flags(flag_values=fv)
+    fv(
+        [
+            "prog",
+            "--window=7",
+            "--encoder_sizes=32,16",
+            "--split_fractions=0.5,0.25,0.25",
+            "--nostage1_benign_only",
+        ]
+    )
+    cfg = config.from_flags(flag_values=fv)
+    assert cfg.window == 7 and cfg.encoder_sizes == (32, 16)
+    assert cfg.split_fractions == (0.5, 0.25, 0.25) and cfg.stage1_benign_only is False
+    assert config.Config.from_json(cfg.to_json()) == cfg
