@@ -18,8 +18,17 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The main job on generated data: CICIDS2017-style CSV -> Parquet -> LSTM-AE (stage 1),
+# latent classifier (stage 2) -> evaluation report -> exported scorer. Re-running resumes.
+DEMO_FLOWS ?= 100000
+DEMO_TRAIN := --data=$(RUN)/parquet --workdir=$(RUN) --epochs=8 --batch_size=512 --log_every_steps=100
 demo: $(VENV)/.demo-installed
-	$(BIN)/python launch/demo.py --workdir=$(RUN)
+	$(BIN)/python launch/synth.py --output=$(RUN)/raw/synthetic.csv --style=cicids2017 --flows=$(DEMO_FLOWS)
+	$(BIN)/python launch/convert.py --input=$(RUN)/raw/synthetic.csv --output=$(RUN)/parquet
+	$(BIN)/python launch/train.py $(DEMO_TRAIN) --stage=1
+	$(BIN)/python launch/train.py $(DEMO_TRAIN) --stage=2
+	$(BIN)/python launch/export.py --workdir=$(RUN) --output=$(RUN)/scorer
+	$(BIN)/python launch/evaluate.py --workdir=$(RUN) --data=$(RUN)/parquet --output=$(RUN)/report.json
 
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check .

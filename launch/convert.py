@@ -1,0 +1,59 @@
+"""Convert CICFlowMeter CSV / CSV.gz / Parquet files to canonical Parquet.
+
+    python launch/convert.py --input='data/raw/*.csv' --output=data/canonical
+
+Writes ``<stem>.parquet`` per input and ``report.json`` into ``--output``, then prints
+one line per file: rows in and out, and why rows were dropped. Exits non-zero if any
+file failed; the others are still converted (see ``lstmae_jax.convert``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from lstmae_jax import clean, convert
+
+_INPUT = flags.DEFINE_list("input", None, "Input files or globs (comma-separated or repeated).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output directory for Parquet files + report.json.")
+_NONFINITE = flags.DEFINE_enum("nonfinite", "drop", clean.NONFINITE_POLICIES, "inf/NaN cells.")
+_NEGATIVE = flags.DEFINE_enum("negative", "clamp", clean.NEGATIVE_POLICIES, "Negative sentinels.")
+_ON_BAD_CELL = flags.DEFINE_enum(
+    "on_bad_cell", "drop", convert.BAD_CELL_POLICIES, "Unparsable cells / wrong field counts."
+)
+flags.mark_flags_as_required(["input", "output"])
+
+
+def _table(reports: list[clean.CleanReport]) -> str:
+    lines = [f"{'file':40s} {'rows in':>10s} {'rows out':>10s}  dropped"]
+    for r in reports:
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(r.dropped.items())) or "-"
+        lines.append(f"{r.source[-40:]:40s} {r.rows_in:>10,d} {r.rows_out:>10,d}  {dropped}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    try:
+        reports = convert.convert(
+            _INPUT.value,
+            _OUTPUT.value,
+            nonfinite=_NONFINITE.value,
+            negative=_NEGATIVE.value,
+            on_bad_cell=_ON_BAD_CELL.value,
+        )
+    except convert.ConvertError as e:
+        print(_table(e.reports))
+        for src, message in e.failures.items():
+            print(f"FAILED {src}: {message}", file=sys.stderr)
+        sys.exit(1)
+    except ValueError as e:  # bad arguments: no matching input, clashing outputs
+        sys.exit(f"error: {e}")
+    print(_table(reports))
+
+
+if __name__ == "__main__":
+    app.run(main)

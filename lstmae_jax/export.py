@@ -1,0 +1,142 @@
+"""Trained workdir -> a self-contained scorer: ``jax.export`` artifact + JSON sidecar.
+
+The exported function takes *raw* (cleaned, unscaled) flow features x_BxTxF, float32,
+columns in the sidecar's ``features`` order, with a symbolic batch dimension, and
+returns a dict:
+
+* ``score_B``: the stage-1 anomaly score (mean absolute reconstruction error),
+* ``err_BxF``: per-feature error (which features made the window anomalous),
+* ``flagged_B``: ``score_B > threshold``,
+* ``probs_BxC``: stage-2 class probabilities (only when stage 2 was trained).
+
+The scaler (log1p + standardisation) is baked into the function, and the sidecar
+``scorer.json`` records features, window, scaler, threshold, classes and versions.
+Loading (``load_scorer``) needs only jax and numpy: no Flax, no training code.
+One artifact serves CPU and CUDA (lowered for both, even on a CPU-only machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ARTIFACT = "scorer.jaxexport"
+SIDECAR = "scorer.json"
+FORMAT_VERSION = 1
+
+
+def _scale(x_BxTxF: jax.Array, scaler: dict) -> jax.Array:
+    log = jnp.asarray(scaler["log"])
+    x = jnp.where(log, jnp.log1p(jnp.maximum(x_BxTxF, 0.0)), x_BxTxF)
+    return (x - jnp.asarray(scaler["mean"], jnp.float32)) / jnp.asarray(scaler["std"], jnp.float32)
+
+
+def export_scorer(
+    workdir: str, output_dir: str, platforms: tuple[str, ...] = ("cpu", "cuda")
+) -> dict:
+    """Exports the stage-1 (and stage-2, if trained) model of ``workdir``; returns the sidecar."""
+    from flax import nnx
+
+    from lstmae_jax import run
+    from lstmae_jax.config import Config
+
+    ae, meta = run.load_run(os.path.join(workdir, "stage1"))
+    if "threshold" not in meta:
+        raise FileNotFoundError(
+            f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: training did not finish"
+        )
+    cfg = Config.from_json(meta["config"])
+    scaler, threshold = meta["scaler"], meta["threshold"]
+    stage2, classes = None, None
+    if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
+        stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
+        if meta2["features"] != meta["features"] or meta2["scaler"] != scaler:
+            raise ValueError("stage 2 was trained with other features or scaling than stage 1")
+        cfg2 = Config.from_json(meta2["config"])
+        classes = ["Benign", "Attack"] if cfg2.task == "binary" else meta2["classes"]
+    ae_def, ae_state = nnx.split(ae)
+    s2 = nnx.split(stage2) if stage2 is not None else None
+
+    def scorer(x_BxTxF: jax.Array) -> dict:
+        x = _scale(x_BxTxF, scaler)
+        xhat = nnx.merge(ae_def, ae_state)(x)
+        if xhat.ndim == 3:  # a single autoencoder; an ensemble gives K x B x T x F
+            xhat = xhat[None]
+        err_KxBxF = jnp.mean(jnp.abs(xhat - x[None]), axis=2)
+        per_member_KxB = err_KxBxF.mean(axis=2)
+        score_B = per_member_KxB.max(0) if cfg.ensemble_score == "max" else per_member_KxB.mean(0)
+        out = {
+            "score_B": score_B,
+            "err_BxF": err_KxBxF.mean(0),
+            "flagged_B": score_B > threshold["value"],
+        }
+        if s2 is not None:
+            out["probs_BxC"] = jax.nn.softmax(nnx.merge(*s2)(x), axis=-1)
+        return out
+
+    (b,) = jax.export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((b, cfg.window, len(meta["features"])), jnp.float32)
+    # Cross-platform lowering: a CUDA artifact can be produced on a CPU-only machine.
+    exported = jax.export.export(jax.jit(scorer), platforms=platforms)(spec)
+    sidecar = {
+        "format_version": FORMAT_VERSION,
+        "artifact": ARTIFACT,
+        "platforms": list(exported.platforms),
+        "features": meta["features"],
+        "window": cfg.window,
+        "input": "raw cleaned features, float32, shape [batch, window, features]",
+        "scaler": scaler,
+        "threshold": threshold,
+        "score": f"mean absolute reconstruction error ({cfg.ensemble} member(s), {cfg.ensemble_score})",
+        "classes": classes,
+        "cleaning": {"nonfinite": cfg.nonfinite, "negative": cfg.negative},
+        "jax_version": jax.__version__,
+        "source_workdir": os.path.abspath(workdir),
+    }
+    os.makedirs(output_dir, exist_ok=True)
+    _atomic_write(os.path.join(output_dir, ARTIFACT), exported.serialize())
+    _atomic_write(os.path.join(output_dir, SIDECAR), json.dumps(sidecar, indent=1).encode())
+    return sidecar
+
+
+def _atomic_write(path: str, payload: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, path)
+
+
+class Scorer:
+    """A loaded scorer: ``scorer(x_BxTxF)`` -> dict of numpy arrays (see module doc)."""
+
+    def __init__(self, directory: str):
+        with open(os.path.join(directory, SIDECAR)) as f:
+            self.meta = json.load(f)
+        if self.meta["format_version"] != FORMAT_VERSION:
+            raise ValueError(
+                f"{directory}: scorer format {self.meta['format_version']}, expected {FORMAT_VERSION}"
+            )
+        with open(os.path.join(directory, self.meta["artifact"]), "rb") as f:
+            self._exported = jax.export.deserialize(bytearray(f.read()))
+        self.features: list[str] = self.meta["features"]
+        self.window: int = self.meta["window"]
+
+    def __call__(self, x_BxTxF: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(x_BxTxF, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.window, len(self.features)):
+            raise ValueError(
+                f"expected [batch, {self.window}, {len(self.features)}] features, got {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError(
+                "non-finite input features: clean them as in the sidecar's 'cleaning' policy first"
+            )
+        return {k: np.asarray(v) for k, v in self._exported.call(x).items()}
+
+
+def load_scorer(directory: str) -> Scorer:
+    return Scorer(directory)

@@ -1,0 +1,201 @@
+"""A scan-based LSTM layer with the input projection hoisted out of the recurrence.
+
+Shape letters used in names throughout `lstm.py` and `models.py`:
+
+    B  batch (windows)           T  time steps (flows per window)
+    F  input features            H  hidden units of one LSTM layer
+    L  latent size (last encoder H)
+    C  classes                   K  ensemble members
+
+Gates are fused: one ``4H``-wide matmul per step in the order **i, f, g, o** (input,
+forget, cell candidate, output), the order of Flax's ``OptimizedLSTMCell`` and of Keras'
+``LSTM`` (which calls ``g`` "c"). With ``z = x @ w_ih + h @ w_hh + bias``:
+
+    i = sigmoid(z_i)   f = sigmoid(z_f)   g = tanh(z_g)   o = sigmoid(z_o)
+    c' = f * c + i * g                    h' = o * tanh(c')
+
+Parameter layout (the same as ``OptimizedLSTMCell`` and Keras, so conversion is a copy):
+
+    w_ih  F x 4H   = OptimizedLSTMCell.dense_i.kernel  = Keras kernel
+    w_hh  H x 4H   = OptimizedLSTMCell.dense_h.kernel  = Keras recurrent_kernel
+    bias  4H       = OptimizedLSTMCell.dense_h.bias    = Keras bias  (one bias per gate)
+
+Initialisation follows Keras (the paper's reference is a Keras model): ``w_ih``
+glorot-uniform, ``w_hh`` orthogonal, ``bias`` zeros except the forget gate, which starts
+at ``forget_bias=1.0`` (Keras ``unit_forget_bias=True``; Jozefowicz et al. 2015), so that
+early in training the cell keeps its memory. Flax's cell starts the forget bias at 0.
+
+The carry is ``(c_BxH, h_BxH)``, the order Flax's cells use, so a carry can be passed
+between this layer and ``nnx.RNN(OptimizedLSTMCell)``.
+
+Why hoist: ``x @ w_ih`` does not depend on the recurrence, so it is one ``BT x F @ F x 4H``
+matmul before ``lax.scan`` instead of T small ones inside it; only ``h @ w_hh`` stays in
+the loop. With a repeated input (the autoencoder decoder's RepeatVector) the projection is
+computed once for ``B x F`` and reused at every step (`LSTM.repeat`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Carry = tuple[jax.Array, jax.Array]  # (c_BxH, h_BxH)
+
+
+def _matmul(spec: str, a: jax.Array, b: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """`einsum` with operands in `dtype` and a float32 result.
+
+    Not `preferred_element_type=float32`: XLA:CPU has no BF16 x BF16 = F32 dot, and the
+    code must run on CPU; on GPU the bf16 dot accumulates in float32 internally anyway.
+    """
+    return jnp.einsum(spec, a.astype(dtype), b.astype(dtype)).astype(jnp.float32)
+
+
+def _lstm_scan(
+    w_hh_Hx4H: jax.Array,
+    carry: Carry,
+    xp_TxBx4H: jax.Array | None,
+    xp_Bx4H: jax.Array | None,
+    length: int,
+    compute_dtype: jnp.dtype,
+    unroll: int,
+    return_sequences: bool,
+) -> tuple[Carry, jax.Array | None]:
+    """Runs the recurrence; exactly one of `xp_TxBx4H` (per step) / `xp_Bx4H` (repeated) is set.
+
+    Gate and cell arithmetic stays in float32 whatever `compute_dtype` is; only the
+    matmuls run in `compute_dtype`.
+    """
+    w_hh_Hx4H = w_hh_Hx4H.astype(compute_dtype)  # cast once, not per step
+
+    def step(carry: Carry, xp_t_Bx4H: jax.Array | None) -> tuple[Carry, jax.Array | None]:
+        c_BxH, h_BxH = carry
+        xp = xp_Bx4H if xp_t_Bx4H is None else xp_t_Bx4H
+        z_Bx4H = xp + _matmul("bh,hg->bg", h_BxH, w_hh_Hx4H, compute_dtype)
+        i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
+        c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
+        # Emit nothing when only the last state is wanted: no T x B x H buffer.
+        return (c_BxH, h_BxH), (h_BxH if return_sequences else None)
+
+    return jax.lax.scan(step, carry, xp_TxBx4H, length=length, unroll=unroll)
+
+
+class LSTM(nnx.Module):
+    """One LSTM layer over ``x_BxTxF`` (batch-major), scanned over time.
+
+    Args:
+      in_features: F.
+      hidden: H.
+      rngs: parameter initialisation.
+      unroll: `lax.scan` unroll factor (a speed knob only; results are identical).
+      param_dtype: dtype of the stored parameters.
+      dtype: matmul operand dtype (None: `param_dtype`); gates, cell state and the
+        accumulation stay float32, outputs are cast to `dtype`.
+      forget_bias: initial forget-gate bias (Keras: 1.0).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        *,
+        rngs: nnx.Rngs,
+        unroll: int = 1,
+        param_dtype: jnp.dtype = jnp.float32,
+        dtype: jnp.dtype | None = None,
+        forget_bias: float = 1.0,
+    ):
+        self.in_features = in_features
+        self.hidden = hidden
+        self.unroll = unroll
+        self.param_dtype = param_dtype
+        self.dtype = dtype
+        H = hidden
+        self.w_ih = nnx.Param(
+            nnx.initializers.glorot_uniform()(rngs.params(), (in_features, 4 * H), param_dtype)
+        )
+        self.w_hh = nnx.Param(nnx.initializers.orthogonal()(rngs.params(), (H, 4 * H), param_dtype))
+        bias_4H = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
+        self.bias = nnx.Param(bias_4H)
+
+    @classmethod
+    def from_optimized_cell(cls, cell: nnx.OptimizedLSTMCell, *, unroll: int = 1) -> LSTM:
+        """An `LSTM` computing what `nnx.RNN(cell)` computes (same gate order and layout).
+
+        Only the default cell activations (sigmoid gates, tanh) are representable.
+        """
+        if cell.gate_fn is not jax.nn.sigmoid or cell.activation_fn is not jnp.tanh:
+            raise ValueError("only OptimizedLSTMCell with sigmoid gates and tanh is supported")
+        layer = cls(
+            cell.in_features,
+            cell.hidden_features,
+            rngs=nnx.Rngs(0),
+            unroll=unroll,
+            param_dtype=cell.param_dtype,
+            dtype=cell.dtype,
+        )
+        layer.w_ih[...] = cell.dense_i.kernel[...]
+        layer.w_hh[...] = cell.dense_h.kernel[...]
+        layer.bias[...] = cell.dense_h.bias[...]
+        return layer
+
+    def initial_carry(self, batch_size: int) -> Carry:
+        """Zero `(c_BxH, h_BxH)` in float32."""
+        zeros_BxH = jnp.zeros((batch_size, self.hidden), jnp.float32)
+        return zeros_BxH, zeros_BxH
+
+    def _carry_in(self, carry: Carry | None, batch_size: int) -> Carry:
+        if carry is None:
+            return self.initial_carry(batch_size)
+        c_BxH, h_BxH = carry  # the scan keeps the carry in float32
+        return c_BxH.astype(jnp.float32), h_BxH.astype(jnp.float32)
+
+    def _compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype if self.dtype is None else self.dtype)
+
+    def _finish(
+        self, carry: Carry, h_TxBxH: jax.Array | None, return_sequences: bool
+    ) -> tuple[Carry, jax.Array]:
+        out_dtype = self._compute_dtype()
+        if return_sequences:
+            return carry, jnp.swapaxes(h_TxBxH, 0, 1).astype(out_dtype)
+        return carry, carry[1].astype(out_dtype)
+
+    def __call__(
+        self, x_BxTxF: jax.Array, carry: Carry | None = None, *, return_sequences: bool = True
+    ) -> tuple[Carry, jax.Array]:
+        """Returns `(carry, y_BxTxH)`, or `(carry, h_BxH)` (last step) if not `return_sequences`."""
+        if x_BxTxF.ndim != 3 or x_BxTxF.shape[-1] != self.in_features:
+            raise ValueError(f"expected B x T x {self.in_features}, got {x_BxTxF.shape}")
+        B, T, _ = x_BxTxF.shape
+        cd = self._compute_dtype()
+        # The hoisted projection, emitted time-major so the scan slices its leading axis.
+        bias_4H = self.bias[...].astype(jnp.float32)
+        xp_TxBx4H = _matmul("btf,fg->tbg", x_BxTxF, self.w_ih[...], cd) + bias_4H
+        carry = self._carry_in(carry, B)
+        carry, h_TxBxH = _lstm_scan(
+            self.w_hh[...], carry, xp_TxBx4H, None, T, cd, self.unroll, return_sequences
+        )
+        return self._finish(carry, h_TxBxH, return_sequences)
+
+    def repeat(
+        self,
+        z_BxF: jax.Array,
+        num_steps: int,
+        carry: Carry | None = None,
+        *,
+        return_sequences: bool = True,
+    ) -> tuple[Carry, jax.Array]:
+        """As `self(jnp.repeat(z_BxF[:, None], num_steps, 1))`, projecting `z_BxF` only once."""
+        if z_BxF.ndim != 2 or z_BxF.shape[-1] != self.in_features:
+            raise ValueError(f"expected B x {self.in_features}, got {z_BxF.shape}")
+        cd = self._compute_dtype()
+        bias_4H = self.bias[...].astype(jnp.float32)
+        xp_Bx4H = _matmul("bf,fg->bg", z_BxF, self.w_ih[...], cd) + bias_4H
+        carry = self._carry_in(carry, z_BxF.shape[0])
+        carry, h_TxBxH = _lstm_scan(
+            self.w_hh[...], carry, None, xp_Bx4H, num_steps, cd, self.unroll, return_sequences
+        )
+        return self._finish(carry, h_TxBxH, return_sequences)

@@ -1,0 +1,314 @@
+"""LSTM autoencoder, latent classifier (stage 2), and the DNN / CNN baselines.
+
+Shape letters are those of `lstmae_jax.lstm`: B batch, T time (window), F features,
+H hidden, L latent (last encoder size), C classes, K ensemble members.
+
+Each model takes one frozen dataclass config; `make_model(config, rngs=...)` picks the
+class by config type. Models with dropout are built in training mode (NNX default);
+evaluate through `nnx.view(model, deterministic=True)` or `model.eval()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lstmae_jax.lstm import LSTM
+
+# Dense / Conv kernels start as in Keras (the paper's framework), like `LSTM.w_ih`.
+_KERNEL_INIT = nnx.initializers.glorot_uniform()
+
+
+def _linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype: jnp.dtype | None = None) -> nnx.Linear:
+    return nnx.Linear(din, dout, dtype=dtype, kernel_init=_KERNEL_INIT, rngs=rngs)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMAEConfig:
+    num_features: int  # F
+    window: int  # T the data pipeline uses; the model itself accepts any T
+    encoder_sizes: tuple[int, ...] = (64,)  # LSTM widths; the last one is the latent L
+    decoder_sizes: tuple[int, ...] = (32,)  # LSTM widths after RepeatVector
+    unroll: int = 1  # lax.scan unroll of every LSTM layer (speed only)
+    dtype: str = "float32"  # matmul dtype; parameters and LSTM state stay float32
+
+    @property
+    def latent(self) -> int:
+        return self.encoder_sizes[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentClassifierConfig:
+    latent: int  # L, the autoencoder's encoder_sizes[-1]
+    num_classes: int  # C; 2 for benign / attack
+    hidden: tuple[int, ...] = (64,)  # ReLU layers before the logits
+    dropout: float = 0.1  # after each hidden layer
+
+
+@dataclasses.dataclass(frozen=True)
+class DNNConfig:
+    num_features: int  # F
+    window: int  # T; the input is the flattened T*F window
+    num_classes: int  # C
+    hidden: tuple[int, ...] = (128, 64, 32)  # ReLU layers, each followed by dropout
+    dropout: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    num_features: int  # F
+    window: int  # T
+    num_classes: int  # C
+    channels: tuple[int, ...] = (64, 64)  # Conv1D(k, SAME) -> ReLU, one per entry
+    kernel_size: int = 3
+    hidden: int = 64  # Dense -> ReLU -> dropout after global pooling
+    dropout: float = 0.2
+    pool: str = "max"  # global pooling over the convolved axis: "max" or "avg"
+    # Which axis to convolve: "time" (F channels), "features" (T channels), or "auto":
+    # "features" when window == 1, else "time". With T = 1 a time convolution only ever
+    # sees its centre tap, so it degenerates to a per-flow MLP (the DNN baseline again);
+    # per-flow 1-D CNN baselines in the NIDS literature convolve over the feature vector.
+    conv_over: str = "auto"
+
+    @property
+    def conv_axis(self) -> str:
+        if self.conv_over == "auto":
+            return "features" if self.window == 1 else "time"
+        return self.conv_over
+
+
+# ------------------------------------------------------------------ reconstruction error
+
+
+def reconstruction_error(x_BxTxF: jax.Array, xhat_BxTxF: jax.Array) -> jax.Array:
+    """Per-window, per-feature squared error, mean over time: err_BxF."""
+    return jnp.mean(jnp.square(x_BxTxF - xhat_BxTxF), axis=1)
+
+
+def reconstruction_abs_error(x_BxTxF: jax.Array, xhat_BxTxF: jax.Array) -> jax.Array:
+    """Per-window, per-feature absolute error, mean over time: err_BxF."""
+    return jnp.mean(jnp.abs(x_BxTxF - xhat_BxTxF), axis=1)
+
+
+# The paper flags a window as anomalous when its mean absolute reconstruction error
+# (`anomaly_score`) exceeds this value (features min-max scaled to [0, 1]).
+PAPER_MAE_THRESHOLD = 0.1
+
+
+def anomaly_score(x_BxTxF: jax.Array, xhat_BxTxF: jax.Array) -> jax.Array:
+    """The paper's score: mean absolute error over time and features, score_B."""
+    return jnp.mean(reconstruction_abs_error(x_BxTxF, xhat_BxTxF), axis=-1)
+
+
+# ------------------------------------------------------------------------ autoencoder
+
+
+class Encoder(nnx.Module):
+    """Stacked LSTMs; intermediate layers return sequences, the last its final h: z_BxL."""
+
+    def __init__(self, config: LSTMAEConfig, *, rngs: nnx.Rngs):
+        sizes = (config.num_features, *config.encoder_sizes)
+        self.layers = nnx.List(
+            [
+                LSTM(i, o, rngs=rngs, unroll=config.unroll, dtype=jnp.dtype(config.dtype))
+                for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
+
+    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
+        h = x_BxTxF
+        for n, layer in enumerate(self.layers):
+            _, h = layer(h, return_sequences=n < len(self.layers) - 1)
+        return h  # z_BxL
+
+
+class Decoder(nnx.Module):
+    """RepeatVector(T) -> stacked LSTMs (sequences) -> per-step Dense back to F."""
+
+    def __init__(self, config: LSTMAEConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(config.dtype)
+        sizes = (config.latent, *config.decoder_sizes)
+        self.layers = nnx.List(
+            [
+                LSTM(i, o, rngs=rngs, unroll=config.unroll, dtype=dtype)
+                for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
+        self.out = _linear(sizes[-1], config.num_features, dtype=dtype, rngs=rngs)
+
+    def __call__(self, z_BxL: jax.Array, num_steps: int) -> jax.Array:
+        # The first layer's input is z at every step: project it once (`LSTM.repeat`)
+        # instead of materialising B x T x L and projecting T copies.
+        first, *rest = self.layers
+        _, h_BxTxH = first.repeat(z_BxL, num_steps)
+        for layer in rest:
+            _, h_BxTxH = layer(h_BxTxH)
+        return self.out(h_BxTxH).astype(jnp.float32)  # xhat_BxTxF
+
+
+class LSTMAE(nnx.Module):
+    """LSTM autoencoder. Default (the paper's Keras reference): LSTM(64) -> z_Bx64 ->
+    RepeatVector(T) -> LSTM(32, return_sequences) -> TimeDistributed(Dense(F))."""
+
+    def __init__(self, config: LSTMAEConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder = Encoder(config, rngs=rngs)
+        self.decoder = Decoder(config, rngs=rngs)
+
+    def encode(self, x_BxTxF: jax.Array) -> jax.Array:
+        return self.encoder(x_BxTxF)  # z_BxL
+
+    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
+        return self.decoder(self.encode(x_BxTxF), x_BxTxF.shape[1])  # xhat_BxTxF
+
+
+# ------------------------------------------------------------------------------ MLPs
+
+
+class _MLP(nnx.Module):
+    """Linear -> ReLU -> Dropout per hidden size, then Linear to the logits."""
+
+    def __init__(
+        self, din: int, hidden: Sequence[int], dout: int, dropout: float, *, rngs: nnx.Rngs
+    ):
+        sizes = (din, *hidden)
+        pairs = zip(sizes[:-1], sizes[1:], strict=True)
+        self.hidden = nnx.List([_linear(i, o, rngs=rngs) for i, o in pairs])
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.logits = _linear(sizes[-1], dout, rngs=rngs)
+
+    def __call__(self, x_BxD: jax.Array) -> jax.Array:
+        for layer in self.hidden:
+            x_BxD = self.dropout(jax.nn.relu(layer(x_BxD)))
+        return self.logits(x_BxD)
+
+
+class LatentClassifier(nnx.Module):
+    """Stage 2 head: an MLP on the latent z_BxL -> logits_BxC."""
+
+    def __init__(self, config: LatentClassifierConfig, *, rngs: nnx.Rngs):
+        self.mlp = _MLP(config.latent, config.hidden, config.num_classes, config.dropout, rngs=rngs)
+
+    def __call__(self, z_BxL: jax.Array) -> jax.Array:
+        return self.mlp(z_BxL)
+
+
+# Parameter filters for stage 2 (paths start with "encoder" or "head").
+ENCODER_PARAMS = nnx.All(nnx.Param, nnx.PathContains("encoder"))
+HEAD_PARAMS = nnx.All(nnx.Param, nnx.PathContains("head"))
+
+
+def trainable_params(freeze_encoder: bool) -> nnx.filterlib.Filter:
+    """The stage-2 parameters to differentiate, e.g. `nnx.DiffState(0, trainable_params(True))`."""
+    return HEAD_PARAMS if freeze_encoder else nnx.Param
+
+
+class Stage2Model(nnx.Module):
+    """Autoencoder encoder + latent classifier: x_BxTxF -> logits_BxC.
+
+    Freeze the encoder either by differentiating only `trainable_params(True)` (encoder
+    gradients are then absent), or with `freeze_encoder=True` at call time (a
+    `stop_gradient` on z: encoder gradients exist but are exactly zero).
+    """
+
+    def __init__(self, encoder: Encoder, head: LatentClassifier):
+        self.encoder = encoder
+        self.head = head
+
+    @classmethod
+    def from_autoencoder(
+        cls, ae: LSTMAE, config: LatentClassifierConfig, *, rngs: nnx.Rngs
+    ) -> Stage2Model:
+        """A copy of `ae`'s encoder (fine-tuning must not move the stage-1 anomaly scorer)."""
+        if config.latent != ae.config.latent:
+            raise ValueError(f"latent {config.latent} != autoencoder latent {ae.config.latent}")
+        return cls(nnx.clone(ae.encoder), LatentClassifier(config, rngs=rngs))
+
+    def __call__(self, x_BxTxF: jax.Array, *, freeze_encoder: bool = False) -> jax.Array:
+        z_BxL = self.encoder(x_BxTxF)
+        if freeze_encoder:
+            z_BxL = jax.lax.stop_gradient(z_BxL)
+        return self.head(z_BxL)
+
+
+# ------------------------------------------------------------------------- baselines
+
+
+class DNN(nnx.Module):
+    """MLP on the flattened window: B x (T*F) -> 128 -> 64 -> 32 (ReLU, dropout) -> C."""
+
+    def __init__(self, config: DNNConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        din = config.window * config.num_features
+        self.mlp = _MLP(din, config.hidden, config.num_classes, config.dropout, rngs=rngs)
+
+    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
+        return self.mlp(x_BxTxF.reshape(x_BxTxF.shape[0], -1))
+
+
+class CNN(nnx.Module):
+    """[Conv1D(64, k=3, SAME) -> ReLU] x 2 -> global pool -> Dense(64) -> ReLU -> C."""
+
+    def __init__(self, config: CNNConfig, *, rngs: nnx.Rngs):
+        if config.conv_axis not in ("time", "features") or config.pool not in ("max", "avg"):
+            raise ValueError(f"bad conv_over / pool in {config}")
+        self.config = config
+        in_channels = config.num_features if config.conv_axis == "time" else config.window
+        chans, k = (in_channels, *config.channels), (config.kernel_size,)
+        self.convs = nnx.List(
+            [
+                nnx.Conv(i, o, k, padding="SAME", kernel_init=_KERNEL_INIT, rngs=rngs)
+                for i, o in zip(chans[:-1], chans[1:], strict=True)
+            ]
+        )
+        self.dense = _linear(chans[-1], config.hidden, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.logits = _linear(config.hidden, config.num_classes, rngs=rngs)
+
+    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
+        # Conv input is B x length x channels: time-major as given, or features as length.
+        h = x_BxTxF if self.config.conv_axis == "time" else jnp.swapaxes(x_BxTxF, 1, 2)
+        for conv in self.convs:
+            h = jax.nn.relu(conv(h))
+        pooled = jnp.max(h, axis=1) if self.config.pool == "max" else jnp.mean(h, axis=1)
+        return self.logits(self.dropout(jax.nn.relu(self.dense(pooled))))  # logits_BxC
+
+
+# --------------------------------------------------------------------------- helpers
+
+_MODELS = {
+    LSTMAEConfig: LSTMAE,
+    LatentClassifierConfig: LatentClassifier,
+    DNNConfig: DNN,
+    CNNConfig: CNN,
+}
+
+
+def make_model(config, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The model for a config, chosen by the config's type."""
+    return _MODELS[type(config)](config, rngs=rngs)
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def init_stacked(config, keys_K: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
+    """K independently initialised members, their state stacked on a leading K axis.
+
+    Member k is exactly `make_model(config, rngs=nnx.Rngs(keys_K[k]))`. Apply with
+    `jax.vmap(lambda s, x: nnx.merge(graphdef, s)(x), in_axes=(0, None))`.
+    """
+    # Built one by one and stacked: cheaper to compile than a vmapped initialiser, and
+    # initialisation runs once per ensemble.
+    splits = [nnx.split(make_model(config, rngs=nnx.Rngs(key))) for key in keys_K]
+    graphdef = splits[0][0]
+    state_K = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(state for _, state in splits))
+    return graphdef, state_K
