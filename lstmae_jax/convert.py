@@ -60,7 +60,7 @@ BAD_CELL_POLICIES = ("drop", "error")
 BLOCK_SIZE = 1 << 20
 PARQUET_BATCH_ROWS = 1 << 13
 # Rows per Parquet row group: blocks are gathered so that readers see few, large groups.
-ROW_GROUP_ROWS = 1 << 15
+ROW_GROUP_ROWS = 1 << 14
 WORKERS = min(4, os.cpu_count() or 1)
 PARQUET_OPTIONS = {"compression": "zstd"}
 PROGRESS_SECONDS = 10.0

@@ -312,3 +312,36 @@ def init_stacked(config, keys_K: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
     graphdef = splits[0][0]
     state_K = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(state for _, state in splits))
     return graphdef, state_K
+
+
+class LSTMAEEnsemble(nnx.Module):
+    """K LSTM-AEs (different initial weights) with parameters stacked on a leading K axis.
+
+    One ``nnx.vmap`` runs all members in one program, so the ensemble trains in one jitted
+    step: xhat_KxBxTxF = model(x_BxTxF). The training loss sums the members' losses, so
+    each member gets exactly the gradient it would get alone.
+    """
+
+    def __init__(self, config: LSTMAEConfig, members: int, *, rngs: nnx.Rngs):
+        if members < 1:
+            raise ValueError(f"an ensemble needs >= 1 member, got {members}")
+        self.config = config
+        self.num_members = members
+
+        @nnx.split_rngs(splits=members)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def create(rngs: nnx.Rngs) -> LSTMAE:
+            return LSTMAE(config, rngs=rngs)
+
+        self.members = create(rngs)
+
+    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
+        @nnx.vmap(in_axes=(0, None), out_axes=0)
+        def apply(member: LSTMAE, x: jax.Array) -> jax.Array:
+            return member(x)
+
+        return apply(self.members, x_BxTxF)  # xhat_KxBxTxF
+
+    def member_state(self, k: int) -> nnx.State:
+        """Member k's state, unstacked (e.g. to give stage 2 one member's encoder)."""
+        return jax.tree.map(lambda a: a[k], nnx.state(self.members))

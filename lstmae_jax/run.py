@@ -63,8 +63,11 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
 def _stage1_encoder_init(stage1_dir: str):
     ae, _ = load_run(stage1_dir)
 
+    # An ensemble hands over its first member's encoder.
+    encoder = nnx.state(ae.encoder) if hasattr(ae, "encoder") else ae.member_state(0)["encoder"]
+
     def init(model: nnx.Module) -> None:
-        nnx.update(model.encoder, nnx.state(ae.encoder))
+        nnx.update(model.encoder, encoder)
 
     return init
 

@@ -49,6 +49,7 @@ class Task:
 
     kind: str  # "reconstruct" or "classify"
     window: int
+    members: int = 1  # ensemble size K (reconstruct only)
     num_classes: int = 0
     class_weight_C: tuple[float, ...] = ()
 
@@ -66,6 +67,8 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
         unroll=cfg.unroll,
     )
     if cfg.model == "lstm_ae" and cfg.stage == 1:
+        if cfg.ensemble > 1:
+            return models.LSTMAEEnsemble(ae_cfg, cfg.ensemble, rngs=rngs)
         return models.LSTMAE(ae_cfg, rngs=rngs)
     if cfg.model == "lstm_ae" and cfg.stage == 2:
         head = models.LatentClassifierConfig(
@@ -90,7 +93,7 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
 
 def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
     if cfg.model == "lstm_ae" and cfg.stage == 1:
-        return Task("reconstruct", cfg.window)
+        return Task("reconstruct", cfg.window, members=cfg.ensemble)
     return Task("classify", cfg.window, num_classes, class_weight_C)
 
 
@@ -113,10 +116,15 @@ def _gather(table_NxF: jax.Array, starts_B: jax.Array, window: int) -> jax.Array
 
 
 def per_window_loss(model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task):
-    """(loss_B, weight_B): per-window loss and its weight in the batch mean."""
+    """(loss_B, weight_B): per-window loss and its weight in the batch mean.
+
+    Reconstruction: mean squared error over T and F (an ensemble's K x B x T x F output:
+    also the mean over members).
+    """
     if task.kind == "reconstruct":
-        xhat_BxTxF = model(x_BxTxF)
-        return jnp.mean((xhat_BxTxF - x_BxTxF) ** 2, axis=(1, 2)), jnp.ones(y_B.shape, jnp.float32)
+        xhat = model(x_BxTxF)
+        axes = (1, 2) if xhat.ndim == 3 else (0, 2, 3)
+        return jnp.mean((xhat - x_BxTxF) ** 2, axis=axes), jnp.ones(y_B.shape, jnp.float32)
     logits_BxC = model(x_BxTxF)
     loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B)
     weight_B = (
@@ -144,14 +152,15 @@ def make_steps(
 
         def loss_fn(model):
             loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
-            return jnp.sum(loss_B * weight_B) / jnp.sum(weight_B)
+            # x K: the members' losses summed, so each member's gradient is its own.
+            return task.members * jnp.sum(loss_B * weight_B) / jnp.sum(weight_B)
 
         loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))(model)
         _, _, _, rest = nnx.split(model, trainable, nnx.Param, ...)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
-        return new, {"loss": loss, "grad_norm": _global_norm(grads)}
+        return new, {"loss": loss / task.members, "grad_norm": _global_norm(grads)}
 
     def eval_step(state: TrainState, table_NxF: jax.Array, batch: dict, params: nnx.State) -> dict:
         model = nnx.merge(graphdef, params, state.frozen, state.rest)

@@ -1,0 +1,108 @@
+"""End to end on generated data: train stage 1 and 2, threshold, evaluate, export, score."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from lstmae_jax import config, data, evaluate, export, metrics, run, score, synthetic, windows
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    path = synthetic.write(synthetic.generate(3000, seed=1), str(root / "flows.parquet"))
+    cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4)
+    s1 = run.train_job(cfg, str(root))
+    s2 = run.train_job(cfg.replace(stage=2), str(root))
+    return root, cfg, s1, s2
+
+
+def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
+    root, cfg, s1, _ = workdir
+    t = s1["threshold"]
+    assert t["method"] == "fpr" and t["params"]["target_fpr"] == 0.01
+    assert t["params"]["benign_fpr"] <= 0.01
+    saved = json.loads(open(os.path.join(root, "stage1", run.THRESHOLD_FILE)).read())
+    assert saved == t
+    # Recompute: the threshold is fpr_threshold of the benign validation scores.
+    model, meta = run.load_run(os.path.join(root, "stage1"))
+    flows = data.load_flows(cfg.data)
+    w = windows.build(flows, window=cfg.window, train_benign_only=True)
+    benign = w.starts["val"][~w.any_attack["val"]]
+    err = score.reconstruction_errors(model, w.x_NxF, benign, cfg.window)
+    assert t["value"] == metrics.fpr_threshold(err.mean(axis=1), 0.01)
+
+
+def test_stage2_uses_stage1_encoder_frozen(workdir):
+    root, _, _, s2 = workdir
+    ae, _ = run.load_run(os.path.join(root, "stage1"))
+    clf, meta = run.load_run(os.path.join(root, "stage2"))
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(ae.encoder, nnx.Param)),
+        jax.tree.leaves(nnx.state(clf.encoder, nnx.Param)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert meta["stage1_dir"].endswith("stage1")
+
+
+def test_evaluate_report(workdir, tmp_path):
+    root, _, _, _ = workdir
+    out = tmp_path / "report.json"
+    report = evaluate.evaluate_job(str(root), workdir[1].data, str(out))
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(report))
+    s1 = saved["runs"]["stage1"]
+    assert s1["n"] == s1["n_benign"] + s1["n_attack"]
+    assert set(s1["per_attack"]) <= set(synthetic.DEFAULT_ATTACK_MIX)
+    assert all(len(v) == evaluate.TOP_FEATURES for v in s1["feature_error"].values())
+    s2 = saved["runs"]["stage2"]
+    assert 0.0 <= s2["accuracy"] <= 1.0 and "confusion_matrix" in s2
+    md = (tmp_path / "report.md").read_text()
+    assert "Stage 1: LSTM-AE anomaly detection" in md and "stage2: classification" in md
+
+
+def test_export_round_trip(workdir, tmp_path):
+    root, cfg, s1, _ = workdir
+    sidecar = export.export_scorer(str(root), str(tmp_path))
+    assert sidecar["platforms"] == ["cpu", "cuda"]
+    scorer = export.load_scorer(str(tmp_path))
+    model, meta = run.load_run(os.path.join(root, "stage1"))
+    flows = data.load_flows(cfg.data, features=scorer.features)
+    sc = data.Scaler.from_json(meta["scaler"])
+    starts = np.arange(0, 200, 7)
+    raw = windows.gather(flows.x_NxF, starts, cfg.window)
+    # Symbolic batch: two batch sizes through one artifact.
+    out = scorer(raw)
+    assert scorer(raw[:3])["score_B"].shape == (3,)
+    ref_err = score.reconstruction_errors(model, sc.transform(flows.x_NxF), starts, cfg.window)
+    # The artifact scales in float32, training scaled in float64 then cast: float32 rounding.
+    np.testing.assert_allclose(out["err_BxF"], ref_err, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out["flagged_B"], out["score_B"] > s1["threshold"]["value"])
+    assert out["probs_BxC"].shape == (len(starts), len(sidecar["classes"]))
+    np.testing.assert_allclose(out["probs_BxC"].sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="non-finite"):
+        scorer(np.full_like(raw, np.nan))
+    with pytest.raises(ValueError, match="expected"):
+        scorer(raw[:, :2])
+
+
+def test_ensemble_trains_members_together(tmp_path):
+    path = synthetic.write(synthetic.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
+    cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3)
+    summary = run.train_job(cfg, str(tmp_path))
+    model, _ = run.load_run(os.path.join(tmp_path, "stage1"))
+    w = model.members.encoder.layers[0].w_ih[...]
+    assert w.shape[0] == 3 and not np.allclose(w[0], w[1])  # different initialisations
+    flows = data.load_flows(path)
+    wd = windows.build(flows, window=cfg.window, train_benign_only=True)
+    err_K = score.member_errors(model, wd.x_NxF, wd.starts["test"][:50], cfg.window)
+    assert err_K.shape == (3, 50, len(flows.features))
+    mean = evaluate.combine_members(err_K, "mean")
+    assert np.allclose(mean, err_K.mean(axis=2).mean(axis=0))
+    assert np.all(evaluate.combine_members(err_K, "max") >= mean)
+    assert summary["threshold"]["params"]["benign_fpr"] <= 0.01
