@@ -36,6 +36,7 @@ class Config:
     stride: int = _opt(1, "Rows between the starts of consecutive windows.")
     split: str = _opt("temporal", "temporal (leakage-free, by time) or random (stratified).")
     split_fractions: tuple[float, ...] = _opt((0.6, 0.2, 0.2), "Train, validation, test fractions.")
+    scaler: str = _opt("standard", "standard (log1p + z-score) or minmax (the paper's [0, 1]).")
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
     # -- model
     model: str = _opt("lstm_ae", "lstm_ae (two-stage), dnn or cnn (baselines).")
@@ -148,3 +149,12 @@ def from_flags(cls: type = Config, flag_values: flags.FlagValues = flags.FLAGS) 
             v = tuple(v)
         values[f.name] = v
     return cls(**values)
+
+
+def markdown_table(cls: type = Config) -> str:
+    """The options as a Markdown table (the README's copy is checked against this)."""
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = ",".join(str(v) for v in f.default) if isinstance(f.default, tuple) else f.default
+        rows.append(f"| `--{f.name}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

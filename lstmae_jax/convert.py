@@ -56,17 +56,20 @@ from absl import logging
 from lstmae_jax import clean, schema
 
 BAD_CELL_POLICIES = ("drop", "error")
-# 1 MiB of CSV (~2k CICIDS rows) per block: fastest and flattest in benchmarks/pipeline.py.
+# Measured with benchmarks/pipeline.py on 500k CICIDS2017 rows (2 shared cores): 1 MiB
+# blocks (~3.4k rows) used the least CPU; 4 MiB cost ~100 MiB more peak memory.
 BLOCK_SIZE = 1 << 20
 PARQUET_BATCH_ROWS = 1 << 13
-# Rows per Parquet row group: blocks are gathered so that readers see few, large groups.
-ROW_GROUP_ROWS = 1 << 14
-WORKERS = min(4, os.cpu_count() or 1)
+# Rows per Parquet row group. Larger groups encode faster and smaller (16k rows: 44 MB and
+# 0.84 s; 64k: 28 MB and 0.61 s for those 500k rows) but hold more rows in memory.
+ROW_GROUP_ROWS = 1 << 15
+WORKERS = min(4, os.cpu_count() or 1)  # parse + clean threads; a writer thread comes on top
 PARQUET_OPTIONS = {"compression": "zstd"}
 PROGRESS_SECONDS = 10.0
 _SUFFIXES = (".csv.gz", ".csv", ".parquet")
 _META_KEY = "lstmae_jax.convert"  # Parquet key-value metadata: the file's CleanReport as JSON
-# A subset of what Arrow's string->double cast accepts, so the masked re-cast cannot fail.
+# Exactly what Arrow's string->double cast accepts (tests/test_convert.py checks it), so the
+# masked re-cast of a column with bad cells cannot fail.
 _NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?|inf|infinity|nan)$"
 
 
@@ -98,6 +101,7 @@ def _text(arr: pa.Array) -> pa.Array:
 
 
 def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (zero-copy for the usual single chunk)."""
     if isinstance(col, pa.Array):
         return col
     return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
@@ -164,7 +168,7 @@ def _csv_blocks(src: str, block_size: int):
             carry = data[cut:]
             if data[:cut].strip():
                 yield data[:cut], lineno
-                lineno += data.count(b"\n", 0, cut)
+            lineno += data.count(b"\n", 0, cut)
     if carry.strip():
         yield carry, lineno
 
@@ -267,62 +271,57 @@ def _prepare(plan: _Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, cle
 
 
 class _Sink:
-    """Gathers prepared blocks into row groups, then cleans and writes each group on a
-    background thread (one group in flight: memory stays flat). ``clean.canonicalize`` runs
-    once per row group, not per block, because its cost is mostly per call."""
+    """Gathers canonical blocks into row groups and writes each on a background thread.
 
-    def __init__(self, path: str, plan: _Plan, report: clean.CleanReport, policies: dict):
-        self.path, self.plan, self.report, self.policies = path, plan, report, policies
-        self.writer, self.parts, self.rows, self.pending = None, [], 0, None
+    One group is encoded while the next fills, never more, so memory stays flat. Bigger
+    groups encode faster and smaller (fewer dictionary pages) but hold more rows in
+    memory; see ROW_GROUP_ROWS.
+    """
+
+    def __init__(self, path: str):
+        self.path, self.writer, self.parts, self.rows, self.pending = path, None, [], 0, None
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
-    def add(self, raw: pa.Table) -> None:
-        if raw.num_rows:
-            self.parts.append(raw)
-            self.rows += raw.num_rows
+    def add(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
+        if table.num_rows:
+            self.parts.append(table)
+            self.rows += table.num_rows
         if self.rows >= ROW_GROUP_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self.parts and self.writer is not None:
-            return
         if self.parts:
             group = pa.concat_tables(self.parts)
-        else:  # nothing written yet: an empty group still gives the file its schema
-            empty = [pa.array([], pa.float64() if x else pa.string()) for x in self.plan.numeric]
-            group = pa.table(empty, names=self.plan.raw)
-        self.parts, self.rows = [], 0
-        self.wait()
-        self.pending = self.pool.submit(self._write, group)
-
-    def _write(self, group: pa.Table) -> clean.CleanReport:
-        # One contiguous label column: canonicalize dictionary-encodes it in one go.
-        i = self.plan.label
-        group = group.set_column(i, group.field(i), group.column(i).combine_chunks())
-        out, report = clean.canonicalize(group, source=self.plan.src, **self.policies)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, out.schema, **PARQUET_OPTIONS)
-        if out.num_rows:
-            self.writer.write_table(out, ROW_GROUP_ROWS)
-        return report
+            self.parts, self.rows = [], 0
+            self.wait()
+            self.pending = self.pool.submit(self.writer.write_table, group, ROW_GROUP_ROWS)
 
     def wait(self) -> None:
         if self.pending is not None:
-            self.report.merge(self.pending.result())
+            self.pending.result()
             self.pending = None
 
-    def close(self, complete: bool) -> None:
-        """Finish the file, with the report in its metadata, or abandon it after an error."""
-        if complete:
+    def close(self, metadata: dict[str, str] | None) -> None:
+        """Finish the file with this metadata, or abandon it (None) after an error."""
+        if metadata is not None:
             self.flush()
             self.wait()
-            self.writer.add_key_value_metadata({_META_KEY: json.dumps(self.report.to_json())})
+            self.writer.add_key_value_metadata(metadata)
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.writer is not None:
             self.writer.close()
 
 
-def _csv_jobs(plan: _Plan, blocks, on_bad_cell: str):
+def _clean(plan: _Plan, raw: pa.Table, dropped: clean.CleanReport, policies: dict):
+    """``clean.canonicalize`` plus the rows already dropped while parsing."""
+    out, report = clean.canonicalize(raw, source=plan.src, **policies)
+    report.merge(dropped)
+    return out, report
+
+
+def _csv_jobs(plan: _Plan, blocks, on_bad_cell: str, policies: dict):
     """One job per CSV block: parse, clean; rows with a wrong field count are counted."""
     for block, first in blocks:
 
@@ -332,15 +331,15 @@ def _csv_jobs(plan: _Plan, blocks, on_bad_cell: str):
             def where(i: int) -> str:
                 return f"line {_line_of(block, first, i)}"
 
-            raw, report = _prepare(plan, table, where, on_bad_cell)
-            report.rows_in += n_invalid
-            report.dropped.update(+collections.Counter(wrong_field_count=n_invalid))
-            return raw, report
+            raw, dropped = _prepare(plan, table, where, on_bad_cell)
+            dropped.rows_in += n_invalid
+            dropped.dropped.update(+collections.Counter(wrong_field_count=n_invalid))
+            return _clean(plan, raw, dropped, policies)
 
         yield job
 
 
-def _parquet_jobs(plan: _Plan, on_bad_cell: str):
+def _parquet_jobs(plan: _Plan, on_bad_cell: str, policies: dict):
     """One job per Parquet batch (text columns of numbers take the same parsing path)."""
     row0 = 0
     for batch in pq.ParquetFile(plan.src).iter_batches(PARQUET_BATCH_ROWS, columns=plan.raw):
@@ -349,16 +348,17 @@ def _parquet_jobs(plan: _Plan, on_bad_cell: str):
             def where(i: int) -> str:
                 return f"row {row0 + i + 1}"
 
-            return _prepare(plan, batch.select(plan.raw), where, on_bad_cell)
+            raw, dropped = _prepare(plan, batch.select(plan.raw), where, on_bad_cell)
+            return _clean(plan, raw, dropped, policies)
 
         row0 += batch.num_rows
         yield job
 
 
 def _collect(result: tuple[pa.Table, clean.CleanReport], report, sink: _Sink) -> None:
-    raw, block_report = result
+    out, block_report = result
     report.merge(block_report)
-    sink.add(raw)
+    sink.add(out)
 
 
 def convert_file(
@@ -383,14 +383,14 @@ def convert_file(
         raise ValueError(f"{src}: empty file (0 bytes, no header)")
     if src.lower().endswith(".parquet"):
         plan = _Plan(src, pq.read_schema(src).names)
-        jobs = _parquet_jobs(plan, on_bad_cell)
+        jobs = _parquet_jobs(plan, on_bad_cell, policies)
     else:
         plan = _Plan(src, _csv_header(src))
-        jobs = _csv_jobs(plan, _csv_blocks(src, block_size), on_bad_cell)
+        jobs = _csv_jobs(plan, _csv_blocks(src, block_size), on_bad_cell, policies)
     report = clean.CleanReport(source=src, unknown_columns=plan.unknown)
     os.makedirs(dst_dir, exist_ok=True)
     tmp = os.path.join(dst_dir, f".{os.path.basename(dst)}.{os.getpid()}.tmp")
-    sink = _Sink(tmp, plan, report, policies)
+    sink = _Sink(tmp)
     start = last_log = time.monotonic()
     try:
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
@@ -405,10 +405,14 @@ def convert_file(
                     logging.info("%s: %d rows, %.0f rows/s", src, report.rows_in, rate)
             while pending:
                 _collect(pending.popleft().result(), report, sink)
-        sink.close(complete=True)
+        # An empty block carries the schema, so a header-only file gives a valid file.
+        empty = [pa.array([], pa.float64() if x else pa.string()) for x in plan.numeric]
+        nothing = clean.CleanReport(source=src)
+        _collect(_clean(plan, pa.table(empty, plan.raw), nothing, policies), report, sink)
+        sink.close({_META_KEY: json.dumps(report.to_json())})
         os.replace(tmp, dst)
     except BaseException:
-        sink.close(complete=False)
+        sink.close(None)
         if os.path.exists(tmp):
             os.remove(tmp)
         raise

@@ -16,7 +16,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import checkpoint, data, train, windows
+from lstmae_jax import checkpoint, data, steps, train, windows
 from lstmae_jax.config import Config
 
 THRESHOLD_FILE = "threshold.json"
@@ -32,14 +32,14 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
     try:
         meta = ckpt.restore_meta()
         cfg = Config.from_json(meta["config"])
-        model = train.build_model(
+        model = steps.build_model(
             cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed)
         )
         graphdef, params, frozen, rest = nnx.split(
-            model, train.trainable_filter(cfg), nnx.Param, ...
+            model, steps.trainable_filter(cfg), nnx.Param, ...
         )
         tx_state = optax.adam(cfg.learning_rate).init(params)
-        abstract = train.TrainState(
+        abstract = steps.TrainState(
             step=jax.numpy.zeros((), jax.numpy.int32),
             params=params,
             frozen=frozen,
@@ -116,6 +116,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
         seed=cfg.seed,
         train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
         scaler=scaler,
+        scaler_kind=cfg.scaler,
     )
     logging.info("windows: %s", json.dumps(windowed.summary()))
     labels = None

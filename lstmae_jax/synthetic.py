@@ -331,19 +331,25 @@ _FIRST_ATTACK = len(BENIGN_PROFILES)
 
 
 def _episodes(n_attack, mix, per_kind, rng) -> list[tuple[str, int]]:
-    """(label, flows) per episode: flows split by the mix, then into episodes, shuffled."""
+    """(label, flows) per episode: flows split by the mix, then into episodes.
+
+    Episodes come in rounds, each round one episode of every label in random order, so
+    every attack recurs across the timeline and a temporal split sees each label in its
+    train, validation and test parts (with the default 3 rounds).
+    """
     labels = [label for label, w in mix.items() if w > 0]
     w = np.array([mix[label] for label in labels], dtype=np.float64)
     exact = w / w.sum() * n_attack
     counts = np.floor(exact).astype(np.int64)
     counts[np.argsort(counts - exact, kind="stable")[: n_attack - counts.sum()]] += 1
-    out = []
+    rounds: list[list[tuple[str, int]]] = [[] for _ in range(per_kind)]
     for label, c in zip(labels, counts, strict=True):
         e = int(min(per_kind, c))
         if e:
             split = 1 + rng.multinomial(c - e, rng.dirichlet(np.full(e, 4.0)))
-            out += [(label, int(s)) for s in split]
-    return [out[i] for i in rng.permutation(len(out))]
+            for r, size in enumerate(split):
+                rounds[r].append((label, int(size)))
+    return [ep for r in rounds for ep in (r[i] for i in rng.permutation(len(r)))]
 
 
 def _plan(num_flows, rng, attack_fraction, mix, per_kind, clean_prefix, benign_rate):
@@ -400,7 +406,7 @@ def generate(
     start: str = "2017-07-07T08:00:00",
     attack_fraction: float = DEFAULT_ATTACK_FRACTION,
     attack_mix: Mapping[str, float] | None = None,
-    episodes_per_kind: int = 2,
+    episodes_per_kind: int = 3,
     clean_prefix: float = 0.3,
     benign_rate: float = 20.0,
 ) -> pa.Table:

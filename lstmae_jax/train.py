@@ -1,13 +1,9 @@
-"""Train state, pure jitted steps, and the loop (early stopping, resume, preemption).
+"""The training loop: early stopping, checkpoints, exact resume, preemption.
 
-The steps are pure functions of ``(state, table, batch)`` jitted once. The scaled flow
-table lives on the devices (replicated; it is small: 2.8M CICIDS2017 flows x 78
-features x 4 B = 0.9 GB), and a batch is only the first-row indices of its windows
-(plus labels), so each step moves ``B`` integers host -> device and gathers the windows
-on device.
-
-Tasks: ``reconstruct`` (stage 1: mean squared error of the LSTM-AE) and ``classify``
-(stage 2 and the DNN/CNN baselines: softmax cross-entropy, optional class weights).
+``fit`` drives the pure steps of ``steps.py`` over a ``windows.Windowed`` dataset: it
+dispatches step N before reading step N-1's metrics, validates every epoch, keeps the
+best parameters, and saves the state together with the data position so that re-running
+resumes exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -15,13 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,214 +21,8 @@ import optax
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import checkpoint, models, sharding, windows
+from lstmae_jax import checkpoint, monitor, sharding, steps, windows
 from lstmae_jax.config import Config
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: nnx.State  # trainable parameters
-    frozen: nnx.State  # parameters held fixed (stage 2 with a frozen encoder)
-    rest: nnx.State  # other variables (dropout RNG state)
-    opt_state: Any
-    best_params: nnx.State  # early stopping restores these
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """What a run optimises; static for jit."""
-
-    kind: str  # "reconstruct" or "classify"
-    window: int
-    members: int = 1  # ensemble size K (reconstruct only)
-    num_classes: int = 0
-    class_weight_C: tuple[float, ...] = ()
-
-
-# --------------------------------------------------------------------------- model
-
-
-def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
-    """The model named by ``cfg.model`` / ``cfg.stage``."""
-    ae_cfg = models.LSTMAEConfig(
-        num_features=num_features,
-        window=cfg.window,
-        encoder_sizes=cfg.encoder_sizes,
-        decoder_sizes=cfg.decoder_sizes,
-        unroll=cfg.unroll,
-    )
-    if cfg.model == "lstm_ae" and cfg.stage == 1:
-        if cfg.ensemble > 1:
-            return models.LSTMAEEnsemble(ae_cfg, cfg.ensemble, rngs=rngs)
-        return models.LSTMAE(ae_cfg, rngs=rngs)
-    if cfg.model == "lstm_ae" and cfg.stage == 2:
-        head = models.LatentClassifierConfig(
-            latent=cfg.encoder_sizes[-1],
-            num_classes=num_classes,
-            hidden=cfg.classifier_hidden,
-            dropout=cfg.dropout,
-        )
-        return models.Stage2Model(
-            models.Encoder(ae_cfg, rngs=rngs), models.LatentClassifier(head, rngs=rngs)
-        )
-    if cfg.model == "dnn":
-        return models.DNN(
-            models.DNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs
-        )
-    if cfg.model == "cnn":
-        return models.CNN(
-            models.CNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs
-        )
-    raise ValueError(f"unknown model {cfg.model!r} / stage {cfg.stage}")
-
-
-def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
-    if cfg.model == "lstm_ae" and cfg.stage == 1:
-        return Task("reconstruct", cfg.window, members=cfg.ensemble)
-    return Task("classify", cfg.window, num_classes, class_weight_C)
-
-
-def trainable_filter(cfg: Config) -> Any:
-    """Which parameters get gradients: all, or all but the encoder (frozen stage 2)."""
-    if cfg.model == "lstm_ae" and cfg.stage == 2:
-        return models.trainable_params(cfg.freeze_encoder)
-    return nnx.Param
-
-
-# --------------------------------------------------------------------------- steps
-
-
-def _global_norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
-
-
-def _gather(table_NxF: jax.Array, starts_B: jax.Array, window: int) -> jax.Array:
-    return table_NxF[starts_B[:, None] + jnp.arange(window)]
-
-
-def per_window_loss(model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task):
-    """(loss_B, weight_B): per-window loss and its weight in the batch mean.
-
-    Reconstruction: mean squared error over T and F (an ensemble's K x B x T x F output:
-    also the mean over members).
-    """
-    if task.kind == "reconstruct":
-        xhat = model(x_BxTxF)
-        axes = (1, 2) if xhat.ndim == 3 else (0, 2, 3)
-        return jnp.mean((xhat - x_BxTxF) ** 2, axis=axes), jnp.ones(y_B.shape, jnp.float32)
-    logits_BxC = model(x_BxTxF)
-    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B)
-    weight_B = (
-        jnp.asarray(task.class_weight_C, jnp.float32)[y_B]
-        if task.class_weight_C
-        else jnp.ones_like(loss_B)
-    )
-    return loss_B, weight_B
-
-
-def make_steps(
-    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: Task, trainable: Any
-):
-    """Pure ``train_step(state, table, batch)`` and ``eval_step(state, table, batch, params)``.
-
-    The model is rebuilt from its state inside the step (``nnx.merge``) and differentiated
-    with ``nnx.value_and_grad`` w.r.t. the ``trainable`` parameters only, which also
-    carries the dropout RNG updates out of the gradient trace.
-    """
-
-    def train_step(state: TrainState, table_NxF: jax.Array, batch: dict) -> tuple[TrainState, dict]:
-        model = nnx.merge(graphdef, state.params, state.frozen, state.rest)
-        model.train()
-        x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
-
-        def loss_fn(model):
-            loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
-            # x K: the members' losses summed, so each member's gradient is its own.
-            return task.members * jnp.sum(loss_B * weight_B) / jnp.sum(weight_B)
-
-        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))(model)
-        _, _, _, rest = nnx.split(model, trainable, nnx.Param, ...)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
-        return new, {"loss": loss / task.members, "grad_norm": _global_norm(grads)}
-
-    def eval_step(state: TrainState, table_NxF: jax.Array, batch: dict, params: nnx.State) -> dict:
-        model = nnx.merge(graphdef, params, state.frozen, state.rest)
-        model.eval()
-        x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
-        loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
-        w_B = weight_B * batch["valid"]
-        return {"loss_sum": jnp.sum(loss_B * w_B), "weight_sum": jnp.sum(w_B)}
-
-    return train_step, eval_step
-
-
-# ---------------------------------------------------------------------------- loop
-
-
-class _Preemption:
-    """SIGTERM sets a flag; the loop saves a checkpoint and returns cleanly."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old = None
-
-    def __enter__(self) -> _Preemption:
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, no preemption support
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
-class _Progress:
-    """A progress line with rate and ETA on a terminal; periodic log lines elsewhere."""
-
-    def __init__(self, total: int, start: int, unit: str) -> None:
-        self.total, self.start, self.unit = total, start, unit
-        self.t0 = time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, step: int, extra: str = "") -> None:
-        done = step - self.start
-        elapsed = time.perf_counter() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        line = f"step {step}/{self.total} {rate:.1f} {self.unit}/s ETA {eta:.0f}s {extra}"
-        if self.tty:
-            sys.stderr.write("\r" + line + " " * 8)
-            sys.stderr.flush()
-        else:
-            logging.info(line)
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-
-
-class _Jsonl:
-    """The one metrics writer: JSON lines, written by process 0 only."""
-
-    def __init__(self, path: str) -> None:
-        self.enabled = jax.process_index() == 0
-        self.path = path
-        if self.enabled:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 @dataclasses.dataclass
@@ -282,20 +68,20 @@ def fit(
     labels = labels if labels is not None else data.label
     num_classes = 2 if cfg.task == "binary" else len(data.classes)
     weights = class_weights(labels["train"], num_classes) if cfg.class_weights else ()
-    task = task_for(cfg, num_classes, weights)
+    task = steps.task_for(cfg, num_classes, weights)
 
     val_keep = np.ones(len(data.starts["val"]), dtype=bool)
     if task.kind == "reconstruct" and cfg.stage1_benign_only:
         val_keep = ~data.any_attack["val"]  # the score is trained on benign traffic only
     val_starts, val_labels = data.starts["val"][val_keep], labels["val"][val_keep]
 
-    model = build_model(cfg, len(data.features), num_classes, nnx.Rngs(cfg.seed))
+    model = steps.build_model(cfg, len(data.features), num_classes, nnx.Rngs(cfg.seed))
     if init is not None:
         init(model)
-    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(cfg), nnx.Param, ...)
+    graphdef, params, frozen, rest = nnx.split(model, steps.trainable_filter(cfg), nnx.Param, ...)
     tx = optax.adam(cfg.learning_rate)
     repl = sharding.replicated(mesh)
-    state = TrainState(
+    state = steps.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         frozen=frozen,
@@ -353,7 +139,7 @@ def fit(
         if ckpt.save(at, state, meta(), metrics=metrics, force=force):
             saved_steps.add(at)
 
-    train_step, eval_step = make_steps(graphdef, tx, task, trainable_filter(cfg))
+    train_step, eval_step = steps.make_steps(graphdef, tx, task, steps.trainable_filter(cfg))
     train_jit = jax.jit(train_step, donate_argnums=0)
     eval_jit = jax.jit(eval_step)
     pick_best = jax.jit(
@@ -385,8 +171,8 @@ def fit(
     if max_steps is not None:
         total = min(total, max_steps)
     step = int(jax.device_get(state.step))
-    writer = _Jsonl(os.path.join(run_dir, "metrics.jsonl"))
-    progress = _Progress(total, step, "steps")
+    writer = monitor.JsonlWriter(os.path.join(run_dir, "metrics.jsonl"))
+    progress = monitor.Progress(total, step, "steps")
     preempted = False
     first = (
         host_batch(order.next(), data.starts["train"], labels["train"])
@@ -431,7 +217,7 @@ def fit(
         pending.clear()
         window_t0, window_steps = time.perf_counter(), 0
 
-    with _Preemption() as preemption:
+    with monitor.Preemption() as preemption:
         batch = first
         while batch is not None:
             state, metrics = compiled(state, table, batch)  # dispatch step N ...

@@ -100,6 +100,7 @@ def build(
     seed: int = 0,
     train_benign_only: bool = False,
     scaler: data.Scaler | None = None,
+    scaler_kind: str = "standard",
 ) -> Windowed:
     """Splits flows, cuts windows, fits the scaler on training rows, scales.
 
@@ -109,7 +110,7 @@ def build(
     protocol; with T > 1 neighbouring windows share flows across splits, which leaks).
     ``train_benign_only`` keeps only training windows with no attack flow (stage 1).
     ``scaler`` reuses a fitted scaler (stage 2 must scale as stage 1 did) instead of
-    fitting one on the training rows.
+    fitting one (of ``scaler_kind``) on the training rows.
     """
     n = len(flows)
     if split == "temporal":
@@ -134,14 +135,14 @@ def build(
             label_all[keep],
             any_all[keep],
         )
-    if len(starts["train"]) == 0:
+    if scaler is None and len(starts["train"]) == 0:  # a given scaler needs no training rows
         raise ValueError(
             f"no training windows: {n} flows, window={window}, split={split}, fractions={fractions}, "
             f"train_benign_only={train_benign_only}"
         )
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)
-        scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features)
+        scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features, scaler_kind)
     elif tuple(scaler.features) != tuple(flows.features):
         raise ValueError(
             f"scaler features {scaler.features} differ from the data's {flows.features}"

@@ -262,3 +262,12 @@ def test_scaler_log_standardise_roundtrip(tmp_path):
     # Constant column: centred, not divided by zero.
     const = data.fit_scaler(np.ones((5, 1), np.float32), ("syn_flag_cnt",))
     assert np.all(const.transform(np.ones((2, 1), np.float32)) == 0)
+
+
+def test_minmax_scaler_is_the_papers():
+    x = np.array([[0.0, 5.0], [10.0, 5.0], [5.0, 5.0]], np.float32)
+    sc = data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="minmax")
+    np.testing.assert_array_equal(sc.transform(x), [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
+    assert data.Scaler.from_json(sc.to_json()) == sc
+    with pytest.raises(ValueError, match="scaler must be one of"):
+        data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="robust")

@@ -148,23 +148,3 @@ def test_stage2_frozen_encoder_is_unchanged(tmp_path):
     ):
         np.testing.assert_array_equal(a, b)
     assert s2(w.x_NxF[None, :4]).shape == (1, 2)
-
-
-def test_config_flags_round_trip():
-    from absl import flags
-
-    fv = flags.FlagValues()  # a private registry, not the global FLAGS
-    config.define_flags(flag_values=fv)
-    fv(
-        [
-            "prog",
-            "--window=7",
-            "--encoder_sizes=32,16",
-            "--split_fractions=0.5,0.25,0.25",
-            "--nostage1_benign_only",
-        ]
-    )
-    cfg = config.from_flags(flag_values=fv)
-    assert cfg.window == 7 and cfg.encoder_sizes == (32, 16)
-    assert cfg.split_fractions == (0.5, 0.25, 0.25) and cfg.stage1_benign_only is False
-    assert config.Config.from_json(cfg.to_json()) == cfg

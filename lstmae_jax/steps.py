@@ -1,0 +1,168 @@
+"""Train state, the model for a config, and the pure jitted step functions.
+
+The steps are pure functions of ``(state, table, batch)``. The scaled flow table lives on
+the devices (replicated; it is small: 2.8M CICIDS2017 flows x 78 features x 4 B =
+0.9 GB), and a batch is only the first-row indices of its windows (plus labels), so each
+step moves ``B`` integers host -> device and gathers the windows on device.
+
+Tasks: ``reconstruct`` (stage 1: mean squared error of the LSTM-AE or ensemble) and
+``classify`` (stage 2 and the DNN/CNN baselines: softmax cross-entropy, optional class
+weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lstmae_jax import models
+from lstmae_jax.config import Config
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: nnx.State  # trainable parameters
+    frozen: nnx.State  # parameters held fixed (stage 2 with a frozen encoder)
+    rest: nnx.State  # other variables (dropout RNG state)
+    opt_state: Any
+    best_params: nnx.State  # early stopping restores these
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a run optimises; static for jit."""
+
+    kind: str  # "reconstruct" or "classify"
+    window: int
+    members: int = 1  # ensemble size K (reconstruct only)
+    num_classes: int = 0
+    class_weight_C: tuple[float, ...] = ()
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
+    """The model named by ``cfg.model`` / ``cfg.stage``."""
+    ae_cfg = models.LSTMAEConfig(
+        num_features=num_features,
+        window=cfg.window,
+        encoder_sizes=cfg.encoder_sizes,
+        decoder_sizes=cfg.decoder_sizes,
+        unroll=cfg.unroll,
+    )
+    if cfg.model == "lstm_ae" and cfg.stage == 1:
+        if cfg.ensemble > 1:
+            return models.LSTMAEEnsemble(ae_cfg, cfg.ensemble, rngs=rngs)
+        return models.LSTMAE(ae_cfg, rngs=rngs)
+    if cfg.model == "lstm_ae" and cfg.stage == 2:
+        head = models.LatentClassifierConfig(
+            latent=cfg.encoder_sizes[-1],
+            num_classes=num_classes,
+            hidden=cfg.classifier_hidden,
+            dropout=cfg.dropout,
+        )
+        return models.Stage2Model(
+            models.Encoder(ae_cfg, rngs=rngs), models.LatentClassifier(head, rngs=rngs)
+        )
+    if cfg.model == "dnn":
+        return models.DNN(
+            models.DNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs
+        )
+    if cfg.model == "cnn":
+        return models.CNN(
+            models.CNNConfig(num_features, cfg.window, num_classes, dropout=cfg.dropout), rngs=rngs
+        )
+    raise ValueError(f"unknown model {cfg.model!r} / stage {cfg.stage}")
+
+
+def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
+    if cfg.model == "lstm_ae" and cfg.stage == 1:
+        return Task("reconstruct", cfg.window, members=cfg.ensemble)
+    return Task("classify", cfg.window, num_classes, class_weight_C)
+
+
+def trainable_filter(cfg: Config) -> Any:
+    """Which parameters get gradients: all, or all but the encoder (frozen stage 2)."""
+    if cfg.model == "lstm_ae" and cfg.stage == 2:
+        return models.trainable_params(cfg.freeze_encoder)
+    return nnx.Param
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _global_norm(tree: Any) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+
+
+def _gather(table_NxF: jax.Array, starts_B: jax.Array, window: int) -> jax.Array:
+    return table_NxF[starts_B[:, None] + jnp.arange(window)]
+
+
+def per_window_loss(model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task):
+    """(loss_B, weight_B): per-window loss and its weight in the batch mean.
+
+    Reconstruction: mean squared error over T and F (an ensemble's K x B x T x F output:
+    also the mean over members).
+    """
+    if task.kind == "reconstruct":
+        xhat = model(x_BxTxF)
+        axes = (1, 2) if xhat.ndim == 3 else (0, 2, 3)
+        return jnp.mean((xhat - x_BxTxF) ** 2, axis=axes), jnp.ones(y_B.shape, jnp.float32)
+    logits_BxC = model(x_BxTxF)
+    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B)
+    weight_B = (
+        jnp.asarray(task.class_weight_C, jnp.float32)[y_B]
+        if task.class_weight_C
+        else jnp.ones_like(loss_B)
+    )
+    return loss_B, weight_B
+
+
+def make_steps(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: Task, trainable: Any
+):
+    """Pure ``train_step(state, table, batch)`` and ``eval_step(state, table, batch, params)``.
+
+    The model is rebuilt from its state inside the step (``nnx.merge``) and differentiated
+    with ``nnx.value_and_grad`` w.r.t. the ``trainable`` parameters only, which also
+    carries the dropout RNG updates out of the gradient trace.
+    """
+
+    def train_step(state: TrainState, table_NxF: jax.Array, batch: dict) -> tuple[TrainState, dict]:
+        model = nnx.merge(graphdef, state.params, state.frozen, state.rest)
+        model.train()
+        x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
+
+        def loss_fn(model):
+            loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
+            # x K: the members' losses summed, so each member's gradient is its own.
+            return task.members * jnp.sum(loss_B * weight_B) / jnp.sum(weight_B)
+
+        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))(model)
+        _, _, _, rest = nnx.split(model, trainable, nnx.Param, ...)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
+        return new, {"loss": loss / task.members, "grad_norm": _global_norm(grads)}
+
+    def eval_step(state: TrainState, table_NxF: jax.Array, batch: dict, params: nnx.State) -> dict:
+        model = nnx.merge(graphdef, params, state.frozen, state.rest)
+        model.eval()
+        x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
+        loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
+        w_B = weight_B * batch["valid"]
+        return {"loss_sum": jnp.sum(loss_B * w_B), "weight_sum": jnp.sum(w_B)}
+
+    return train_step, eval_step
+
+
+# ---------------------------------------------------------------------------- loop

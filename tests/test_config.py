@@ -1,0 +1,34 @@
+"""The one config system: flags from the dataclass, JSON round trip, README table in sync."""
+
+import pathlib
+
+from lstmae_jax import config
+
+
+def test_config_flags_round_trip():
+    from absl import flags
+
+    fv = flags.FlagValues()  # a private registry, not the global FLAGS
+    config.define_flags(flag_values=fv)
+    fv(
+        [
+            "prog",
+            "--window=7",
+            "--encoder_sizes=32,16",
+            "--split_fractions=0.5,0.25,0.25",
+            "--nostage1_benign_only",
+        ]
+    )
+    cfg = config.from_flags(flag_values=fv)
+    assert cfg.window == 7 and cfg.encoder_sizes == (32, 16)
+    assert cfg.split_fractions == (0.5, 0.25, 0.25) and cfg.stage1_benign_only is False
+    assert config.Config.from_json(cfg.to_json()) == cfg
+
+
+def test_readme_lists_every_option():
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- config:start -->\n")[1].split("\n<!-- config:end -->")[0]
+    assert section == config.markdown_table(), (
+        "README.md's option table is stale: paste the output of "
+        "`python -c 'from lstmae_jax import config; print(config.markdown_table())'`"
+    )
