@@ -2,13 +2,13 @@
 
     python launch/convert.py --input='data/raw/*.csv' --output=data/canonical
 
-Writes ``<stem>.parquet`` per input and ``report.json`` into ``--output``, then prints
-one line per file: rows in and out, and why rows were dropped. Exits non-zero if any
-file failed; the others are still converted (see ``lstmae_jax.convert``).
+Writes ``<stem>.parquet`` per input and ``report.json``, prints rows in/out and drops per
+file; exits non-zero if any file failed (the others are still converted).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -29,7 +29,8 @@ def _table(reports: list[clean.CleanReport]) -> str:
     lines = [f"{'file':40s} {'rows in':>10s} {'rows out':>10s}  dropped"]
     for r in reports:
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(r.dropped.items())) or "-"
-        lines.append(f"{r.source[-40:]:40s} {r.rows_in:>10,d} {r.rows_out:>10,d}  {dropped}")
+        name = os.path.basename(r.source)  # unique: convert refuses clashing output names
+        lines.append(f"{name:40s} {r.rows_in:>10,d} {r.rows_out:>10,d}  {dropped}")
     return "\n".join(lines)
 
 

@@ -229,7 +229,7 @@ def _prepare(plan: _Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, cle
     """Raw columns -> numbers and text, minus the rows dropped here (counted in the report).
 
     ``where(i)`` names row i in error messages. The report's ``rows_in`` counts only the
-    dropped rows: ``clean.canonicalize`` counts the others when the row group is cleaned.
+    rows dropped here; ``clean.canonicalize`` counts the rows it is given (see ``_clean``).
     """
     n = table.num_rows
     label = _text(_array(table.column(plan.label)))

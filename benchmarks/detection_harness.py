@@ -1,0 +1,210 @@
+"""The one harness of ``benchmarks/detection.py``: train, score, and pick on validation.
+
+Every model of the detection benchmark is trained by ``Harness.fit`` (the library's
+``train.fit`` in a fresh run directory, with the same batch size, epoch cap and early
+stopping), scored by ``classifier_metrics`` or ``detector_metrics``, and candidates are
+compared by ``pick`` on validation numbers only; test numbers are computed for the
+chosen candidate alone.
+
+Shape letters as in the library: W windows, C classes, K ensemble members.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from flax import nnx
+
+from lstmae_jax import evaluate, metrics, run, score, train, windows
+from lstmae_jax.config import Config
+
+
+def machine_info() -> dict:
+    import flax
+    import jax
+
+    cpu = "unknown"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    return {
+        "platform": platform.platform(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "numpy": np.__version__,
+        "jax_devices": [str(d) for d in jax.devices()],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def config_delta(cfg: Config) -> dict:
+    """The options of ``cfg`` that differ from the library defaults (compact JSON)."""
+    default = Config().to_json()
+    return {k: v for k, v in cfg.to_json().items() if default[k] != v}
+
+
+@dataclasses.dataclass
+class Trained:
+    name: str
+    cfg: Config
+    model: nnx.Module  # best parameters (early stopping on the validation loss)
+    run_dir: str
+    steps: int
+    epochs: int
+    best_val_loss: float
+    seconds: float
+
+    def record(self) -> dict:
+        return {
+            "config": config_delta(self.cfg),
+            "steps": self.steps,
+            "epochs_run": self.epochs,
+            "best_val_loss": _finite(self.best_val_loss),
+            "train_seconds": round(self.seconds, 1),
+        }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+class Harness:
+    """Trains models in run directories under ``root``; ``max_steps`` caps each fit (quick)."""
+
+    def __init__(self, root: str, max_steps: int | None = None):
+        self.root = root
+        self.max_steps = max_steps
+        os.makedirs(root, exist_ok=True)
+
+    def fit(
+        self,
+        name: str,
+        cfg: Config,
+        data: windows.Windowed,
+        *,
+        labels: dict[str, np.ndarray] | None = None,
+        init: Callable[[nnx.Module], None] | None = None,
+    ) -> Trained:
+        run_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=self.root)
+        t0 = time.perf_counter()
+        res = train.fit(cfg, run_dir, data, labels=labels, init=init, max_steps=self.max_steps)
+        seconds = time.perf_counter() - t0
+        print(
+            f"  fit {name}: {res.steps} steps, {len(res.history)} epochs, "
+            f"val_loss {res.best_val_loss:.5g}, {seconds:.1f}s",
+            flush=True,
+        )
+        return Trained(
+            name, cfg, res.model, run_dir, res.steps, len(res.history), res.best_val_loss, seconds
+        )
+
+    def close(self, keep: bool) -> None:
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
+    """Stage 2 starts from the stage-1 encoder (an ensemble hands over member 0's)."""
+    return run._stage1_encoder_init(stage1.run_dir)
+
+
+# ------------------------------------------------------------------------ scoring
+
+
+def ae_scores(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
+    """score_W: mean absolute reconstruction error (ensemble: combined by cfg.ensemble_score)."""
+    err_KxWxF = score.member_errors(t.model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size)
+    return evaluate.combine_members(err_KxWxF, t.cfg.ensemble_score)
+
+
+def log_probs(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
+    logits_WxC = score.logits(t.model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size)
+    z = logits_WxC.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def classifier_metrics(
+    t: Trained, w: windows.Windowed, split: str, y_W: np.ndarray, names: Sequence[str]
+) -> dict:
+    """Accuracy, test cross-entropy, weighted and macro P/R/F1, and the attack-vs-benign view.
+
+    ``y_W`` are the targets in the model's class codes (0 = Benign); ``names`` their names.
+    """
+    logp_WxC = log_probs(t, w, w.starts[split])
+    pred_W = logp_WxC.argmax(axis=1)
+    rep = metrics.classification_report(y_W, pred_W, list(names))
+    yb, pb = (y_W != 0).astype(np.int64), (pred_W != 0).astype(np.int64)
+    p, r, f1 = metrics.precision_recall_f1(yb, pb, 2, average="binary")
+    out = {
+        "n": int(len(y_W)),
+        "accuracy": rep["accuracy"],
+        "loss": float(-np.mean(logp_WxC[np.arange(len(y_W)), y_W])),
+        "weighted": rep["weighted"],
+        "macro": rep["macro"],
+        "attack": {
+            "precision": p,
+            "recall": r,
+            "f1": f1,
+            "fpr": metrics.false_positive_rate(yb, pb),
+        },
+        "per_class": {
+            c: {"support": v["support"], "recall": round(v["recall"], 4), "f1": round(v["f1"], 4)}
+            for c, v in rep["per_class"].items()
+            if v["support"]
+        },
+    }
+    if 0 < yb.sum() < len(yb):  # attack probability = 1 - P(Benign)
+        out["attack"]["roc_auc"] = metrics.roc_auc(yb, -logp_WxC[:, 0])
+    return out
+
+
+def detector_metrics(
+    y_W: np.ndarray,
+    score_W: np.ndarray,
+    threshold: metrics.Threshold,
+    names_W: np.ndarray | None = None,
+) -> dict:
+    """metrics.detection_report at ``threshold``, without the bulky parts."""
+    rep = metrics.detection_report(y_W, score_W, threshold, attack_labels=names_W)
+    keep = ("n", "n_attack", "roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "fpr")
+    out = {k: rep[k] for k in keep}
+    out["threshold"] = {"value": threshold.value, "method": threshold.method, **threshold.params}
+    if "per_attack" in rep:
+        out["per_attack_recall"] = {
+            k: [v["detected"], v["n"]] for k, v in rep["per_attack"].items()
+        }
+    return out
+
+
+def fpr_threshold(cfg: Config, benign_val_scores: np.ndarray) -> metrics.Threshold:
+    """The benchmark's operating point: 1% FPR on benign validation windows."""
+    return evaluate.calibrate(cfg.replace(threshold="fpr", target_fpr=0.01), benign_val_scores)
+
+
+def pick(candidates: list[tuple[Trained, dict]], key: Callable[[dict], tuple]) -> int:
+    """Index of the candidate whose validation record maximises ``key`` (first on ties)."""
+    best = 0
+    for i, (_, rec) in enumerate(candidates):
+        if key(rec) > key(candidates[best][1]):
+            best = i
+    return best
+
+
+def classifier_key(val: dict) -> tuple:
+    """Validation ranking of classifiers: weighted F1, then lower cross-entropy."""
+    return (round(val["weighted"]["f1"], 6), -val["loss"])

@@ -1,0 +1,310 @@
+"""Targets and Markdown for ``benchmarks/detection.py`` (reads only the report dict)."""
+
+from __future__ import annotations
+
+ROWS = (("Accuracy", "accuracy"), ("Loss", "loss"), ("Recall", "recall"))
+ROWS += (("Precision", "precision"), ("F-Measure", "f1"))
+MODELS = (("CNN", "cnn"), ("DNN", "dnn"), ("LSTM-AE", "stage2"))
+SEQ_STAGE1_AUC, SEQ_STAGE2_F1 = 0.95, 0.995
+
+
+def _five(test: dict) -> dict:
+    """The paper's five numbers of a classifier's test record (percent; loss as is)."""
+    w = test["weighted"]
+    return {
+        "accuracy": 100 * test["accuracy"],
+        "loss": test["loss"],
+        "recall": 100 * w["recall"],
+        "precision": 100 * w["precision"],
+        "f1": 100 * w["f1"],
+    }
+
+
+def _better_or_equal(key: str, a: float, b: float) -> bool:
+    # Compared at the precision the tables print (2 decimals, loss 4).
+    if key == "loss":
+        return round(a, 4) <= round(b, 4)
+    return round(a, 2) >= round(b, 2)
+
+
+def targets(report: dict) -> list[dict]:
+    out = []
+    paper_ref = report["paper_reference"]
+    for name, exp in report["experiments"].get("paper", {}).items():
+        ours = {label: _five(exp[key]["test"]) for label, key in MODELS}
+        for label, key in ROWS:
+            lstm = ours["LSTM-AE"][key]
+            vs_paper = _better_or_equal(key, lstm, paper_ref["LSTM-AE"][key])
+            vs_ours = all(_better_or_equal(key, lstm, ours[m][key]) for m in ("CNN", "DNN"))
+            out.append(
+                {
+                    "experiment": f"paper/{name}",
+                    "target": f"LSTM-AE {label}: >= paper LSTM-AE and >= our CNN, DNN",
+                    "value": round(lstm, 4),
+                    "paper": paper_ref["LSTM-AE"][key],
+                    "cnn": round(ours["CNN"][key], 4),
+                    "dnn": round(ours["DNN"][key], 4),
+                    "met": bool(vs_paper and vs_ours),
+                    "met_vs_paper": bool(vs_paper),
+                    "met_vs_baselines": bool(vs_ours),
+                }
+            )
+    seq = report["experiments"].get("sequence")
+    if seq:
+        t1, t2 = seq["chosen_window_stage1"], seq["chosen_window_stage2"]
+        auc = seq["windows"][t1]["stage1"]["test"]["roc_auc"]
+        f1 = seq["windows"][t2]["stage2"]["test"]["attack"]["f1"]
+        out.append(
+            {
+                "experiment": "sequence",
+                "target": f"stage 1 ROC AUC >= {SEQ_STAGE1_AUC} (T={t1}, chosen on selection chunk)",
+                "value": auc,
+                "met": auc is not None and auc >= SEQ_STAGE1_AUC,
+            }
+        )
+        out.append(
+            {
+                "experiment": "sequence",
+                "target": f"stage 2 F1 >= {100 * SEQ_STAGE2_F1}% (T={t2}, chosen on validation)",
+                "value": f1,
+                "met": f1 >= SEQ_STAGE2_F1,
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------- markdown
+
+
+def _p(x, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _f(x, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _det_row(label: str, d: dict) -> str:
+    t = d["threshold"]
+    return (
+        f"| {label} | {_f(d['roc_auc'])} | {_f(d['pr_auc'])} | {t['method']} {t['value']:.4g} "
+        f"| {_p(d['recall'])} | {_p(d['precision'])} | {_p(d['f1'])} | {_p(d['fpr'])} |"
+    )
+
+
+DET_HEAD = [
+    "| detector | ROC AUC | PR AUC | threshold | recall % | precision % | F1 % | FPR % |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def paper_table(name: str, exp: dict, paper_ref: dict) -> list[str]:
+    ours = {label: _five(exp[key]["test"]) for label, key in MODELS}
+    head = "| row | " + " | ".join(f"{m} paper | {m} ours" for m, _ in MODELS) + " |"
+    lines = [f"### {name}", "", head, "|---" * (1 + 2 * len(MODELS)) + "|"]
+    for label, key in ROWS:
+        cells = []
+        for m, _ in MODELS:
+            fmt = "{:.4f}" if key == "loss" else "{:.2f}"
+            cells += [fmt.format(paper_ref[m][key]), fmt.format(ours[m][key])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _stage2_choice(rec: dict) -> str:
+    c = rec["candidates"][rec["chosen"]]
+    frozen = c["config"].get("freeze_encoder", True)
+    vals = ", ".join(
+        f"{'frozen' if r['config'].get('freeze_encoder', True) else 'fine-tuned'}: "
+        f"val weighted F1 {_p(r['val']['weighted']['f1'])}%, val CE {r['val']['loss']:.4f}"
+        for r in rec["candidates"]
+    )
+    return f"{'frozen' if frozen else 'fine-tuned'} encoder ({vals})"
+
+
+def _stage1_choice(rec: dict, what: str) -> str:
+    vals = ", ".join(
+        f"lr {r['config'].get('learning_rate', 1e-3):g} enc {r['config'].get('encoder_sizes', [64])}"
+        f": {what} {r['score']:.4f} ({r['epochs_run']} epochs)"
+        for r in rec["candidates"]
+    )
+    return f"candidate {rec['chosen']} of [{vals}]"
+
+
+def _small_classes(splits: dict, limit: int = 6) -> str:
+    small = {c: n for c, n in splits["test"]["labels"].items() if n <= limit}
+    return ", ".join(f"{c}: {n}" for c, n in small.items()) or "none"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    L = [
+        "# Detection benchmark",
+        "",
+        f"Command: `{report['command']}`; wall time {report.get('wall_seconds', 0):.0f} s.",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m['platform']}; "
+        f"jax {m['jax']}, flax {m['flax']}, devices {m['jax_devices']}; {m['date']}.",
+        "",
+        "One harness trains every model (the library's `train.fit`: Adam, batch 256, early "
+        "stopping on the validation loss with the best parameters restored). Hyperparameters "
+        "are chosen on validation numbers only; test numbers are computed for the chosen "
+        "candidate alone. Settings and grids: see `settings` in `detection.json`.",
+        "",
+    ]
+    exps = report["experiments"]
+    if "paper" in exps:
+        L += [
+            "## (a) Paper protocol: random stratified split, per flow (T=1)",
+            "",
+            "Accuracy, Recall, Precision and F-Measure in %, **weighted** by true-class support "
+            "(scikit-learn `average='weighted'`) over all classes, Benign included; Loss = "
+            "mean test cross-entropy (nats). LSTM-AE = the two-stage model's stage-2 "
+            "classifier on the stage-1 encoder. The random split leaks (near-duplicate flows "
+            "fall on both sides), as in the paper.",
+            "",
+        ]
+        for name, exp in exps["paper"].items():
+            L += paper_table(name, exp, report["paper_reference"])
+            sp = exp["splits"]
+            L += [
+                "",
+                f"Files: {', '.join(f'`{f}`' for f in exp['files'])}; {exp['features']} features; "
+                f"windows train/val/test {sp['train']['windows']}/{sp['val']['windows']}/"
+                f"{sp['test']['windows']}; test classes with <= 6 windows: {_small_classes(sp)}.",
+                f"Stage 2: {_stage2_choice(exp['stage2'])}. Stage 1: "
+                f"{_stage1_choice(exp['stage1'], 'val ROC AUC')}.",
+                f"Attack-vs-benign view of the classifiers (test F1 %): LSTM-AE "
+                f"{_p(exp['stage2']['test']['attack']['f1'])}, DNN {_p(exp['dnn']['test']['attack']['f1'])}, "
+                f"CNN {_p(exp['cnn']['test']['attack']['f1'])}; macro F1 %: LSTM-AE "
+                f"{_p(exp['stage2']['test']['macro']['f1'])}, DNN {_p(exp['dnn']['test']['macro']['f1'])}, "
+                f"CNN {_p(exp['cnn']['test']['macro']['f1'])}.",
+                "",
+                "Stage 1 (anomaly detection, test split, attack = any non-benign flow):",
+                "",
+                *DET_HEAD,
+                _det_row("LSTM-AE, standard scaler", exp["stage1"]["test_fpr_1pct"]),
+                _det_row(
+                    f"ensemble K={exp['ensemble']['config'].get('ensemble')}, standard",
+                    exp["ensemble"]["test_fpr_1pct"],
+                ),
+                _det_row(
+                    "LSTM-AE, min-max (paper's fixed 0.1)", exp["stage1_minmax"]["test_fixed_0.1"]
+                ),
+                _det_row("LSTM-AE, min-max", exp["stage1_minmax"]["test_fpr_1pct"]),
+                "",
+            ]
+    if "sequence" in exps:
+        s = exps["sequence"]
+        r = s["rows"]
+        L += [
+            "## (b) Sequence protocol: Friday DDoS day in original order",
+            "",
+            f"Files: {', '.join(f'`{f}`' for f in s['files'])} ({s['features']} features). "
+            f"Stage 1 trains on rows {r['stage1_train']} (benign), early-stops and sets the "
+            f"threshold (1% FPR) on rows {r['stage1_holdout_benign']} (benign); its "
+            f"hyperparameters are chosen by ROC AUC on the labelled selection chunk rows "
+            f"{r['stage1_selection']} (first DDoS run and the benign run after it); test: all "
+            f"windows starting in rows {r['stage1_test']}. PCA: per flow, fitted on the same "
+            "scaled training flows, components for 95% of the variance, same threshold rule; a "
+            "window is scored by its last flow. Stage 2, DNN, CNN: temporal split "
+            f"{r['stage2_fractions']} (train earlier, test later; F1 of the DDoS class).",
+            "",
+            "| T | S1 selection AUC | S1 ROC AUC | S1 PR AUC | S1 recall % | S1 F1 % | S1 FPR % "
+            "| PCA ROC AUC | PCA recall % | PCA F1 % | stage 2 F1 % | DNN F1 % | CNN F1 % |",
+            "|---" * 13 + "|",
+        ]
+        for T, w in s["windows"].items():
+            s1, pca = w["stage1"], w["pca"]
+            t = s1["test"]
+            L.append(
+                f"| {T} | {s1['candidates'][s1['chosen']]['score']:.4f} | {_f(t['roc_auc'])} "
+                f"| {_f(t['pr_auc'])} | {_p(t['recall'])} | {_p(t['f1'])} | {_p(t['fpr'])} "
+                f"| {_f(pca['test']['roc_auc'])} | {_p(pca['test']['recall'])} | {_p(pca['test']['f1'])} "
+                f"| {_p(w['stage2']['test']['attack']['f1'])} | {_p(w['dnn']['test']['attack']['f1'])} "
+                f"| {_p(w['cnn']['test']['attack']['f1'])} |"
+            )
+        L += [
+            "",
+            f"Window chosen for stage 1 (selection-chunk ROC AUC): T={s['chosen_window_stage1']}; "
+            f"for stage 2 (validation weighted F1): T={s['chosen_window_stage2']}.",
+            "",
+        ]
+        for T, w in s["windows"].items():
+            L.append(
+                f"- T={T}: stage 1 {_stage1_choice(w['stage1'], 'selection AUC')}; stage 2 "
+                f"{_stage2_choice(w['stage2'])}."
+            )
+        L.append("")
+    if "cross" in exps:
+        c = exps["cross"]
+        L += [
+            "## (c) Cross-dataset: CICIDS2017 -> CSE-CIC-IDS2018, benign vs attack",
+            "",
+            f"Train/val: {', '.join(f'`{f}`' for f in c['train_files'])}; test: "
+            f"{', '.join(f'`{f}`' for f in c['test_files'])}; {len(c['features'])} common "
+            f"features. {c['protocol']}. Target labels: {c['target_labels']}.",
+            "",
+            *DET_HEAD,
+            _det_row("LSTM-AE stage 1", c["stage1"]["test"]),
+            "",
+            "| classifier (binary) | ROC AUC | accuracy % | recall % | precision % | F1 % | FPR % |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, key in MODELS:
+            a = c[key]["test"]["attack"]
+            L.append(
+                f"| {label} | {_f(a.get('roc_auc'))} | {_p(c[key]['test']['accuracy'])} "
+                f"| {_p(a['recall'])} | {_p(a['precision'])} | {_p(a['f1'])} | {_p(a['fpr'])} |"
+            )
+        per = c["stage1"]["test"].get("per_attack_recall", {})
+        L += [
+            "",
+            "Stage-1 detections per 2018 attack label (detected / total): "
+            + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in per.items())
+            + ".",
+            f"Stage 2: {_stage2_choice(c['stage2'])}.",
+            "",
+        ]
+    L += ["## Targets", "", "| experiment | target | ours | met |", "|---|---|---|---|"]
+    for t in report.get("targets", []):
+        extra = ""
+        if "paper" in t:
+            extra = f" (paper {t['paper']}, our CNN {t['cnn']}, DNN {t['dnn']})"
+        val = "n/a" if t["value"] is None else f"{t['value']:.4f}"
+        L.append(
+            f"| {t['experiment']} | {t['target']} | {val}{extra} | {'yes' if t['met'] else '**no**'} |"
+        )
+    L.append("")
+    if report.get("notes"):
+        L += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
+    return "\n".join(L)
+
+
+def summary_tables(report: dict) -> str:
+    """The final table printed to the terminal: paper vs ours, and the target lines."""
+    L = []
+    for name, exp in report["experiments"].get("paper", {}).items():
+        L += paper_table(name, exp, report["paper_reference"]) + [""]
+    seq = report["experiments"].get("sequence")
+    if seq:
+        L.append("### sequence (Friday DDoS day)")
+        for T, w in seq["windows"].items():
+            L.append(
+                f"T={T}: stage-1 ROC AUC {_f(w['stage1']['test']['roc_auc'])}, PCA "
+                f"{_f(w['pca']['test']['roc_auc'])}; stage-2 F1 {_p(w['stage2']['test']['attack']['f1'])}%"
+                f", DNN {_p(w['dnn']['test']['attack']['f1'])}%, CNN {_p(w['cnn']['test']['attack']['f1'])}%"
+            )
+        L.append("")
+    cross = report["experiments"].get("cross")
+    if cross:
+        L.append(
+            f"### cross-dataset: stage-1 ROC AUC {_f(cross['stage1']['test']['roc_auc'])}, "
+            f"stage-2 F1 {_p(cross['stage2']['test']['attack']['f1'])}%, DNN "
+            f"{_p(cross['dnn']['test']['attack']['f1'])}%, CNN {_p(cross['cnn']['test']['attack']['f1'])}%"
+        )
+        L.append("")
+    L.append("### targets")
+    for t in report.get("targets", []):
+        val = "n/a" if t["value"] is None else f"{t['value']:.4f}"
+        L.append(f"{'MET ' if t['met'] else 'MISS'} {t['experiment']}: {t['target']} = {val}")
+    return "\n".join(L)
