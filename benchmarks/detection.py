@@ -18,8 +18,8 @@ b. ``sequence``: the contiguous Friday DDoS day in original order, for several w
 c. ``cross``: trained on the CICIDS2017 files, tested on the CSE-CIC-IDS2018 files, on
    their common features, benign vs attack.
 
-Writes ``benchmarks/results/detection.json`` and ``.md`` (``--quick`` writes
-``detection_quick.*`` instead, so a smoke test never overwrites the real results).
+Writes ``benchmarks/results/detection.json`` and ``.md`` (``--quick`` writes them into the
+scratch directory instead, so a smoke test never overwrites the real results).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -392,13 +393,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     quick = _QUICK.value
     S = settings(quick)
+    own_workdir = _WORKDIR.value is None
     workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="lstmae-detection-")
     # Repeated shapes across the many small runs compile once.
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     H = harness.Harness(os.path.join(workdir, "runs"), max_steps=S["max_steps"])
-    stem = "detection_quick" if quick else "detection"
-    out_json, out_md = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
+    # A smoke test never overwrites the real results: --quick writes into the workdir.
+    out_dir = pathlib.Path(workdir) if quick else RESULTS
+    out_json, out_md = out_dir / "detection.json", out_dir / "detection.md"
     report = {
         "command": "python benchmarks/detection.py" + (" --quick" if quick else ""),
         "quick": quick,
@@ -414,7 +417,7 @@ def main(argv):
     def save():
         report["wall_seconds"] = round(time.perf_counter() - t0, 1)
         report["targets"] = detection_report.targets(report)
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
         out_md.write_text(detection_report.markdown(report))
 
@@ -431,8 +434,10 @@ def main(argv):
             report["experiments"]["cross"] = cross_experiment(H, S)
             save()
     finally:
-        H.close(keep=_KEEP.value or bool(_WORKDIR.value))
+        H.close(keep=_KEEP.value)
     save()
+    if own_workdir and not quick and not _KEEP.value:
+        shutil.rmtree(workdir, ignore_errors=True)
     print(detection_report.summary_tables(report))
     print(f"wall time {report['wall_seconds']:.0f}s; wrote {out_json} and {out_md}")
 

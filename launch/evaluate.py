@@ -14,13 +14,18 @@ flags.DEFINE_string("output", None, "Report path (.json; a .md summary is writte
 flags.DEFINE_enum(
     "split", "test", ["test", "all"], "test: the run's test split; all: every window."
 )
+flags.DEFINE_bool(
+    "plots", True, "PNG curves and histograms beside the report (needs the plots extra)."
+)
 flags.mark_flags_as_required(["workdir", "data", "output"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    report = evaluate.evaluate_job(FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.split)
+    report = evaluate.evaluate_job(
+        FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.split, FLAGS.plots
+    )
     print(evaluate.markdown(report))
 
 

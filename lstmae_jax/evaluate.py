@@ -1,7 +1,9 @@
 """Score a dataset with a trained workdir and write the evaluation report.
 
-Ground truth of a window is the label of its last flow (each flow is judged by the
-window that ends with it, which is also how a live scorer sees traffic).
+Ground truth. Stage 1 (anomaly detection): a window is an attack window when any of its
+flows is an attack, named after its last attack flow; benign windows hold benign flows
+only, the same definition the threshold was calibrated with. Stage 2 and the baselines
+(classification): the label of the window's last flow, the label they were trained on.
 
 Stage 1 (anomaly detection): score = mean over features of the per-feature mean
 absolute reconstruction error (ensembles: mean or max over members); a window is
@@ -97,21 +99,42 @@ def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray
     return lut[label_W]
 
 
-def stage1_report(workdir: str, data_path: str, split: str) -> dict:
+def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | None = None) -> dict:
     model, meta = run.load_run(os.path.join(workdir, "stage1"))
     cfg = Config.from_json(meta["config"])
     w, s = _windows_for(meta, data_path, split)
     err_KxWxF = score.member_errors(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
     score_W = combine_members(err_KxWxF, cfg.ensemble_score)
     threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
-    y_W = (w.label[s] != 0).astype(np.int64)
-    names = np.asarray(w.classes, dtype=object)[w.label[s]]
+    y_W = w.any_attack[s].astype(np.int64)
+    attack_W = windows.last_attack_label(w.label_N, w.starts[s], w.window)
+    names = np.asarray(w.classes, dtype=object)[attack_W]
     report = metrics.detection_report(y_W, score_W, threshold, attack_labels=names)
     report["feature_error"] = feature_attribution(
-        err_KxWxF.mean(axis=0), w.label[s], w.classes, w.features
+        err_KxWxF.mean(axis=0), attack_W, w.classes, w.features
     )
     report["windows"] = w.summary()[s]
+    if plot_prefix is not None:
+        from lstmae_jax import plots
+
+        paths = (
+            plots.plot_curves(f"{plot_prefix}stage1", y_W, score_W)
+            if 0 < y_W.sum() < len(y_W)
+            else ()
+        )
+        hist = plots.plot_score_histograms(
+            f"{plot_prefix}stage1_scores.png", score_W, names, threshold
+        )
+        report["plots"] = [*paths, hist]
     return report
+
+
+def _plots_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401  (the optional `plots` extra)
+    except ImportError:
+        return False
+    return True
 
 
 def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
@@ -140,23 +163,42 @@ def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
     return report
 
 
-def evaluate_job(workdir: str, data_path: str, output: str, split: str = "test") -> dict:
-    """Scores ``data_path`` with every run found in ``workdir``; writes JSON and Markdown."""
+def evaluate_job(
+    workdir: str, data_path: str, output: str, split: str = "test", plots: bool = True
+) -> dict:
+    """Scores ``data_path`` with every run found in ``workdir``; writes JSON and Markdown.
+
+    With ``plots`` and matplotlib installed (the ``plots`` extra), also PNGs beside the
+    report: stage-1 ROC and PR curves, score histograms per class, training curves.
+    """
     report: dict = {
         "workdir": os.path.abspath(workdir),
         "data": data_path,
         "split": split,
         "runs": {},
     }
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    plot_prefix = None
+    if plots and _plots_available():
+        plot_prefix = os.path.splitext(output)[0] + "_"
+    elif plots:
+        logging.info("matplotlib not installed (pip install -e '.[plots]'): no plots")
     if os.path.isdir(os.path.join(workdir, "stage1", "checkpoints")):
-        report["runs"]["stage1"] = stage1_report(workdir, data_path, split)
+        report["runs"]["stage1"] = stage1_report(workdir, data_path, split, plot_prefix)
     for name in ("stage2", "dnn", "cnn"):
         run_dir = os.path.join(workdir, name)
         if os.path.isdir(os.path.join(run_dir, "checkpoints")):
             report["runs"][name] = classifier_report(run_dir, data_path, split)
     if not report["runs"]:
         raise FileNotFoundError(f"no trained runs (stage1/, stage2/, dnn/, cnn/) in {workdir}")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    if plot_prefix is not None:
+        from lstmae_jax import plots as plots_lib
+
+        for name, r in report["runs"].items():
+            path = plots_lib.plot_training(
+                os.path.join(workdir, name), f"{plot_prefix}{name}_training.png"
+            )
+            r.setdefault("plots", []).append(path)
     tmp = output + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1, allow_nan=False)
@@ -196,7 +238,10 @@ def markdown(report: dict) -> str:
             "",
         ]
         if r.get("per_attack"):
-            lines += ["| attack (last flow) | windows | detected | recall |", "|---|---|---|---|"]
+            lines += [
+                "| attack (last attack flow of the window) | windows | detected | recall |",
+                "|---|---|---|---|",
+            ]
             for name, v in r["per_attack"].items():
                 lines.append(f"| {name} | {v['n']} | {v['detected']} | {_pct(v['recall'])} |")
             lines.append("")

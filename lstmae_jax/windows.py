@@ -50,6 +50,15 @@ def window_labels(
     return label_N[starts_W + window - 1], any_attack
 
 
+def last_attack_label(label_N: np.ndarray, starts_W: np.ndarray, window: int) -> np.ndarray:
+    """Label of the last attack flow in each window (0 = no attack flow in it)."""
+    labels_WxT = label_N[starts_W[:, None] + np.arange(window)]
+    attack_WxT = labels_WxT != 0
+    last_t = window - 1 - np.argmax(attack_WxT[:, ::-1], axis=1)
+    picked = labels_WxT[np.arange(len(starts_W)), last_t]
+    return np.where(attack_WxT.any(axis=1), picked, 0).astype(label_N.dtype)
+
+
 def gather(x_NxF: np.ndarray, starts_B: np.ndarray, window: int) -> np.ndarray:
     """Host-side gather of windows: x_BxTxF[b, t] = x_NxF[starts_B[b] + t]."""
     if window == 1:
@@ -70,6 +79,7 @@ class Windowed:
     """Scaled flows and the windows of each split (everything training needs)."""
 
     x_NxF: np.ndarray  # float32, scaled with ``scaler``
+    label_N: np.ndarray  # int32 label code of every flow
     window: int
     starts: dict[str, np.ndarray]  # split -> starts_W
     label: dict[str, np.ndarray]  # split -> label of the window's last flow (int32)
@@ -149,6 +159,7 @@ def build(
         )
     return Windowed(
         x_NxF=scaler.transform(flows.x_NxF),
+        label_N=flows.label_N,
         window=window,
         starts=starts,
         label=label,

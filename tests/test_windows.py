@@ -132,3 +132,9 @@ def test_real_contiguous_day_windows(shared_data):
     x = windows.gather(w.x_NxF, w.starts["test"][:4], 10)
     assert x.shape == (4, 10, len(flows.features)) and np.isfinite(x).all()
     assert set(flows.features) <= set(schema.FEATURES)
+
+
+def test_last_attack_label():
+    label = np.array([0, 2, 0, 0, 1, 0, 0, 0])
+    starts = np.array([0, 1, 2, 4, 5])
+    assert windows.last_attack_label(label, starts, 3).tolist() == [2, 2, 1, 1, 0]

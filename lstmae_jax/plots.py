@@ -1,0 +1,141 @@
+"""Figures: ROC / PR curves, score histograms per class, and a run's training curves.
+
+matplotlib is the optional extra ``plots``; it is imported inside the functions, so the
+library imports and runs without it. Figures are drawn with the Agg canvas directly (no
+pyplot state, no interactive backend switched on), which also makes them thread-safe.
+
+Shape letters: W windows (or flows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from lstmae_jax import metrics
+
+
+def _figure(width: float = 5.0, height: float = 4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_curves(out_prefix: str, y_true_W: ArrayLike, score_W: ArrayLike) -> tuple[str, str]:
+    """ROC and precision-recall curves of ``score_W`` (higher = attack) for binary labels.
+
+    Writes ``{out_prefix}_roc.png`` and ``{out_prefix}_pr.png``; returns their paths. The
+    curves and areas are those of ``lstmae_jax.metrics`` (both classes must be present).
+    """
+    y = np.asarray(y_true_W).astype(np.int64)
+    fpr, tpr, _ = metrics.roc_curve(y, score_W)
+    auc = metrics.roc_auc(y, score_W)
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, lw=1.5, label=f"ROC AUC {auc:.4f}")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate (recall)", title="ROC")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    roc_path = _save(fig, f"{out_prefix}_roc.png")
+
+    precision, recall, _ = metrics.precision_recall_curve(y, score_W)
+    ap = metrics.average_precision(y, score_W)
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.step(recall, precision, where="post", lw=1.5, label=f"PR AUC (AP) {ap:.4f}")
+    ax.axhline(y.mean(), ls=":", c="grey", lw=1, label=f"attack share {y.mean():.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower left")
+    pr_path = _save(fig, f"{out_prefix}_pr.png")
+    return roc_path, pr_path
+
+
+def plot_score_histograms(
+    out_path: str,
+    score_W: ArrayLike,
+    label_names_W: Sequence[str] | np.ndarray,
+    threshold: float | metrics.Threshold | None = None,
+) -> str:
+    """Histogram of the scores of each class (one step outline per class, log counts).
+
+    Reconstruction errors span orders of magnitude, so bins are log-spaced (and the x axis
+    logarithmic) when every score is positive. ``threshold`` draws the operating point.
+    """
+    s = np.asarray(score_W, dtype=np.float64)
+    names = np.asarray(label_names_W, dtype=object)
+    if s.ndim != 1 or s.shape != names.shape or s.size == 0:
+        raise ValueError(f"score_W {s.shape} and label_names_W {names.shape} must be equal 1-D")
+    log_x = bool(np.all(s > 0)) and s.max() > s.min()
+    lo, hi = s.min(), s.max()
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = np.geomspace(lo, hi, 61) if log_x else np.linspace(lo, hi, 61)
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    classes, counts = np.unique(names.astype(str), return_counts=True)
+    # Most frequent class first (usually Benign), so its colour is stable across figures.
+    for c in classes[np.argsort(-counts, kind="stable")]:
+        sel = s[names.astype(str) == c]
+        ax.hist(sel, bins=bins, histtype="step", lw=1.3, label=f"{c} ({sel.size})")
+    if threshold is not None:
+        value = threshold.value if isinstance(threshold, metrics.Threshold) else float(threshold)
+        ax.axvline(value, c="k", ls="--", lw=1, label=f"threshold {value:.4g}")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="anomaly score", ylabel="windows", title="Scores per class")
+    ax.legend(fontsize="small")
+    return _save(fig, out_path)
+
+
+def read_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
+    """(train records with ``loss``, epoch records with ``val_loss``) of a run's JSONL."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    train, val = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if "val_loss" in rec:
+                val.append(rec)
+            elif "loss" in rec:
+                train.append(rec)
+    return train, val
+
+
+def plot_training(run_dir: str, out_path: str) -> str:
+    """Training loss per logged step and validation loss per epoch from ``metrics.jsonl``."""
+    train, val = read_metrics(run_dir)
+    if not train and not val:
+        raise ValueError(f"{run_dir}/metrics.jsonl holds no loss records")
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    if train:
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train loss")
+    if val:
+        steps = [r["step"] for r in val]
+        ax.plot(steps, [r["val_loss"] for r in val], "o-", ms=3, lw=1, label="val loss (epoch)")
+        best = min(range(len(val)), key=lambda i: val[i]["val_loss"])
+        ax.plot(steps[best], val[best]["val_loss"], "*", ms=12, c="C3", label="best")
+    losses = [r["loss"] for r in train] + [r["val_loss"] for r in val]
+    if all(v > 0 for v in losses if np.isfinite(v)):
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="loss", title=os.path.basename(os.path.normpath(run_dir)))
+    ax.legend()
+    return _save(fig, out_path)

@@ -1,0 +1,69 @@
+"""plots: each function writes a non-empty PNG (skipped without matplotlib)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from lstmae_jax import metrics, plots  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    assert head == PNG_MAGIC, f"{path} is not a PNG"
+    assert len(open(path, "rb").read()) > 1000, f"{path} is suspiciously small"
+
+
+def _scores(seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(300, int), np.ones(60, int)]
+    score = np.r_[rng.lognormal(-3, 0.5, 300), rng.lognormal(-1.5, 0.7, 60)]
+    return y, score
+
+
+def test_plot_curves(tmp_path):
+    y, score = _scores()
+    roc, pr = plots.plot_curves(str(tmp_path / "sub" / "det"), y, score)
+    assert roc.endswith("det_roc.png") and pr.endswith("det_pr.png")
+    _assert_png(roc)
+    _assert_png(pr)
+
+
+def test_plot_score_histograms(tmp_path):
+    y, score = _scores()
+    names = np.where(y == 0, "Benign", np.where(np.arange(y.size) % 2, "DDoS", "PortScan"))
+    thr = metrics.calibrate("fpr", score[y == 0], target_fpr=0.01)
+    _assert_png(plots.plot_score_histograms(str(tmp_path / "h.png"), score, names, thr))
+    # Non-positive scores fall back to linear bins; a float threshold works too.
+    _assert_png(plots.plot_score_histograms(str(tmp_path / "h2.png"), score - 0.1, names, 0.0))
+
+
+def test_plot_score_histograms_checks_shapes(tmp_path):
+    with pytest.raises(ValueError, match="equal 1-D"):
+        plots.plot_score_histograms(str(tmp_path / "x.png"), np.ones(3), ["a", "b"])
+
+
+def test_plot_training(tmp_path):
+    # The record kinds train.fit writes: compile time, logged steps, epoch ends.
+    records = [{"step": 0, "compile_time_s": 1.2}]
+    for s in range(1, 41):
+        records.append({"step": 5 * s, "epoch": s // 10, "loss": 1.0 / s, "grad_norm": 0.1})
+        if s % 10 == 0:
+            records.append(
+                {"epoch": s // 10, "step": 5 * s, "val_loss": 1.5 / s, "best_val_loss": 0}
+            )
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    train, val = plots.read_metrics(str(tmp_path))
+    assert len(train) == 40 and len(val) == 4
+    _assert_png(plots.plot_training(str(tmp_path), str(tmp_path / "training.png")))
+
+
+def test_plot_training_needs_losses(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "compile_time_s": 1}) + "\n")
+    with pytest.raises(ValueError, match="no loss records"):
+        plots.plot_training(str(tmp_path), str(tmp_path / "t.png"))
