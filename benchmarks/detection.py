@@ -207,6 +207,7 @@ def paper_experiment(H, S, name: str, files: list[str]) -> dict:
     out = {
         "files": files,
         "protocol": "random stratified split by label (0.6/0.2/0.2, seed 0), per-flow (T=1)",
+        "test_rows_also_in_train": seen_in_train(flows, w),
         "window": 1,
         "features": len(flows.features),
         "splits": w.summary(),
@@ -367,6 +368,15 @@ def cross_experiment(H, S) -> dict:
         )
     )
     return out
+
+
+def seen_in_train(flows: data.Flows, w: windows.Windowed) -> float:
+    """Share of test flows (T=1) whose feature vector is exactly that of a training flow:
+    the leakage of a random split of sampled flows."""
+    rows = np.ascontiguousarray(flows.x_NxF)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    train = set(keys[w.starts["train"]].tolist())
+    return float(np.mean([k in train for k in keys[w.starts["test"]].tolist()]))
 
 
 def _with_test(w: windows.Windowed, wt: windows.Windowed) -> windows.Windowed:

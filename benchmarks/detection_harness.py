@@ -150,10 +150,20 @@ def classifier_metrics(
     rep = metrics.classification_report(y_W, pred_W, list(names))
     yb, pb = (y_W != 0).astype(np.int64), (pred_W != 0).astype(np.int64)
     p, r, f1 = metrics.precision_recall_f1(yb, pb, 2, average="binary")
+    nll_W = -logp_WxC[np.arange(len(y_W)), y_W]
+    wrong_W = pred_W != y_W
+    cm = np.asarray(rep["confusion_matrix"])
+    off = [(int(cm[i, j]), i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j]
     out = {
         "n": int(len(y_W)),
         "accuracy": rep["accuracy"],
-        "loss": float(-np.mean(logp_WxC[np.arange(len(y_W)), y_W])),
+        "loss": float(nll_W.mean()),
+        # How much of the mean cross-entropy the misclassified windows alone contribute.
+        "errors": int(wrong_W.sum()),
+        "loss_from_errors": float(nll_W[wrong_W].sum() / len(y_W)),
+        "top_confusions": [
+            [names[i], names[j], n] for n, i, j in sorted(off, reverse=True)[:5] if n
+        ],
         "weighted": rep["weighted"],
         "macro": rep["macro"],
         "attack": {

@@ -7,28 +7,10 @@ lines, Parquet is read batch by batch, and row groups are written as they fill. 
 are parsed and cleaned on a small thread pool (Arrow and numpy release the GIL) while a
 writer thread encodes the previous row group; results are used in file order.
 
-Raw CSV quirks handled on purpose (each has a test):
-
-* The header is read here, not by Arrow: the raw CICIDS2017 header has ``Fwd Header
-  Length`` twice and leading spaces; Arrow gets unique positional names instead.
-* Numbers: a block is first parsed typed (float64), the fast path. If that fails, the
-  block is parsed again as bytes and each column cast on its own; only a column whose cast
-  fails goes through a regex validity mask. ``Infinity``, ``inf`` and ``NaN`` (any case,
-  signed) are native IEEE values; an empty cell is missing and becomes NaN, so the
-  ``nonfinite`` policy decides about it.
-* Header lines repeated inside a file (2018 Thursday-01-03 and others) are recognised by
-  their label cell and dropped as ``repeated_header``.
-* A cell that is not a number (``abc``): ``on_bad_cell="drop"`` drops the row, counted as
-  ``unparsable``; ``"error"`` raises ``ValueError`` naming file, line and column.
-* A row with the wrong number of fields: dropped as ``wrong_field_count``, or with
-  ``on_bad_cell="error"`` a ``ValueError`` naming file and line.
-* Text columns (label, IPs, timestamp) are UTF-8, or else cp1252, the encoding of the
-  original 2017 CSVs (the en dash of the web-attack labels).
-* Empty files: 0 bytes (no header) is an error; a header without rows gives an empty
-  Parquet file with the canonical schema and a warning.
-
-Like Arrow with its defaults, blocks are cut at every newline: quoted fields must not
-contain newlines (CICFlowMeter never quotes). Line numbers are physical, header = line 1.
+Parsing (the raw header, numbers, repeated headers, bad cells, wrong field counts, cp1252
+text) is ``rawparse``'s job; its docstring lists each quirk. Empty files: 0 bytes (no
+header) is an error; a header without rows gives an empty Parquet file with the canonical
+schema and a warning.
 
 Atomicity: a file is written under a hidden temporary name in the output directory and
 renamed onto ``<stem>.parquet`` only when complete, so an interrupted run never leaves a
@@ -41,19 +23,16 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import csv
 import glob
 import json
 import os
 import time
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import clean, schema
+from lstmae_jax import clean, rawparse
 
 BAD_CELL_POLICIES = ("drop", "error")
 # Measured with benchmarks/pipeline.py on 500k CICIDS2017 rows (2 shared cores): 1 MiB
@@ -68,9 +47,6 @@ PARQUET_OPTIONS = {"compression": "zstd"}
 PROGRESS_SECONDS = 10.0
 _SUFFIXES = (".csv.gz", ".csv", ".parquet")
 _META_KEY = "lstmae_jax.convert"  # Parquet key-value metadata: the file's CleanReport as JSON
-# Exactly what Arrow's string->double cast accepts (tests/test_convert.py checks it), so the
-# masked re-cast of a column with bad cells cannot fail.
-_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?|inf|infinity|nan)$"
 
 
 class ConvertError(ValueError):
@@ -79,195 +55,6 @@ class ConvertError(ValueError):
     def __init__(self, failures: dict[str, str], reports: list[clean.CleanReport]):
         super().__init__("; ".join(f"{src}: {msg}" for src, msg in failures.items()))
         self.failures, self.reports = failures, reports
-
-
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
-
-
-def _text(arr: pa.Array) -> pa.Array:
-    """Bytes -> strings, decoding each distinct value through ``_decode`` if not UTF-8."""
-    if not pa.types.is_binary(arr.type):
-        return arr
-    try:
-        return pc.cast(arr, pa.string())
-    except pa.ArrowInvalid:
-        enc = pc.dictionary_encode(arr)
-        words = pa.array([_decode(b) for b in enc.dictionary.to_pylist()], pa.string())
-        return pc.cast(pa.DictionaryArray.from_arrays(enc.indices, words), pa.string())
-
-
-def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One contiguous array (zero-copy for the usual single chunk)."""
-    if isinstance(col, pa.Array):
-        return col
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-
-
-def _numbers(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-    """float64 values and the mask of unparsable cells (None when all parsed)."""
-    try:
-        return pc.cast(arr, pa.float64()), None
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
-            raise
-    trimmed = pc.replace_substring_regex(arr, r"^\s+|\s+$", "")
-    ok = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER, ignore_case=True), True)
-    values = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, trimmed.type)), pa.float64())
-    return values, pc.invert(ok)
-
-
-class _Plan:
-    """Which input columns are read, and how: numbers, text, or the label."""
-
-    def __init__(self, src: str, raw: list[str]):
-        names = schema.canonical_names(raw)
-        if schema.LABEL not in names:
-            raise ValueError(f"{src}: no label column (looked for {schema.LABEL_SPELLINGS})")
-        self.src, self.n_fields = src, len(raw)
-        self.keep = [i for i, n in enumerate(names) if n is not None]
-        self.raw = [raw[i] for i in self.keep]
-        kept = [names[i] for i in self.keep]
-        self.numeric = [n in schema.KIND or n == schema.DUPLICATE_FWD_HEADER for n in kept]
-        self.label = kept.index(schema.LABEL)
-        self.unknown = [r for r, n in zip(raw, names, strict=True) if n is None]
-
-
-def _open(src: str) -> pa.NativeFile:
-    return pa.input_stream(src, compression="gzip" if src.lower().endswith(".gz") else None)
-
-
-def _read_line(stream: pa.NativeFile, block_size: int) -> tuple[bytes, bytes]:
-    """(first line without its newline, the bytes read after it)."""
-    head = b""
-    while b"\n" not in head and (chunk := stream.read(block_size)):
-        head += chunk
-    line, _, rest = head.partition(b"\n")
-    return line, rest
-
-
-def _csv_header(src: str) -> list[str]:
-    with _open(src) as stream:
-        line, _ = _read_line(stream, 1 << 16)
-    line = line.rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
-    if not line.strip():
-        raise ValueError(f"{src}: empty file (no header line)")
-    return next(csv.reader([_decode(line)]))
-
-
-def _csv_blocks(src: str, block_size: int):
-    """Blocks of whole lines after the header, each with the number of its first line."""
-    with _open(src) as stream:
-        carry, lineno = _read_line(stream, block_size)[1], 2
-        while data := stream.read(block_size):
-            data = carry + data
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if data[:cut].strip():
-                yield data[:cut], lineno
-            lineno += data.count(b"\n", 0, cut)
-    if carry.strip():
-        yield carry, lineno
-
-
-def _line_of(block: bytes, first: int, row: int) -> int:
-    """Physical line number of the row-th (0-based) non-empty line of a block."""
-    for offset, text in enumerate(block.split(b"\n")):
-        if text.strip(b"\r"):
-            if row == 0:
-                return first + offset
-            row -= 1
-    return first
-
-
-def _parse_csv(plan: _Plan, block: bytes, first: int, on_bad_cell: str):
-    """A block of CSV lines -> (raw table of kept columns, rows with a wrong field count)."""
-    positional = [f"f{i}" for i in range(plan.n_fields)]
-    include = [positional[i] for i in plan.keep]
-    for typed in (True, False):
-        invalid = []
-
-        def on_invalid(row, invalid=invalid) -> str:
-            invalid.append(row)
-            return "error" if on_bad_cell == "error" else "skip"
-
-        types = {
-            name: pa.float64() if typed and is_num else pa.binary()
-            for name, is_num in zip(include, plan.numeric, strict=True)
-        }
-        try:
-            table = pcsv.read_csv(
-                pa.py_buffer(block),
-                read_options=pcsv.ReadOptions(
-                    column_names=positional, use_threads=False, block_size=len(block) + 1
-                ),
-                parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-                convert_options=pcsv.ConvertOptions(
-                    column_types=types,
-                    include_columns=include,
-                    strings_can_be_null=True,
-                    null_values=[""],
-                ),
-            )
-            return table, len(invalid)
-        except pa.ArrowInvalid as e:
-            if invalid and on_bad_cell == "error":
-                row = invalid[-1]
-                raise ValueError(
-                    f"{plan.src}: line {_line_of(block, first, row.number - 1)}: expected "
-                    f"{row.expected_columns} fields, got {row.actual_columns}: {row.text[:80]!r}"
-                ) from e
-            if not typed:
-                raise ValueError(f"{plan.src}: lines from {first}: {e}") from e
-    raise AssertionError("unreachable")
-
-
-def _prepare(plan: _Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean.CleanReport]:
-    """Raw columns -> numbers and text, minus the rows dropped here (counted in the report).
-
-    ``where(i)`` names row i in error messages. The report's ``rows_in`` counts only the
-    rows dropped here; ``clean.canonicalize`` counts the rows it is given (see ``_clean``).
-    """
-    n = table.num_rows
-    label = _text(_array(table.column(plan.label)))
-    header_rows = None
-    if n and pa.types.is_string(label.type):
-        enc = pc.dictionary_encode(label)
-        words = [schema.canonical_name(w) == schema.LABEL for w in enc.dictionary.to_pylist()]
-        if any(words):
-            header_rows = pc.fill_null(pc.take(pa.array(words), enc.indices), False)
-    columns, bad = [], header_rows
-    for i, is_num in enumerate(plan.numeric):
-        col = _array(table.column(i))
-        if i == plan.label or not is_num or pa.types.is_float64(col.type):
-            columns.append(label if i == plan.label else _text(col))
-            continue
-        values, unparsable = _numbers(col)
-        if unparsable is not None and header_rows is not None:
-            unparsable = pc.and_(unparsable, pc.invert(header_rows))
-        if unparsable is not None and pc.any(unparsable).as_py():
-            if on_bad_cell == "error":
-                at = pc.index(unparsable, True).as_py()
-                cell = col[at].as_py()
-                cell = _decode(cell) if isinstance(cell, bytes) else cell
-                raise ValueError(
-                    f"{plan.src}: {where(at)}, column {plan.raw[i].strip()!r}: "
-                    f"cannot parse {cell!r} as a number"
-                )
-            bad = unparsable if bad is None else pc.or_(bad, unparsable)
-        columns.append(values)
-    raw = pa.Table.from_arrays(columns, names=plan.raw)
-    report = clean.CleanReport(source=plan.src)
-    if bad is not None:
-        raw = raw.filter(pc.invert(bad))
-        n_header = pc.sum(header_rows).as_py() if header_rows is not None else 0
-        report.dropped.update(repeated_header=n_header, unparsable=n - raw.num_rows - n_header)
-        report.dropped = +report.dropped
-        report.rows_in = n - raw.num_rows
-    return raw, report
 
 
 class _Sink:
@@ -314,24 +101,24 @@ class _Sink:
             self.writer.close()
 
 
-def _clean(plan: _Plan, raw: pa.Table, dropped: clean.CleanReport, policies: dict):
+def _clean(plan: rawparse.Plan, raw: pa.Table, dropped: clean.CleanReport, policies: dict):
     """``clean.canonicalize`` plus the rows already dropped while parsing."""
     out, report = clean.canonicalize(raw, source=plan.src, **policies)
     report.merge(dropped)
     return out, report
 
 
-def _csv_jobs(plan: _Plan, blocks, on_bad_cell: str, policies: dict):
+def _csv_jobs(plan: rawparse.Plan, blocks, on_bad_cell: str, policies: dict):
     """One job per CSV block: parse, clean; rows with a wrong field count are counted."""
     for block, first in blocks:
 
         def job(block=block, first=first):
-            table, n_invalid = _parse_csv(plan, block, first, on_bad_cell)
+            table, n_invalid = rawparse.parse_csv(plan, block, first, on_bad_cell)
 
             def where(i: int) -> str:
-                return f"line {_line_of(block, first, i)}"
+                return f"line {rawparse.line_of(block, first, i)}"
 
-            raw, dropped = _prepare(plan, table, where, on_bad_cell)
+            raw, dropped = rawparse.prepare(plan, table, where, on_bad_cell)
             dropped.rows_in += n_invalid
             dropped.dropped.update(+collections.Counter(wrong_field_count=n_invalid))
             return _clean(plan, raw, dropped, policies)
@@ -339,7 +126,7 @@ def _csv_jobs(plan: _Plan, blocks, on_bad_cell: str, policies: dict):
         yield job
 
 
-def _parquet_jobs(plan: _Plan, on_bad_cell: str, policies: dict):
+def _parquet_jobs(plan: rawparse.Plan, on_bad_cell: str, policies: dict):
     """One job per Parquet batch (text columns of numbers take the same parsing path)."""
     row0 = 0
     for batch in pq.ParquetFile(plan.src).iter_batches(PARQUET_BATCH_ROWS, columns=plan.raw):
@@ -348,7 +135,7 @@ def _parquet_jobs(plan: _Plan, on_bad_cell: str, policies: dict):
             def where(i: int) -> str:
                 return f"row {row0 + i + 1}"
 
-            raw, dropped = _prepare(plan, batch.select(plan.raw), where, on_bad_cell)
+            raw, dropped = rawparse.prepare(plan, batch.select(plan.raw), where, on_bad_cell)
             return _clean(plan, raw, dropped, policies)
 
         row0 += batch.num_rows
@@ -382,11 +169,11 @@ def convert_file(
     if os.path.getsize(src) == 0:
         raise ValueError(f"{src}: empty file (0 bytes, no header)")
     if src.lower().endswith(".parquet"):
-        plan = _Plan(src, pq.read_schema(src).names)
+        plan = rawparse.Plan(src, pq.read_schema(src).names)
         jobs = _parquet_jobs(plan, on_bad_cell, policies)
     else:
-        plan = _Plan(src, _csv_header(src))
-        jobs = _csv_jobs(plan, _csv_blocks(src, block_size), on_bad_cell, policies)
+        plan = rawparse.Plan(src, rawparse.csv_header(src))
+        jobs = _csv_jobs(plan, rawparse.csv_blocks(src, block_size), on_bad_cell, policies)
     report = clean.CleanReport(source=src, unknown_columns=plan.unknown)
     os.makedirs(dst_dir, exist_ok=True)
     tmp = os.path.join(dst_dir, f".{os.path.basename(dst)}.{os.getpid()}.tmp")

@@ -17,7 +17,7 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmae_jax import clean, schema, synthetic
+from lstmae_jax import clean, schema, synthetic, synthetic_io
 
 N = 6000
 META = ["timestamp", "src_ip", "dst_ip", "src_port", "flow_id"]
@@ -80,7 +80,7 @@ def check_identities(d: dict[str, np.ndarray]) -> None:
     nf, nb, dur = d["tot_fwd_pkts"], d["tot_bwd_pkts"], d["flow_duration"]
     n = nf + nb
     for f in schema.FEATURES:
-        if f in d and not synthetic._is_float(f):
+        if f in d and not synthetic_io._is_float(f):
             assert np.array_equal(d[f], np.rint(d[f])), f  # counts, bytes, microseconds
     assert np.all(nf >= 1) and np.all(nb >= 0) and np.all(dur >= 0)
     for side, cnt in (("fwd", nf), ("bwd", nb)):

@@ -1,0 +1,232 @@
+"""Raw input -> typed Arrow columns: CSV header and blocks, numbers, text, bad cells.
+
+The parsing layer of ``convert``: it reads a CSV header, cuts the file into blocks of whole
+lines, parses each block into a table of the kept columns (``Plan``), and turns raw columns
+(CSV blocks, or Parquet batches whose numbers are text) into float64 numbers and strings,
+dropping and counting the rows it cannot use (``prepare``). Cleaning and writing are
+``convert``'s job.
+
+Raw CSV quirks handled on purpose (each has a test in tests/test_convert.py):
+
+* The header is read here, not by Arrow: the raw CICIDS2017 header has ``Fwd Header
+  Length`` twice and leading spaces; Arrow gets unique positional names instead.
+* Numbers: a block is first parsed typed (float64), the fast path. If that fails, the
+  block is parsed again as bytes and each column cast on its own; only a column whose cast
+  fails goes through a regex validity mask. ``Infinity``, ``inf`` and ``NaN`` (any case,
+  signed) are native IEEE values; an empty cell is missing and becomes NaN, so the
+  ``nonfinite`` policy decides about it.
+* Header lines repeated inside a file (2018 Thursday-01-03 and others) are recognised by
+  their label cell and dropped as ``repeated_header``.
+* A cell that is not a number (``abc``): ``on_bad_cell="drop"`` drops the row, counted as
+  ``unparsable``; ``"error"`` raises ``ValueError`` naming file, line and column.
+* A row with the wrong number of fields: dropped as ``wrong_field_count`` (counted by the
+  caller), or with ``on_bad_cell="error"`` a ``ValueError`` naming file and line.
+* Text columns (label, IPs, timestamp) are UTF-8, or else cp1252, the encoding of the
+  original 2017 CSVs (the en dash of the web-attack labels).
+
+Like Arrow with its defaults, blocks are cut at every newline: quoted fields must not
+contain newlines (CICFlowMeter never quotes). Line numbers are physical, header = line 1.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from lstmae_jax import clean, schema
+
+# Exactly what Arrow's string->double cast accepts (tests/test_convert.py checks it), so the
+# masked re-cast of a column with bad cells cannot fail.
+NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?|inf|infinity|nan)$"
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _text(arr: pa.Array) -> pa.Array:
+    """Bytes -> strings, decoding each distinct value through ``_decode`` if not UTF-8."""
+    if not pa.types.is_binary(arr.type):
+        return arr
+    try:
+        return pc.cast(arr, pa.string())
+    except pa.ArrowInvalid:
+        enc = pc.dictionary_encode(arr)
+        words = pa.array([_decode(b) for b in enc.dictionary.to_pylist()], pa.string())
+        return pc.cast(pa.DictionaryArray.from_arrays(enc.indices, words), pa.string())
+
+
+def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (zero-copy for the usual single chunk)."""
+    if isinstance(col, pa.Array):
+        return col
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def _numbers(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """float64 values and the mask of unparsable cells (None when all parsed)."""
+    try:
+        return pc.cast(arr, pa.float64()), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
+            raise
+    trimmed = pc.replace_substring_regex(arr, r"^\s+|\s+$", "")
+    ok = pc.fill_null(pc.match_substring_regex(trimmed, NUMBER, ignore_case=True), True)
+    values = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, trimmed.type)), pa.float64())
+    return values, pc.invert(ok)
+
+
+class Plan:
+    """Which input columns are read, and how: numbers, text, or the label."""
+
+    def __init__(self, src: str, raw: list[str]):
+        names = schema.canonical_names(raw)
+        if schema.LABEL not in names:
+            raise ValueError(f"{src}: no label column (looked for {schema.LABEL_SPELLINGS})")
+        self.src, self.n_fields = src, len(raw)
+        self.keep = [i for i, n in enumerate(names) if n is not None]
+        self.raw = [raw[i] for i in self.keep]
+        kept = [names[i] for i in self.keep]
+        self.numeric = [n in schema.KIND or n == schema.DUPLICATE_FWD_HEADER for n in kept]
+        self.label = kept.index(schema.LABEL)
+        self.unknown = [r for r, n in zip(raw, names, strict=True) if n is None]
+
+
+def _open(src: str) -> pa.NativeFile:
+    return pa.input_stream(src, compression="gzip" if src.lower().endswith(".gz") else None)
+
+
+def _read_line(stream: pa.NativeFile, block_size: int) -> tuple[bytes, bytes]:
+    """(first line without its newline, the bytes read after it)."""
+    head = b""
+    while b"\n" not in head and (chunk := stream.read(block_size)):
+        head += chunk
+    line, _, rest = head.partition(b"\n")
+    return line, rest
+
+
+def csv_header(src: str) -> list[str]:
+    with _open(src) as stream:
+        line, _ = _read_line(stream, 1 << 16)
+    line = line.rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
+    if not line.strip():
+        raise ValueError(f"{src}: empty file (no header line)")
+    return next(csv.reader([_decode(line)]))
+
+
+def csv_blocks(src: str, block_size: int):
+    """Blocks of whole lines after the header, each with the number of its first line."""
+    with _open(src) as stream:
+        carry, lineno = _read_line(stream, block_size)[1], 2
+        while data := stream.read(block_size):
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if data[:cut].strip():
+                yield data[:cut], lineno
+            lineno += data.count(b"\n", 0, cut)
+    if carry.strip():
+        yield carry, lineno
+
+
+def line_of(block: bytes, first: int, row: int) -> int:
+    """Physical line number of the row-th (0-based) non-empty line of a block."""
+    for offset, text in enumerate(block.split(b"\n")):
+        if text.strip(b"\r"):
+            if row == 0:
+                return first + offset
+            row -= 1
+    return first
+
+
+def parse_csv(plan: Plan, block: bytes, first: int, on_bad_cell: str):
+    """A block of CSV lines -> (raw table of kept columns, rows with a wrong field count)."""
+    positional = [f"f{i}" for i in range(plan.n_fields)]
+    include = [positional[i] for i in plan.keep]
+    for typed in (True, False):
+        invalid = []
+
+        def on_invalid(row, invalid=invalid) -> str:
+            invalid.append(row)
+            return "error" if on_bad_cell == "error" else "skip"
+
+        types = {
+            name: pa.float64() if typed and is_num else pa.binary()
+            for name, is_num in zip(include, plan.numeric, strict=True)
+        }
+        try:
+            table = pcsv.read_csv(
+                pa.py_buffer(block),
+                read_options=pcsv.ReadOptions(
+                    column_names=positional, use_threads=False, block_size=len(block) + 1
+                ),
+                parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+                convert_options=pcsv.ConvertOptions(
+                    column_types=types,
+                    include_columns=include,
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+            return table, len(invalid)
+        except pa.ArrowInvalid as e:
+            if invalid and on_bad_cell == "error":
+                row = invalid[-1]
+                raise ValueError(
+                    f"{plan.src}: line {line_of(block, first, row.number - 1)}: expected "
+                    f"{row.expected_columns} fields, got {row.actual_columns}: {row.text[:80]!r}"
+                ) from e
+            if not typed:
+                raise ValueError(f"{plan.src}: lines from {first}: {e}") from e
+    raise AssertionError("unreachable")
+
+
+def prepare(plan: Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean.CleanReport]:
+    """Raw columns -> numbers and text, minus the rows dropped here (counted in the report).
+
+    ``where(i)`` names row i in error messages. The report's ``rows_in`` counts only the
+    rows dropped here; ``clean.canonicalize`` counts the rows it is given; ``convert`` merges the two.
+    """
+    n = table.num_rows
+    label = _text(_array(table.column(plan.label)))
+    header_rows = None
+    if n and pa.types.is_string(label.type):
+        enc = pc.dictionary_encode(label)
+        words = [schema.canonical_name(w) == schema.LABEL for w in enc.dictionary.to_pylist()]
+        if any(words):
+            header_rows = pc.fill_null(pc.take(pa.array(words), enc.indices), False)
+    columns, bad = [], header_rows
+    for i, is_num in enumerate(plan.numeric):
+        col = _array(table.column(i))
+        if i == plan.label or not is_num or pa.types.is_float64(col.type):
+            columns.append(label if i == plan.label else _text(col))
+            continue
+        values, unparsable = _numbers(col)
+        if unparsable is not None and header_rows is not None:
+            unparsable = pc.and_(unparsable, pc.invert(header_rows))
+        if unparsable is not None and pc.any(unparsable).as_py():
+            if on_bad_cell == "error":
+                at = pc.index(unparsable, True).as_py()
+                cell = col[at].as_py()
+                cell = _decode(cell) if isinstance(cell, bytes) else cell
+                raise ValueError(
+                    f"{plan.src}: {where(at)}, column {plan.raw[i].strip()!r}: "
+                    f"cannot parse {cell!r} as a number"
+                )
+            bad = unparsable if bad is None else pc.or_(bad, unparsable)
+        columns.append(values)
+    raw = pa.Table.from_arrays(columns, names=plan.raw)
+    report = clean.CleanReport(source=plan.src)
+    if bad is not None:
+        raw = raw.filter(pc.invert(bad))
+        n_header = pc.sum(header_rows).as_py() if header_rows is not None else 0
+        report.dropped.update(repeated_header=n_header, unparsable=n - raw.num_rows - n_header)
+        report.dropped = +report.dropped
+        report.rows_in = n - raw.num_rows
+    return raw, report
