@@ -91,7 +91,7 @@ def settings(quick: bool) -> dict:
         "stage1_lrs": (1e-3, 3e-3),
         "sequence_stage1_lrs": (3e-3,),
         "stage1_encoders": ((64,),),
-        "sequence_stage1_encoders": ((64,), (128,)),
+        "sequence_stage1_encoders": ((64,),),
         "classifier_lr": 1e-3,
         "freeze_options": (True, False),
         "windows": (1, 5, 10, 20),
@@ -104,7 +104,6 @@ def settings(quick: bool) -> dict:
             classifier_epochs=2,
             sequence_classifier_epochs=2,
             stage1_lrs=(1e-3,),
-            sequence_stage1_encoders=((64,),),
             windows=(1, 5),
             max_steps=25,
         )
@@ -227,7 +226,7 @@ def paper_experiment(H, S, name: str, files: list[str]) -> dict:
     return out
 
 
-def sequence_experiment(H, S) -> dict:
+def sequence_experiment(H, S, progress=lambda out: None) -> dict:
     flows = data.load_flows(str(DATA / SEQ_DIR))
     n = len(flows)
     attack_rows = np.flatnonzero(flows.label_N != 0)
@@ -298,6 +297,7 @@ def sequence_experiment(H, S) -> dict:
             raise ValueError(f"T={T}: the stage-2 training part lacks a class")
         rec.update(classifiers(H, S, w2, cfg0, s1, S["sequence_classifier_epochs"]))
         out["windows"][str(T)] = rec
+        progress(out)
     by_s1 = {
         T: r["stage1"]["candidates"][r["stage1"]["chosen"]]["score"]
         for T, r in out["windows"].items()
@@ -438,7 +438,13 @@ def main(argv):
                 report["experiments"]["paper"][name] = paper_experiment(H, S, name, files)
                 save()
         if "sequence" in _ONLY.value:
-            report["experiments"]["sequence"] = sequence_experiment(H, S)
+
+            def partial(out):
+                report["experiments"]["sequence_partial"] = out
+                save()
+
+            report["experiments"]["sequence"] = sequence_experiment(H, S, partial)
+            report["experiments"].pop("sequence_partial", None)
             save()
         if "cross" in _ONLY.value:
             report["experiments"]["cross"] = cross_experiment(H, S)

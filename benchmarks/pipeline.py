@@ -280,7 +280,6 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
     from flax import nnx
 
     from lstmae_jax import config, windows
@@ -288,12 +287,8 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
 
     cfg = config.Config(window=w.window)
     model = steps_lib.build_model(cfg, len(w.features), 2, nnx.Rngs(0))
-    graphdef, params, frozen, rest = nnx.split(model, nnx.Param, nnx.Param, ...)
-    tx = optax.adam(1e-3)
-    state = steps_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, rest=rest,
-        opt_state=tx.init(params), best_params=jax.tree.map(jnp.copy, params),
-    )  # fmt: skip
+    tx = steps_lib.optimizer(cfg)
+    graphdef, state = steps_lib.init_state(model, tx, nnx.Param)
     train_step, _ = steps_lib.make_steps(graphdef, tx, steps_lib.task_for(cfg, 2), nnx.Param)
     step_fn = jax.jit(train_step, donate_argnums=0)
     table = jnp.asarray(w.x_NxF)

@@ -71,12 +71,8 @@ def _time_jax(step_fn, state, table, batches) -> float:
 def bench_ours(table, batches) -> float:
     cfg = config.Config(window=_WINDOW.value)
     model = steps.build_model(cfg, table.shape[1], 2, nnx.Rngs(0))
-    graphdef, params, frozen, rest = nnx.split(model, nnx.Param, nnx.Param, ...)
-    tx = optax.adam(1e-3)
-    state = steps.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, rest=rest,
-        opt_state=tx.init(params), best_params=jax.tree.map(jnp.copy, params),
-    )  # fmt: skip
+    tx = steps.optimizer(cfg)
+    graphdef, state = steps.init_state(model, tx, nnx.Param)
     train_step, _ = steps.make_steps(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
     return _time_jax(jax.jit(train_step, donate_argnums=0), state, table, batches)
 

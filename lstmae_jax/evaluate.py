@@ -70,15 +70,7 @@ def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Window
     )
     scaler = data.Scaler.from_json(meta["scaler"])
     if split == "test":
-        w = windows.build(
-            flows,
-            window=cfg.window,
-            stride=cfg.stride,
-            split=cfg.split,
-            fractions=cfg.split_fractions,
-            seed=cfg.seed,
-            scaler=scaler,
-        )
+        w = run.build_windows(cfg, flows, scaler=scaler)
         return w, "test"
     if split == "all":
         w = windows.build(

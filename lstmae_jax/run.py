@@ -12,7 +12,6 @@ import os
 
 import jax
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -35,17 +34,8 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
         model = steps.build_model(
             cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed)
         )
-        graphdef, params, frozen, rest = nnx.split(
-            model, steps.trainable_filter(cfg), nnx.Param, ...
-        )
-        tx_state = optax.adam(cfg.learning_rate).init(params)
-        abstract = steps.TrainState(
-            step=jax.numpy.zeros((), jax.numpy.int32),
-            params=params,
-            frozen=frozen,
-            rest=rest,
-            opt_state=tx_state,
-            best_params=params,
+        graphdef, abstract = steps.init_state(
+            model, steps.optimizer(cfg), steps.trainable_filter(cfg)
         )
         state, meta = ckpt.restore(None, checkpoint.abstract(jax.device_put(abstract)))
     finally:
@@ -70,6 +60,23 @@ def _stage1_encoder_init(stage1_dir: str):
         nnx.update(model.encoder, encoder)
 
     return init
+
+
+def build_windows(
+    cfg: Config, flows: data.Flows, *, scaler: data.Scaler | None = None
+) -> windows.Windowed:
+    """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one)."""
+    return windows.build(
+        flows,
+        window=cfg.window,
+        stride=cfg.stride,
+        split=cfg.split,
+        fractions=cfg.split_fractions,
+        seed=cfg.seed,
+        train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
+        scaler=scaler,
+        scaler_kind=cfg.scaler,
+    )
 
 
 def train_job(cfg: Config, workdir: str) -> dict:
@@ -107,17 +114,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
     logging.info(
         "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
     )
-    windowed = windows.build(
-        flows,
-        window=cfg.window,
-        stride=cfg.stride,
-        split=cfg.split,
-        fractions=cfg.split_fractions,
-        seed=cfg.seed,
-        train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
-        scaler=scaler,
-        scaler_kind=cfg.scaler,
-    )
+    windowed = build_windows(cfg, flows, scaler=scaler)
     logging.info("windows: %s", json.dumps(windowed.summary()))
     labels = None
     if cfg.task == "binary":

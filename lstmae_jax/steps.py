@@ -83,6 +83,27 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
     raise ValueError(f"unknown model {cfg.model!r} / stage {cfg.stage}")
 
 
+def optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Adam, as in the reference paper."""
+    return optax.adam(cfg.learning_rate)
+
+
+def init_state(
+    model: nnx.Module, tx: optax.GradientTransformation, trainable: Any
+) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits a fresh model into its graph and a train state at step 0."""
+    graphdef, params, frozen, rest = nnx.split(model, trainable, nnx.Param, ...)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        frozen=frozen,
+        rest=rest,
+        opt_state=tx.init(params),
+        best_params=jax.tree.map(jnp.copy, params),  # own buffers: the state is donated
+    )
+    return graphdef, state
+
+
 def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
     if cfg.model == "lstm_ae" and cfg.stage == 1:
         return Task("reconstruct", cfg.window, members=cfg.ensemble)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -78,17 +77,9 @@ def fit(
     model = steps.build_model(cfg, len(data.features), num_classes, nnx.Rngs(cfg.seed))
     if init is not None:
         init(model)
-    graphdef, params, frozen, rest = nnx.split(model, steps.trainable_filter(cfg), nnx.Param, ...)
-    tx = optax.adam(cfg.learning_rate)
+    tx = steps.optimizer(cfg)
+    graphdef, state = steps.init_state(model, tx, steps.trainable_filter(cfg))
     repl = sharding.replicated(mesh)
-    state = steps.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        frozen=frozen,
-        rest=rest,
-        opt_state=tx.init(params),
-        best_params=jax.tree.map(jnp.copy, params),  # own buffers: the state is donated
-    )
     state = jax.device_put(state, repl)
     table = jax.device_put(jnp.asarray(data.x_NxF), repl)
 
