@@ -50,6 +50,9 @@ _QUICK = flags.DEFINE_bool("quick", False, "Tiny run (a few hundred steps) to sm
 _ONLY = flags.DEFINE_list("only", ["paper", "sequence", "cross"], "Experiments to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Scratch directory (default: a temp dir).")
 _KEEP = flags.DEFINE_bool("keep_workdir", False, "Keep run directories and checkpoints.")
+_PLOTS = flags.DEFINE_string(
+    "plots_dir", "", "If set, write stage-1 ROC/PR, score-histogram and training PNGs there."
+)
 
 PAPER_DATASETS = {
     "cicids2017": ["cicids2017/stratified_sample_all_days.parquet"],
@@ -85,14 +88,16 @@ def settings(quick: bool) -> dict:
         "base": Config(batch_size=256, seed=SEED, **common),
         "stage1_epochs": 60,  # caps; early stopping on the benign validation loss ends runs
         "stage1_patience": 5,
-        "classifier_epochs": 40,
-        "classifier_patience": 4,
+        "classifier_epochs": 60,
+        "classifier_patience": 5,
         "sequence_classifier_epochs": 15,
+        "sequence_classifier_patience": 3,
         "stage1_lrs": (1e-3, 3e-3),
         "sequence_stage1_lrs": (3e-3,),
         "stage1_encoders": ((64,),),
         "sequence_stage1_encoders": ((64,),),
-        "classifier_lr": 1e-3,
+        "classifier_lrs": (1e-3, 3e-3),  # experiment (a): every classifier gets this grid
+        "other_classifier_lrs": (1e-3,),  # (b) and (c): one learning rate, to fit the budget
         "freeze_options": (True, False),
         "windows": (1, 5, 10, 20),
         "ensemble": 3,
@@ -104,6 +109,7 @@ def settings(quick: bool) -> dict:
             classifier_epochs=2,
             sequence_classifier_epochs=2,
             stage1_lrs=(1e-3,),
+            classifier_lrs=(1e-3,),
             windows=(1, 5),
             max_steps=25,
         )
@@ -140,13 +146,12 @@ def stage1_candidates(H, S, w1, cfg0, lrs, encoders, select) -> tuple[harness.Tr
     return cands[best][0], {"candidates": [r for _, r in cands], "chosen": best}
 
 
-def classifiers(H, S, w, cfg0, stage1, epochs, labels=None, names=None) -> dict:
-    """Stage 2 (frozen / fine-tuned encoder, chosen on validation), DNN and CNN."""
+def classifiers(H, S, w, cfg0, stage1, epochs, patience, lrs, labels=None, names=None) -> dict:
+    """Stage 2 (frozen / fine-tuned encoder), DNN and CNN, each chosen on validation from
+    the same learning-rate grid (stage 2 also from frozen / fine-tuned)."""
     labels = labels if labels is not None else w.label
     names = names if names is not None else w.classes
-    cfg = cfg0.replace(
-        learning_rate=S["classifier_lr"], epochs=epochs, patience=S["classifier_patience"]
-    )
+    cfg = cfg0.replace(epochs=epochs, patience=patience)
     out = {}
     grids = {
         "stage2": [
@@ -155,11 +160,13 @@ def classifiers(H, S, w, cfg0, stage1, epochs, labels=None, names=None) -> dict:
                 freeze_encoder=fr,
                 encoder_sizes=stage1.cfg.encoder_sizes,
                 decoder_sizes=stage1.cfg.decoder_sizes,
+                learning_rate=lr,
             )
             for fr in S["freeze_options"]
+            for lr in lrs
         ],
-        "dnn": [cfg.replace(model="dnn")],
-        "cnn": [cfg.replace(model="cnn")],
+        "dnn": [cfg.replace(model="dnn", learning_rate=lr) for lr in lrs],
+        "cnn": [cfg.replace(model="cnn", learning_rate=lr) for lr in lrs],
     }
     for name, grid in grids.items():
         cands = []
@@ -222,7 +229,11 @@ def paper_experiment(H, S, name: str, files: list[str]) -> dict:
     }
     te = H.fit("ensemble", s1.cfg.replace(ensemble=S["ensemble"]), w1)
     out["ensemble"] = {**te.record(), "test_fpr_1pct": detect(te, w)}
-    out.update(classifiers(H, S, w, cfg0, s1, S["classifier_epochs"]))
+    out.update(
+        classifiers(
+            H, S, w, cfg0, s1, S["classifier_epochs"], S["classifier_patience"], S["classifier_lrs"]
+        )
+    )
     return out
 
 
@@ -273,6 +284,10 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
             H, S, w1, cfg0, S["sequence_stage1_lrs"], S["sequence_stage1_encoders"], select
         )
         thr = harness.fpr_threshold(s1.cfg, harness.ae_scores(s1, w1, w1.starts["val"]))
+        if _PLOTS.value:
+            draw(
+                f"sequence_T{T}", s1, harness.ae_scores(s1, w1, tst), y_tst, thr, flows, tst + T - 1
+            )
         rec = {
             "stage1": {
                 **choice,
@@ -295,7 +310,18 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
         rec["stage2_splits"] = w2.summary()
         if len(np.unique(w2.label["train"])) < 2:
             raise ValueError(f"T={T}: the stage-2 training part lacks a class")
-        rec.update(classifiers(H, S, w2, cfg0, s1, S["sequence_classifier_epochs"]))
+        rec.update(
+            classifiers(
+                H,
+                S,
+                w2,
+                cfg0,
+                s1,
+                S["sequence_classifier_epochs"],
+                S["sequence_classifier_patience"],
+                S["other_classifier_lrs"],
+            )
+        )
         out["windows"][str(T)] = rec
         progress(out)
     by_s1 = {
@@ -363,11 +389,23 @@ def cross_experiment(H, S) -> dict:
             cfg0,
             s1,
             S["classifier_epochs"],
+            S["classifier_patience"],
+            S["other_classifier_lrs"],
             labels=_binary(wx),
             names=["Benign", "Attack"],
         )
     )
     return out
+
+
+def draw(prefix, t, score_W, y_W, threshold, flows, rows_W) -> None:
+    from lstmae_jax import plots  # the optional extra "plots"
+
+    out = os.path.join(_PLOTS.value, prefix)
+    plots.plot_curves(out + "_stage1", y_W, score_W)
+    names_W = np.asarray(flows.classes, dtype=object)[flows.label_N[rows_W]]
+    plots.plot_score_histograms(out + "_stage1_hist.png", score_W, names_W, threshold)
+    plots.plot_training(t.run_dir, out + "_stage1_training.png")
 
 
 def seen_in_train(flows: data.Flows, w: windows.Windowed) -> float:

@@ -103,6 +103,8 @@ class Harness:
         t0 = time.perf_counter()
         res = train.fit(cfg, run_dir, data, labels=labels, init=init, max_steps=self.max_steps)
         seconds = time.perf_counter() - t0
+        if res.preempted:  # fit turns SIGTERM into a clean stop; a benchmark must not go on
+            raise SystemExit(f"{name}: SIGTERM during training; stopping the benchmark")
         print(
             f"  fit {name}: {res.steps} steps, {len(res.history)} epochs, "
             f"val_loss {res.best_val_loss:.5g}, {seconds:.1f}s",

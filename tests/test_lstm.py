@@ -47,10 +47,11 @@ def test_param_layout_matches_keras_count():
     _close(layer.bias[...][2 * H :], jnp.zeros(2 * H))
 
 
-def test_forward_matches_flax_rnn():
+@pytest.mark.parametrize("hoist", [True, False])
+def test_forward_matches_flax_rnn(hoist):
     cell = _cell()
     rnn = nnx.RNN(cell, return_carry=True)
-    layer = LSTM.from_optimized_cell(cell)
+    layer = LSTM.from_optimized_cell(cell, hoist=hoist)
     (c_ref, h_ref), y_ref = rnn(_x())
     (c, h), y = layer(_x())
     assert y.shape == (B, T, H)
@@ -63,9 +64,10 @@ def test_forward_matches_flax_rnn():
     _close(h_last, y_ref[:, -1])
 
 
-def test_given_carry_matches_flax_rnn():
+@pytest.mark.parametrize("hoist", [True, False])
+def test_given_carry_matches_flax_rnn(hoist):
     cell = _cell()
-    layer = LSTM.from_optimized_cell(cell)
+    layer = LSTM.from_optimized_cell(cell, hoist=hoist)
     k1, k2 = jax.random.split(jax.random.key(4))
     carry = (jax.random.normal(k1, (B, H)), jax.random.normal(k2, (B, H)))
     y_ref = nnx.RNN(cell)(_x(), initial_carry=carry)
@@ -73,9 +75,10 @@ def test_given_carry_matches_flax_rnn():
     _close(y, y_ref)
 
 
-def test_gradients_match_flax_rnn():
+@pytest.mark.parametrize("hoist", [True, False])
+def test_gradients_match_flax_rnn(hoist):
     cell = _cell()
-    layer = LSTM.from_optimized_cell(cell)
+    layer = LSTM.from_optimized_cell(cell, hoist=hoist)
     w_BxTxH = jax.random.normal(jax.random.key(5), (B, T, H))
 
     # A loss using every output step and the final cell state.
