@@ -4,6 +4,8 @@ Scores --data with every run trained in --workdir (stage1/, stage2/, dnn/, cnn/)
 writes REPORT.json plus REPORT.md beside it.
 """
 
+import sys
+
 from absl import app, flags
 
 from lstmae_jax import evaluate
@@ -23,9 +25,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    report = evaluate.evaluate_job(
-        FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.split, FLAGS.plots
-    )
+    try:
+        report = evaluate.evaluate_job(
+            FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.split, FLAGS.plots
+        )
+    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+        sys.exit(f"error: {e}")
     print(evaluate.markdown(report))
 
 

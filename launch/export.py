@@ -5,6 +5,7 @@ scaler, threshold, classes); load it with lstmae_jax.export.load_scorer, no Flax
 """
 
 import json
+import sys
 
 from absl import app, flags
 
@@ -18,7 +19,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    sidecar = export.export_scorer(FLAGS.workdir, FLAGS.output)
+    try:
+        sidecar = export.export_scorer(FLAGS.workdir, FLAGS.output)
+    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+        sys.exit(f"error: {e}")
     print(
         json.dumps(
             {k: sidecar[k] for k in ("platforms", "window", "threshold", "classes")}, indent=1

@@ -5,6 +5,7 @@ Re-running the same command with the same --workdir resumes from the latest chec
 """
 
 import json
+import sys
 
 from absl import app, flags, logging
 
@@ -23,7 +24,10 @@ def main(argv):
     )
     sharding.log_devices(sharding.make_mesh())
     logging.info("config:\n%s", cfg.dumps())
-    summary = run.train_job(cfg, flags.FLAGS.workdir)
+    try:
+        summary = run.train_job(cfg, flags.FLAGS.workdir)
+    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+        sys.exit(f"error: {e}")
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
 
 

@@ -27,6 +27,8 @@ def run_name(cfg: Config) -> str:
 
 def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
     """The trained model (best parameters) of a finished or interrupted run, and its meta."""
+    if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+        raise FileNotFoundError(f"no trained run in {run_dir} (no checkpoints/ there)")
     ckpt = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), save_every_steps=1, keep=1)
     try:
         meta = ckpt.restore_meta()
@@ -84,7 +86,6 @@ def train_job(cfg: Config, workdir: str) -> dict:
     if not cfg.data:
         raise ValueError("--data is required (a Parquet file, directory or glob)")
     run_dir = os.path.join(workdir, run_name(cfg))
-    os.makedirs(run_dir, exist_ok=True)
     scaler, init, meta_extra = None, None, {}
     features = cfg.features or None
     if cfg.model == "lstm_ae" and cfg.stage == 2:
@@ -116,6 +117,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
     )
     windowed = build_windows(cfg, flows, scaler=scaler)
     logging.info("windows: %s", json.dumps(windowed.summary()))
+    os.makedirs(run_dir, exist_ok=True)
     labels = None
     if cfg.task == "binary":
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
