@@ -47,13 +47,83 @@ def section(results: pathlib.Path = RESULTS) -> str:
             detection_report.summary_tables(report).replace("### ", "#### "),
             "",
         ]
+    lines += _pipeline(results / "pipeline.json", rel) + _train_step(
+        results / "train_step.json", rel
+    )
+    shown = {"detection", "pipeline", "train_step"}
     others = sorted(
-        p for p in results.iterdir() if p.suffix in (".json", ".md") and p.stem != "detection"
+        p for p in results.iterdir() if p.suffix in (".json", ".md") and p.stem not in shown
     )
     if others:
         lines += ["Other results: " + ", ".join(f"[{p.name}]({rel}/{p.name})" for p in others)]
         lines.append("")
     return "\n".join(lines)
+
+
+def _machine(m: dict) -> str:
+    return f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, {m.get('platform', '?')}"
+
+
+def _pipeline(path: pathlib.Path, rel) -> list[str]:
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    out = [f"### Data pipeline ([{path.name}]({rel}/{path.name}))", ""]
+    out.append(f"`python benchmarks/pipeline.py` on {_machine(r['machine'])}.")
+    out.append("")
+    conv = r.get("conversion")
+    if conv and "ratios_vs_pandas" in conv:
+        o, p, q, t = conv["ours"], conv["pandas"], conv["ratios_vs_pandas"], conv["targets"]
+        out += [
+            f"CSV -> Parquet, {conv['csv_rows']:,} CICIDS2017-format rows ({conv['csv_mib']} MiB),"
+            f" best of {len(o['seconds_all'])} alternating runs:",
+            "",
+            "| contender | rows/s (best) | rows/s (median) | peak memory |",
+            "|---|---|---|---|",
+            f"| lstmae-jax `convert` (with cleaning) | {o['rows_per_s']:,} | "
+            f"{o['rows_per_s_median']:,} | {o['peak_rss_mib']} MiB |",
+            f"| pandas `read_csv` + `to_parquet` (no cleaning) | {p['rows_per_s']:,} | "
+            f"{p['rows_per_s_median']:,} | {p['peak_rss_mib']} MiB |",
+            f"| ratio (target) | {q['speed_best']} (>= 2: "
+            f"{'met' if t['speed_met'] else '**not met**'}) | {q['speed_median']} | "
+            f"{q['peak_memory']} (<= 1/3: {'met' if t['memory_met'] else '**not met**'}) |",
+            "",
+        ]
+    b = r.get("batches")
+    if b:
+        out += [
+            f"Parquet -> batches ({b['rows']:,} rows, T={b['window']}, B={b['batch_size']}):"
+            f" load {b['load_rows_per_s']:,} rows/s, windows+scaler {b['windows_build_rows_per_s']:,}"
+            f" rows/s; index batches (what training consumes) {b['index_batches_windows_per_s']:,}"
+            f" windows/s, host-gathered B x T x F batches {b['host_gather_windows_per_s']:,}"
+            f" windows/s; the train step consumes {b['train_step_windows_per_s']:,} windows/s"
+            f" (ratio {b['ratio_index_batches_vs_train_step']}; targets >= 1M windows/s and >= 10x:"
+            f" {'met' if b['targets']['met'] else '**not met**'}).",
+            "",
+        ]
+    return out
+
+
+def _train_step(path: pathlib.Path, rel) -> list[str]:
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    shape = r["shape"]
+    out = [
+        f"### Training step ([{path.name}]({rel}/{path.name}))",
+        "",
+        f"`python benchmarks/train_step.py` on {_machine(r['machine'])}, {r['machine']['device']}:"
+        f" {r['benchmark']}, B={shape['batch']}, T={shape['window']}, F={shape['features']},"
+        f" best of interleaved runs; LSTM input projection {r.get('lstm_input_projection', '?')}.",
+        "",
+        "| contender | windows/s | lstmae-jax speed-up |",
+        "|---|---|---|",
+    ]
+    for name, v in r["windows_per_s"].items():
+        speedup = r.get("speedup_of_ours", {}).get(name)
+        out.append(f"| {name} | {v:,.0f} | {'' if speedup is None else f'{speedup}x'} |")
+    out.append("")
+    return out
 
 
 def update(readme: pathlib.Path, text: str) -> bool:
