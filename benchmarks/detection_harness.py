@@ -121,7 +121,7 @@ class Harness:
 
 def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
     """Stage 2 starts from the stage-1 encoder (an ensemble hands over member 0's)."""
-    return run._stage1_encoder_init(stage1.run_dir)
+    return run.stage1_encoder_init(stage1.run_dir)
 
 
 # ------------------------------------------------------------------------ scoring

@@ -29,6 +29,8 @@ def main(argv):
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
         sys.exit(f"error: {e}")
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
+    if summary["preempted"]:
+        logging.warning("preempted at step %d: re-run the same command to resume", summary["steps"])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -52,7 +53,8 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
     return model, meta
 
 
-def _stage1_encoder_init(stage1_dir: str):
+def stage1_encoder_init(stage1_dir: str) -> Callable[[nnx.Module], None]:
+    """An ``init`` for ``train.fit`` that copies a trained stage 1's encoder into stage 2."""
     ae, _ = load_run(stage1_dir)
 
     # An ensemble hands over its first member's encoder.
@@ -107,7 +109,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
                 )
         features = s1_meta["features"]
         scaler = data.Scaler.from_json(s1_meta["scaler"])
-        init = _stage1_encoder_init(stage1_dir)
+        init = stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
     flows = data.load_flows(
         cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative

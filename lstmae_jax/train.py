@@ -60,6 +60,10 @@ def fit(
     Re-running with the same ``run_dir`` resumes from its latest checkpoint.
     ``max_steps`` stops after that many steps in total (tests use it to interrupt).
     ``mesh`` defaults to all devices.
+
+    SIGTERM (preemption) saves a checkpoint and returns with ``preempted=True`` instead
+    of raising, so the process can exit cleanly; a caller that would go on to other work
+    must check it.
     """
     mesh = sharding.make_mesh() if mesh is None else mesh
     sharding.check_batch_size(cfg.batch_size, mesh)
