@@ -24,7 +24,7 @@ def _opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best in t
 @dataclasses.dataclass(frozen=True)
 class Config:
     # -- data
-    data: str = _opt("", "Parquet file, directory or glob (any CICFlowMeter naming style).")
+    data: str = _opt("", "Parquet file, directory, glob, or comma-separated list in time order.")
     features: tuple[str, ...] = _opt(
         (), "Canonical feature names; empty: all common to every file."
     )

@@ -50,7 +50,13 @@ class Flows:
 
 
 def list_parquet(path: str | Sequence[str]) -> list[str]:
-    """Files named by a path, a directory (its ``*.parquet``, sorted), a glob, or a list."""
+    """Files named by a path, a directory (its ``*.parquet``, sorted), a glob, or a list.
+
+    A comma-separated string is a list, read in the order given: use it to put day files
+    in time order (the CIC day files sort alphabetically Friday, Monday, Thursday, ...).
+    """
+    if isinstance(path, str) and "," in path and not os.path.exists(path):
+        path = [p for p in path.split(",") if p]
     if not isinstance(path, str):
         return [f for p in path for f in list_parquet(p)]
     if os.path.isdir(path):

@@ -271,3 +271,11 @@ def test_minmax_scaler_is_the_papers():
     assert data.Scaler.from_json(sc.to_json()) == sc
     with pytest.raises(ValueError, match="scaler must be one of"):
         data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="robust")
+
+
+def test_comma_separated_list_keeps_the_given_order(shared_data):
+    a = str(shared_data / "cicids2017/tuesday_head.parquet")
+    b = str(shared_data / "cicids2017/monday_head.parquet")
+    assert data.list_parquet(f"{a},{b}") == [a, b]
+    flows = data.load_flows(f"{a},{b}")
+    assert flows.files == (a, b) and flows.file_N[0] == 0 and flows.file_N[-1] == 1
