@@ -77,6 +77,10 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
+    def should_save(self, step: int) -> bool:
+        """Whether the interval policy saves at ``step`` (cheap; no I/O)."""
+        return self._manager.should_save(step)
+
     def save(
         self, step: int, state: Any, meta: dict, *, metrics: dict | None = None, force: bool = False
     ) -> bool:

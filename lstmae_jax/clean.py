@@ -119,7 +119,10 @@ def canonicalize(
     if negative not in NEGATIVE_POLICIES:
         raise ValueError(f"negative must be one of {NEGATIVE_POLICIES}, got {negative!r}")
     raw_names = table.column_names
-    names = schema.canonical_names(raw_names)
+    try:
+        names = schema.canonical_names(raw_names)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
     report = CleanReport(
         source=source, style=schema.detect_style(raw_names), rows_in=table.num_rows
     )

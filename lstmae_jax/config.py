@@ -81,6 +81,43 @@ class Config:
     num_processes: int = _opt(0, "Number of processes (0: auto-detect).")
     process_id: int = _opt(-1, "This process's id (-1: auto-detect).")
 
+    def __post_init__(self) -> None:
+        """Rejects bad values now, not after an hour of training."""
+        choices = {
+            "nonfinite": ("drop", "zero"),
+            "negative": ("clamp", "drop"),
+            "split": ("temporal", "random"),
+            "scaler": ("standard", "minmax"),
+            "model": ("lstm_ae", "dnn", "cnn"),
+            "task": ("multiclass", "binary"),
+            "ensemble_score": ("mean", "max"),
+            "threshold": ("fpr", "quantile", "fixed"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"--{key}={getattr(self, key)!r}: expected one of {allowed}")
+        checks = {
+            "stage": self.stage in (1, 2),
+            "window": self.window >= 1,
+            "stride": self.stride >= 1,
+            "ensemble": self.ensemble >= 1,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "patience": self.patience >= 1,
+            "target_fpr": 0.0 <= self.target_fpr < 1.0,
+            "threshold_quantile": 0.0 <= self.threshold_quantile <= 1.0,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "split_fractions": len(self.split_fractions) == 3
+            and min(self.split_fractions) >= 0
+            and abs(sum(self.split_fractions) - 1.0) < 1e-9,
+            "encoder_sizes": len(self.encoder_sizes) >= 1 and min(self.encoder_sizes) >= 1,
+            "decoder_sizes": len(self.decoder_sizes) >= 1 and min(self.decoder_sizes) >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"--{key}={getattr(self, key)!r} is out of range")
+
     def replace(self, **kw: Any) -> Config:
         return dataclasses.replace(self, **kw)
 

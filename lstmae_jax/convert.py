@@ -210,6 +210,10 @@ def convert_file(
     )  # fmt: skip
     if report.rows_in == 0:
         logging.warning("%s: no data rows (header only); wrote an empty file", src)
+    elif report.rows_out == 0:
+        logging.warning(
+            "%s: every row was dropped (%s); wrote an empty file", src, dict(report.dropped)
+        )
     return report
 
 

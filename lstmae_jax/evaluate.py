@@ -97,6 +97,10 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
     w, s = _windows_for(meta, data_path, split)
     err_KxWxF = score.member_errors(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
     score_W = combine_members(err_KxWxF, cfg.ensemble_score)
+    if "threshold" not in meta:
+        raise FileNotFoundError(
+            f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: its training did not finish; re-run it"
+        )
     threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
     y_W = w.any_attack[s].astype(np.int64)
     attack_W = windows.last_attack_label(w.label_N, w.starts[s], w.window)

@@ -102,7 +102,11 @@ def train_job(cfg: Config, workdir: str) -> dict:
         s1_meta = s1.restore_meta()
         s1.close()
         s1_cfg = Config.from_json(s1_meta["config"])
-        for key in ("window", "encoder_sizes", "decoder_sizes"):
+        # Same data, split and cleaning as stage 1, or stage 1's encoder and scaler would
+        # have seen stage 2's validation and test rows.
+        same = ["window", "encoder_sizes", "decoder_sizes", "data", "split", "split_fractions"]
+        same += ["stride", "nonfinite", "negative"] + (["seed"] if cfg.split == "random" else [])
+        for key in same:
             if getattr(s1_cfg, key) != getattr(cfg, key):
                 raise ValueError(
                     f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}"
@@ -140,8 +144,8 @@ def train_job(cfg: Config, workdir: str) -> dict:
         "threshold": threshold,
         "data": windowed.summary(),
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    if jax.process_index() == 0:  # one writer across hosts
+        _atomic_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
 
 
@@ -157,10 +161,8 @@ def calibrate_threshold(
     )
     threshold = evaluate.calibrate(cfg, evaluate.combine_members(err_KxWxF, cfg.ensemble_score))
     record = json.loads(threshold.to_json())
-    tmp = os.path.join(run_dir, THRESHOLD_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(run_dir, THRESHOLD_FILE))
+    if jax.process_index() == 0:  # one writer across hosts
+        _atomic_json(os.path.join(run_dir, THRESHOLD_FILE), record)
     logging.info(
         "threshold %.6g (%s) from %d benign validation windows",
         threshold.value,
@@ -168,3 +170,10 @@ def calibrate_threshold(
         len(benign),
     )
     return record
+
+
+def _atomic_json(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)

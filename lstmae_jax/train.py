@@ -23,6 +23,15 @@ from flax import nnx
 from lstmae_jax import checkpoint, monitor, sharding, steps, windows
 from lstmae_jax.config import Config
 
+# Options that do not change what is computed: a resume may change them (a new
+# coordinator after preemption, another process id, more frequent logging).
+RESUME_IGNORES = frozenset(
+    {
+        "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
+        "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+    }
+)  # fmt: skip
+
 
 @dataclasses.dataclass
 class FitResult:
@@ -77,6 +86,12 @@ def fit(
     if task.kind == "reconstruct" and cfg.stage1_benign_only:
         val_keep = ~data.any_attack["val"]  # the score is trained on benign traffic only
     val_starts, val_labels = data.starts["val"][val_keep], labels["val"][val_keep]
+    if len(val_starts) == 0:  # early stopping and the best-parameter pick need them
+        raise ValueError(
+            f"no validation windows{' without attacks' if task.kind == 'reconstruct' else ''}"
+            f" (split_fractions={cfg.split_fractions}, window={cfg.window}); give the"
+            " validation split more data"
+        )
 
     model = steps.build_model(cfg, len(data.features), num_classes, nnx.Rngs(cfg.seed))
     if init is not None:
@@ -98,12 +113,13 @@ def fit(
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         saved = ckpt.restore_meta(resumed_from)
-        if saved["config"] != json.loads(json.dumps(cfg.to_json())):
-            diff = {
-                k: (saved["config"].get(k), v)
-                for k, v in cfg.to_json().items()
-                if saved["config"].get(k) != v
-            }
+        now = json.loads(json.dumps(cfg.to_json()))
+        diff = {
+            k: (saved["config"].get(k), v)
+            for k, v in now.items()
+            if k not in RESUME_IGNORES and saved["config"].get(k) != v
+        }
+        if diff:
             raise ValueError(
                 f"{run_dir} holds a run with another config (saved, now): {diff}; use a new workdir"
             )
@@ -123,14 +139,17 @@ def fit(
             "task": task.kind,
             "scaler": data.scaler.to_json(),
             "data_position": order.state(),
-            "early_stopping": early,
-            "history": history,
+            # Copies: the async save serialises later, while the loop goes on mutating.
+            "early_stopping": dict(early),
+            "history": [dict(h) for h in history],
             **(meta_extra or {}),
         }
 
     saved_steps: set[int] = set(ckpt.all_steps())
 
     def save(at: int, *, force: bool = False, metrics: dict | None = None) -> None:
+        if not (force or ckpt.should_save(at)):  # the common case: no meta built per step
+            return
         if ckpt.save(at, state, meta(), metrics=metrics, force=force):
             saved_steps.add(at)
 

@@ -32,3 +32,14 @@ def test_readme_lists_every_option():
         "README.md's option table is stale: paste the output of "
         "`python -c 'from lstmae_jax import config; print(config.markdown_table())'`"
     )
+
+
+def test_bad_values_are_rejected_up_front():
+    import pytest
+
+    with pytest.raises(ValueError, match="--threshold='FPR': expected one of"):
+        config.Config(threshold="FPR")
+    with pytest.raises(ValueError, match="--target_fpr=1.5 is out of range"):
+        config.Config(target_fpr=1.5)
+    with pytest.raises(ValueError, match="--split_fractions"):
+        config.Config(split_fractions=(0.5, 0.2, 0.2))

@@ -106,3 +106,9 @@ def test_ensemble_trains_members_together(tmp_path):
     assert np.allclose(mean, err_K.mean(axis=2).mean(axis=0))
     assert np.all(evaluate.combine_members(err_K, "max") >= mean)
     assert summary["threshold"]["params"]["benign_fpr"] <= 0.01
+
+
+def test_stage2_refuses_another_split_than_stage1(workdir):
+    root, cfg, _, _ = workdir
+    with pytest.raises(ValueError, match="stage 2 --split=random differs from stage 1's temporal"):
+        run.train_job(cfg.replace(stage=2, split="random"), str(root))

@@ -148,3 +148,33 @@ def test_stage2_frozen_encoder_is_unchanged(tmp_path):
     ):
         np.testing.assert_array_equal(a, b)
     assert s2(w.x_NxF[None, :4]).shape == (1, 2)
+
+
+def test_no_validation_windows_is_a_clear_error(tmp_path):
+    cfg = config.smoke(split_fractions=(0.8, 0.0, 0.2))
+    w = _windowed()
+    w = windows.build(
+        data.Flows(
+            w.x_NxF,
+            w.label_N,
+            np.zeros(len(w.label_N), np.int32),
+            w.classes,
+            w.features,
+            ("f",),
+            (),
+        ),
+        window=4,
+        fractions=cfg.split_fractions,
+        train_benign_only=True,
+    )
+    with pytest.raises(ValueError, match="no validation windows without attacks"):
+        train.fit(cfg, str(tmp_path), w)
+
+
+def test_resume_ignores_bookkeeping_options(uninterrupted, tmp_path):
+    cfg, _ = uninterrupted
+    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    resumed = train.fit(
+        cfg.replace(log_every_steps=3, process_id=0), str(tmp_path), _windowed(), max_steps=4
+    )
+    assert resumed.resumed_from == 2 and resumed.steps == 4
