@@ -118,6 +118,11 @@ def load_flows(
     )
     encoded = labels.combine_chunks().dictionary_encode()
     names = encoded.dictionary.to_pylist()
+    if names and all(n.lstrip("-").isdigit() for n in names):
+        raise ValueError(
+            f"{files}: labels are numbers {sorted(names)[:5]}; expected CICFlowMeter label names"
+            " ('BENIGN', 'DDoS', ...): convert the original files, not label-encoded copies"
+        )
     order = sorted(set(names) | {schema.BENIGN}, key=lambda c: (c != schema.BENIGN, c))
     remap = np.array([order.index(n) for n in names] + [0], dtype=np.int32)
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)

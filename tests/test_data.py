@@ -279,3 +279,10 @@ def test_comma_separated_list_keeps_the_given_order(shared_data):
     assert data.list_parquet(f"{a},{b}") == [a, b]
     flows = data.load_flows(f"{a},{b}")
     assert flows.files == (a, b) and flows.file_N[0] == 0 and flows.file_N[-1] == 1
+
+
+def test_label_encoded_copies_are_refused(tmp_path):
+    path = tmp_path / "encoded.parquet"
+    pq.write_table(pa.table({"Flow Duration": [1.0, 2.0], "Label": ["0", "1"]}), path)
+    with pytest.raises(ValueError, match="labels are numbers"):
+        data.load_flows(str(path))
