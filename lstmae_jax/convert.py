@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import clean, rawparse
+from lstmae_jax import atomic, clean, rawparse
 
 BAD_CELL_POLICIES = ("drop", "error")
 # Measured with benchmarks/pipeline.py on 500k CICIDS2017 rows (2 shared cores): 1 MiB
@@ -279,10 +279,7 @@ def convert(
         "files": entries,
         "total": {**total.to_json(), "files_ok": len(reports), "files_failed": len(failures)},
     }
-    tmp = os.path.join(output_dir, f".report.json.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, os.path.join(output_dir, "report.json"))
+    atomic.write_json(os.path.join(output_dir, "report.json"), summary, ensure_ascii=False)
     if failures:
         raise ConvertError(failures, reports)
     return reports

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import clean, schema
+from lstmae_jax import atomic, clean, schema
 
 SPLITS = ("train", "val", "test")
 
@@ -226,10 +226,7 @@ class Scaler:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def save(self, path: str) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_json(), f, indent=1)
-        os.replace(tmp, path)
+        atomic.write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str) -> Scaler:

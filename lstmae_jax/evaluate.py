@@ -19,7 +19,7 @@ import os
 import numpy as np
 from absl import logging
 
-from lstmae_jax import data, metrics, run, score, windows
+from lstmae_jax import atomic, data, metrics, run, score, windows
 from lstmae_jax.config import Config
 
 TOP_FEATURES = 5
@@ -195,13 +195,9 @@ def evaluate_job(
                 os.path.join(workdir, name), f"{plot_prefix}{name}_training.png"
             )
             r.setdefault("plots", []).append(path)
-    tmp = output + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1, allow_nan=False)
-    os.replace(tmp, output)
+    atomic.write_json(output, report, allow_nan=False)
     md = os.path.splitext(output)[0] + ".md"
-    with open(md, "w") as f:
-        f.write(markdown(report))
+    atomic.write_bytes(md, markdown(report).encode("utf-8"))
     logging.info("wrote %s and %s", output, md)
     return report
 

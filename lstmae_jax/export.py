@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstmae_jax import atomic
+
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 FORMAT_VERSION = 1
@@ -98,16 +100,9 @@ def export_scorer(
         "source_workdir": os.path.abspath(workdir),
     }
     os.makedirs(output_dir, exist_ok=True)
-    _atomic_write(os.path.join(output_dir, ARTIFACT), exported.serialize())
-    _atomic_write(os.path.join(output_dir, SIDECAR), json.dumps(sidecar, indent=1).encode())
+    atomic.write_bytes(os.path.join(output_dir, ARTIFACT), exported.serialize())
+    atomic.write_json(os.path.join(output_dir, SIDECAR), sidecar)
     return sidecar
-
-
-def _atomic_write(path: str, payload: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, path)
 
 
 class Scorer:

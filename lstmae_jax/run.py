@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import checkpoint, data, steps, train, windows
+from lstmae_jax import atomic, checkpoint, data, steps, train, windows
 from lstmae_jax.config import Config
 
 THRESHOLD_FILE = "threshold.json"
@@ -145,7 +145,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
         "data": windowed.summary(),
     }
     if jax.process_index() == 0:  # one writer across hosts
-        _atomic_json(os.path.join(run_dir, "summary.json"), summary)
+        atomic.write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
 
 
@@ -162,7 +162,7 @@ def calibrate_threshold(
     threshold = evaluate.calibrate(cfg, evaluate.combine_members(err_KxWxF, cfg.ensemble_score))
     record = json.loads(threshold.to_json())
     if jax.process_index() == 0:  # one writer across hosts
-        _atomic_json(os.path.join(run_dir, THRESHOLD_FILE), record)
+        atomic.write_json(os.path.join(run_dir, THRESHOLD_FILE), record)
     logging.info(
         "threshold %.6g (%s) from %d benign validation windows",
         threshold.value,
@@ -170,10 +170,3 @@ def calibrate_threshold(
         len(benign),
     )
     return record
-
-
-def _atomic_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)

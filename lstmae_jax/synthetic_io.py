@@ -10,8 +10,6 @@ an atomic rename.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from lstmae_jax import clean, schema
+from lstmae_jax import atomic, clean, schema
 
 # Schema metadata of generated tables: JSON with the arguments and the episodes, set by
 # ``synthetic.generate`` and kept (with the cleaning report) by a canonical ``write``.
@@ -97,22 +95,6 @@ def _raw_column(table: pa.Table, raw: str, name: str, style: str, fmt: str) -> p
     return pc.replace_substring(pc.replace_substring(text, "inf", "Infinity"), "nan", "NaN")
 
 
-def _atomic_write(path: str, write_to) -> None:
-    """Writes through a temporary file beside ``path``, renamed over it when complete."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_to(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write(
     table: pa.Table,
     path: str,
@@ -161,5 +143,5 @@ def write(
             options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
             pa_csv.write_csv(out, f, options)
 
-    _atomic_write(path, write_to)
+    atomic.write_with(path, write_to)
     return path
