@@ -21,7 +21,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 # The main job on generated data: CICIDS2017-style CSV -> Parquet -> LSTM-AE (stage 1),
 # latent classifier (stage 2) -> evaluation report -> exported scorer. Re-running resumes.
 DEMO_FLOWS ?= 100000
-DEMO_TRAIN := --data=$(RUN)/parquet --workdir=$(RUN) --epochs=10 --batch_size=512 --learning_rate=0.003 --log_every_steps=100
+DEMO_TRAIN := --data=$(RUN)/parquet --workdir=$(RUN) --batch_size=512 --learning_rate=0.003 --log_every_steps=100
 demo: $(VENV)/.demo-installed
 	$(BIN)/python launch/synth.py --output=$(RUN)/raw/synthetic.csv --style=cicids2017 --flows=$(DEMO_FLOWS)
 	$(BIN)/python launch/convert.py --input=$(RUN)/raw/synthetic.csv --output=$(RUN)/parquet

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from flax import nnx
 
-from lstmae_jax import evaluate, metrics, run, score, train, windows
+from lstmae_jax import anomaly, metrics, run, score, stage1, train, windows
 from lstmae_jax.config import Config
 
 
@@ -67,12 +67,16 @@ class Trained:
     epochs: int
     best_val_loss: float
     seconds: float
+    ended: str
+    # Stage 1: fitted on the benign training windows of the data it was trained on.
+    error_model: anomaly.ErrorModel | None = None
 
     def record(self) -> dict:
         return {
             "config": config_delta(self.cfg),
             "steps": self.steps,
             "epochs_run": self.epochs,
+            "ended": self.ended,
             "best_val_loss": _finite(self.best_val_loss),
             "train_seconds": round(self.seconds, 1),
         }
@@ -110,8 +114,20 @@ class Harness:
             f"val_loss {res.best_val_loss:.5g}, {seconds:.1f}s",
             flush=True,
         )
+        em = None
+        if cfg.model == "lstm_ae" and cfg.stage == 1:
+            em = stage1.fit_error_model(cfg, res.model, data)
         return Trained(
-            name, cfg, res.model, run_dir, res.steps, len(res.history), res.best_val_loss, seconds
+            name,
+            cfg,
+            res.model,
+            run_dir,
+            res.steps,
+            len(res.history),
+            res.best_val_loss,
+            seconds,
+            res.ended,
+            em,
         )
 
     def close(self, keep: bool) -> None:
@@ -127,10 +143,18 @@ def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
 # ------------------------------------------------------------------------ scoring
 
 
+def with_score(t: Trained, kind: str, data: windows.Windowed) -> Trained:
+    """``t`` scored by error model ``kind`` (refitted on ``data``'s benign training windows)."""
+    cfg = t.cfg.replace(score=kind)
+    return dataclasses.replace(t, cfg=cfg, error_model=stage1.fit_error_model(cfg, t.model, data))
+
+
 def ae_scores(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
-    """score_W: mean absolute reconstruction error (ensemble: combined by cfg.ensemble_score)."""
-    err_KxWxF = score.member_errors(t.model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size)
-    return evaluate.combine_members(err_KxWxF, t.cfg.ensemble_score)
+    """score_W: the run's stage-1 anomaly score (``anomaly.score``, its fitted error model)."""
+    s_W, _ = score.window_scores(
+        t.model, t.error_model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size
+    )
+    return s_W
 
 
 def log_probs(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
@@ -205,7 +229,9 @@ def detector_metrics(
 
 def fpr_threshold(cfg: Config, benign_val_scores: np.ndarray) -> metrics.Threshold:
     """The benchmark's operating point: 1% FPR on benign validation windows."""
-    return evaluate.calibrate(cfg.replace(threshold="fpr", target_fpr=0.01), benign_val_scores)
+    return stage1.threshold_from_scores(
+        cfg.replace(threshold="fpr", target_fpr=0.01), benign_val_scores
+    )
 
 
 def pick(candidates: list[tuple[Trained, dict]], key: Callable[[dict], tuple]) -> int:

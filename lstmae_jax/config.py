@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from absl import flags
@@ -36,7 +37,10 @@ class Config:
     stride: int = _opt(1, "Rows between the starts of consecutive windows.")
     split: str = _opt("temporal", "temporal (leakage-free, by time) or random (stratified).")
     split_fractions: tuple[float, ...] = _opt((0.6, 0.2, 0.2), "Train, validation, test fractions.")
-    scaler: str = _opt("standard", "standard (log1p + z-score) or minmax (the paper's [0, 1]).")
+    scaler: str = _opt(
+        "standard", "standard (log1p + z-score), robust (log1p + median/IQR) or minmax ([0, 1])."
+    )
+    input_clip: float = _opt(0.0, "Clip scaled inputs to [-c, c] (0: no clipping).")
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
     # -- model
     model: str = _opt("lstm_ae", "lstm_ae (two-stage), dnn or cnn (baselines).")
@@ -56,7 +60,13 @@ class Config:
     class_weights: bool = _opt(False, "Weight the cross-entropy by inverse class frequency.")
     dropout: float = _opt(0.1, "Dropout rate of the classifier heads and baselines.")
     ensemble: int = _opt(1, "Stage 1: K LSTM-AEs (different seeds) trained together in one step.")
-    ensemble_score: str = _opt("mean", "How member errors combine into the score: mean or max.")
+    ensemble_score: str = _opt("mean", "How member scores combine: mean or max.")
+    # -- anomaly score (stage 1)
+    score: str = _opt(
+        "zscore",
+        "mae (mean abs. error), zscore or mahalanobis (diagonal / full Gaussian on the "
+        "per-feature error vector).",
+    )
     # -- anomaly threshold (stage 1)
     threshold: str = _opt(
         "fpr", "fpr (target FPR on benign val), quantile, or fixed (the paper's)."
@@ -67,9 +77,18 @@ class Config:
     # -- optimisation
     batch_size: int = _opt(256, "Global batch size (split across all devices).")
     eval_batch_size: int = _opt(1024, "Global batch size for evaluation.")
-    epochs: int = _opt(20, "Maximum epochs.")
-    learning_rate: float = _opt(1e-3, "Adam learning rate.")
-    patience: int = _opt(3, "Early stopping: epochs without validation improvement.")
+    epochs: int = _opt(100, "Maximum epochs (a cap: early stopping normally ends training).")
+    learning_rate: float = _opt(1e-3, "Adam learning rate (peak, after warmup).")
+    warmup_steps: int = _opt(100, "Linear learning-rate warmup from 0 over this many steps.")
+    lr_patience: int = _opt(2, "Epochs without validation improvement before the LR drops.")
+    lr_decay: float = _opt(0.3, "Factor the LR is multiplied by on a validation plateau.")
+    grad_clip: float = _opt(1.0, "Clip gradients to this global norm (0: no clipping).")
+    weight_decay: float = _opt(0.0, "Decoupled weight decay (AdamW); 0: plain Adam.")
+    input_noise: float = _opt(
+        1.0, "Stage 1: std of Gaussian noise on the scaled inputs (denoising AE; 0: off)."
+    )
+    patience: int = _opt(6, "Early stopping: epochs without validation improvement.")
+    min_delta: float = _opt(1e-3, "Relative val-loss decrease that counts as improvement.")
     seed: int = _opt(0, "Seed of initialisation, data order and random splits.")
     # -- bookkeeping
     log_every_steps: int = _opt(50, "Steps between JSONL metric lines.")
@@ -87,7 +106,8 @@ class Config:
             "nonfinite": ("drop", "zero"),
             "negative": ("clamp", "drop"),
             "split": ("temporal", "random"),
-            "scaler": ("standard", "minmax"),
+            "scaler": ("standard", "robust", "minmax"),
+            "score": ("mae", "zscore", "mahalanobis"),
             "model": ("lstm_ae", "dnn", "cnn"),
             "task": ("multiclass", "binary"),
             "ensemble_score": ("mean", "max"),
@@ -104,7 +124,16 @@ class Config:
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "eval_batch_size": self.eval_batch_size >= 1,
+            "learning_rate": math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "patience": self.patience >= 1,
+            "lr_patience": self.lr_patience >= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "lr_decay": 0.0 < self.lr_decay <= 1.0,
+            "grad_clip": self.grad_clip >= 0.0,
+            "weight_decay": self.weight_decay >= 0.0,
+            "min_delta": 0.0 <= self.min_delta < 1.0,
+            "input_clip": self.input_clip >= 0.0,
+            "input_noise": self.input_noise >= 0.0,
             "target_fpr": 0.0 <= self.target_fpr < 1.0,
             "threshold_quantile": 0.0 <= self.threshold_quantile <= 1.0,
             "dropout": 0.0 <= self.dropout < 1.0,

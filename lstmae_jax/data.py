@@ -190,19 +190,25 @@ def random_split(
 # ----------------------------------------------------------------------------- scaler
 
 
-SCALERS = ("standard", "minmax")
+SCALERS = ("standard", "robust", "minmax")
 
 
 @dataclasses.dataclass(frozen=True)
 class Scaler:
-    """``(maybe_log1p(x) - mean) / std`` per feature, fitted on training rows only.
+    """``clip((maybe_log1p(x) - mean) / std)`` per feature, fitted on training rows only.
 
     ``kind="standard"``: log1p on heavy-tailed kinds (schema.LOG_KINDS), then
-    standardisation. ``kind="minmax"``: the reference paper's scaling to [0, 1] on the
-    training rows (no log; ``mean`` holds the minimum, ``std`` the range), under which
-    its fixed 0.1 mean-absolute-error threshold is defined. Negative inputs to a log
-    feature are clamped to 0 first (the cleaning policy), so scoring raw live flows
-    cannot produce NaN there.
+    standardisation. ``kind="robust"``: the same log1p, then centred on the median and
+    divided by the interquartile range / 1.349 (the standard deviation for Gaussian data;
+    the standard deviation where the IQR is 0), so a minority of extreme training rows
+    does not set the scale. ``kind="minmax"``: the reference paper's scaling to [0, 1] on
+    the training rows (no log; ``mean`` holds the minimum, ``std`` the range), under which
+    its fixed 0.1 mean-absolute-error threshold is defined. ``clip`` > 0 bounds the scaled
+    values to [-clip, clip], so traffic beyond the training range cannot dominate the
+    reconstruction error through one feature. Negative inputs to a log feature are
+    clamped to 0 first (the cleaning policy), so scoring raw live flows cannot produce
+    NaN there. ``transform`` takes numpy or jax.numpy (``xp``): the exported scorer runs
+    the same function.
     """
 
     features: tuple[str, ...]
@@ -210,13 +216,18 @@ class Scaler:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     kind: str = "standard"
+    clip: float = 0.0
 
-    def transform(self, x_NxF: np.ndarray) -> np.ndarray:
+    def transform(self, x_NxF, xp=np):
         if x_NxF.shape[-1] != len(self.features):
             raise ValueError(f"expected {len(self.features)} features, got shape {x_NxF.shape}")
-        log = np.asarray(self.log)
-        x = np.where(log, np.log1p(np.maximum(x_NxF, 0.0)), x_NxF)
-        return ((x - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+        dtype = np.float32 if xp is not np else np.float64
+        log = xp.asarray(self.log)
+        x = xp.where(log, xp.log1p(xp.maximum(x_NxF, 0.0)), x_NxF)
+        z = (x - xp.asarray(self.mean, dtype)) / xp.asarray(self.std, dtype)
+        if self.clip > 0:
+            z = xp.clip(z, -self.clip, self.clip)
+        return z.astype(np.float32)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -234,10 +245,14 @@ class Scaler:
             return cls.from_json(json.load(f))
 
 
-def fit_scaler(x_NxF: np.ndarray, features: Sequence[str], kind: str = "standard") -> Scaler:
+def fit_scaler(
+    x_NxF: np.ndarray, features: Sequence[str], kind: str = "standard", clip: float = 0.0
+) -> Scaler:
     """Fits the scaler on the rows given (pass training rows only)."""
     if len(x_NxF) == 0:
         raise ValueError("cannot fit a scaler on zero rows")
+    if clip < 0 or not np.isfinite(clip):
+        raise ValueError(f"scaler clip must be finite and >= 0, got {clip}")
     if kind == "minmax":
         lo, hi = x_NxF.astype(np.float64).min(axis=0), x_NxF.astype(np.float64).max(axis=0)
         span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
@@ -247,14 +262,24 @@ def fit_scaler(x_NxF: np.ndarray, features: Sequence[str], kind: str = "standard
             tuple(lo.tolist()),
             tuple(span.tolist()),
             kind,
+            clip,
         )
-    if kind != "standard":
+    if kind not in ("standard", "robust"):
         raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")
     log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
     x = np.where(log, np.log1p(np.maximum(x_NxF.astype(np.float64), 0.0)), x_NxF.astype(np.float64))
-    mean = x.mean(axis=0)
     std = x.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)  # constant columns: centre only
+    if kind == "robust":
+        q25, centre, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+        scale = np.where(q75 - q25 > 1e-12, (q75 - q25) / 1.349, std)
+    else:
+        centre, scale = x.mean(axis=0), std
+    scale = np.where(scale > 1e-12, scale, 1.0)  # constant columns: centre only
     return Scaler(
-        tuple(features), tuple(bool(b) for b in log), tuple(mean.tolist()), tuple(std.tolist())
+        tuple(features),
+        tuple(bool(b) for b in log),
+        tuple(centre.tolist()),
+        tuple(scale.tolist()),
+        kind,
+        clip,
     )

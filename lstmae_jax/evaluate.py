@@ -5,10 +5,11 @@ flows is an attack, named after its last attack flow; benign windows hold benign
 only, the same definition the threshold was calibrated with. Stage 2 and the baselines
 (classification): the label of the window's last flow, the label they were trained on.
 
-Stage 1 (anomaly detection): score = mean over features of the per-feature mean
-absolute reconstruction error (ensembles: mean or max over members); a window is
-flagged when its score is above the threshold calibrated after training. Stage 2 and
-the baselines: argmax of the logits.
+Stage 1 (anomaly detection): the run's score (``anomaly.score`` with the error model
+fitted after training: the mean absolute error, or the Mahalanobis distance of the
+per-feature error vector); a window is flagged when its score is above the threshold
+calibrated after training. The report's per-class feature table ranks features by their
+mean contribution to the score. Stage 2 and the baselines: argmax of the logits.
 """
 
 from __future__ import annotations
@@ -19,44 +20,17 @@ import os
 import numpy as np
 from absl import logging
 
-from lstmae_jax import atomic, data, metrics, run, score, windows
+from lstmae_jax import atomic, data, metrics, run, score, stage1, windows
 from lstmae_jax.config import Config
 
 TOP_FEATURES = 5
 
 
-def combine_members(err_KxWxF: np.ndarray, how: str) -> np.ndarray:
-    """score_W from per-member, per-feature errors: mean over F, then mean/max over K."""
-    per_member_KxW = err_KxWxF.mean(axis=2)
-    if how == "mean":
-        return per_member_KxW.mean(axis=0)
-    if how == "max":
-        return per_member_KxW.max(axis=0)
-    raise ValueError(f"ensemble_score must be 'mean' or 'max', got {how!r}")
-
-
-def calibrate(cfg: Config, benign_scores: np.ndarray) -> metrics.Threshold:
-    """The stage-1 threshold chosen by ``cfg.threshold`` from benign validation scores."""
-    if cfg.threshold == "fixed":
-        return metrics.calibrate(
-            "fixed", benign_scores if len(benign_scores) else None, value=cfg.threshold_value
-        )
-    if len(benign_scores) == 0:
-        raise ValueError(
-            f"threshold={cfg.threshold} needs benign validation windows; there are none"
-        )
-    if cfg.threshold == "fpr":
-        return metrics.calibrate("fpr", benign_scores, target_fpr=cfg.target_fpr)
-    if cfg.threshold == "quantile":
-        return metrics.calibrate("quantile", benign_scores, q=cfg.threshold_quantile)
-    raise ValueError(f"threshold must be fpr, quantile or fixed, got {cfg.threshold!r}")
-
-
-def feature_attribution(err_WxF: np.ndarray, label_W: np.ndarray, classes, features) -> dict:
-    """Per class: the features with the largest mean reconstruction error."""
+def feature_attribution(contrib_WxF: np.ndarray, label_W: np.ndarray, classes, features) -> dict:
+    """Per class: the features with the largest mean contribution to the anomaly score."""
     out = {}
     for c in np.unique(label_W):
-        mean_F = err_WxF[label_W == c].mean(axis=0)
+        mean_F = contrib_WxF[label_W == c].mean(axis=0)
         top = np.argsort(mean_F)[::-1][:TOP_FEATURES]
         out[classes[c]] = {features[j]: round(float(mean_F[j]), 6) for j in top}
     return out
@@ -94,20 +68,18 @@ def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray
 def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | None = None) -> dict:
     model, meta = run.load_run(os.path.join(workdir, "stage1"))
     cfg = Config.from_json(meta["config"])
+    error_model, threshold = stage1.load(os.path.join(workdir, "stage1"))
     w, s = _windows_for(meta, data_path, split)
-    err_KxWxF = score.member_errors(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
-    score_W = combine_members(err_KxWxF, cfg.ensemble_score)
-    if "threshold" not in meta:
-        raise FileNotFoundError(
-            f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: its training did not finish; re-run it"
-        )
-    threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
+    score_W, contrib_WxF = score.window_scores(
+        model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size
+    )
     y_W = w.any_attack[s].astype(np.int64)
     attack_W = windows.last_attack_label(w.label_N, w.starts[s], w.window)
     names = np.asarray(w.classes, dtype=object)[attack_W]
     report = metrics.detection_report(y_W, score_W, threshold, attack_labels=names)
-    report["feature_error"] = feature_attribution(
-        err_KxWxF.mean(axis=0), attack_W, w.classes, w.features
+    report["score"] = error_model.describe()
+    report["feature_contribution"] = feature_attribution(
+        contrib_WxF, attack_W, w.classes, w.features
     )
     report["windows"] = w.summary()[s]
     if plot_prefix is not None:
@@ -187,6 +159,8 @@ def evaluate_job(
             report["runs"][name] = classifier_report(run_dir, data_path, split)
     if not report["runs"]:
         raise FileNotFoundError(f"no trained runs (stage1/, stage2/, dnn/, cnn/) in {workdir}")
+    for name, r in report["runs"].items():
+        r["training"] = _training(os.path.join(workdir, name))
     if plot_prefix is not None:
         from lstmae_jax import plots as plots_lib
 
@@ -200,6 +174,17 @@ def evaluate_job(
     atomic.write_bytes(md, markdown(report).encode("utf-8"))
     logging.info("wrote %s and %s", output, md)
     return report
+
+
+def _training(run_dir: str) -> dict:
+    """How the run's training ended, from its summary.json (absent: interrupted)."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return {"ended": "unknown: no summary.json (training did not finish)"}
+    with open(path) as f:
+        s = json.load(f)
+    keys = ("ended", "epochs_run", "steps", "best_val_loss")
+    return {k: s[k] for k in keys if k in s}
 
 
 def _pct(x) -> str:
@@ -220,7 +205,8 @@ def markdown(report: dict) -> str:
         lines += [
             "## Stage 1: LSTM-AE anomaly detection",
             "",
-            f"Threshold {t['value']:.6g} ({t['method']}, {json.dumps(t['params'])}).",
+            f"Score: {r['score']}. Threshold {t['value']:.6g} ({t['method']}, "
+            f"{json.dumps(t['params'])}). Training: {r['training']['ended']}.",
             "",
             "| windows | attack | ROC AUC | PR AUC | accuracy | precision | recall | F1 | FPR |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -243,6 +229,8 @@ def markdown(report: dict) -> str:
             b = r["binary"]
             lines += [
                 f"## {name}: classification",
+                "",
+                f"Training: {r['training']['ended']}.",
                 "",
                 "| accuracy | macro F1 | weighted F1 | attack precision | attack recall | attack F1 | FPR |",
                 "|---|---|---|---|---|---|---|",

@@ -4,13 +4,15 @@ The exported function takes *raw* (cleaned, unscaled) flow features x_BxTxF, flo
 columns in the sidecar's ``features`` order, with a symbolic batch dimension, and
 returns a dict:
 
-* ``score_B``: the stage-1 anomaly score (mean absolute reconstruction error),
-* ``err_BxF``: per-feature error (which features made the window anomalous),
+* ``score_B``: the stage-1 anomaly score (``anomaly.score`` with the run's fitted error
+  model: the number the threshold was calibrated on),
+* ``contrib_BxF``: each feature's contribution to it (which features raised the alert),
 * ``flagged_B``: ``score_B > threshold``,
 * ``probs_BxC``: stage-2 class probabilities (only when stage 2 was trained).
 
-The scaler (log1p + standardisation) is baked into the function, and the sidecar
-``scorer.json`` records features, window, scaler, threshold, classes and versions.
+The scaler and the error model are baked into the function, and the sidecar
+``scorer.json`` records features, window, scaler, error model, threshold, classes and
+versions.
 Loading (``load_scorer``) needs only jax and numpy: no Flax, no training code.
 One artifact serves CPU and CUDA (lowered for both, even on a CPU-only machine).
 """
@@ -24,17 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstmae_jax import atomic
+from lstmae_jax import anomaly, atomic, data
 
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 FORMAT_VERSION = 1
-
-
-def _scale(x_BxTxF: jax.Array, scaler: dict) -> jax.Array:
-    log = jnp.asarray(scaler["log"])
-    x = jnp.where(log, jnp.log1p(jnp.maximum(x_BxTxF, 0.0)), x_BxTxF)
-    return (x - jnp.asarray(scaler["mean"], jnp.float32)) / jnp.asarray(scaler["std"], jnp.float32)
 
 
 def export_scorer(
@@ -52,7 +48,8 @@ def export_scorer(
             f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: training did not finish"
         )
     cfg = Config.from_json(meta["config"])
-    scaler, threshold = meta["scaler"], meta["threshold"]
+    scaler, threshold, error_model = meta["scaler"], meta["threshold"], meta["error_model"]
+    transform = data.Scaler.from_json(scaler).transform
     stage2, classes = None, None
     if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
         stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
@@ -64,16 +61,11 @@ def export_scorer(
     s2 = nnx.split(stage2) if stage2 is not None else None
 
     def scorer(x_BxTxF: jax.Array) -> dict:
-        x = _scale(x_BxTxF, scaler)
-        xhat = nnx.merge(ae_def, ae_state)(x)
-        if xhat.ndim == 3:  # a single autoencoder; an ensemble gives K x B x T x F
-            xhat = xhat[None]
-        err_KxBxF = jnp.mean(jnp.abs(xhat - x[None]), axis=2)
-        per_member_KxB = err_KxBxF.mean(axis=2)
-        score_B = per_member_KxB.max(0) if cfg.ensemble_score == "max" else per_member_KxB.mean(0)
+        x = transform(x_BxTxF, xp=jnp)
+        score_B, contrib_BxF = anomaly.score(x, nnx.merge(ae_def, ae_state)(x), error_model)
         out = {
             "score_B": score_B,
-            "err_BxF": err_KxBxF.mean(0),
+            "contrib_BxF": contrib_BxF,
             "flagged_B": score_B > threshold["value"],
         }
         if s2 is not None:
@@ -93,7 +85,8 @@ def export_scorer(
         "input": "raw cleaned features, float32, shape [batch, window, features]",
         "scaler": scaler,
         "threshold": threshold,
-        "score": f"mean absolute reconstruction error ({cfg.ensemble} member(s), {cfg.ensemble_score})",
+        "score": f"{error_model.describe()} ({cfg.ensemble} member(s), {cfg.ensemble_score})",
+        "error_model": error_model.to_json(),
         "classes": classes,
         "cleaning": {"nonfinite": cfg.nonfinite, "negative": cfg.negative},
         "jax_version": jax.__version__,

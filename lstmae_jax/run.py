@@ -16,10 +16,10 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import atomic, checkpoint, data, steps, train, windows
+from lstmae_jax import atomic, checkpoint, data, stage1, steps, train, windows
 from lstmae_jax.config import Config
 
-THRESHOLD_FILE = "threshold.json"
+THRESHOLD_FILE = stage1.THRESHOLD_FILE
 
 
 def run_name(cfg: Config) -> str:
@@ -48,8 +48,9 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
     model.eval()
     threshold_path = os.path.join(run_dir, THRESHOLD_FILE)
     if os.path.exists(threshold_path):
-        with open(threshold_path) as f:
-            meta["threshold"] = json.load(f)
+        error_model, threshold = stage1.load(run_dir)
+        meta["threshold"] = json.loads(threshold.to_json())
+        meta["error_model"] = error_model
     return model, meta
 
 
@@ -80,6 +81,7 @@ def build_windows(
         train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
         scaler=scaler,
         scaler_kind=cfg.scaler,
+        scaler_clip=cfg.input_clip,
     )
 
 
@@ -131,7 +133,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
     result = train.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold = None
     if cfg.model == "lstm_ae" and cfg.stage == 1 and not result.preempted:
-        threshold = calibrate_threshold(cfg, result.model, windowed, run_dir)
+        threshold = stage1.calibrate(cfg, result.model, windowed, run_dir)["threshold"]
     summary = {
         "run_dir": run_dir,
         "model": run_name(cfg),
@@ -139,6 +141,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
         "best_val_loss": result.best_val_loss,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
+        "ended": result.ended,
         "preempted": result.preempted,
         "resumed_from": result.resumed_from,
         "threshold": threshold,
@@ -147,26 +150,3 @@ def train_job(cfg: Config, workdir: str) -> dict:
     if jax.process_index() == 0:  # one writer across hosts
         atomic.write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
-
-
-def calibrate_threshold(
-    cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str
-) -> dict:
-    """Chooses the stage-1 threshold on benign validation windows; saves it with the run."""
-    from lstmae_jax import evaluate, score  # evaluate imports this module
-
-    benign = windowed.starts["val"][~windowed.any_attack["val"]]
-    err_KxWxF = score.member_errors(
-        model, windowed.x_NxF, benign, windowed.window, cfg.eval_batch_size
-    )
-    threshold = evaluate.calibrate(cfg, evaluate.combine_members(err_KxWxF, cfg.ensemble_score))
-    record = json.loads(threshold.to_json())
-    if jax.process_index() == 0:  # one writer across hosts
-        atomic.write_json(os.path.join(run_dir, THRESHOLD_FILE), record)
-    logging.info(
-        "threshold %.6g (%s) from %d benign validation windows",
-        threshold.value,
-        threshold.method,
-        len(benign),
-    )
-    return record

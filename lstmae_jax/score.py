@@ -1,9 +1,9 @@
 """Batched, jitted scoring of windows with a trained model.
 
-Stage 1 gives, for every window, the per-feature reconstruction error err_WxF (mean
-over the window's T flows of |x - xhat|), so a report can say which features made a
-window anomalous; the anomaly score is its mean over features (the reference paper's
-mean absolute error). Classifiers give logits_WxC.
+Stage 1: ``member_errors`` gives each member's per-feature error err_KxWxF (the input of
+the error model's fit), and ``window_scores`` the anomaly score and per-feature
+contributions through ``anomaly.score``, the one definition of the score. Classifiers
+give logits_WxC.
 
 Batches have one fixed shape (the last is padded), so each function compiles once.
 """
@@ -17,17 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstmae_jax import windows
+from lstmae_jax import anomaly, windows
 
 
 def _batched(
     model: nnx.Module,
-    fn: Callable[[nnx.Module, jax.Array], jax.Array],
+    fn: Callable[[nnx.Module, jax.Array], tuple[jax.Array, ...]],
     x_NxF: np.ndarray,
     starts_W: np.ndarray,
     window: int,
     batch_size: int,
-) -> np.ndarray:
+    empty: tuple[tuple[int, ...], ...],
+) -> tuple[np.ndarray, ...]:
+    """``fn`` over batches of windows; returns its outputs concatenated over windows
+    (``empty``: their trailing shapes, for the case of no windows)."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -42,40 +45,50 @@ def _batched(
         out = step(state, table, jnp.asarray(starts_W[idx], jnp.int32))
         outs.append((out, int(valid.sum())))
     if not outs:
-        return np.zeros((0,), np.float32)
-    return np.concatenate([np.asarray(o)[:n] for o, n in outs])
-
-
-def reconstruction_errors(
-    model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
-) -> np.ndarray:
-    """err_WxF: mean absolute reconstruction error per window and feature.
-
-    An ensemble (``model(x)`` returns K x B x T x F) gives the mean over members, or use
-    ``member_errors`` for each member's.
-    """
-    return member_errors(model, x_NxF, starts_W, window, batch_size).mean(axis=0)
+        return tuple(np.zeros((0, *shape), np.float32) for shape in empty)
+    return tuple(np.concatenate([np.asarray(o[i])[:n] for o, n in outs]) for i in range(len(empty)))
 
 
 def member_errors(
     model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
 ) -> np.ndarray:
-    """err_KxWxF for an ensemble of K members (K = 1 for a single LSTM-AE)."""
+    """err_KxWxF: per-member, per-feature mean absolute error (K = 1 for one LSTM-AE)."""
 
     def fn(m, x_BxTxF):
-        xhat = m(x_BxTxF)
-        if xhat.ndim == 3:
-            xhat = xhat[None]
-        return jnp.swapaxes(jnp.mean(jnp.abs(xhat - x_BxTxF[None]), axis=2), 0, 1)  # B x K x F
+        return (jnp.swapaxes(anomaly.errors(x_BxTxF, m(x_BxTxF)), 0, 1),)  # B x K x F
 
-    err_WxKxF = _batched(model, fn, x_NxF, starts_W, window, batch_size)
-    if err_WxKxF.ndim == 1:  # no windows
-        return np.zeros((1, 0, x_NxF.shape[1]), np.float32)
+    k = getattr(model, "num_members", 1)
+    (err_WxKxF,) = _batched(model, fn, x_NxF, starts_W, window, batch_size, ((k, x_NxF.shape[1]),))
     return np.swapaxes(err_WxKxF, 0, 1)
+
+
+def reconstruction_errors(
+    model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
+) -> np.ndarray:
+    """err_WxF: per-feature mean absolute error, averaged over ensemble members."""
+    return member_errors(model, x_NxF, starts_W, window, batch_size).mean(axis=0)
+
+
+def window_scores(
+    model: nnx.Module,
+    error_model: anomaly.ErrorModel,
+    x_NxF: np.ndarray,
+    starts_W: np.ndarray,
+    window: int,
+    batch_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score_W, contrib_WxF): the stage-1 anomaly score of each window (``anomaly.score``)."""
+
+    def fn(m, x_BxTxF):
+        return anomaly.score(x_BxTxF, m(x_BxTxF), error_model)
+
+    return _batched(model, fn, x_NxF, starts_W, window, batch_size, ((), (x_NxF.shape[1],)))
 
 
 def logits(
     model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
 ) -> np.ndarray:
     """logits_WxC of a classifier."""
-    return _batched(model, lambda m, x: m(x), x_NxF, starts_W, window, batch_size)
+    c = model.num_classes if hasattr(model, "num_classes") else 0
+    (out,) = _batched(model, lambda m, x: (m(x),), x_NxF, starts_W, window, batch_size, ((c,),))
+    return out

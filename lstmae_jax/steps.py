@@ -44,6 +44,8 @@ class Task:
     members: int = 1  # ensemble size K (reconstruct only)
     num_classes: int = 0
     class_weight_C: tuple[float, ...] = ()
+    input_noise: float = 0.0  # reconstruct: std of Gaussian noise on the training inputs
+    seed: int = 0  # of that noise (folded with the step number: resumable)
 
 
 # --------------------------------------------------------------------------- model
@@ -84,8 +86,38 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
 
 
 def optimizer(cfg: Config) -> optax.GradientTransformation:
-    """Adam, as in the reference paper."""
-    return optax.adam(cfg.learning_rate)
+    """Adam (the reference paper's; AdamW with ``weight_decay``) after global-norm
+    gradient clipping, with a linear warmup over ``warmup_steps``.
+
+    The peak learning rate is an injected hyperparameter in the optimizer state, so the
+    loop can lower it on a validation plateau (``set_learning_rate``) and a checkpoint
+    carries it: a resumed run continues with the rate it had.
+    """
+
+    def make(learning_rate):
+        adam = (
+            optax.adamw(learning_rate, weight_decay=cfg.weight_decay)
+            if cfg.weight_decay > 0
+            else optax.adam(learning_rate)
+        )
+        clip = optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip > 0 else optax.identity()
+        warm = max(cfg.warmup_steps, 1)
+        warmup = optax.scale_by_schedule(lambda n: jnp.minimum(1.0, (n + 1) / warm))
+        return optax.chain(clip, adam, warmup)
+
+    return optax.inject_hyperparams(make)(learning_rate=cfg.learning_rate)
+
+
+def learning_rate(opt_state: Any) -> float:
+    """The current peak learning rate held in an ``optimizer`` state."""
+    return float(jax.device_get(opt_state.hyperparams["learning_rate"]))
+
+
+def set_learning_rate(opt_state: Any, value: float) -> Any:
+    """``opt_state`` with its peak learning rate replaced (same dtype and sharding)."""
+    old = opt_state.hyperparams["learning_rate"]
+    new = jax.device_put(jnp.asarray(value, old.dtype), old.sharding)
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})
 
 
 def init_state(
@@ -106,7 +138,10 @@ def init_state(
 
 def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
     if cfg.model == "lstm_ae" and cfg.stage == 1:
-        return Task("reconstruct", cfg.window, members=cfg.ensemble)
+        return Task(
+            "reconstruct", cfg.window, members=cfg.ensemble, input_noise=cfg.input_noise,
+            seed=cfg.seed,
+        )  # fmt: skip
     return Task("classify", cfg.window, num_classes, class_weight_C)
 
 
@@ -128,14 +163,17 @@ def _gather(table_NxF: jax.Array, starts_B: jax.Array, window: int) -> jax.Array
     return table_NxF[starts_B[:, None] + jnp.arange(window)]
 
 
-def per_window_loss(model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task):
+def per_window_loss(
+    model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task, noisy_BxTxF=None
+):
     """(loss_B, weight_B): per-window loss and its weight in the batch mean.
 
     Reconstruction: mean squared error over T and F (an ensemble's K x B x T x F output:
-    also the mean over members).
+    also the mean over members); with ``noisy_BxTxF`` the model reconstructs ``x`` from
+    it (a denoising autoencoder).
     """
     if task.kind == "reconstruct":
-        xhat = model(x_BxTxF)
+        xhat = model(x_BxTxF if noisy_BxTxF is None else noisy_BxTxF)
         axes = (1, 2) if xhat.ndim == 3 else (0, 2, 3)
         return jnp.mean((xhat - x_BxTxF) ** 2, axis=axes), jnp.ones(y_B.shape, jnp.float32)
     logits_BxC = model(x_BxTxF)
@@ -162,9 +200,13 @@ def make_steps(
         model = nnx.merge(graphdef, state.params, state.frozen, state.rest)
         model.train()
         x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
+        noisy = None
+        if task.kind == "reconstruct" and task.input_noise > 0:
+            key = jax.random.fold_in(jax.random.key(task.seed), state.step)
+            noisy = x_BxTxF + task.input_noise * jax.random.normal(key, x_BxTxF.shape)
 
         def loss_fn(model):
-            loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
+            loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task, noisy)
             # x K: the members' losses summed, so each member's gradient is its own.
             return task.members * jnp.sum(loss_B * weight_B) / jnp.sum(weight_B)
 

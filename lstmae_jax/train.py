@@ -23,12 +23,14 @@ from flax import nnx
 from lstmae_jax import checkpoint, monitor, sharding, steps, windows
 from lstmae_jax.config import Config
 
-# Options that do not change what is computed: a resume may change them (a new
-# coordinator after preemption, another process id, more frequent logging).
+# Options that do not change what is trained: a resume may change them (a new
+# coordinator after preemption, another process id, more frequent logging; the score and
+# threshold, which are fitted after training: re-running recalibrates them).
 RESUME_IGNORES = frozenset(
     {
         "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
         "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+        "score", "threshold", "target_fpr", "threshold_quantile", "threshold_value",
     }
 )  # fmt: skip
 
@@ -42,6 +44,7 @@ class FitResult:
     resumed_from: int | None
     preempted: bool
     stopped_early: bool
+    ended: str  # how training ended, in words (early stopping, epoch cap, ...)
 
 
 def class_weights(label_W: np.ndarray, num_classes: int) -> tuple[float, ...]:
@@ -244,18 +247,26 @@ def fit(
             if epoch_end:
                 drain()
                 vl = val_loss(state.params)
-                improved = vl < early["best_val_loss"]
+                lr = steps.learning_rate(state.opt_state)
+                # Improvement must be relative (min_delta), or a loss creeping down by
+                # 1e-6 an epoch would keep training to the epoch cap.
+                improved = vl < early["best_val_loss"] * (1.0 - cfg.min_delta)
                 if improved:
                     state = pick_best(state)
                     early["best_val_loss"], early["bad_epochs"] = vl, 0
                 else:
                     early["bad_epochs"] += 1
+                    if early["bad_epochs"] % cfg.lr_patience == 0:  # a plateau: lower the LR
+                        state = state.replace(
+                            opt_state=steps.set_learning_rate(state.opt_state, lr * cfg.lr_decay)
+                        )
                 early["stopped"] = early["bad_epochs"] >= cfg.patience
                 record = {
                     "epoch": order.epoch,
                     "step": step,
                     "val_loss": vl,
                     "best_val_loss": early["best_val_loss"],
+                    "learning_rate": lr,
                 }
                 history.append(record)
                 writer.write(record)
@@ -290,6 +301,21 @@ def fit(
         graphdef, jax.device_get(final), jax.device_get(state.frozen), jax.device_get(state.rest)
     )
     best.eval()
+    if preempted:
+        ended = "preempted (SIGTERM); re-run the same command to resume"
+    elif early["stopped"]:
+        ended = f"early stopping: {cfg.patience} epochs without validation improvement"
+    elif max_steps is not None and step >= max_steps:
+        ended = f"max_steps={max_steps} reached"
+    else:
+        ended = f"epoch cap: --epochs={cfg.epochs} reached while validation loss still improved"
     return FitResult(
-        best, history, early["best_val_loss"], step, resumed_from, preempted, bool(early["stopped"])
+        best,
+        history,
+        early["best_val_loss"],
+        step,
+        resumed_from,
+        preempted,
+        bool(early["stopped"]),
+        ended,
     )

@@ -111,6 +111,7 @@ def build(
     train_benign_only: bool = False,
     scaler: data.Scaler | None = None,
     scaler_kind: str = "standard",
+    scaler_clip: float = 0.0,
 ) -> Windowed:
     """Splits flows, cuts windows, fits the scaler on training rows, scales.
 
@@ -152,7 +153,7 @@ def build(
         )
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)
-        scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features, scaler_kind)
+        scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features, scaler_kind, scaler_clip)
     elif tuple(scaler.features) != tuple(flows.features):
         raise ValueError(
             f"scaler features {scaler.features} differ from the data's {flows.features}"

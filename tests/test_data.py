@@ -270,7 +270,39 @@ def test_minmax_scaler_is_the_papers():
     np.testing.assert_array_equal(sc.transform(x), [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
     assert data.Scaler.from_json(sc.to_json()) == sc
     with pytest.raises(ValueError, match="scaler must be one of"):
-        data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="robust")
+        data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="quantile")
+
+
+def test_robust_scaler_uses_median_and_iqr_and_clip_bounds():
+    rng = np.random.default_rng(1)
+    features = ("flow_duration", "syn_flag_cnt")
+    x = np.stack([rng.exponential(1e3, 2001), rng.integers(0, 5, 2001)], axis=1)
+    x[:20, 0] = 1e12  # a few extreme training rows: they move the mean, not the median
+    sc = data.fit_scaler(x, features, kind="robust")
+    logx = np.log1p(x[:, 0])
+    q25, med, q75 = np.quantile(logx, [0.25, 0.5, 0.75])
+    assert sc.mean[0] == pytest.approx(med) and sc.std[0] == pytest.approx((q75 - q25) / 1.349)
+    np.testing.assert_allclose(np.median(sc.transform(x)[:, 0]), 0.0, atol=1e-6)
+    clipped = data.fit_scaler(x, features, kind="robust", clip=3.0)
+    z = clipped.transform(x)
+    assert z.max() == 3.0 and z.min() >= -3.0
+    assert data.Scaler.from_json(clipped.to_json()) == clipped
+    with pytest.raises(ValueError, match="clip must be finite"):
+        data.fit_scaler(x, features, clip=-1.0)
+
+
+def test_scaler_runs_the_same_in_jax():
+    """The exported scorer scales with the same function (``xp=jnp``) in float32."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(2)
+    features = ("flow_duration", "syn_flag_cnt")
+    x = np.stack([rng.exponential(1e5, 500), rng.integers(0, 5, 500)], axis=1)
+    for kind, clip in (("standard", 0.0), ("robust", 2.5), ("minmax", 0.0)):
+        sc = data.fit_scaler(x, features, kind=kind, clip=clip)
+        z_np = sc.transform(x)
+        z_jnp = np.asarray(sc.transform(jnp.asarray(x, jnp.float32), xp=jnp))
+        np.testing.assert_allclose(z_jnp, z_np, rtol=1e-5, atol=1e-5)
 
 
 def test_comma_separated_list_keeps_the_given_order(shared_data):

@@ -1,5 +1,6 @@
 """End to end on generated data: train stage 1 and 2, threshold, evaluate, export, score."""
 
+import dataclasses
 import json
 import os
 
@@ -8,7 +9,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import config, data, evaluate, export, metrics, run, score, synthetic, windows
+from lstmae_jax import (
+    anomaly,
+    config,
+    data,
+    evaluate,
+    export,
+    metrics,
+    run,
+    score,
+    stage1,
+    synthetic,
+    windows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +41,23 @@ def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
     assert t["params"]["benign_fpr"] <= 0.01
     saved = json.loads(open(os.path.join(root, "stage1", run.THRESHOLD_FILE)).read())
     assert saved == t
-    # Recompute: the threshold is fpr_threshold of the benign validation scores.
+    # Recompute: the error model is fitted on the benign training windows, the threshold
+    # is fpr_threshold of the benign validation scores under it.
     model, meta = run.load_run(os.path.join(root, "stage1"))
     flows = data.load_flows(cfg.data)
     w = windows.build(flows, window=cfg.window, train_benign_only=True)
+    em = meta["error_model"]
+    assert em.kind == cfg.score != "mae"  # the default is a fitted model
+    train = w.starts["train"][~w.any_attack["train"]]
+    assert em.fitted_on == len(train)
+    bs = cfg.eval_batch_size  # as calibration did: float sums depend on the batch shape
+    refit = anomaly.fit(score.member_errors(model, w.x_NxF, train, cfg.window, bs), em.kind)
+    np.testing.assert_allclose(refit.mean_KxF, em.mean_KxF, rtol=1e-5, atol=1e-7)
     benign = w.starts["val"][~w.any_attack["val"]]
-    err = score.reconstruction_errors(model, w.x_NxF, benign, cfg.window)
-    assert t["value"] == metrics.fpr_threshold(err.mean(axis=1), 0.01)
+    s_W, contrib_WxF = score.window_scores(model, em, w.x_NxF, benign, cfg.window, bs)
+    np.testing.assert_allclose(contrib_WxF.sum(axis=1), s_W, rtol=1e-4, atol=1e-6)
+    assert t["value"] == metrics.fpr_threshold(s_W, 0.01)
+    assert stage1.load(os.path.join(root, "stage1"))[0] == em
 
 
 def test_stage2_uses_stage1_encoder_frozen(workdir):
@@ -59,7 +82,8 @@ def test_evaluate_report(workdir, tmp_path):
     s1 = saved["runs"]["stage1"]
     assert s1["n"] == s1["n_benign"] + s1["n_attack"]
     assert set(s1["per_attack"]) <= set(synthetic.DEFAULT_ATTACK_MIX)
-    assert all(len(v) == evaluate.TOP_FEATURES for v in s1["feature_error"].values())
+    assert all(len(v) == evaluate.TOP_FEATURES for v in s1["feature_contribution"].values())
+    assert s1["score"] == stage1.load(os.path.join(root, "stage1"))[0].describe()
     s2 = saved["runs"]["stage2"]
     assert 0.0 <= s2["accuracy"] <= 1.0 and "confusion_matrix" in s2
     md = (tmp_path / "report.md").read_text()
@@ -79,9 +103,13 @@ def test_export_round_trip(workdir, tmp_path):
     # Symbolic batch: two batch sizes through one artifact.
     out = scorer(raw)
     assert scorer(raw[:3])["score_B"].shape == (3,)
-    ref_err = score.reconstruction_errors(model, sc.transform(flows.x_NxF), starts, cfg.window)
+    ref_score, ref_contrib = score.window_scores(
+        model, meta["error_model"], sc.transform(flows.x_NxF), starts, cfg.window
+    )
     # The artifact scales in float32, training scaled in float64 then cast: float32 rounding.
-    np.testing.assert_allclose(out["err_BxF"], ref_err, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["score_B"], ref_score, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["contrib_BxF"], ref_contrib, rtol=1e-4, atol=1e-4)
+    assert sidecar["error_model"] == meta["error_model"].to_json()
     np.testing.assert_array_equal(out["flagged_B"], out["score_B"] > s1["threshold"]["value"])
     assert out["probs_BxC"].shape == (len(starts), len(sidecar["classes"]))
     np.testing.assert_allclose(out["probs_BxC"].sum(axis=1), 1.0, rtol=1e-5)
@@ -102,9 +130,21 @@ def test_ensemble_trains_members_together(tmp_path):
     wd = windows.build(flows, window=cfg.window, train_benign_only=True)
     err_K = score.member_errors(model, wd.x_NxF, wd.starts["test"][:50], cfg.window)
     assert err_K.shape == (3, 50, len(flows.features))
-    mean = evaluate.combine_members(err_K, "mean")
-    assert np.allclose(mean, err_K.mean(axis=2).mean(axis=0))
-    assert np.all(evaluate.combine_members(err_K, "max") >= mean)
+    # Members combine through the one score: each member its own error model.
+    _, meta = run.load_run(os.path.join(tmp_path, "stage1"))
+    em = meta["error_model"]
+    assert len(em.mean_KxF) == 3
+    per_member = [
+        anomaly.score_errors(err_K[k : k + 1], em_k)[0]
+        for k, em_k in enumerate(
+            anomaly.ErrorModel(em.kind, "mean", em.num_features, (m,), (p,), fitted_on=em.fitted_on)
+            for m, p in zip(em.mean_KxF, em.precision_KxFxF, strict=True)
+        )
+    ]
+    mean, _ = anomaly.score_errors(err_K, em)
+    np.testing.assert_allclose(mean, np.mean(per_member, axis=0), rtol=1e-5)
+    mx, _ = anomaly.score_errors(err_K, dataclasses.replace(em, combine="max"))
+    np.testing.assert_allclose(mx, np.max(per_member, axis=0), rtol=1e-5)
     assert summary["threshold"]["params"]["benign_fpr"] <= 0.01
 
 
@@ -112,3 +152,14 @@ def test_stage2_refuses_another_split_than_stage1(workdir):
     root, cfg, _, _ = workdir
     with pytest.raises(ValueError, match="stage 2 --split=random differs from stage 1's temporal"):
         run.train_job(cfg.replace(stage=2, split="random"), str(root))
+
+
+def test_rerun_with_another_score_recalibrates_without_training(tmp_path):
+    path = synthetic.write(synthetic.generate(1500, seed=3), str(tmp_path / "flows.parquet"))
+    cfg = config.smoke(data=path, epochs=1, batch_size=32)
+    first = run.train_job(cfg, str(tmp_path))
+    again = run.train_job(cfg.replace(score="mae"), str(tmp_path))
+    assert again["resumed_from"] == first["steps"] and again["steps"] == first["steps"]
+    em, threshold = stage1.load(os.path.join(tmp_path, "stage1"))
+    assert em.kind == "mae" and threshold.value == again["threshold"]["value"]
+    assert again["threshold"]["value"] != first["threshold"]["value"]

@@ -115,11 +115,48 @@ def test_uneven_batch_is_a_clear_error(tmp_path):
 
 
 def test_early_stopping_restores_best(tmp_path):
-    # learning_rate=0: validation loss never improves after epoch 1.
-    cfg = config.smoke(epochs=10, patience=2, learning_rate=0.0)
+    # A vanishing learning rate: no epoch after the first improves by min_delta.
+    cfg = config.smoke(epochs=10, patience=2, learning_rate=1e-12)
     result = train.fit(cfg, str(tmp_path), _windowed())
-    assert result.stopped_early
+    assert result.stopped_early and result.ended.startswith("early stopping")
     assert len(result.history) == 3  # epoch 1 sets the best, 2 and 3 do not improve
+
+
+def test_learning_rate_drops_on_a_plateau(tmp_path):
+    cfg = config.smoke(epochs=10, patience=3, lr_patience=1, lr_decay=0.5, learning_rate=1e-12)
+    result = train.fit(cfg, str(tmp_path), _windowed())
+    # Each epoch records the rate it trained with; each bad epoch halves it afterwards.
+    assert [h["learning_rate"] for h in result.history] == pytest.approx(
+        [1e-12, 1e-12, 5e-13, 2.5e-13]
+    )
+
+
+def test_epoch_cap_is_reported(uninterrupted):
+    _, result = uninterrupted
+    assert result.ended.startswith("epoch cap") and not result.stopped_early
+
+
+def test_warmup_and_clipping_shape_the_first_step():
+    """Step 1 moves the parameters by warmup/warmup_steps of Adam's step, and clipping
+    leaves Adam's step unchanged in size (it is scale-free) but not the gradient."""
+    import jax.numpy as jnp
+    import optax
+
+    from lstmae_jax import steps
+
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # global norm 50
+    for warmup, expected in ((1, 1e-2), (10, 1e-3)):
+        tx = steps.optimizer(config.smoke(learning_rate=1e-2, warmup_steps=warmup))
+        updates, state = tx.update(grads, tx.init(params), params)
+        np.testing.assert_allclose(np.abs(updates["w"][:2]), expected, rtol=1e-3)
+        assert steps.learning_rate(state) == pytest.approx(1e-2)
+    # Adam's first moment after one step is (1 - b1) * the (clipped) gradient.
+    for clip, norm in ((1.0, 1.0), (0.0, 50.0)):
+        tx = steps.optimizer(config.smoke(grad_clip=clip))
+        _, state = tx.update(grads, tx.init(params), params)
+        mu = optax.tree_utils.tree_get(state, "mu")
+        assert float(optax.tree.norm(mu)) == pytest.approx(0.1 * norm, rel=1e-5)
 
 
 def test_non_finite_loss_stops_with_step(tmp_path):

@@ -1,0 +1,114 @@
+"""What a trained stage 1 needs besides its weights: the error model and the threshold.
+
+Shared by the jobs (``run`` calibrates after training; ``evaluate``, ``export`` and the
+benchmark score with the result), so no job imports another. The split of the benign
+data is deliberate:
+
+* the error model (``anomaly.fit``) is fitted on the error vectors of **benign training
+  windows** (at most ``ERROR_MODEL_WINDOWS``, evenly spaced in time);
+* the threshold is chosen on the scores of **benign validation windows**, which the
+  error model never saw, so the calibrated false-positive rate is an out-of-sample one.
+
+No test window touches either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from lstmae_jax import anomaly, atomic, metrics, score, windows
+from lstmae_jax.config import Config
+
+ERROR_MODEL_FILE = "error_model.json"
+THRESHOLD_FILE = "threshold.json"
+ERROR_MODEL_WINDOWS = 100_000  # enough for an F x F covariance, bounded fitting time
+
+
+def threshold_from_scores(cfg: Config, benign_scores: np.ndarray) -> metrics.Threshold:
+    """The stage-1 threshold chosen by ``cfg.threshold`` from benign validation scores."""
+    if cfg.threshold == "fixed":
+        return metrics.calibrate(
+            "fixed", benign_scores if len(benign_scores) else None, value=cfg.threshold_value
+        )
+    if len(benign_scores) == 0:
+        raise ValueError(
+            f"threshold={cfg.threshold} needs benign validation windows; there are none"
+        )
+    if cfg.threshold == "fpr":
+        return metrics.calibrate("fpr", benign_scores, target_fpr=cfg.target_fpr)
+    if cfg.threshold == "quantile":
+        return metrics.calibrate("quantile", benign_scores, q=cfg.threshold_quantile)
+    raise ValueError(f"threshold must be fpr, quantile or fixed, got {cfg.threshold!r}")
+
+
+def spread(starts_W: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``starts_W``, evenly spaced (deterministic, keeps time order)."""
+    if len(starts_W) <= limit:
+        return starts_W
+    return starts_W[np.linspace(0, len(starts_W) - 1, limit).round().astype(np.int64)]
+
+
+def fit_error_model(
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed
+) -> anomaly.ErrorModel:
+    """``cfg.score``'s error model on the benign training windows of ``windowed``."""
+    benign = windowed.starts["train"][~windowed.any_attack["train"]]
+    benign = spread(benign, ERROR_MODEL_WINDOWS)
+    if cfg.score == "mae":
+        return anomaly.fit(
+            np.zeros((cfg.ensemble, len(benign), len(windowed.features))), "mae", cfg.ensemble_score
+        )
+    err_KxWxF = score.member_errors(
+        model, windowed.x_NxF, benign, windowed.window, cfg.eval_batch_size
+    )
+    return anomaly.fit(err_KxWxF, cfg.score, cfg.ensemble_score)
+
+
+def calibrate(cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str) -> dict:
+    """Fits the error model, chooses the threshold; saves both with the run (process 0)."""
+    error_model = fit_error_model(cfg, model, windowed)
+    benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
+    score_W, _ = score.window_scores(
+        model, error_model, windowed.x_NxF, benign_val, windowed.window, cfg.eval_batch_size
+    )
+    threshold = threshold_from_scores(cfg, score_W)
+    record = json.loads(threshold.to_json())
+    if jax.process_index() == 0:  # one writer across hosts
+        atomic.write_json(os.path.join(run_dir, ERROR_MODEL_FILE), error_model.to_json())
+        atomic.write_json(os.path.join(run_dir, THRESHOLD_FILE), record)
+    logging.info(
+        "score %s fitted on %d benign training windows; threshold %.6g (%s) from %d benign "
+        "validation windows",
+        error_model.kind,
+        error_model.fitted_on,
+        threshold.value,
+        threshold.method,
+        len(benign_val),
+    )
+    return {"threshold": record, "error_model": error_model}
+
+
+def load(run_dir: str) -> tuple[anomaly.ErrorModel, metrics.Threshold]:
+    """The saved error model and threshold of a stage-1 run (clear error when missing)."""
+    paths = [os.path.join(run_dir, f) for f in (ERROR_MODEL_FILE, THRESHOLD_FILE)]
+    for p in paths:
+        if not os.path.exists(p):
+            raise FileNotFoundError(
+                f"{p} is missing: stage-1 training did not finish calibrating; re-run it"
+            )
+    try:
+        with open(paths[0]) as f:
+            error_model = anomaly.ErrorModel.from_json(json.load(f))
+        with open(paths[1]) as f:
+            threshold = metrics.Threshold.from_json(f.read())
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{run_dir}: unreadable {ERROR_MODEL_FILE} or {THRESHOLD_FILE}: {e}"
+        ) from e
+    return error_model, threshold
