@@ -131,9 +131,10 @@ def train_job(cfg: Config, workdir: str) -> dict:
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
     meta_extra["data"] = windowed.summary()
     result = train.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
-    threshold = None
+    threshold, score = None, None
     if cfg.model == "lstm_ae" and cfg.stage == 1 and not result.preempted:
-        threshold = stage1.calibrate(cfg, result.model, windowed, run_dir)["threshold"]
+        calibrated = stage1.calibrate(cfg, result.model, windowed, run_dir)
+        threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {
         "run_dir": run_dir,
         "model": run_name(cfg),
@@ -144,6 +145,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
         "ended": result.ended,
         "preempted": result.preempted,
         "resumed_from": result.resumed_from,
+        "score": score,
         "threshold": threshold,
         "data": windowed.summary(),
     }
