@@ -251,12 +251,18 @@ def _stage2_choice(rec: dict) -> str:
 
 
 def _stage1_choice(rec: dict, what: str) -> str:
-    vals = ", ".join(
-        f"lr {r['config'].get('learning_rate', 1e-3):g} enc {r['config'].get('encoder_sizes', [64])}"
-        f": {what} {r['score']:.4f} ({r['epochs_run']} epochs)"
-        for r in rec["candidates"]
-    )
-    return f"candidate {rec['chosen']} of [{vals}]"
+    def one(i, r):
+        c = r["config"]
+        name = f"lr {c.get('learning_rate', 1e-3):g} enc {c.get('encoder_sizes', [64])}"
+        if "score_kind" in r:
+            name = f"noise {c.get('input_noise', 1.0):g}, {r['score_kind']}"
+        extra = ""
+        if "selection_recall" in r:
+            extra = f", recall {_p(r['selection_recall'], 1)}%, FPR {_p(r['selection_fpr'], 1)}%"
+        text = f"{name}: {what} {r['score']:.4f}{extra} ({r['epochs_run']} epochs)"
+        return f"**{text}**" if i == rec["chosen"] else text
+
+    return "[" + "; ".join(one(i, r) for i, r in enumerate(rec["candidates"])) + "]"
 
 
 def _small_classes(splits: dict, limit: int = 6) -> str:
@@ -331,21 +337,23 @@ def markdown(report: dict) -> str:
             f"Files: {', '.join(f'`{f}`' for f in s['files'])} ({s['features']} features). "
             f"Stage 1 trains on rows {r['stage1_train']} (benign), early-stops and sets the "
             f"threshold (1% FPR) on rows {r['stage1_holdout_benign']} (benign); its "
-            f"hyperparameters are chosen by ROC AUC on the labelled selection chunk rows "
-            f"{r['stage1_selection']} (first DDoS run and the benign run after it); test: all "
+            f"hyperparameters and score are chosen on the labelled selection chunk rows "
+            f"{r['stage1_selection']} (first DDoS run and the benign run after it: at the "
+            "calibrated threshold, FPR within 2% first, then recall, then ROC AUC); test: all "
             f"windows starting in rows {r['stage1_test']}. Stage 2, DNN, CNN: temporal split "
             f"{r['stage2_fractions']} (train earlier, test later; F1 of the DDoS class).",
             "",
             "Stage 1 ground truth: a window is an attack window when any of its flows is one. "
-            "Each stage-1 network is scored by every error model (`mae`, `mahalanobis`); the "
+            "Each stage-1 network is scored by every error model (`mae`, `zscore`, "
+            "`mahalanobis`); the "
             "selection chunk chooses the pair. Peers (`benchmarks/peers.py`) are fitted on the "
             "same benign training windows, represented by the last flow (`_flow`) or the whole "
             "window flattened (`_window`), and thresholded by the same rule.",
             "",
             "| T | chosen score | S1 selection AUC | S1 ROC AUC | S1 PR AUC | S1 recall % | S1 FPR % "
-            "| mae ROC AUC | mahalanobis ROC AUC | best peer | peer ROC AUC "
+            "| mae ROC AUC | zscore ROC AUC | mahalanobis ROC AUC | best peer | peer ROC AUC "
             "| stage 2 F1 % | DNN F1 % | CNN F1 % |",
-            "|---" * 14 + "|",
+            "|---" * 15 + "|",
         ]
         for T, w in s["windows"].items():
             s1 = w["stage1"]
@@ -356,6 +364,7 @@ def markdown(report: dict) -> str:
                 f"| {T} | {chosen.get('score_kind', 'mae')} | {chosen['score']:.4f} "
                 f"| {_f(t['roc_auc'])} | {_f(t['pr_auc'])} | {_p(t['recall'])} | {_p(t['fpr'])} "
                 f"| {_f(by.get('mae', {}).get('roc_auc'))} "
+                f"| {_f(by.get('zscore', {}).get('roc_auc'))} "
                 f"| {_f(by.get('mahalanobis', {}).get('roc_auc'))} | {peer} | {_f(peer_auc)} "
                 f"| {_p(w['stage2']['test']['attack']['f1'])} | {_p(w['dnn']['test']['attack']['f1'])} "
                 f"| {_p(w['cnn']['test']['attack']['f1'])} |"
@@ -393,7 +402,8 @@ def markdown(report: dict) -> str:
         ]
         for T, w in s["windows"].items():
             L.append(
-                f"- T={T}: stage 1 {_stage1_choice(w['stage1'], 'selection AUC')}; stage 2 "
+                f"- T={T}: stage 1 (chosen in bold) {_stage1_choice(w['stage1'], 'selection AUC')}; "
+                "stage 2 "
                 f"{_stage2_choice(w['stage2'])}."
             )
         L.append("")
