@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -122,7 +123,12 @@ def score_errors(err_KxBxF: jnp.ndarray, model: ErrorModel) -> tuple[jnp.ndarray
                 f"{err_KxBxF.shape[0]} ensemble members scored, error model has {mu_Kx1xF.shape[0]}"
             )
         d_KxBxF = err_KxBxF - mu_Kx1xF
-        contrib_KxBxF = d_KxBxF * jnp.einsum("kbf,kfg->kbg", d_KxBxF, prec_KxFxF)
+        # Full float32 precision: the precision matrix can hold large entries that cancel,
+        # and a reduced-precision matmul (TF32 on some GPUs) would move the score.
+        pd_KxBxF = jnp.einsum(
+            "kbf,kfg->kbg", d_KxBxF, prec_KxFxF, precision=jax.lax.Precision.HIGHEST
+        )
+        contrib_KxBxF = d_KxBxF * pd_KxBxF
     member_KxB = contrib_KxBxF.sum(axis=-1)
     if model.combine == "mean":
         return member_KxB.mean(axis=0), contrib_KxBxF.mean(axis=0)

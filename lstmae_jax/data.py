@@ -253,6 +253,8 @@ def fit_scaler(
         raise ValueError("cannot fit a scaler on zero rows")
     if clip < 0 or not np.isfinite(clip):
         raise ValueError(f"scaler clip must be finite and >= 0, got {clip}")
+    if clip > 0 and kind == "minmax":
+        raise ValueError("input clipping is for the standard and robust scalers, not minmax")
     if kind == "minmax":
         lo, hi = x_NxF.astype(np.float64).min(axis=0), x_NxF.astype(np.float64).max(axis=0)
         span = np.where(hi - lo > 1e-12, hi - lo, 1.0)

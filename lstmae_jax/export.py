@@ -33,6 +33,15 @@ SIDECAR = "scorer.json"
 FORMAT_VERSION = 1
 
 
+def float32_at_or_below(value: float) -> np.float32:
+    """The largest float32 <= ``value``: for every float32 score s, ``s > result`` exactly
+    when ``s > value`` (the float64 rule of ``Threshold.predict``), so the artifact flags
+    the windows the in-process model flags."""
+    v32 = np.float32(value)
+    # float(): numpy would compare a float32 with a Python float in float32.
+    return np.nextafter(v32, np.float32(-np.inf)) if float(v32) > value else v32
+
+
 def export_scorer(
     workdir: str, output_dir: str, platforms: tuple[str, ...] = ("cpu", "cuda")
 ) -> dict:
@@ -50,6 +59,7 @@ def export_scorer(
     cfg = Config.from_json(meta["config"])
     scaler, threshold, error_model = meta["scaler"], meta["threshold"], meta["error_model"]
     transform = data.Scaler.from_json(scaler).transform
+    threshold_f32 = float32_at_or_below(threshold["value"])
     stage2, classes = None, None
     if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
         stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
@@ -66,7 +76,7 @@ def export_scorer(
         out = {
             "score_B": score_B,
             "contrib_BxF": contrib_BxF,
-            "flagged_B": score_B > threshold["value"],
+            "flagged_B": score_B > threshold_f32,
         }
         if s2 is not None:
             out["probs_BxC"] = jax.nn.softmax(nnx.merge(*s2)(x), axis=-1)

@@ -30,7 +30,8 @@ RESUME_IGNORES = frozenset(
     {
         "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
         "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-        "score", "threshold", "target_fpr", "threshold_quantile", "threshold_value",
+        "score", "ensemble_score", "threshold", "target_fpr", "threshold_quantile",
+        "threshold_value",
     }
 )  # fmt: skip
 
@@ -308,7 +309,7 @@ def fit(
     elif max_steps is not None and step >= max_steps:
         ended = f"max_steps={max_steps} reached"
     else:
-        ended = f"epoch cap: --epochs={cfg.epochs} reached while validation loss still improved"
+        ended = f"epoch cap: --epochs={cfg.epochs} reached before early stopping"
     return FitResult(
         best,
         history,

@@ -318,3 +318,8 @@ def test_label_encoded_copies_are_refused(tmp_path):
     pq.write_table(pa.table({"Flow Duration": [1.0, 2.0], "Label": ["0", "1"]}), path)
     with pytest.raises(ValueError, match="labels are numbers"):
         data.load_flows(str(path))
+
+
+def test_minmax_refuses_clipping():
+    with pytest.raises(ValueError, match="not minmax"):
+        data.fit_scaler(np.ones((3, 1)), ("flow_duration",), kind="minmax", clip=1.0)

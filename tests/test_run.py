@@ -163,3 +163,11 @@ def test_rerun_with_another_score_recalibrates_without_training(tmp_path):
     em, threshold = stage1.load(os.path.join(tmp_path, "stage1"))
     assert em.kind == "mae" and threshold.value == again["threshold"]["value"]
     assert again["threshold"]["value"] != first["threshold"]["value"]
+
+
+def test_float32_threshold_flags_as_the_float64_rule():
+    for value in (0.1, 1 / 3, 219.0626983642578, 1e-30, -2.5):
+        t32 = export.float32_at_or_below(value)
+        around = np.float32(value) + np.arange(-4, 5) * np.spacing(np.float32(value))
+        s = np.concatenate([around, np.nextafter(around, np.float32(np.inf))]).astype(np.float32)
+        np.testing.assert_array_equal(s > t32, s.astype(np.float64) > np.float64(value))
