@@ -275,9 +275,10 @@ def _any_attack(label_N: np.ndarray, starts_W: np.ndarray, T: int) -> np.ndarray
     return (label_N[starts_W[:, None] + np.arange(T)] != 0).any(axis=1)
 
 
-def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, dict]:
+def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, dict, dict]:
     """Trains each network of ``grid`` once and scores it with every error model; the
-    selection chunk chooses the (network, score) pair.
+    selection chunk chooses the (network, score) pair. Returns the chosen pair, the
+    selection record, and the chosen network under every error model (kind -> Trained).
 
     The key is the operating point first, then the ranking: at the threshold calibrated
     on the benign hold-out (1% FPR), is the selection chunk's FPR within the 2% target,
@@ -315,7 +316,10 @@ def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, di
         return (r["selection_fpr"] <= 0.02, round(r["selection_recall"], 3), r["score"])
 
     best = max(range(len(records)), key=lambda i: key(records[i]))  # first on ties
-    return cands[best], {"candidates": records, "chosen": best}
+    first = best - best % len(S["scores"])  # candidates go network by network
+    span = range(first, first + len(S["scores"]))
+    by_kind = {records[i]["score_kind"]: cands[i] for i in span}
+    return cands[best], {"candidates": records, "chosen": best}, by_kind
 
 
 def sequence_rows(flows: data.Flows) -> dict:
@@ -389,7 +393,9 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
         names_tst = np.asarray(flows.classes, dtype=object)[
             windows.last_attack_label(flows.label_N, tst, T)
         ]
-        s1, choice = stage1_scored(H, S, w1, cfg0, sel, y_sel, S["sequence_stage1_grid"])
+        s1, choice, s1_by_kind = stage1_scored(
+            H, S, w1, cfg0, sel, y_sel, S["sequence_stage1_grid"]
+        )
 
         def detect(t, y=y_tst, names=names_tst, w1=w1, tst=tst):
             thr = harness.fpr_threshold(t.cfg, harness.ae_scores(t, w1, w1.starts["val"]))
@@ -397,9 +403,7 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
 
         rec = {"stage1": {**choice, "test": detect(s1)}}
         # The chosen network under every error model (what the score alone changes).
-        rec["stage1_by_score"] = {
-            kind: detect(harness.with_score(s1, kind, w1)) for kind in S["scores"]
-        }
+        rec["stage1_by_score"] = {kind: detect(t) for kind, t in s1_by_kind.items()}
         if _PLOTS.value:
             thr = harness.fpr_threshold(s1.cfg, harness.ae_scores(s1, w1, w1.starts["val"]))
             draw(

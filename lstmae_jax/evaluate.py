@@ -68,7 +68,10 @@ def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray
 def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | None = None) -> dict:
     model, meta = run.load_run(os.path.join(workdir, "stage1"))
     cfg = Config.from_json(meta["config"])
-    error_model, threshold = stage1.load(os.path.join(workdir, "stage1"))
+    if "error_model" not in meta:  # load_run reads both files when calibration finished
+        stage1.load(os.path.join(workdir, "stage1"))  # raises, naming the missing file
+    error_model = meta["error_model"]
+    threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
     w, s = _windows_for(meta, data_path, split)
     score_W, contrib_WxF = score.window_scores(
         model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size
