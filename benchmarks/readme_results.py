@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 import detection_report
+import throughput_report
 from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -47,10 +48,12 @@ def section(results: pathlib.Path = RESULTS) -> str:
             detection_report.summary_tables(report).replace("### ", "#### "),
             "",
         ]
-    lines += _pipeline(results / "pipeline.json", rel) + _train_step(
-        results / "train_step.json", rel
-    )
-    shown = {"detection", "pipeline", "train_step"}
+    lines += _pipeline(results / "pipeline.json", rel)
+    for backend in ("cpu", "gpu"):
+        lines += _throughput(results / f"throughput_{backend}.json", rel)
+    if not (results / "throughput_gpu.json").exists():
+        lines += ["No GPU throughput figure exists yet (`benchmarks/gpu_check.sh` is ready).", ""]
+    shown = {"detection", "pipeline", "throughput_cpu", "throughput_gpu"}
     others = sorted(
         p for p in results.iterdir() if p.suffix in (".json", ".md") and p.stem not in shown
     )
@@ -104,26 +107,25 @@ def _pipeline(path: pathlib.Path, rel) -> list[str]:
     return out
 
 
-def _train_step(path: pathlib.Path, rel) -> list[str]:
+def _throughput(path: pathlib.Path, rel) -> list[str]:
     if not path.exists():
         return []
     r = json.loads(path.read_text())
-    shape = r["shape"]
-    out = [
-        f"### Training step ([{path.name}]({rel}/{path.name}))",
+    m = r["machine"]
+    quick = " --quick" if r["settings"]["quick"] else ""
+    return [
+        f"### Throughput ([{path.name}]({rel}/{path.name}))",
         "",
-        f"`python benchmarks/train_step.py` on {_machine(r['machine'])}, {r['machine']['device']}:"
-        f" {r['benchmark']}, B={shape['batch']}, T={shape['window']}, F={shape['features']},"
-        f" best of interleaved runs; LSTM input projection {r.get('lstm_input_projection', '?')}.",
+        f"`python benchmarks/throughput.py{quick}` on {m['cpu_model']} ({m['cpu_cores']} cores),"
+        f" {m['backend']} ({m['device']}), jax {m['versions']['jax']}, torch"
+        f" {m['versions']['torch']}, {r['date']}; {r['settings']['repeats']} interleaved"
+        " repeats, the best counts.",
         "",
-        "| contender | windows/s | lstmae-jax speed-up |",
-        "|---|---|---|",
+        throughput_report.render(r),
+        "",
+        "Targets: " + "; ".join(throughput_report.targets(r)) + ".",
+        "",
     ]
-    for name, v in r["windows_per_s"].items():
-        speedup = r.get("speedup_of_ours", {}).get(name)
-        out.append(f"| {name} | {v:,.0f} | {'' if speedup is None else f'{speedup}x'} |")
-    out.append("")
-    return out
 
 
 def update(readme: pathlib.Path, text: str) -> bool:

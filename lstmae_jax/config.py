@@ -49,7 +49,17 @@ class Config:
         (64,), "LSTM-AE encoder layer sizes; the last is the latent."
     )
     decoder_sizes: tuple[int, ...] = _opt((32,), "LSTM-AE decoder layer sizes.")
-    unroll: int = _opt(1, "lax.scan unroll factor of the LSTM layers.")
+    unroll: int = _opt(
+        0, "lax.scan unroll of the LSTM layers (0: auto, min(window, 16)); speed only."
+    )
+    lstm_backward: str = _opt(
+        "autodiff",
+        "LSTM gradients: autodiff (lax.scan's transpose) or fused (weight gradients as large"
+        " matmuls after the backward scan, as cuDNN does); speed only.",
+    )
+    dtype: str = _opt(
+        "float32", "Matmul operands: float32 or bfloat16 (parameters and LSTM state stay float32)."
+    )
     classifier_hidden: tuple[int, ...] = _opt(
         (64,), "Hidden sizes of the stage-2 latent classifier."
     )
@@ -77,6 +87,9 @@ class Config:
     # -- optimisation
     batch_size: int = _opt(256, "Global batch size (split across all devices).")
     eval_batch_size: int = _opt(1024, "Global batch size for evaluation.")
+    steps_per_call: int = _opt(
+        1, "Train steps per jitted call (lax.scan over stacked batches; same results); speed only."
+    )
     epochs: int = _opt(100, "Maximum epochs (a cap: early stopping normally ends training).")
     learning_rate: float = _opt(1e-3, "Adam learning rate (peak, after warmup).")
     warmup_steps: int = _opt(100, "Linear learning-rate warmup from 0 over this many steps.")
@@ -112,6 +125,8 @@ class Config:
             "task": ("multiclass", "binary"),
             "ensemble_score": ("mean", "max"),
             "threshold": ("fpr", "quantile", "fixed"),
+            "lstm_backward": ("autodiff", "fused"),
+            "dtype": ("float32", "bfloat16"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -120,10 +135,12 @@ class Config:
             "stage": self.stage in (1, 2),
             "window": self.window >= 1,
             "stride": self.stride >= 1,
+            "unroll": self.unroll >= 0,
             "ensemble": self.ensemble >= 1,
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "eval_batch_size": self.eval_batch_size >= 1,
+            "steps_per_call": self.steps_per_call >= 1,
             "learning_rate": math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "patience": self.patience >= 1,
             "lr_patience": self.lr_patience >= 1,

@@ -42,31 +42,15 @@ def float32_at_or_below(value: float) -> np.float32:
     return np.nextafter(v32, np.float32(-np.inf)) if float(v32) > value else v32
 
 
-def export_scorer(
-    workdir: str, output_dir: str, platforms: tuple[str, ...] = ("cpu", "cuda")
-) -> dict:
-    """Exports the stage-1 (and stage-2, if trained) model of ``workdir``; returns the sidecar."""
+def scoring_function(ae, error_model, transform, threshold: float, stage2=None):
+    """The function ``export_scorer`` exports: raw x_BxTxF -> dict (see module doc).
+
+    ``ae`` is the stage-1 autoencoder (or ensemble), ``transform`` a ``Scaler.transform``,
+    ``stage2`` the optional classifier. Also what ``benchmarks/throughput.py`` times.
+    """
     from flax import nnx
 
-    from lstmae_jax import run
-    from lstmae_jax.config import Config
-
-    ae, meta = run.load_run(os.path.join(workdir, "stage1"))
-    if "threshold" not in meta:
-        raise FileNotFoundError(
-            f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: training did not finish"
-        )
-    cfg = Config.from_json(meta["config"])
-    scaler, threshold, error_model = meta["scaler"], meta["threshold"], meta["error_model"]
-    transform = data.Scaler.from_json(scaler).transform
-    threshold_f32 = float32_at_or_below(threshold["value"])
-    stage2, classes = None, None
-    if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
-        stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
-        if meta2["features"] != meta["features"] or meta2["scaler"] != scaler:
-            raise ValueError("stage 2 was trained with other features or scaling than stage 1")
-        cfg2 = Config.from_json(meta2["config"])
-        classes = ["Benign", "Attack"] if cfg2.task == "binary" else meta2["classes"]
+    threshold_f32 = float32_at_or_below(threshold)
     ae_def, ae_state = nnx.split(ae)
     s2 = nnx.split(stage2) if stage2 is not None else None
 
@@ -82,6 +66,32 @@ def export_scorer(
             out["probs_BxC"] = jax.nn.softmax(nnx.merge(*s2)(x), axis=-1)
         return out
 
+    return scorer
+
+
+def export_scorer(
+    workdir: str, output_dir: str, platforms: tuple[str, ...] = ("cpu", "cuda")
+) -> dict:
+    """Exports the stage-1 (and stage-2, if trained) model of ``workdir``; returns the sidecar."""
+    from lstmae_jax import run
+    from lstmae_jax.config import Config
+
+    ae, meta = run.load_run(os.path.join(workdir, "stage1"))
+    if "threshold" not in meta:
+        raise FileNotFoundError(
+            f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: training did not finish"
+        )
+    cfg = Config.from_json(meta["config"])
+    scaler, threshold, error_model = meta["scaler"], meta["threshold"], meta["error_model"]
+    transform = data.Scaler.from_json(scaler).transform
+    stage2, classes = None, None
+    if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
+        stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
+        if meta2["features"] != meta["features"] or meta2["scaler"] != scaler:
+            raise ValueError("stage 2 was trained with other features or scaling than stage 1")
+        cfg2 = Config.from_json(meta2["config"])
+        classes = ["Benign", "Attack"] if cfg2.task == "binary" else meta2["classes"]
+    scorer = scoring_function(ae, error_model, transform, threshold["value"], stage2)
     (b,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((b, cfg.window, len(meta["features"])), jnp.float32)
     # Cross-platform lowering: a CUDA artifact can be produced on a CPU-only machine.

@@ -52,41 +52,153 @@ def _matmul(spec: str, a: jax.Array, b: jax.Array, dtype: jnp.dtype) -> jax.Arra
     return jnp.einsum(spec, a.astype(dtype), b.astype(dtype)).astype(jnp.float32)
 
 
+def _gates(z_Bx4H: jax.Array, c_BxH: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One cell update from the pre-activations: (acts_Bx4H = [i, f, g, o] activated, c', h')."""
+    i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c_BxH = f * c_BxH + i * g
+    h_BxH = o * jnp.tanh(c_BxH)
+    return jnp.concatenate([i, f, g, o], axis=-1), c_BxH, h_BxH
+
+
+def _forward(
+    w_hh_Hx4H: jax.Array,
+    w_in: jax.Array | None,
+    bias_4H: jax.Array,
+    u: jax.Array,
+    carry: Carry,
+    length: int,
+    compute_dtype: jnp.dtype,
+    unroll: int,
+    emit: str,
+):
+    """The recurrence over one of three input forms (see `_lstm_scan`).
+
+    Returns ``(carry, h_TxBxH, residuals)``. ``emit`` says what the scan stacks over
+    time: "none" (only the last state is wanted: no T x B x H buffer), "h", or
+    "residuals" (h and what `_fused_bwd` needs: activated gates acts_TxBx4H and cell
+    states c_TxBxH).
+    """
+    w_hh_Hx4H = w_hh_Hx4H.astype(compute_dtype)  # cast once, not per step
+    repeated = u.ndim == 2
+    if w_in is not None:
+        w_in = w_in.astype(compute_dtype)
+
+    def step(carry: Carry, u_t: jax.Array | None):
+        c_BxH, h_BxH = carry
+        xp_Bx4H = u if repeated else u_t
+        if w_in is not None:  # u_t is x_t_BxF: project inside the step
+            xp_Bx4H = _matmul("bf,fg->bg", u_t, w_in, compute_dtype) + bias_4H
+        z_Bx4H = xp_Bx4H + _matmul("bh,hg->bg", h_BxH, w_hh_Hx4H, compute_dtype)
+        acts_Bx4H, c_BxH, h_BxH = _gates(z_Bx4H, c_BxH)
+        out = {"none": None, "h": h_BxH, "residuals": (h_BxH, acts_Bx4H, c_BxH)}[emit]
+        return (c_BxH, h_BxH), out
+
+    xs = None if repeated else u
+    carry, ys = jax.lax.scan(step, carry, xs, length=length, unroll=unroll)
+    if emit == "residuals":
+        h_TxBxH, acts_TxBx4H, c_TxBxH = ys
+        return carry, h_TxBxH, (acts_TxBx4H, c_TxBxH)
+    return carry, ys, None
+
+
+def _fused_impl(w_hh, w_in, bias, u, carry, length, compute_dtype, unroll):
+    carry, h_TxBxH, _ = _forward(w_hh, w_in, bias, u, carry, length, compute_dtype, unroll, "h")
+    return carry, h_TxBxH
+
+
+_fused = jax.custom_vjp(_fused_impl, nondiff_argnums=(5, 6, 7))
+
+
+def _fused_fwd(w_hh, w_in, bias, u, carry, length, compute_dtype, unroll):
+    carry_T, h_TxBxH, (acts, c_TxBxH) = _forward(
+        w_hh, w_in, bias, u, carry, length, compute_dtype, unroll, "residuals"
+    )
+    return (carry_T, h_TxBxH), (w_hh, w_in, bias, u, carry, h_TxBxH, acts, c_TxBxH)
+
+
+def _fused_bwd(length, compute_dtype, unroll, residuals, cotangents):
+    """Backward of the recurrence as cuDNN does it: only the dh/dc recurrence (one
+    ``dz_t @ w_hh.T`` per step) stays in the reverse scan; the weight, bias and input
+    gradients of all steps are then a few large matmuls over ``dz_TxBx4H``."""
+    w_hh, w_in, bias, u, (c0_BxH, h0_BxH), h_TxBxH, acts_TxBx4H, c_TxBxH = residuals
+    (dc_T, dh_T), dh_TxBxH = cotangents
+    dh_TxBxH = dh_TxBxH.at[-1].add(dh_T)  # the final carry's h is also the last output
+    c_prev_TxBxH = jnp.concatenate([c0_BxH[None], c_TxBxH[:-1]])
+    w_hh_T = w_hh.T.astype(compute_dtype)
+
+    def step(carry: Carry, inputs):
+        dc_BxH, dh_rec_BxH = carry  # flowing back from step t+1
+        dh_out_BxH, acts_Bx4H, c_BxH, c_prev_BxH = inputs
+        i, f, g, o = jnp.split(acts_Bx4H, 4, axis=-1)
+        dh_BxH = dh_out_BxH + dh_rec_BxH
+        tanh_c = jnp.tanh(c_BxH)
+        dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
+        dz_Bx4H = jnp.concatenate(
+            [
+                dc_BxH * g * i * (1 - i),
+                dc_BxH * c_prev_BxH * f * (1 - f),
+                dc_BxH * i * (1 - g * g),
+                dh_BxH * tanh_c * o * (1 - o),
+            ],
+            axis=-1,
+        )
+        dh_prev_BxH = _matmul("bg,gh->bh", dz_Bx4H, w_hh_T, compute_dtype)
+        return (dc_BxH * f, dh_prev_BxH), dz_Bx4H
+
+    (dc0_BxH, dh0_BxH), dz_TxBx4H = jax.lax.scan(
+        step,
+        (dc_T, jnp.zeros_like(h0_BxH)),
+        (dh_TxBxH, acts_TxBx4H, c_TxBxH, c_prev_TxBxH),
+        reverse=True,
+        unroll=unroll,
+    )
+    h_prev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]])
+    dw_hh = _matmul("tbh,tbg->hg", h_prev_TxBxH, dz_TxBx4H, compute_dtype)
+    if w_in is not None:  # per-step projection: u is x_TxBxF
+        dw_in = _matmul("tbf,tbg->fg", u, dz_TxBx4H, compute_dtype).astype(w_in.dtype)
+        dbias = jnp.sum(dz_TxBx4H, axis=(0, 1))
+        du = _matmul("tbg,fg->tbf", dz_TxBx4H, w_in, compute_dtype)
+    else:  # u is the projection itself (bias included), per step or repeated
+        dw_in, dbias = None, jnp.zeros_like(bias)
+        du = jnp.sum(dz_TxBx4H, axis=0) if u.ndim == 2 else dz_TxBx4H
+    return dw_hh.astype(w_hh.dtype), dw_in, dbias, du.astype(u.dtype), (dc0_BxH, dh0_BxH)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
 def _lstm_scan(
     w_hh_Hx4H: jax.Array,
     carry: Carry,
-    xp_TxBx4H: jax.Array | None,
-    xp_Bx4H: jax.Array | None,
+    u: jax.Array,
     length: int,
     compute_dtype: jnp.dtype,
     unroll: int,
     return_sequences: bool,
     project: tuple[jax.Array, jax.Array] | None = None,
+    fused_backward: bool = False,
 ) -> tuple[Carry, jax.Array | None]:
-    """Runs the recurrence; exactly one of `xp_TxBx4H` (per step) / `xp_Bx4H` (repeated) is set.
+    """Runs the recurrence over ``u``, one of:
 
-    With ``project=(w_ih, bias)``, ``xp_TxBx4H`` holds the raw inputs x_TxBxF and the
-    input projection runs inside the step (the unhoisted layout; see `LSTM.hoist`).
+    * ``xp_TxBx4H``: the input projection of every step, hoisted by the caller;
+    * ``xp_Bx4H``: one projection repeated at every step (the decoder's RepeatVector);
+    * ``x_TxBxF`` with ``project=(w_ih, bias)``: the projection runs inside the step
+      (the unhoisted layout; see `LSTM.hoist`).
+
     Gate and cell arithmetic stays in float32 whatever `compute_dtype` is; only the
-    matmuls run in `compute_dtype`.
+    matmuls run in `compute_dtype`. ``fused_backward`` differentiates through
+    `_fused_bwd` instead of `lax.scan`'s own transpose (same values, see `LSTM`).
     """
-    w_hh_Hx4H = w_hh_Hx4H.astype(compute_dtype)  # cast once, not per step
-    if project is not None:
-        w_ih_Fx4H, bias_4H = project[0].astype(compute_dtype), project[1]
-
-    def step(carry: Carry, xp_t_Bx4H: jax.Array | None) -> tuple[Carry, jax.Array | None]:
-        c_BxH, h_BxH = carry
-        xp = xp_Bx4H if xp_t_Bx4H is None else xp_t_Bx4H
-        if project is not None:  # here xp is x_t_BxF
-            xp = _matmul("bf,fg->bg", xp, w_ih_Fx4H, compute_dtype) + bias_4H
-        z_Bx4H = xp + _matmul("bh,hg->bg", h_BxH, w_hh_Hx4H, compute_dtype)
-        i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
-        c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
-        # Emit nothing when only the last state is wanted: no T x B x H buffer.
-        return (c_BxH, h_BxH), (h_BxH if return_sequences else None)
-
-    return jax.lax.scan(step, carry, xp_TxBx4H, length=length, unroll=unroll)
+    w_in, bias_4H = project if project is not None else (None, jnp.zeros((), jnp.float32))
+    if fused_backward:
+        carry, h_TxBxH = _fused(w_hh_Hx4H, w_in, bias_4H, u, carry, length, compute_dtype, unroll)
+        return carry, h_TxBxH if return_sequences else None
+    emit = "h" if return_sequences else "none"
+    carry, h_TxBxH, _ = _forward(
+        w_hh_Hx4H, w_in, bias_4H, u, carry, length, compute_dtype, unroll, emit
+    )
+    return carry, h_TxBxH
 
 
 class LSTM(nnx.Module):
@@ -103,8 +215,13 @@ class LSTM(nnx.Module):
       forget_bias: initial forget-gate bias (Keras: 1.0).
       hoist: project the inputs of all steps before the scan (one large matmul), or
         inside each step. None: hoist except on CPU, where XLA runs the per-step form
-        1.7x faster (fwd+bwd, B=512, T=10, F=77, H=64; measured with
-        `benchmarks/train_step.py`); accelerators favour the one large matmul.
+        faster (the training step 1.2x at B=512, T=10, F=77; `benchmarks/throughput.py`,
+        variant ``flip_hoist``); accelerators favour the one large matmul.
+      fused_backward: differentiate through `_fused_bwd` (a custom VJP: the reverse scan
+        keeps only the dh/dc recurrence, and the weight gradients of all steps are large
+        matmuls after it, as cuDNN does) instead of `lax.scan`'s own transpose. Same
+        values (tests/test_lstm.py); on CPU it is no faster than autodiff with the
+        default full unrolling, so autodiff stays the default (README, performance).
     """
 
     def __init__(
@@ -118,7 +235,9 @@ class LSTM(nnx.Module):
         dtype: jnp.dtype | None = None,
         forget_bias: float = 1.0,
         hoist: bool | None = None,
+        fused_backward: bool = False,
     ):
+        self.fused_backward = fused_backward
         self.in_features = in_features
         self.hidden = hidden
         self.unroll = unroll
@@ -135,7 +254,12 @@ class LSTM(nnx.Module):
 
     @classmethod
     def from_optimized_cell(
-        cls, cell: nnx.OptimizedLSTMCell, *, unroll: int = 1, hoist: bool | None = None
+        cls,
+        cell: nnx.OptimizedLSTMCell,
+        *,
+        unroll: int = 1,
+        hoist: bool | None = None,
+        fused_backward: bool = False,
     ) -> LSTM:
         """An `LSTM` computing what `nnx.RNN(cell)` computes (same gate order and layout).
 
@@ -151,6 +275,7 @@ class LSTM(nnx.Module):
             param_dtype=cell.param_dtype,
             dtype=cell.dtype,
             hoist=hoist,
+            fused_backward=fused_backward,
         )
         layer.w_ih[...] = cell.dense_i.kernel[...]
         layer.w_hh[...] = cell.dense_h.kernel[...]
@@ -195,13 +320,14 @@ class LSTM(nnx.Module):
             xp_BxTx4H = _matmul("nf,fg->ng", x_BxTxF.reshape(B * T, -1), self.w_ih[...], cd)
             xp_TxBx4H = jnp.swapaxes((xp_BxTx4H + bias_4H).reshape(B, T, -1), 0, 1)
             carry, h_TxBxH = _lstm_scan(
-                self.w_hh[...], carry, xp_TxBx4H, None, T, cd, self.unroll, return_sequences
-            )
+                self.w_hh[...], carry, xp_TxBx4H, T, cd, self.unroll, return_sequences,
+                fused_backward=self.fused_backward,
+            )  # fmt: skip
         else:
             x_TxBxF = jnp.swapaxes(x_BxTxF, 0, 1)
             carry, h_TxBxH = _lstm_scan(
-                self.w_hh[...], carry, x_TxBxF, None, T, cd, self.unroll, return_sequences,
-                project=(self.w_ih[...], bias_4H),
+                self.w_hh[...], carry, x_TxBxF, T, cd, self.unroll, return_sequences,
+                project=(self.w_ih[...], bias_4H), fused_backward=self.fused_backward,
             )  # fmt: skip
         return self._finish(carry, h_TxBxH, return_sequences)
 
@@ -221,6 +347,7 @@ class LSTM(nnx.Module):
         xp_Bx4H = _matmul("bf,fg->bg", z_BxF, self.w_ih[...], cd) + bias_4H
         carry = self._carry_in(carry, z_BxF.shape[0])
         carry, h_TxBxH = _lstm_scan(
-            self.w_hh[...], carry, None, xp_Bx4H, num_steps, cd, self.unroll, return_sequences
-        )
+            self.w_hh[...], carry, xp_Bx4H, num_steps, cd, self.unroll, return_sequences,
+            fused_backward=self.fused_backward,
+        )  # fmt: skip
         return self._finish(carry, h_TxBxH, return_sequences)

@@ -47,8 +47,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(AXIS))
+def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+    """Split along ``batch_axis`` (1 for K stacked batches, K x B), the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), AXIS))
 
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
@@ -67,12 +68,14 @@ def process_slice(global_batch: int) -> slice:
     return slice(i * per, (i + 1) * per)
 
 
-def to_global(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def to_global(
+    host_batch: dict[str, np.ndarray], mesh: Mesh, batch_axis: int = 0
+) -> dict[str, jax.Array]:
     """Moves a process-local host batch to devices, split along the batch axis.
 
     The only host -> device transfer of the training loop (besides the table, once).
     """
-    sharding = batch_sharded(mesh)
+    sharding = batch_sharded(mesh, batch_axis)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
 
 

@@ -29,7 +29,8 @@ from lstmae_jax.config import Config
 RESUME_IGNORES = frozenset(
     {
         "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
-        "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+        "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "unroll", "lstm_backward",
+        "steps_per_call",
         "score", "ensemble_score", "threshold", "target_fpr", "threshold_quantile",
         "threshold_value",
     }
@@ -77,246 +78,328 @@ def fit(
     SIGTERM (preemption) saves a checkpoint and returns with ``preempted=True`` instead
     of raising, so the process can exit cleanly; a caller that would go on to other work
     must check it.
-    """
-    mesh = sharding.make_mesh() if mesh is None else mesh
-    sharding.check_batch_size(cfg.batch_size, mesh)
-    sharding.check_batch_size(cfg.eval_batch_size, mesh)
-    labels = labels if labels is not None else data.label
-    num_classes = 2 if cfg.task == "binary" else len(data.classes)
-    weights = class_weights(labels["train"], num_classes) if cfg.class_weights else ()
-    task = steps.task_for(cfg, num_classes, weights)
 
-    val_keep = np.ones(len(data.starts["val"]), dtype=bool)
-    if task.kind == "reconstruct" and cfg.stage1_benign_only:
-        val_keep = ~data.any_attack["val"]  # the score is trained on benign traffic only
-    val_starts, val_labels = data.starts["val"][val_keep], labels["val"][val_keep]
-    if len(val_starts) == 0:  # early stopping and the best-parameter pick need them
-        raise ValueError(
-            f"no validation windows{' without attacks' if task.kind == 'reconstruct' else ''}"
-            f" (split_fractions={cfg.split_fractions}, window={cfg.window}); give the"
-            " validation split more data"
+    The phases, in order: ``_Fit.__init__`` (set-up), ``resume``, ``run`` (the step loop,
+    which calls ``end_epoch`` for validation, early stopping and the learning-rate
+    plateau at each epoch end), ``finish``.
+    """
+    fit_ = _Fit(cfg, run_dir, data, labels, init, meta_extra, max_steps, mesh)
+    fit_.resume()
+    fit_.run()
+    return fit_.finish()
+
+
+class _Fit:
+    """One call of ``fit``: its state and its phases."""
+
+    # ------------------------------------------------------------------ set-up
+
+    def __init__(self, cfg, run_dir, data, labels, init, meta_extra, max_steps, mesh):
+        self.cfg, self.run_dir, self.data, self.meta_extra = cfg, run_dir, data, meta_extra
+        self.mesh = mesh = sharding.make_mesh() if mesh is None else mesh
+        sharding.check_batch_size(cfg.batch_size, mesh)
+        sharding.check_batch_size(cfg.eval_batch_size, mesh)
+        self.labels = labels = labels if labels is not None else data.label
+        self.num_classes = 2 if cfg.task == "binary" else len(data.classes)
+        weights = class_weights(labels["train"], self.num_classes) if cfg.class_weights else ()
+        self.task = task = steps.task_for(cfg, self.num_classes, weights)
+        self._validation_set()
+
+        model = steps.build_model(cfg, len(data.features), self.num_classes, nnx.Rngs(cfg.seed))
+        if init is not None:
+            init(model)
+        trainable = steps.trainable_filter(cfg)
+        tx = steps.optimizer(cfg)
+        self.graphdef, state = steps.init_state(model, tx, trainable)
+        repl = sharding.replicated(mesh)
+        self.state = jax.device_put(state, repl)
+        self.table = jax.device_put(jnp.asarray(data.x_NxF), repl)
+        train_step, eval_step = steps.make_steps(self.graphdef, tx, task, trainable)
+        self.train_jit = jax.jit(train_step, donate_argnums=0)
+        k = cfg.steps_per_call
+        self.repeat_jit = (
+            jax.jit(steps.repeat_step(train_step, k), donate_argnums=0) if k > 1 else None
+        )
+        self.eval_jit = jax.jit(eval_step)
+        self.pick_best = jax.jit(
+            lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0
         )
 
-    model = steps.build_model(cfg, len(data.features), num_classes, nnx.Rngs(cfg.seed))
-    if init is not None:
-        init(model)
-    tx = steps.optimizer(cfg)
-    graphdef, state = steps.init_state(model, tx, steps.trainable_filter(cfg))
-    repl = sharding.replicated(mesh)
-    state = jax.device_put(state, repl)
-    table = jax.device_put(jnp.asarray(data.x_NxF), repl)
+        self.order = windows.BatchOrder(len(data.starts["train"]), cfg.batch_size, seed=cfg.seed)
+        self.early = {"best_val_loss": float("inf"), "bad_epochs": 0, "stopped": False}
+        self.history: list[dict] = []
+        self.ckpt = checkpoint.Checkpointer(
+            os.path.join(run_dir, "checkpoints"),
+            save_every_steps=cfg.checkpoint_every_steps,
+            keep=cfg.keep_checkpoints,
+        )
+        self.saved_steps: set[int] = set(self.ckpt.all_steps())
+        self.resumed_from: int | None = None
+        self.total = cfg.epochs * self.order.steps_per_epoch
+        self.max_steps = max_steps
+        if max_steps is not None:
+            self.total = min(self.total, max_steps)
+        self.preempted = False
 
-    order = windows.BatchOrder(len(data.starts["train"]), cfg.batch_size, seed=cfg.seed)
-    early = {"best_val_loss": float("inf"), "bad_epochs": 0, "stopped": False}
-    history: list[dict] = []
-    ckpt = checkpoint.Checkpointer(
-        os.path.join(run_dir, "checkpoints"),
-        save_every_steps=cfg.checkpoint_every_steps,
-        keep=cfg.keep_checkpoints,
-    )
-    resumed_from = ckpt.latest_step()
-    if resumed_from is not None:
-        saved = ckpt.restore_meta(resumed_from)
-        now = json.loads(json.dumps(cfg.to_json()))
+    def _validation_set(self) -> None:
+        cfg, data, labels = self.cfg, self.data, self.labels
+        keep = np.ones(len(data.starts["val"]), dtype=bool)
+        if self.task.kind == "reconstruct" and cfg.stage1_benign_only:
+            keep = ~data.any_attack["val"]  # the score is trained on benign traffic only
+        self.val_starts, self.val_labels = data.starts["val"][keep], labels["val"][keep]
+        if len(self.val_starts) == 0:  # early stopping and the best-parameter pick need them
+            benign = " without attacks" if self.task.kind == "reconstruct" else ""
+            raise ValueError(
+                f"no validation windows{benign} (split_fractions={cfg.split_fractions},"
+                f" window={cfg.window}); give the validation split more data"
+            )
+
+    # ------------------------------------------------------------------ resume
+
+    def resume(self) -> None:
+        """Continues from the latest checkpoint, if any, after checking the config."""
+        self.resumed_from = step = self.ckpt.latest_step()
+        if step is None:
+            logging.info("starting %s from scratch", self.run_dir)
+            return
+        saved = self.ckpt.restore_meta(step)
+        now = json.loads(json.dumps(self.cfg.to_json()))
+        # Through Config: options added since the run was saved read as their defaults.
+        was = json.loads(json.dumps(Config.from_json(saved["config"]).to_json()))
         diff = {
-            k: (saved["config"].get(k), v)
+            k: (was.get(k), v)
             for k, v in now.items()
-            if k not in RESUME_IGNORES and saved["config"].get(k) != v
+            if k not in RESUME_IGNORES and was.get(k) != v
         }
         if diff:
             raise ValueError(
-                f"{run_dir} holds a run with another config (saved, now): {diff}; use a new workdir"
+                f"{self.run_dir} holds a run with another config (saved, now): {diff};"
+                " use a new workdir"
             )
-        state, meta = ckpt.restore(resumed_from, checkpoint.abstract(state))
-        order.restore(meta["data_position"])
-        early, history = meta["early_stopping"], meta["history"]
-        logging.info("resuming %s from step %d (epoch %d)", run_dir, resumed_from, order.epoch)
-    else:
-        logging.info("starting %s from scratch", run_dir)
+        self.state, meta = self.ckpt.restore(step, checkpoint.abstract(self.state))
+        self.order.restore(meta["data_position"])
+        self.early, self.history = meta["early_stopping"], meta["history"]
+        logging.info("resuming %s from step %d (epoch %d)", self.run_dir, step, self.order.epoch)
 
-    def meta() -> dict:
+    def _meta(self) -> dict:
         return {
-            "config": cfg.to_json(),
-            "features": list(data.features),
-            "classes": list(data.classes),
-            "num_classes": num_classes,
-            "task": task.kind,
-            "scaler": data.scaler.to_json(),
-            "data_position": order.state(),
+            "config": self.cfg.to_json(),
+            "features": list(self.data.features),
+            "classes": list(self.data.classes),
+            "num_classes": self.num_classes,
+            "task": self.task.kind,
+            "scaler": self.data.scaler.to_json(),
+            "data_position": self.order.state(),
             # Copies: the async save serialises later, while the loop goes on mutating.
-            "early_stopping": dict(early),
-            "history": [dict(h) for h in history],
-            **(meta_extra or {}),
+            "early_stopping": dict(self.early),
+            "history": [dict(h) for h in self.history],
+            **(self.meta_extra or {}),
         }
 
-    saved_steps: set[int] = set(ckpt.all_steps())
-
-    def save(at: int, *, force: bool = False, metrics: dict | None = None) -> None:
-        if not (force or ckpt.should_save(at)):  # the common case: no meta built per step
+    def save(self, at: int, *, force: bool = False, metrics: dict | None = None) -> None:
+        if not (force or self.ckpt.should_save(at)):  # the common case: no meta built per step
             return
-        if ckpt.save(at, state, meta(), metrics=metrics, force=force):
-            saved_steps.add(at)
+        if self.ckpt.save(at, self.state, self._meta(), metrics=metrics, force=force):
+            self.saved_steps.add(at)
 
-    train_step, eval_step = steps.make_steps(graphdef, tx, task, steps.trainable_filter(cfg))
-    train_jit = jax.jit(train_step, donate_argnums=0)
-    eval_jit = jax.jit(eval_step)
-    pick_best = jax.jit(
-        lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0
-    )
+    # ----------------------------------------------------------- the step loop
 
-    def host_batch(
-        idx_B: np.ndarray, starts_W: np.ndarray, label_W: np.ndarray, valid=None
-    ) -> dict:
+    def _host_batch(self, idx_B: np.ndarray, starts_W, label_W, valid=None) -> dict:
         sl = sharding.process_slice(len(idx_B))
         b = {"starts": starts_W[idx_B].astype(np.int32), "label": label_W[idx_B].astype(np.int32)}
         if valid is not None:
             b["valid"] = valid.astype(np.float32)
-        return sharding.to_global({k: v[sl] for k, v in b.items()}, mesh)
+        return sharding.to_global({k: v[sl] for k, v in b.items()}, self.mesh)
 
-    def val_loss(params) -> float:
-        if len(val_starts) == 0:
-            return float("nan")
+    def _next_batches(self, num: int) -> dict:
+        """The next ``num`` train batches, stacked on a leading axis when ``num`` > 1."""
+        starts, labels = self.data.starts["train"], self.labels["train"]
+        if num == 1:
+            return self._host_batch(self.order.next(), starts, labels)
+        idx_KxB = np.stack([self.order.next() for _ in range(num)])
+        sl = sharding.process_slice(idx_KxB.shape[1])
+        b = {"starts": starts[idx_KxB].astype(np.int32), "label": labels[idx_KxB].astype(np.int32)}
+        return sharding.to_global({k: v[:, sl] for k, v in b.items()}, self.mesh, batch_axis=1)
+
+    def _call_size(self, step: int) -> int:
+        """Steps in the next call: ``steps_per_call``, or 1 near a boundary (epoch end,
+        step budget, checkpoint or log interval), so every boundary falls between calls."""
+        k = self.cfg.steps_per_call
+        if k == 1:
+            return 1
+        limits = (
+            self.order.steps_per_epoch - self.order.step,
+            self.total - step,
+            self.cfg.checkpoint_every_steps - step % self.cfg.checkpoint_every_steps,
+            self.cfg.log_every_steps - step % self.cfg.log_every_steps,
+        )
+        return k if min(limits) >= k else 1
+
+    def _compile(self, fn, batch) -> object:
+        t0 = time.perf_counter()
+        compiled = fn.lower(self.state, self.table, batch).compile()
+        compile_s = time.perf_counter() - t0
+        self.writer.write({"step": self.step, "compile_time_s": compile_s})
+        logging.info("train step compiled in %.2fs", compile_s)
+        return compiled
+
+    def run(self) -> None:
+        """Dispatches step N before reading step N-1's metrics (only every
+        ``log_every_steps``), validates at each epoch end, saves on the checkpoint policy,
+        and stops on early stopping, the step budget or SIGTERM. With ``steps_per_call``
+        K > 1, one call runs K steps wherever no boundary falls inside them."""
+        cfg = self.cfg
+        self.step = step = int(jax.device_get(self.state.step))
+        self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, "metrics.jsonl"))
+        self.progress = monitor.Progress(self.total, step, "steps")
+        self.pending: list[tuple[int, int, dict]] = []  # (last step, steps, metrics)
+        if step >= self.total or self.early["stopped"]:
+            self.progress.close()
+            return
+        compiled: dict[int, object] = {}  # steps per call -> executable, compiled on first use
+        self.window_t0, self.window_steps = time.perf_counter(), 0
+        with monitor.Preemption() as preemption:
+            while True:
+                k = self._call_size(step)
+                batch = self._next_batches(k)
+                if k not in compiled:
+                    compiled[k] = self._compile(
+                        self.train_jit if k == 1 else self.repeat_jit, batch
+                    )
+                self.state, metrics = compiled[k](self.state, self.table, batch)  # step N ...
+                step = self.step = step + k
+                self.window_steps += k
+                self.pending.append((step, k, metrics))
+                epoch_end = self.order.step == 0
+                if step % cfg.log_every_steps == 0 or epoch_end:
+                    self._drain()  # ... step N's metrics are read only here
+                if epoch_end:
+                    self.end_epoch()
+                else:
+                    self.save(step)
+                if preemption.requested:
+                    self._drain()
+                    if step not in self.saved_steps:
+                        self.save(step, force=True)
+                    self.preempted = True
+                    break
+                if self.early["stopped"] or step >= self.total:
+                    break
+            self._drain()
+        self.progress.close()
+
+    def _drain(self) -> None:
+        """Reads the pending steps' metrics: a non-finite loss stops; one log line."""
+        if not self.pending:
+            return
+        got = jax.device_get([m for *_, m in self.pending])
+        for (s, k, _), m in zip(self.pending, got, strict=True):
+            loss_K = np.atleast_1d(m["loss"])  # K values from a K-step call
+            bad = np.flatnonzero(~np.isfinite(loss_K))
+            if len(bad):
+                raise FloatingPointError(
+                    f"non-finite loss {loss_K[bad[0]]} at step {s - k + 1 + bad[0]};"
+                    f" stopping ({self.run_dir})"
+                )
+        dt = time.perf_counter() - self.window_t0
+        s_last = self.pending[-1][0]
+        m_last = {key: float(np.atleast_1d(v)[-1]) for key, v in got[-1].items()}
+        rate = self.window_steps / dt if dt > 0 else 0.0
+        self.writer.write(
+            {
+                "step": s_last,
+                "epoch": self.order.epoch,
+                "loss": m_last["loss"],
+                "grad_norm": m_last["grad_norm"],
+                "steps_per_s": rate,
+                "windows_per_s": rate * self.cfg.batch_size,
+                "step_time_ms": 1000.0 / rate if rate else None,
+            }
+        )
+        self.progress.update(s_last, f"loss {m_last['loss']:.4g}")
+        self.pending.clear()
+        self.window_t0, self.window_steps = time.perf_counter(), 0
+
+    # ------------------------------------------------------------- epoch end
+
+    def val_loss(self, params) -> float:
         sums = [
-            eval_jit(state, table, host_batch(idx, val_starts, val_labels, valid), params)
-            for idx, valid in windows.eval_batches(len(val_starts), cfg.eval_batch_size)
+            self.eval_jit(
+                self.state,
+                self.table,
+                self._host_batch(idx, self.val_starts, self.val_labels, valid),
+                params,
+            )  # fmt: skip
+            for idx, valid in windows.eval_batches(len(self.val_starts), self.cfg.eval_batch_size)
         ]
         sums = jax.device_get(sums)
         return float(
             sum(s["loss_sum"] for s in sums) / max(sum(s["weight_sum"] for s in sums), 1e-12)
         )
 
-    total = cfg.epochs * order.steps_per_epoch
-    if max_steps is not None:
-        total = min(total, max_steps)
-    step = int(jax.device_get(state.step))
-    writer = monitor.JsonlWriter(os.path.join(run_dir, "metrics.jsonl"))
-    progress = monitor.Progress(total, step, "steps")
-    preempted = False
-    first = (
-        host_batch(order.next(), data.starts["train"], labels["train"])
-        if step < total and not early["stopped"]
-        else None
-    )
-    compiled = None
-    if first is not None:
-        t0 = time.perf_counter()
-        compiled = train_jit.lower(state, table, first).compile()
-        compile_s = time.perf_counter() - t0
-        writer.write({"step": step, "compile_time_s": compile_s})
-        logging.info("train step compiled in %.2fs", compile_s)
-    pending: list[tuple[int, dict]] = []
-    window_t0, window_steps = time.perf_counter(), 0
+    def end_epoch(self) -> None:
+        """Validation, the best parameters, the LR plateau, early stopping, a checkpoint."""
+        cfg, early, step = self.cfg, self.early, self.step
+        vl = self.val_loss(self.state.params)
+        lr = steps.learning_rate(self.state.opt_state)
+        # Improvement must be relative (min_delta), or a loss creeping down by 1e-6 an
+        # epoch would keep training to the epoch cap.
+        improved = vl < early["best_val_loss"] * (1.0 - cfg.min_delta)
+        if improved:
+            self.state = self.pick_best(self.state)
+            early["best_val_loss"], early["bad_epochs"] = vl, 0
+        else:
+            early["bad_epochs"] += 1
+            if early["bad_epochs"] % cfg.lr_patience == 0:  # a plateau: lower the LR
+                opt_state = steps.set_learning_rate(self.state.opt_state, lr * cfg.lr_decay)
+                self.state = self.state.replace(opt_state=opt_state)
+        early["stopped"] = early["bad_epochs"] >= cfg.patience
+        record = {
+            "epoch": self.order.epoch,
+            "step": step,
+            "val_loss": vl,
+            "best_val_loss": early["best_val_loss"],
+            "learning_rate": lr,
+        }
+        self.history.append(record)
+        self.writer.write(record)
+        best = " (best)" if improved else ""
+        logging.info("epoch %d step %d val_loss %.6g%s", self.order.epoch, step, vl, best)
+        self.save(step, force=True, metrics={"val_loss": vl})
 
-    def drain() -> None:
-        nonlocal window_t0, window_steps
-        if not pending:
-            return
-        got = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, got, strict=True):
-            if not np.isfinite(m["loss"]):
-                raise FloatingPointError(
-                    f"non-finite loss {m['loss']} at step {s}; stopping ({run_dir})"
-                )
-        dt = time.perf_counter() - window_t0
-        s_last, m_last = pending[-1][0], got[-1]
-        rate = window_steps / dt if dt > 0 else 0.0
-        writer.write(
-            {
-                "step": s_last,
-                "epoch": order.epoch,
-                "loss": float(m_last["loss"]),
-                "grad_norm": float(m_last["grad_norm"]),
-                "steps_per_s": rate,
-                "windows_per_s": rate * cfg.batch_size,
-                "step_time_ms": 1000.0 / rate if rate else None,
-            }
+    # ------------------------------------------------------------------ finish
+
+    def finish(self) -> FitResult:
+        """The last checkpoint, the best parameters as a model, and how training ended."""
+        cfg, early, step, state = self.cfg, self.early, self.step, self.state
+        if step not in self.saved_steps:
+            self.save(step, force=True)
+        self.ckpt.close()
+        # Early stopping restores the best parameters; before the first validation there
+        # are none, and the latest parameters are the result.
+        final = state.best_params if self.history else state.params
+        best = nnx.merge(
+            self.graphdef,
+            jax.device_get(final),
+            jax.device_get(state.frozen),
+            jax.device_get(state.rest),
         )
-        progress.update(s_last, f"loss {float(m_last['loss']):.4g}")
-        pending.clear()
-        window_t0, window_steps = time.perf_counter(), 0
-
-    with monitor.Preemption() as preemption:
-        batch = first
-        while batch is not None:
-            state, metrics = compiled(state, table, batch)  # dispatch step N ...
-            step += 1
-            window_steps += 1
-            pending.append((step, metrics))
-            epoch_end = order.step == 0
-            if step % cfg.log_every_steps == 0 or epoch_end:
-                drain()  # ... read step N's metrics only every log_every_steps
-            if epoch_end:
-                drain()
-                vl = val_loss(state.params)
-                lr = steps.learning_rate(state.opt_state)
-                # Improvement must be relative (min_delta), or a loss creeping down by
-                # 1e-6 an epoch would keep training to the epoch cap.
-                improved = vl < early["best_val_loss"] * (1.0 - cfg.min_delta)
-                if improved:
-                    state = pick_best(state)
-                    early["best_val_loss"], early["bad_epochs"] = vl, 0
-                else:
-                    early["bad_epochs"] += 1
-                    if early["bad_epochs"] % cfg.lr_patience == 0:  # a plateau: lower the LR
-                        state = state.replace(
-                            opt_state=steps.set_learning_rate(state.opt_state, lr * cfg.lr_decay)
-                        )
-                early["stopped"] = early["bad_epochs"] >= cfg.patience
-                record = {
-                    "epoch": order.epoch,
-                    "step": step,
-                    "val_loss": vl,
-                    "best_val_loss": early["best_val_loss"],
-                    "learning_rate": lr,
-                }
-                history.append(record)
-                writer.write(record)
-                logging.info(
-                    "epoch %d step %d val_loss %.6g%s",
-                    order.epoch,
-                    step,
-                    vl,
-                    " (best)" if improved else "",
-                )
-                save(step, force=True, metrics={"val_loss": vl})
-            else:
-                save(step)
-            if preemption.requested:
-                drain()
-                if step not in saved_steps:
-                    save(step, force=True)
-                preempted = True
-                break
-            if early["stopped"] or step >= total:
-                break
-            batch = host_batch(order.next(), data.starts["train"], labels["train"])
-        drain()
-    progress.close()
-    if step not in saved_steps:
-        save(step, force=True)
-    ckpt.close()
-    # Early stopping restores the best parameters; before the first validation there are
-    # none, and the latest parameters are the result.
-    final = state.best_params if history else state.params
-    best = nnx.merge(
-        graphdef, jax.device_get(final), jax.device_get(state.frozen), jax.device_get(state.rest)
-    )
-    best.eval()
-    if preempted:
-        ended = "preempted (SIGTERM); re-run the same command to resume"
-    elif early["stopped"]:
-        ended = f"early stopping: {cfg.patience} epochs without validation improvement"
-    elif max_steps is not None and step >= max_steps:
-        ended = f"max_steps={max_steps} reached"
-    else:
-        ended = f"epoch cap: --epochs={cfg.epochs} reached before early stopping"
-    return FitResult(
-        best,
-        history,
-        early["best_val_loss"],
-        step,
-        resumed_from,
-        preempted,
-        bool(early["stopped"]),
-        ended,
-    )
+        best.eval()
+        if self.preempted:
+            ended = "preempted (SIGTERM); re-run the same command to resume"
+        elif early["stopped"]:
+            ended = f"early stopping: {cfg.patience} epochs without validation improvement"
+        elif self.max_steps is not None and step >= self.max_steps:
+            ended = f"max_steps={self.max_steps} reached"
+        else:
+            ended = f"epoch cap: --epochs={cfg.epochs} reached before early stopping"
+        return FitResult(
+            best,
+            self.history,
+            early["best_val_loss"],
+            step,
+            self.resumed_from,
+            self.preempted,
+            bool(early["stopped"]),
+            ended,
+        )

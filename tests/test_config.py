@@ -43,3 +43,9 @@ def test_bad_values_are_rejected_up_front():
         config.Config(target_fpr=1.5)
     with pytest.raises(ValueError, match="--split_fractions"):
         config.Config(split_fractions=(0.5, 0.2, 0.2))
+    with pytest.raises(ValueError, match="--lstm_backward='cudnn': expected one of"):
+        config.Config(lstm_backward="cudnn")
+    with pytest.raises(ValueError, match="--dtype='float16': expected one of"):
+        config.Config(dtype="float16")
+    with pytest.raises(ValueError, match="--unroll=-1 is out of range"):
+        config.Config(unroll=-1)

@@ -47,6 +47,7 @@ def test_param_layout_matches_keras_count():
     _close(layer.bias[...][2 * H :], jnp.zeros(2 * H))
 
 
+@pytest.mark.device_check
 @pytest.mark.parametrize("hoist", [True, False])
 def test_forward_matches_flax_rnn(hoist):
     cell = _cell()
@@ -75,6 +76,7 @@ def test_given_carry_matches_flax_rnn(hoist):
     _close(y, y_ref)
 
 
+@pytest.mark.device_check
 @pytest.mark.parametrize("hoist", [True, False])
 def test_gradients_match_flax_rnn(hoist):
     cell = _cell()
@@ -156,3 +158,93 @@ def test_rejects_wrong_shapes():
         layer(jnp.zeros((B, T, F + 1)))
     with pytest.raises(ValueError):
         layer.repeat(jnp.zeros((B, T, F)), T)
+
+
+# ------------------------------------------------------------ the fused backward pass
+
+
+def _fused_pair(hoist: bool, dtype=None) -> tuple[LSTM, LSTM]:
+    """The same layer twice: lax.scan's own gradients, and `lstm._fused_bwd`."""
+    cell = _cell()
+    plain = LSTM.from_optimized_cell(cell, hoist=hoist)
+    fused = LSTM.from_optimized_cell(cell, hoist=hoist, fused_backward=True)
+    plain.dtype = fused.dtype = dtype
+    return plain, fused
+
+
+def _loss_all_outputs(mode: str, return_sequences: bool):
+    w_BxTxH = jax.random.normal(jax.random.key(5), (B, T, H))
+
+    def loss(layer, x, carry):
+        if mode == "repeat":
+            (c, h), y = layer.repeat(x[:, 0], T, carry, return_sequences=return_sequences)
+        else:
+            (c, h), y = layer(x, carry, return_sequences=return_sequences)
+        y_term = jnp.sum(y * w_BxTxH) if return_sequences else jnp.sum(jnp.sin(y))
+        return y_term + jnp.sum(c**2) + jnp.sum(h**3)
+
+    return loss
+
+
+@pytest.mark.device_check
+@pytest.mark.parametrize("hoist", [True, False])
+@pytest.mark.parametrize("mode", ["sequence", "repeat"])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_fused_backward_matches_scan_gradients(hoist, mode, return_sequences):
+    plain, fused = _fused_pair(hoist)
+    k1, k2 = jax.random.split(jax.random.key(4))
+    carry = (jax.random.normal(k1, (B, H)), jax.random.normal(k2, (B, H)))
+    loss = _loss_all_outputs(mode, return_sequences)
+    # Values: the forward pass is the same computation.
+    _close(loss(fused, _x(), carry), loss(plain, _x(), carry))
+    g_ref = nnx.grad(loss, argnums=(0, 1, 2))(plain, _x(), carry)
+    g = nnx.grad(loss, argnums=(0, 1, 2))(fused, _x(), carry)
+    for name in ("w_ih", "w_hh", "bias"):
+        _close(g[0][name][...], g_ref[0][name][...])
+        assert float(jnp.abs(g[0][name][...]).max()) > 0
+    _close(g[1], g_ref[1])  # the input
+    _close(g[2][0], g_ref[2][0])  # the initial carry
+    _close(g[2][1], g_ref[2][1])
+
+
+@pytest.mark.parametrize("hoist", [True, False])
+def test_fused_backward_matches_flax_rnn(hoist):
+    cell = _cell()
+    layer = LSTM.from_optimized_cell(cell, hoist=hoist, fused_backward=True)
+    w_BxTxH = jax.random.normal(jax.random.key(5), (B, T, H))
+
+    def loss_ref(cell, x):
+        (c, _), y = nnx.RNN(cell, return_carry=True)(x)
+        return jnp.sum(y * w_BxTxH) + jnp.sum(c**2)
+
+    def loss(layer, x):
+        (c, _), y = layer(x)
+        return jnp.sum(y * w_BxTxH) + jnp.sum(c**2)
+
+    g_cell, gx_ref = nnx.grad(loss_ref, argnums=(0, 1))(cell, _x())
+    g_layer, gx = nnx.grad(loss, argnums=(0, 1))(layer, _x())
+    _close(gx, gx_ref)
+    _close(g_layer["w_ih"][...], g_cell["dense_i"]["kernel"][...])
+    _close(g_layer["w_hh"][...], g_cell["dense_h"]["kernel"][...])
+    _close(g_layer["bias"][...], g_cell["dense_h"]["bias"][...])
+
+
+def test_fused_backward_bfloat16_close_to_float32():
+    plain, fused = _fused_pair(True, dtype=jnp.bfloat16)
+    loss = _loss_all_outputs("sequence", True)
+    carry = plain.initial_carry(B)
+    g_ref = nnx.grad(loss)(plain, _x(), carry)
+    g = nnx.grad(loss)(fused, _x(), carry)
+    # Both run bf16 matmuls (in other orders); they agree to bf16 precision (2^-8).
+    for name in ("w_ih", "w_hh", "bias"):
+        a, b = np.asarray(g[name][...]), np.asarray(g_ref[name][...])
+        assert np.abs(a - b).max() <= 0.03 * np.abs(b).max()
+
+
+def test_full_unroll_is_identical():
+    base = LSTM(F, H, rngs=nnx.Rngs(0))
+    full = LSTM(F, H, rngs=nnx.Rngs(0), unroll=T, fused_backward=True)
+    _close(full(_x())[1], base(_x())[1])
+    g = jax.grad(lambda x: jnp.sum(full(x)[1] ** 2))(_x())
+    g_ref = jax.grad(lambda x: jnp.sum(base(x)[1] ** 2))(_x())
+    _close(g, g_ref)

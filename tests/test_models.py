@@ -45,6 +45,7 @@ def ae() -> LSTMAE:
     return LSTMAE(LSTMAEConfig(F, 10), rngs=nnx.Rngs(0))
 
 
+@pytest.mark.device_check
 @pytest.mark.parametrize("t", [1, 10])
 def test_shapes_and_finite(t, ae):
     x = _x(t)
@@ -60,6 +61,7 @@ def test_shapes_and_finite(t, ae):
         assert logits.shape == shape and _finite(logits), type(model)
 
 
+@pytest.mark.device_check
 def test_deep_autoencoder_and_bfloat16():
     # One compile covers stacked layers and bfloat16 matmuls (unroll: test_lstm.py).
     cfg = LSTMAEConfig(F, 5, encoder_sizes=(16, 8), decoder_sizes=(8, 16), dtype="bfloat16")
@@ -147,6 +149,7 @@ def test_reconstruction_errors():
 GOLDEN_MSE = 0.36261633
 
 
+@pytest.mark.device_check
 def test_golden_loss(ae):
     x = _x(10)
     loss = jnp.mean((_run(ae, x) - x) ** 2)

@@ -34,6 +34,7 @@ def workdir(tmp_path_factory):
     return root, cfg, s1, s2
 
 
+@pytest.mark.device_check
 def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
     root, cfg, s1, _ = workdir
     t = s1["threshold"]
@@ -90,6 +91,7 @@ def test_evaluate_report(workdir, tmp_path):
     assert "Stage 1: LSTM-AE anomaly detection" in md and "stage2: classification" in md
 
 
+@pytest.mark.device_check
 def test_export_round_trip(workdir, tmp_path):
     root, cfg, s1, _ = workdir
     sidecar = export.export_scorer(str(root), str(tmp_path))

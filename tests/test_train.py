@@ -1,6 +1,7 @@
 """Training: resume is exact, 4 devices = 1 device, early stopping, preemption, NaN stop."""
 
 import dataclasses
+import json
 import os
 import signal
 
@@ -48,6 +49,7 @@ def uninterrupted(tmp_path_factory):
     return cfg, train.fit(cfg, run_dir, _windowed())
 
 
+@pytest.mark.device_check
 def test_loss_decreases_and_metrics_written(uninterrupted):
     cfg, result = uninterrupted
     assert len(result.history) == 3
@@ -55,6 +57,7 @@ def test_loss_decreases_and_metrics_written(uninterrupted):
     assert result.resumed_from is None and not result.preempted
 
 
+@pytest.mark.device_check
 def test_resume_is_exact(uninterrupted, tmp_path):
     cfg, full = uninterrupted
     run_dir = str(tmp_path)
@@ -215,3 +218,52 @@ def test_resume_ignores_bookkeeping_options(uninterrupted, tmp_path):
         cfg.replace(log_every_steps=3, process_id=0), str(tmp_path), _windowed(), max_steps=4
     )
     assert resumed.resumed_from == 2 and resumed.steps == 4
+
+
+def test_resume_ignores_speed_options(uninterrupted, tmp_path):
+    cfg, _ = uninterrupted
+    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    resumed = train.fit(
+        cfg.replace(unroll=1, lstm_backward="fused"), str(tmp_path), _windowed(), max_steps=4
+    )
+    assert resumed.resumed_from == 2 and resumed.steps == 4
+
+
+def test_resume_reads_options_added_since_as_defaults(uninterrupted, tmp_path, monkeypatch):
+    # A run saved before an option existed (its config lacks the key) resumes when the
+    # option is at its default, and is refused when it is not.
+    cfg, _ = uninterrupted
+    real = config.Config.to_json
+
+    def without_dtype(self):
+        d = real(self)
+        d.pop("dtype")
+        return d
+
+    monkeypatch.setattr(config.Config, "to_json", without_dtype)
+    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    monkeypatch.setattr(config.Config, "to_json", real)
+    resumed = train.fit(cfg, str(tmp_path), _windowed(), max_steps=3)
+    assert resumed.resumed_from == 2
+    with pytest.raises(ValueError, match="another config.*dtype"):
+        train.fit(cfg.replace(dtype="bfloat16"), str(tmp_path), _windowed(), max_steps=4)
+
+
+def test_steps_per_call_trains_the_same(uninterrupted, tmp_path):
+    # K steps per call, with boundaries (log, checkpoint, epoch end) falling inside a
+    # K-block handled by single steps: the same parameters, history and checkpoints.
+    cfg, full = uninterrupted
+    k = cfg.replace(steps_per_call=3)
+    result = train.fit(k, str(tmp_path), _windowed())
+    assert result.steps == full.steps
+    _assert_same(result.model, full.model)
+    assert [h["val_loss"] for h in result.history] == [h["val_loss"] for h in full.history]
+    lines = [json.loads(x) for x in open(os.path.join(tmp_path, "metrics.jsonl"))]
+    logged = [x["step"] for x in lines if "loss" in x]
+    assert logged and all(
+        s % cfg.log_every_steps == 0 or s in {h["step"] for h in full.history} for s in logged
+    )
+    # Resuming a K-step run with single steps continues exactly.
+    train.fit(k, str(tmp_path / "r"), _windowed(), max_steps=5)
+    resumed = train.fit(cfg, str(tmp_path / "r"), _windowed())
+    _assert_same(resumed.model, full.model)

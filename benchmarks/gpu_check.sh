@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU check in one call, for a CUDA machine that already has jax (CUDA), flax, optax,
+# orbax-checkpoint, pyarrow, absl-py and torch, and no network:
+#
+#   bash benchmarks/gpu_check.sh            # from the repository root
+#
+# 1. installs the package without dependencies (or runs it from the source tree),
+# 2. runs the tests marked device_check (the model, steps, a short train, export and
+#    reload) on the GPU, when pytest is installed,
+# 3. runs benchmarks/throughput.py at B=256 and the large batch (65536) against
+#    torch/cuDNN in the same run, with the bfloat16 option and its effect on the loss,
+# and writes benchmarks/results/throughput_gpu.json (also copied to $OUT when set, as
+# the device runner collects it). Budget: under 6 minutes on an H100/H200.
+# GPU_CHECK_ALLOW_CPU=1 dry-runs the same steps on a CPU (small batches) to test the script.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python}
+RESULT=benchmarks/results/throughput_gpu.json
+LARGE=65536
+if [[ "${GPU_CHECK_ALLOW_CPU:-0}" == 1 ]]; then
+  export JAX_PLATFORMS=cpu; LARGE=1024; RESULT=${RESULT%.json}_dryrun.json
+else
+  export JAX_PLATFORMS=cuda
+fi
+export XLA_FLAGS=""  # no fake host devices here: the tests see the real device(s)
+start=$(date +%s)
+step() { echo; echo "== $* ($(( $(date +%s) - start ))s)"; }
+
+step "environment"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+"$PY" - <<'PY' || { echo "jax cannot see the expected backend; stopping"; exit 2; }
+import os, jax
+print("jax", jax.__version__, "backend", jax.default_backend(), jax.devices())
+want = "cpu" if os.environ["JAX_PLATFORMS"] == "cpu" else "gpu"
+assert jax.default_backend() == want, jax.default_backend()
+PY
+"$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+  && echo "installed lstmae-jax (--no-deps)" || echo "pip install failed: running from the source tree"
+
+step "device_check tests"
+tests_rc=skipped
+if "$PY" -c "import pytest" 2>/dev/null; then
+  timeout 200 "$PY" -m pytest -q -m device_check -p no:cacheprovider tests; tests_rc=$?
+else
+  echo "pytest is not installed here: tests skipped (the benchmark still runs)"
+fi
+
+step "throughput (B=256 and B=$LARGE, torch in the same run, bfloat16 check)"
+timeout 300 "$PY" benchmarks/throughput.py --batch_sizes=256 --large_batch=$LARGE \
+  --repeats=3 --seconds=1.0 --bf16_check --output=$RESULT; bench_rc=$?
+if [[ -n "${OUT:-}" && -f $RESULT ]]; then mkdir -p "$OUT" && cp $RESULT "$OUT/"; fi
+
+step "done: tests rc=$tests_rc, throughput rc=$bench_rc, result $RESULT"
+[[ "$bench_rc" == 0 && ( "$tests_rc" == 0 || "$tests_rc" == skipped ) ]]
