@@ -48,7 +48,7 @@ fi
 
 step "throughput (B=256 and B=$LARGE, torch in the same run, bfloat16 check)"
 timeout 300 "$PY" benchmarks/throughput.py --batch_sizes=256 --large_batch=$LARGE \
-  --repeats=3 --seconds=1.0 --bf16_check --output=$RESULT; bench_rc=$?
+  --repeats=2 --seconds=0.5 --bf16_check --output=$RESULT; bench_rc=$?
 if [[ -n "${OUT:-}" && -f $RESULT ]]; then mkdir -p "$OUT" && cp $RESULT "$OUT/"; fi
 
 step "done: tests rc=$tests_rc, throughput rc=$bench_rc, result $RESULT"

@@ -478,7 +478,7 @@ def main(argv):
     train: dict[str, dict[int, object]] = {}
     for b in train_batches:
         train.setdefault("lstmae_jax", {})[b] = lambda b=b: ours_train(d, b, {}, _DTYPE.value)
-        if _VARIANTS.value and not (quick and b == large):
+        if _VARIANTS.value and (not quick or b == 512):
             for name, ov in VARIANTS.items():
                 train.setdefault(name, {})[b] = lambda b=b, ov=ov: ours_train(
                     d, b, ov, _DTYPE.value
