@@ -16,9 +16,17 @@ flags.mark_flag_as_required("workdir")
 config.define_flags()
 
 
+# Exit status of a run stopped by SIGTERM (128 + 15, as a shell reports it): the
+# checkpoint is saved, but the stage did not finish, so nothing downstream may run.
+EXIT_PREEMPTED = 143
+
+
 def main(argv):
     del argv
-    cfg = config.from_flags()
+    try:
+        cfg = config.from_flags()
+    except ValueError as e:  # a bad flag value: one line naming the flag, no traceback
+        sys.exit(f"error: {e}")
     sharding.maybe_initialize_distributed(
         cfg.distributed, cfg.coordinator_address, cfg.num_processes, cfg.process_id
     )
@@ -31,6 +39,7 @@ def main(argv):
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
     if summary["preempted"]:
         logging.warning("preempted at step %d: re-run the same command to resume", summary["steps"])
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

@@ -224,12 +224,16 @@ def from_flags(cls: type = Config, flag_values: flags.FlagValues = flags.FLAGS) 
     values = {}
     for f in dataclasses.fields(cls):
         v = flag_values[f.name].value
-        if f.type.startswith("tuple[int"):
-            v = tuple(int(x) for x in v)
-        elif f.type.startswith("tuple[float"):
-            v = tuple(float(x) for x in v)
-        elif f.type.startswith("tuple[str"):
-            v = tuple(v)
+        try:
+            if f.type.startswith("tuple[int"):
+                v = tuple(int(x) for x in v)
+            elif f.type.startswith("tuple[float"):
+                v = tuple(float(x) for x in v)
+            elif f.type.startswith("tuple[str"):
+                v = tuple(v)
+        except ValueError:
+            kind = "integers" if f.type.startswith("tuple[int") else "numbers"
+            raise ValueError(f"--{f.name}={','.join(v)}: expected comma-separated {kind}") from None
         values[f.name] = v
     return cls(**values)
 

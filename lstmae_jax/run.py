@@ -98,6 +98,11 @@ def train_job(cfg: Config, workdir: str) -> dict:
             raise FileNotFoundError(
                 f"stage 2 needs a trained stage 1 in {stage1_dir}; run --stage=1 first"
             )
+        if not os.path.exists(os.path.join(stage1_dir, THRESHOLD_FILE)):
+            raise FileNotFoundError(
+                f"stage 1 in {stage1_dir} did not finish (no {THRESHOLD_FILE}: preempted or"
+                " interrupted); re-run --stage=1 with the same flags to resume it first"
+            )
         s1 = checkpoint.Checkpointer(
             os.path.join(stage1_dir, "checkpoints"), save_every_steps=1, keep=1
         )

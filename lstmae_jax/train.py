@@ -23,14 +23,16 @@ from flax import nnx
 from lstmae_jax import checkpoint, monitor, sharding, steps, windows
 from lstmae_jax.config import Config
 
-# Options that do not change what is trained: a resume may change them (a new
+# Options that do not change what was computed so far: a resume may change them (a new
 # coordinator after preemption, another process id, more frequent logging; the score and
-# threshold, which are fitted after training: re-running recalibrates them).
+# threshold, which are fitted after training: re-running recalibrates them; speed-only
+# options; the epoch cap and patience, which only decide when to stop, so a finished run
+# can be extended).
 RESUME_IGNORES = frozenset(
     {
         "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
         "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "unroll", "lstm_backward",
-        "steps_per_call",
+        "steps_per_call", "epochs", "patience",
         "score", "ensemble_score", "threshold", "target_fpr", "threshold_quantile",
         "threshold_value",
     }

@@ -49,3 +49,43 @@ def test_bad_values_are_rejected_up_front():
         config.Config(dtype="float16")
     with pytest.raises(ValueError, match="--unroll=-1 is out of range"):
         config.Config(unroll=-1)
+
+
+def test_unparsable_list_flags_name_the_flag():
+    import pytest
+    from absl import flags
+
+    fv = flags.FlagValues()
+    config.define_flags(flag_values=fv)
+    fv(["prog", "--split_fractions=a,b,c"])
+    with pytest.raises(
+        ValueError, match=r"--split_fractions=a,b,c: expected comma-separated numbers"
+    ):
+        config.from_flags(flag_values=fv)
+    fv = flags.FlagValues()
+    config.define_flags(flag_values=fv)
+    fv(["prog", "--encoder_sizes=64,x"])
+    with pytest.raises(
+        ValueError, match=r"--encoder_sizes=64,x: expected comma-separated integers"
+    ):
+        config.from_flags(flag_values=fv)
+
+
+def test_launcher_bad_flag_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    for flag, message in [
+        ("--batch_size=0", "error: --batch_size=0 is out of range"),
+        ("--model=transformer", "error: --model='transformer': expected one of"),
+        ("--learning_rate=nan", "error: --learning_rate=nan is out of range"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, str(repo / "launch" / "train.py"), f"--workdir={tmp_path}", flag],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"},
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -173,3 +173,33 @@ def test_float32_threshold_flags_as_the_float64_rule():
         around = np.float32(value) + np.arange(-4, 5) * np.spacing(np.float32(value))
         s = np.concatenate([around, np.nextafter(around, np.float32(np.inf))]).astype(np.float32)
         np.testing.assert_array_equal(s > t32, s.astype(np.float64) > np.float64(value))
+
+
+def test_stage2_refuses_an_unfinished_stage1(workdir, tmp_path):
+    # A preempted stage 1 has checkpoints but no threshold: stage 2 must not train on it.
+    import shutil
+
+    root, cfg, _, _ = workdir
+    shutil.copytree(root / "stage1", tmp_path / "stage1")
+    os.remove(tmp_path / "stage1" / run.THRESHOLD_FILE)
+    with pytest.raises(FileNotFoundError, match="stage 1 in .* did not finish"):
+        run.train_job(cfg.replace(stage=2), str(tmp_path))
+
+
+def test_launcher_exits_nonzero_when_preempted(tmp_path):
+    # SIGTERM ends fit with preempted=True; the launcher must not report success, or
+    # `make demo` would go on to stage 2. (The job is stubbed: only the exit is tested.)
+    import subprocess
+    import sys
+
+    launcher = os.path.join(os.path.dirname(__file__), "..", "launch", "train.py")
+    code = (
+        "import runpy, sys; from lstmae_jax import run; "
+        "run.train_job = lambda cfg, workdir: {'preempted': True, 'steps': 6}; "
+        f"sys.argv = ['train.py', '--workdir={tmp_path}', '--data=x.parquet']; "
+        f"runpy.run_path({launcher!r}, run_name='__main__')"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 143, proc.stderr
+    assert "preempted at step 6" in proc.stderr

@@ -267,3 +267,13 @@ def test_steps_per_call_trains_the_same(uninterrupted, tmp_path):
     train.fit(k, str(tmp_path / "r"), _windowed(), max_steps=5)
     resumed = train.fit(cfg, str(tmp_path / "r"), _windowed())
     _assert_same(resumed.model, full.model)
+
+
+def test_a_finished_run_can_be_extended(uninterrupted, tmp_path):
+    # More epochs (and more patience) on resume: accepted, training continues from there.
+    cfg, _ = uninterrupted
+    short = cfg.replace(epochs=1)
+    first = train.fit(short, str(tmp_path), _windowed())
+    longer = train.fit(short.replace(epochs=2, patience=7), str(tmp_path), _windowed())
+    assert longer.resumed_from == first.steps and longer.steps == 2 * first.steps
+    assert len(longer.history) == 2
