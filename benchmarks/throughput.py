@@ -23,7 +23,8 @@ Scoring (forward only, raw flows -> anomaly score), windows/s at the large batch
 
 * ``lstmae_jax_scorer``: ``export.scoring_function`` (scaler, LSTM-AE, the z-score
   error model, contributions, threshold), called through a ``jax.export`` round trip,
-  as ``load_scorer`` does; ``lstmae_jax_model``: the in-process model and score only.
+  as ``load_scorer`` does; ``lstmae_jax_model``: the in-process scaler, model and score
+  only (the torch peer's work).
 * ``torch``: the same computation (scaler, model, z-score) under ``inference_mode``.
 
 Also: the machine's float32 matmul rate (XLA, large square matmuls) and each training
@@ -86,13 +87,15 @@ def matmul_flops_per_window(window: int = T, f: int = F, enc: int = ENC, dec: in
     """Multiply-add FLOPs (2 per MAC) of the reference model, per window.
 
     Forward: encoder ``T (F + H1) 4 H1``, decoder input projected once ``H1 4 H2``,
-    decoder recurrence ``T H2 4 H2``, output Dense ``T H2 F``. Training is 3x forward
-    (the backward pass costs two matmuls per forward one: data and weight gradients).
+    decoder recurrence ``T H2 4 H2``, output Dense ``T H2 F``. Training: each forward
+    matmul costs two more in the backward pass (data and weight gradients), except that
+    the encoder's input projection needs no data gradient (nothing upstream of x).
     """
     fwd = 2 * (
         window * (f + enc) * 4 * enc + enc * 4 * dec + window * dec * 4 * dec + window * dec * f
     )
-    return {"forward": fwd, "train": 3 * fwd}
+    no_input_grad = 2 * window * f * 4 * enc
+    return {"forward": fwd, "train": 3 * fwd - no_input_grad}
 
 
 # ------------------------------------------------------------------------- helpers
@@ -372,8 +375,11 @@ def ours_score(batch: int, through_export: bool):
     else:
         graphdef, state = nnx.split(ae)
 
-        def call(x):
-            return anomaly.score(x, nnx.merge(graphdef, state)(x), em)[0]
+        transform = _scaler().transform
+
+        def call(x):  # the same work as the torch peer: scaler, model, score
+            z = transform(x, xp=jnp)
+            return anomaly.score(z, nnx.merge(graphdef, state)(z), em)[0]
 
     x = jax.device_put(_raw_batch(batch))
     jitted = jax.jit(call)
@@ -525,16 +531,43 @@ def main(argv):
                 }  # fmt: skip
                 print(f"ready {key} (compile {compile_s:.1f}s)", flush=True)
     gemm_n = 8192 if gpu else 2048
-    sgemm = []
+    sgemm: list[float] = []
     calls = dict.fromkeys(runners, 1)
+    out = _OUT.value or f"benchmarks/results/throughput_{jax.default_backend()}.json"
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "quick": quick,
+        "repeats": repeats,
+        "seconds_per_measurement": seconds,
+        "train_batches": train_batches,
+        "score_batch": large,
+        "dtype": _DTYPE.value,
+        "lstm_defaults": {
+            "unroll": config.Config.unroll,
+            "lstm_backward": config.Config.lstm_backward,
+            "hoist": jax.default_backend() != "cpu",
+        },
+    }
     t_start = time.perf_counter()
     for r in range(repeats):
         for key, (run, per_call) in runners.items():
             rate, calls[key] = _best_rate(run, per_call, calls[key], seconds)
             rows[key]["rates"].append(round(rate, 1))
         sgemm.append(_sgemm_gflops(gemm_n, seconds / 2))
+        # Written after every repeat: a run cut short (a time limit) keeps what it measured.
+        report = _report(torch, rows, sgemm, train_batches, large, settings, f"{r + 1}/{repeats}")
+        path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"repeat {r + 1}/{repeats} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
+    if _BF16.value:
+        report["bfloat16_loss_check"] = dtype_loss_effect(_LOSS_STEPS.value)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+    print(throughput_report.render(report))
+    print(f"wrote {path}")
 
+
+def _report(torch, rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
+    """The JSON report from the rates measured so far."""
     gflops = max(sgemm)
     flops = matmul_flops_per_window()
     roofline = gflops * 1e9 / flops["train"]
@@ -568,39 +601,20 @@ def main(argv):
         ratios[f"train_vs_flax_rnn_b{b}"] = ratio(
             rate("train", "lstmae_jax", b), rate("train", "flax_rnn", b)
         )
-    ratios = {k: v for k, v in ratios.items() if v is not None}
-    loss_check = dtype_loss_effect(_LOSS_STEPS.value) if _BF16.value else None
-    report = {
+    return {
         "benchmark": "LSTM-AE throughput: encoder 64, decoder 32, T=10, F=77; windows/s",
         "machine": _machine(torch),
-        "settings": {
-            "quick": quick,
-            "repeats": repeats,
-            "seconds_per_measurement": seconds,
-            "train_batches": train_batches,
-            "score_batch": large,
-            "dtype": _DTYPE.value,
-            "lstm_defaults": {
-                "unroll": config.Config.unroll,
-                "lstm_backward": config.Config.lstm_backward,
-                "hoist": jax.default_backend() != "cpu",
-            },
-        },  # fmt: skip
+        "settings": settings,
+        "repeats_done": repeats_done,
         "matmul_flops_per_window": flops,
         "sgemm_gflops": round(gflops, 1),
         "train_roofline_windows_per_s": round(roofline, 1),
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "ratios": ratios,
-        "bfloat16_loss_check": loss_check,
+        "ratios": {k: v for k, v in ratios.items() if v is not None},
+        "bfloat16_loss_check": None,
         "results": rows,
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = _OUT.value or f"benchmarks/results/throughput_{jax.default_backend()}.json"
-    path = pathlib.Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    print(throughput_report.render(report))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

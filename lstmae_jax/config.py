@@ -163,6 +163,12 @@ class Config:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"--{key}={getattr(self, key)!r} is out of range")
+        interval = min(self.log_every_steps, self.checkpoint_every_steps)
+        if self.steps_per_call > interval:  # every K-step call must fit between them
+            raise ValueError(
+                f"--steps_per_call={self.steps_per_call} must be <= --log_every_steps and"
+                f" --checkpoint_every_steps (here {interval})"
+            )
 
     def replace(self, **kw: Any) -> Config:
         return dataclasses.replace(self, **kw)

@@ -181,6 +181,8 @@ class _Fit:
         self.state, meta = self.ckpt.restore(step, checkpoint.abstract(self.state))
         self.order.restore(meta["data_position"])
         self.early, self.history = meta["early_stopping"], meta["history"]
+        # A larger --patience on resume extends a run that had stopped early.
+        self.early["stopped"] = self.early["bad_epochs"] >= self.cfg.patience
         logging.info("resuming %s from step %d (epoch %d)", self.run_dir, step, self.order.epoch)
 
     def _meta(self) -> dict:
@@ -241,6 +243,7 @@ class _Fit:
         t0 = time.perf_counter()
         compiled = fn.lower(self.state, self.table, batch).compile()
         compile_s = time.perf_counter() - t0
+        self.window_t0 += compile_s  # the logged rate counts steps, not compilation
         self.writer.write({"step": self.step, "compile_time_s": compile_s})
         logging.info("train step compiled in %.2fs", compile_s)
         return compiled

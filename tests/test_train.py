@@ -252,21 +252,29 @@ def test_resume_reads_options_added_since_as_defaults(uninterrupted, tmp_path, m
 def test_steps_per_call_trains_the_same(uninterrupted, tmp_path):
     # K steps per call, with boundaries (log, checkpoint, epoch end) falling inside a
     # K-block handled by single steps: the same parameters, history and checkpoints.
-    cfg, full = uninterrupted
-    k = cfg.replace(steps_per_call=3)
-    result = train.fit(k, str(tmp_path), _windowed())
+    base = config.smoke(epochs=3, patience=5, log_every_steps=6, checkpoint_every_steps=6)
+    full = train.fit(base, str(tmp_path / "one"), _windowed())
+    k = base.replace(steps_per_call=3)
+    result = train.fit(k, str(tmp_path / "k"), _windowed())
     assert result.steps == full.steps
     _assert_same(result.model, full.model)
     assert [h["val_loss"] for h in result.history] == [h["val_loss"] for h in full.history]
-    lines = [json.loads(x) for x in open(os.path.join(tmp_path, "metrics.jsonl"))]
+    lines = [json.loads(x) for x in open(tmp_path / "k" / "metrics.jsonl")]
+    # Both executables ran: 3-step calls between boundaries, single steps up to them.
+    assert len([x for x in lines if "compile_time_s" in x]) == 2
     logged = [x["step"] for x in lines if "loss" in x]
     assert logged and all(
-        s % cfg.log_every_steps == 0 or s in {h["step"] for h in full.history} for s in logged
+        s % base.log_every_steps == 0 or s in {h["step"] for h in full.history} for s in logged
     )
     # Resuming a K-step run with single steps continues exactly.
-    train.fit(k, str(tmp_path / "r"), _windowed(), max_steps=5)
-    resumed = train.fit(cfg, str(tmp_path / "r"), _windowed())
+    train.fit(k, str(tmp_path / "r"), _windowed(), max_steps=7)
+    resumed = train.fit(base, str(tmp_path / "r"), _windowed())
     _assert_same(resumed.model, full.model)
+
+
+def test_steps_per_call_must_fit_the_intervals():
+    with pytest.raises(ValueError, match="--steps_per_call=8 must be <= --log_every_steps"):
+        config.smoke(steps_per_call=8)
 
 
 def test_a_finished_run_can_be_extended(uninterrupted, tmp_path):
@@ -277,3 +285,12 @@ def test_a_finished_run_can_be_extended(uninterrupted, tmp_path):
     longer = train.fit(short.replace(epochs=2, patience=7), str(tmp_path), _windowed())
     assert longer.resumed_from == first.steps and longer.steps == 2 * first.steps
     assert len(longer.history) == 2
+
+
+def test_more_patience_extends_an_early_stopped_run(tmp_path):
+    # min_delta=0.9: every epoch after the first counts as no improvement; patience=1 stops.
+    cfg = config.smoke(epochs=6, patience=1, lr_patience=1, min_delta=0.9)
+    first = train.fit(cfg, str(tmp_path), _windowed())
+    assert first.stopped_early
+    more = train.fit(cfg.replace(patience=3), str(tmp_path), _windowed())
+    assert more.steps > first.steps and len(more.history) > len(first.history)
