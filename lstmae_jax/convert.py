@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import csv
 import glob
 import json
 import os
@@ -164,7 +165,10 @@ def convert_file(
         raise ValueError(f"unknown policy: nonfinite={nonfinite!r}, negative={negative!r}")
     policies = {"nonfinite": nonfinite, "negative": negative}
     dst = output_path(src, dst_dir)
-    if os.path.abspath(dst) == os.path.abspath(src):
+    # realpath and samefile: an output folder that is a symlink to the input's folder
+    # (or a hard link to the input) must not replace the raw file.
+    same = os.path.realpath(dst) == os.path.realpath(src)
+    if same or (os.path.exists(dst) and os.path.samefile(dst, src)):
         raise ValueError(f"{src}: the output would overwrite the input")
     if os.path.getsize(src) == 0:
         raise ValueError(f"{src}: empty file (0 bytes, no header)")
@@ -217,6 +221,31 @@ def convert_file(
     return report
 
 
+def remove_stale_temporaries(dst_dir: str) -> int:
+    """Deletes ``.<name>.parquet.<pid>.tmp`` files of conversions whose process is gone
+    (killed runs); returns how many."""
+    removed = 0
+    for path in glob.glob(os.path.join(glob.escape(dst_dir), ".*.parquet.*.tmp")):
+        pid = path.rsplit(".", 2)[-2]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        os.remove(path)
+        removed += 1
+    if removed:
+        logging.warning("%s: removed %d stale temporary file(s) of killed runs", dst_dir, removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def output_path(src: str, dst_dir: str) -> str:
     """``dst_dir/<stem>.parquet`` for an input path (``x.csv.gz`` -> ``x.parquet``)."""
     base = os.path.basename(src)
@@ -252,6 +281,7 @@ def convert(
     if clashes := sorted(d for d, c in outputs.items() if c > 1):
         raise ValueError(f"several inputs would write the same output: {clashes}")
     os.makedirs(output_dir, exist_ok=True)
+    remove_stale_temporaries(output_dir)
     reports, entries, failures = [], [], {}
     for src in files:
         t0 = time.monotonic()
@@ -260,8 +290,13 @@ def convert(
                 src, output_dir, nonfinite=nonfinite, negative=negative,
                 on_bad_cell=on_bad_cell, block_size=block_size,
             )  # fmt: skip
-        except (ValueError, OSError, pa.ArrowException) as e:
+        except (ValueError, OSError, csv.Error, pa.ArrowException) as e:
             logging.error("%s failed: %s", src, e)
+            stale = output_path(src, output_dir)
+            same = os.path.exists(stale) and os.path.samefile(stale, src)
+            if os.path.exists(stale) and not same:  # an older conversion of this input
+                os.remove(stale)  # a later training must not take it as this one
+                logging.error("%s: removed the older output %s", src, stale)
             failures[src] = str(e)
             entries.append({"source": src, "error": str(e)})
             continue

@@ -134,6 +134,16 @@ def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
     return report
 
 
+def check_output(output: str) -> None:
+    """Refuses an output path that could not be written, naming it."""
+    if os.path.isdir(output):
+        raise ValueError(f"--output={output} is a directory; give a file path (REPORT.json)")
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--output={output}: cannot write in {parent}")
+
+
 def evaluate_job(
     workdir: str, data_path: str, output: str, split: str = "test", plots: bool = True
 ) -> dict:
@@ -142,6 +152,7 @@ def evaluate_job(
     With ``plots`` and matplotlib installed (the ``plots`` extra), also PNGs beside the
     report: stage-1 ROC and PR curves, score histograms per class, training curves.
     """
+    check_output(output)  # before the scoring, not after it
     report: dict = {
         "workdir": os.path.abspath(workdir),
         "data": data_path,

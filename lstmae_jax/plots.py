@@ -9,7 +9,6 @@ Shape letters: W windows (or flows).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -105,17 +104,14 @@ def plot_score_histograms(
 
 def read_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
     """(train records with ``loss``, epoch records with ``val_loss``) of a run's JSONL."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+    from lstmae_jax import monitor
+
     train, val = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if "val_loss" in rec:
-                val.append(rec)
-            elif "loss" in rec:
-                train.append(rec)
+    for rec in monitor.read_jsonl(os.path.join(run_dir, "metrics.jsonl")):
+        if "val_loss" in rec:
+            val.append(rec)
+        elif "loss" in rec:
+            train.append(rec)
     return train, val
 
 

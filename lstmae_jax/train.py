@@ -256,6 +256,8 @@ class _Fit:
         cfg = self.cfg
         self.step = step = int(jax.device_get(self.state.step))
         self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, "metrics.jsonl"))
+        if self.resumed_from is not None:
+            self.writer.cut_after(step)  # steps logged after the checkpoint run again
         self.progress = monitor.Progress(self.total, step, "steps")
         self.pending: list[tuple[int, int, dict]] = []  # (last step, steps, metrics)
         if step >= self.total or self.early["stopped"]:

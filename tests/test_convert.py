@@ -339,3 +339,41 @@ def test_launcher(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert re.search(r"ok\.csv +2 +1  unparsable=1", proc.stdout), proc.stdout
     assert "FAILED" in proc.stderr and "zero.csv: empty file" in proc.stderr
+
+
+def test_output_through_a_symlink_never_replaces_the_input(tmp_path):
+    style = "cicids2017"
+    same = tmp_path / "same"
+    same.mkdir()
+    src = convert.convert_file(write(same / "d.csv", style, [row(style)]), str(same)).source
+    parquet = str(same / "d.parquet")
+    before = open(parquet, "rb").read()
+    os.symlink(same, tmp_path / "link")
+    with pytest.raises(ValueError, match="overwrite the input"):
+        convert.convert_file(parquet, str(tmp_path / "link"))
+    assert open(parquet, "rb").read() == before and src.endswith("d.csv")
+
+
+def test_stale_temporaries_and_outputs_are_removed(tmp_path):
+    style, out = "cicids2017", tmp_path / "out"
+    good = write(tmp_path / "a.csv", style, [row(style)] * 2)
+    convert.convert([good], str(out))
+    # A killed run's temporary (pid 2**22 + 1 is above Linux's pid_max: never alive) ...
+    stale = out / f".a.parquet.{2**22 + 1}.tmp"
+    stale.write_bytes(b"partial")
+    # ... and a re-conversion that now fails: the older a.parquet must not survive it.
+    write(tmp_path / "a.csv", style, [row(style), row(style, flow_duration="?")])
+    with pytest.raises(convert.ConvertError):
+        convert.convert([good], str(out), on_bad_cell="error")
+    assert sorted(os.listdir(out)) == ["report.json"]
+
+
+def test_a_malformed_header_costs_only_its_file(tmp_path):
+    style, out = "cicids2017", tmp_path / "out"
+    header = ",".join(f"{c}" for c in ["a\rb", "Label"])
+    (tmp_path / "bad.csv").write_bytes(('"' + header + "\n1,BENIGN\n").encode())
+    good = write(tmp_path / "good.csv", style, [row(style)] * 2)
+    with pytest.raises(convert.ConvertError) as err:
+        convert.convert([str(tmp_path / "bad.csv"), good], str(out))
+    assert list(err.value.failures) == [str(tmp_path / "bad.csv")]
+    assert sorted(os.listdir(out)) == ["good.parquet", "report.json"]

@@ -203,3 +203,14 @@ def test_launcher_exits_nonzero_when_preempted(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 143, proc.stderr
     assert "preempted at step 6" in proc.stderr
+
+
+def test_evaluate_checks_its_output_before_scoring(workdir, tmp_path, monkeypatch):
+    root, cfg, _, _ = workdir
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("loaded data before checking --output")
+
+    monkeypatch.setattr(evaluate.data, "load_flows", must_not_load)
+    with pytest.raises(ValueError, match="is a directory"):
+        evaluate.evaluate_job(str(root), cfg.data, str(tmp_path))

@@ -294,3 +294,27 @@ def test_more_patience_extends_an_early_stopped_run(tmp_path):
     assert first.stopped_early
     more = train.fit(cfg.replace(patience=3), str(tmp_path), _windowed())
     assert more.steps > first.steps and len(more.history) > len(first.history)
+
+
+def test_resume_cuts_metrics_back_to_the_checkpoint(uninterrupted, tmp_path):
+    # Steps logged after the last checkpoint (a kill before the next save) run again on
+    # resume: their records are dropped first, as is a line torn by the kill.
+    cfg, _ = uninterrupted
+    train.fit(cfg, str(tmp_path), _windowed(), max_steps=4)
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+    train.fit(cfg, str(tmp_path), _windowed(), max_steps=6)
+    steps = [json.loads(x)["step"] for x in open(path) if '"loss"' in x]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 6
+
+
+def test_read_jsonl_skips_only_a_torn_last_line(tmp_path):
+    from lstmae_jax import monitor
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"st')
+    assert [r["step"] for r in monitor.read_jsonl(str(path))] == [1, 2]
+    path.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="m.jsonl, line 2: not JSON"):
+        monitor.read_jsonl(str(path))
