@@ -199,6 +199,24 @@ class Data:
         return self._host[batch]
 
 
+def _jax_train_runner(step, state, table, batches, windows_per_call: int):
+    """(run(calls), compile_s, device_bytes, windows per call) of a jitted ``step(state,
+    table, batch) -> (state, metrics)``, cycling through ``batches``, state donated."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=0).lower(state, table, batches[0]).compile()
+    compile_s = time.perf_counter() - t0
+    holder = {"state": state}
+
+    def run(calls):
+        st = holder["state"]
+        for i in range(calls):
+            st, out = compiled(st, table, batches[i % len(batches)])
+        jax.block_until_ready(out)
+        holder["state"] = st
+
+    return run, compile_s, _device_memory(compiled), windows_per_call
+
+
 def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
     """(run(calls), compile_s, device_bytes, windows per call) of the project's train step."""
     overrides = dict(overrides)
@@ -222,19 +240,7 @@ def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
         else:
             b = {"starts": s, "label": np.zeros(batch, np.int32)}
         batches.append(jax.device_put(b))
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn, donate_argnums=0).lower(state, d.table, batches[0]).compile()
-    compile_s = time.perf_counter() - t0
-    holder = {"state": state}
-
-    def run(calls):
-        st = holder["state"]
-        for i in range(calls):
-            st, m = compiled(st, d.table, batches[i % len(batches)])
-        jax.block_until_ready(m)
-        holder["state"] = st
-
-    return run, compile_s, _device_memory(compiled), batch * per_call
+    return _jax_train_runner(fn, state, d.table, batches, batch * per_call)
 
 
 class FlaxRNNAE(nnx.Module):
@@ -267,19 +273,7 @@ def flax_train(d: Data, batch: int):
 
     state = (params, rest, tx.init(params))
     batches = [jax.device_put(s) for s in d.starts(batch)]
-    t0 = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, d.table, batches[0]).compile()
-    compile_s = time.perf_counter() - t0
-    holder = {"state": state}
-
-    def run(calls):
-        st = holder["state"]
-        for i in range(calls):
-            st, loss = compiled(st, d.table, batches[i % len(batches)])
-        jax.block_until_ready(loss)
-        holder["state"] = st
-
-    return run, compile_s, _device_memory(compiled), batch
+    return _jax_train_runner(step, state, d.table, batches, batch)
 
 
 def _torch_ae(torch):

@@ -208,22 +208,20 @@ class _Fit:
 
     # ----------------------------------------------------------- the step loop
 
-    def _host_batch(self, idx_B: np.ndarray, starts_W, label_W, valid=None) -> dict:
-        sl = sharding.process_slice(len(idx_B))
-        b = {"starts": starts_W[idx_B].astype(np.int32), "label": label_W[idx_B].astype(np.int32)}
+    def _host_batch(self, idx: np.ndarray, starts_W, label_W, valid=None) -> dict:
+        """Window indices idx_B (one batch) or idx_KxB (K stacked) -> this process's share
+        of the batch axis (the last), on the devices."""
+        sl = (slice(None),) * (idx.ndim - 1) + (sharding.process_slice(idx.shape[-1]),)
+        b = {"starts": starts_W[idx].astype(np.int32), "label": label_W[idx].astype(np.int32)}
         if valid is not None:
             b["valid"] = valid.astype(np.float32)
-        return sharding.to_global({k: v[sl] for k, v in b.items()}, self.mesh)
+        local = {k: v[sl] for k, v in b.items()}
+        return sharding.to_global(local, self.mesh, batch_axis=idx.ndim - 1)
 
     def _next_batches(self, num: int) -> dict:
         """The next ``num`` train batches, stacked on a leading axis when ``num`` > 1."""
-        starts, labels = self.data.starts["train"], self.labels["train"]
-        if num == 1:
-            return self._host_batch(self.order.next(), starts, labels)
-        idx_KxB = np.stack([self.order.next() for _ in range(num)])
-        sl = sharding.process_slice(idx_KxB.shape[1])
-        b = {"starts": starts[idx_KxB].astype(np.int32), "label": labels[idx_KxB].astype(np.int32)}
-        return sharding.to_global({k: v[:, sl] for k, v in b.items()}, self.mesh, batch_axis=1)
+        idx = self.order.next() if num == 1 else np.stack([self.order.next() for _ in range(num)])
+        return self._host_batch(idx, self.data.starts["train"], self.labels["train"])
 
     def _call_size(self, step: int) -> int:
         """Steps in the next call: ``steps_per_call``, or 1 near a boundary (epoch end,

@@ -2,6 +2,8 @@
 
 import pathlib
 
+import pytest
+
 from lstmae_jax import config
 
 
@@ -51,23 +53,20 @@ def test_bad_values_are_rejected_up_front():
         config.Config(unroll=-1)
 
 
-def test_unparsable_list_flags_name_the_flag():
-    import pytest
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--split_fractions=a,b,c", "--split_fractions=a,b,c: expected comma-separated numbers"),
+        ("--encoder_sizes=64,x", "--encoder_sizes=64,x: expected comma-separated integers"),
+    ],
+)
+def test_unparsable_list_flags_name_the_flag(flag, message):
     from absl import flags
 
     fv = flags.FlagValues()
     config.define_flags(flag_values=fv)
-    fv(["prog", "--split_fractions=a,b,c"])
-    with pytest.raises(
-        ValueError, match=r"--split_fractions=a,b,c: expected comma-separated numbers"
-    ):
-        config.from_flags(flag_values=fv)
-    fv = flags.FlagValues()
-    config.define_flags(flag_values=fv)
-    fv(["prog", "--encoder_sizes=64,x"])
-    with pytest.raises(
-        ValueError, match=r"--encoder_sizes=64,x: expected comma-separated integers"
-    ):
+    fv(["prog", flag])
+    with pytest.raises(ValueError, match=message):
         config.from_flags(flag_values=fv)
 
 

@@ -78,9 +78,10 @@ def test_given_carry_matches_flax_rnn(hoist):
 
 @pytest.mark.device_check
 @pytest.mark.parametrize("hoist", [True, False])
-def test_gradients_match_flax_rnn(hoist):
+@pytest.mark.parametrize("fused_backward", [False, True])
+def test_gradients_match_flax_rnn(hoist, fused_backward):
     cell = _cell()
-    layer = LSTM.from_optimized_cell(cell, hoist=hoist)
+    layer = LSTM.from_optimized_cell(cell, hoist=hoist, fused_backward=fused_backward)
     w_BxTxH = jax.random.normal(jax.random.key(5), (B, T, H))
 
     # A loss using every output step and the final cell state.
@@ -205,28 +206,6 @@ def test_fused_backward_matches_scan_gradients(hoist, mode, return_sequences):
     _close(g[1], g_ref[1])  # the input
     _close(g[2][0], g_ref[2][0])  # the initial carry
     _close(g[2][1], g_ref[2][1])
-
-
-@pytest.mark.parametrize("hoist", [True, False])
-def test_fused_backward_matches_flax_rnn(hoist):
-    cell = _cell()
-    layer = LSTM.from_optimized_cell(cell, hoist=hoist, fused_backward=True)
-    w_BxTxH = jax.random.normal(jax.random.key(5), (B, T, H))
-
-    def loss_ref(cell, x):
-        (c, _), y = nnx.RNN(cell, return_carry=True)(x)
-        return jnp.sum(y * w_BxTxH) + jnp.sum(c**2)
-
-    def loss(layer, x):
-        (c, _), y = layer(x)
-        return jnp.sum(y * w_BxTxH) + jnp.sum(c**2)
-
-    g_cell, gx_ref = nnx.grad(loss_ref, argnums=(0, 1))(cell, _x())
-    g_layer, gx = nnx.grad(loss, argnums=(0, 1))(layer, _x())
-    _close(gx, gx_ref)
-    _close(g_layer["w_ih"][...], g_cell["dense_i"]["kernel"][...])
-    _close(g_layer["w_hh"][...], g_cell["dense_h"]["kernel"][...])
-    _close(g_layer["bias"][...], g_cell["dense_h"]["bias"][...])
 
 
 def test_fused_backward_bfloat16_close_to_float32():
