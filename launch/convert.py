@@ -3,12 +3,14 @@
     python launch/convert.py --input='data/raw/*.csv' --output=data/canonical
 
 Writes ``<stem>.parquet`` per input and ``report.json``, prints rows in/out and drops per
-file; exits non-zero if any file failed (the others are still converted).
+file; exits 1 if any file failed (the others are still converted), 130 on Ctrl-C or
+SIGTERM (the current file's temporary removed, no partial output).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -38,6 +40,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    # Both raise KeyboardInterrupt; a shell starts background jobs with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         reports = convert.convert(
             _INPUT.value,
@@ -48,11 +53,14 @@ def main(argv: list[str]) -> None:
         )
     except convert.ConvertError as e:
         print(_table(e.reports))
-        for src, message in e.failures.items():
-            print(f"FAILED {src}: {message}", file=sys.stderr)
+        for message in e.failures.values():  # each starts with its file's path
+            print(f"FAILED {message}", file=sys.stderr)
         sys.exit(1)
     except ValueError as e:  # bad arguments: no matching input, clashing outputs
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("interrupted: no partial output left; see report.json", file=sys.stderr)
+        sys.exit(130)
     print(_table(reports))
 
 

@@ -2,6 +2,7 @@
 
 Every option is a field of lstmae_jax.config.Config (see --helpfull); --flagfile works.
 Re-running the same command with the same --workdir resumes from the latest checkpoint.
+Several hosts: the same command on each, with --distributed (README, "Several hosts").
 """
 
 import json
@@ -27,9 +28,15 @@ def main(argv):
         cfg = config.from_flags()
     except ValueError as e:  # a bad flag value: one line naming the flag, no traceback
         sys.exit(f"error: {e}")
-    sharding.maybe_initialize_distributed(
-        cfg.distributed, cfg.coordinator_address, cfg.num_processes, cfg.process_id
-    )
+    try:  # before any computation: it decides which devices this process sees
+        sharding.maybe_initialize_distributed(
+            cfg.distributed, cfg.coordinator_address, cfg.num_processes, cfg.process_id
+        )
+    except ValueError as e:  # e.g. nothing to auto-detect the coordinator from
+        sys.exit(
+            f"error: --distributed: {e} (give --coordinator_address, --num_processes and"
+            " --process_id where JAX cannot detect them: it can on TPU, SLURM, Open MPI)"
+        )
     sharding.log_devices(sharding.make_mesh())
     logging.info("config:\n%s", cfg.dumps())
     try:

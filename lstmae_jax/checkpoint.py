@@ -1,4 +1,4 @@
-"""Orbax checkpoints, current API, in one module.
+"""Orbax checkpoints, current API, in one module, each step sealed with checksums.
 
 A checkpoint holds two items: ``state`` (the train-state pytree: parameters, optimizer
 state, the best parameters so far, RNG key, step) and ``meta`` (JSON: config, feature
@@ -8,18 +8,52 @@ both together is what makes a resume exact.
 Policies: save every ``save_every_steps`` (plus forced saves at epoch ends and on
 preemption), keep the latest ``keep`` checkpoints and the one with the best validation
 loss. Saves are asynchronous; ``close`` waits for them.
+
+Integrity. Orbax restores a flipped bit without complaint and crashes on a truncated or
+missing file, so each step directory gets ``sha256.json``: the size and SHA-256 of every
+file in it. Process 0 writes it in Orbax's post-finalization hook, which runs once every
+process's files are written and merged and *before* the rename that commits the step, so
+a step is committed together with its checksums or not at all (a kill cannot leave a
+committed step without them). The two files Orbax writes at the commit itself
+(``_CHECKPOINT_METADATA``: timestamps and metrics; the top-level ``commit_success.txt``)
+are not covered; Orbax restores without them. Before a step is restored it is verified
+(process 0 reads; the others take its verdict): a step with a missing, truncated or
+changed file, or without ``sha256.json``, is reported with a warning naming the step and
+the file and renamed to ``<step>.corrupt`` (outside Orbax's step names, kept for
+inspection); ``restore(None)`` then takes the newest intact step, an explicitly requested
+step is an error. Steps saved before checksums existed (no marker in their Orbax step
+metadata) are restored unverified, with a warning.
+
+Test hook: ``LSTMAE_DEBUG_COMMIT_DELAY_S=<seconds>`` sleeps in the background save thread
+after the checksums are written, before the commit, so a test can kill a process in the
+middle of an asynchronous write. Unset (the default) it does nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
+
+from lstmae_jax import atomic
+
+CHECKSUMS = "sha256.json"  # in each step directory
+COMMIT_DELAY_ENV = "LSTMAE_DEBUG_COMMIT_DELAY_S"
+_UNSEALED = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt", CHECKSUMS})  # top level
+_MARKER = {"lstmae_checksums": CHECKSUMS}  # Orbax custom step metadata: "has checksums"
+_NONE, _NONE_INTACT = -1, -2  # latest-step verdicts besides a step number
+_UNKNOWN = object()
 
 
 class _QuietOrbax(logging.Filter):
@@ -42,6 +76,81 @@ def _val_loss(metrics: dict) -> float:
     return float(metrics["val_loss"])
 
 
+# ------------------------------------------------------------------ checksums
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest(files: dict) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def write_checksums(step_dir: str) -> None:
+    """Writes ``step_dir/sha256.json``: ``{"algorithm": "sha256", "files": {relative path
+    ("/"-separated): {"bytes": size, "sha256": hex digest}}, "files_sha256": digest of
+    "files" itself}`` for every file but ``_UNSEALED`` (and a stale temporary of this)."""
+    files = {}
+    for root, dirs, names in os.walk(step_dir):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir).replace(os.sep, "/")
+            if rel in _UNSEALED or rel.startswith(f".{CHECKSUMS}."):
+                continue
+            files[rel] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+    sums = {"algorithm": "sha256", "files": files, "files_sha256": _digest(files)}
+    atomic.write_json(os.path.join(step_dir, CHECKSUMS), sums)
+
+
+def verify(step_dir: str) -> str | None:
+    """None if every file listed in ``step_dir/sha256.json`` is there with its size and
+    SHA-256; otherwise what is wrong, naming the file (the first bad one)."""
+    try:
+        with open(os.path.join(step_dir, CHECKSUMS), "rb") as f:
+            sums = json.load(f)
+        listed = sums["files"]
+        if _digest(listed) != sums["files_sha256"]:
+            return f"{CHECKSUMS} does not match its own SHA-256 (corrupted)"
+        expected = sorted((rel, int(v["bytes"]), str(v["sha256"])) for rel, v in listed.items())
+    except FileNotFoundError:
+        return f"{CHECKSUMS} is missing"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{CHECKSUMS} is unreadable ({type(e).__name__}: {e})"
+    if not expected:
+        return f"{CHECKSUMS} lists no files"
+    for rel, size, sha256 in expected:
+        path = os.path.join(step_dir, *rel.split("/"))
+        try:
+            if (got := os.path.getsize(path)) != size:
+                return f"{rel} has {got} bytes, {size} expected (truncated or overwritten)"
+            if _sha256(path) != sha256:
+                return f"{rel} does not match its SHA-256 (corrupted)"
+        except FileNotFoundError:
+            return f"{rel} is missing"
+        except OSError as e:
+            return f"{rel} cannot be read ({e})"
+    return None
+
+
+def _written_before_checksums(step_dir: str) -> bool:
+    """True if the step's Orbax metadata is readable and lacks the checksum marker."""
+    try:
+        with open(os.path.join(step_dir, "_CHECKPOINT_METADATA"), "rb") as f:
+            custom = json.load(f).get("custom_metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return False  # unreadable: no proof of an old step, so it counts as incomplete
+    return not any(k in custom for k in _MARKER)
+
+
+# ------------------------------------------------------------------ the manager
+
+
 class Checkpointer:
     """A thin wrapper around ``ocp.CheckpointManager`` for one training run."""
 
@@ -49,6 +158,13 @@ class Checkpointer:
         self, directory: str, *, save_every_steps: int, keep: int, async_save: bool = True
     ):
         _quiet_orbax()
+        self.directory = os.path.abspath(directory)
+        self._async = async_save
+        self._writing: int | None = None  # the step whose save is in flight (for _seal)
+        self._good: set[int] = set()  # verified, or saved by this object
+        self._bad: dict[int, str] = {}  # step -> what is wrong with it
+        self._latest: Any = _UNKNOWN  # latest_step's verdict, kept so repeated calls agree
+        self._delay_s = float(os.environ.get(COMMIT_DELAY_ENV) or 0.0)
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=cm.FixedIntervalPolicy(save_every_steps),
             # reverse=True: sorted by val_loss descending, BestN keeps the tail (lowest).
@@ -63,18 +179,34 @@ class Checkpointer:
                     ),
                 ]
             ),
-            enable_async_checkpointing=async_save,
+            # Always async underneath: the checksum hook exists only there (a synchronous
+            # save waits for the commit instead).
+            enable_async_checkpointing=True,
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
             create=True,
         )
-        self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
 
     def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+        """The newest intact step, None if there is no checkpoint. Newer corrupt or
+        incomplete steps are reported and moved aside; ValueError if none is intact."""
+        if self._latest is _UNKNOWN:
+            found = self._agreed(self._newest_intact)
+            if found == _NONE_INTACT:
+                raise ValueError(
+                    f"no intact checkpoint in {self.directory}: every step failed"
+                    f" verification ({self._bad or 'see process 0'}); re-run to start from"
+                    " scratch"
+                )
+            self._latest = None if found == _NONE else found
+            if found >= 0:
+                self._good.add(found)
+        return self._latest
 
     def all_steps(self) -> list[int]:
+        """The steps on disk (verified only when restored or chosen by ``latest_step``)."""
         return list(self._manager.all_steps())
 
     def should_save(self, step: int) -> bool:
@@ -85,22 +217,31 @@ class Checkpointer:
         self, step: int, state: Any, meta: dict, *, metrics: dict | None = None, force: bool = False
     ) -> bool:
         """Saves (asynchronously) if the policy says so or ``force``; True if it did."""
-        return self._manager.save(
+        if not (force or self._manager.should_save(step)):
+            return False
+        self._manager.wait_until_finished()  # the previous save's _seal reads _writing
+        self._writing = step
+        saved = self._manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
             ),
             metrics=metrics,
             force=force,
+            custom_metadata=_MARKER,
         )
+        if saved:
+            self._good.add(step)
+            self._latest = _UNKNOWN
+            if not self._async:
+                self._manager.wait_until_finished()
+        return saved
 
     def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict]:
-        """Restores ``step`` (None: latest) into the shapes and shardings of ``abstract_state``."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        """Restores ``step`` (None: the newest intact one) into the shapes and shardings
+        of ``abstract_state``, after verifying its checksums."""
         restored = self._manager.restore(
-            step,
+            self._intact_step(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
             ),
@@ -108,12 +249,8 @@ class Checkpointer:
         return restored["state"], restored["meta"]
 
     def restore_meta(self, step: int | None = None) -> dict:
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-            "meta"
-        ]
+        args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+        return self._manager.restore(self._intact_step(step), args=args)["meta"]
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -121,6 +258,114 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+    # ------------------------------------------------------------ verification
+
+    def _seal(self) -> None:
+        """Orbax's post-finalization hook (process 0, background thread): the step's files
+        are complete in its temporary directory, not yet renamed into place."""
+        if jax.process_index() != 0:
+            return
+        name = str(self._writing)
+        step_dir = os.path.join(self.directory, name + ocp.path.step.TMP_DIR_SUFFIX)
+        if not os.path.isdir(step_dir):  # an Orbax that commits before the hook
+            step_dir = os.path.join(self.directory, name)
+        if not os.path.isdir(step_dir):
+            raise RuntimeError(f"checkpoint step {name} not found in {self.directory}")
+        write_checksums(step_dir)
+        if self._delay_s:
+            time.sleep(self._delay_s)
+
+    def _intact_step(self, step: int | None) -> int:
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            return step
+        if step in self._good:
+            return step
+        if step not in self._manager.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint at step {step} in {self.directory}; steps: {self.all_steps()}"
+            )
+        if not self._agreed(lambda: int(self._intact(step))):
+            problem = self._bad.get(step, "see process 0's warning")
+            raise ValueError(
+                f"checkpoint step {step} in {self.directory} is corrupt or incomplete: {problem}"
+            )
+        self._good.add(step)
+        return step
+
+    def _agreed(self, decide: Callable[[], int]) -> int:
+        """``decide()`` on process 0, its answer on every process (one host: just run).
+        The broadcast waits for process 0, so its renames are done when everyone re-reads
+        the directory."""
+        moved = len(self._bad)
+        if jax.process_count() == 1:
+            answer = decide()
+        else:
+            mine = decide() if jax.process_index() == 0 else 0
+            answer = int(multihost_utils.broadcast_one_to_all(np.int32(mine)))
+        if jax.process_count() > 1 or len(self._bad) > moved:
+            self._manager.reload()  # forget the steps moved aside
+        return answer
+
+    def _newest_intact(self) -> int:
+        """Process 0: the newest intact step, newer bad ones moved aside; or a verdict."""
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            if self._intact(step):
+                if i:
+                    absl_logging.warning(
+                        "restoring checkpoint step %d in %s instead of %s (failed"
+                        " verification); re-running training recomputes the rest exactly",
+                        step,
+                        self.directory,
+                        steps[:i],
+                    )
+                return step
+        return _NONE_INTACT if steps else _NONE
+
+    def _intact(self, step: int) -> bool:
+        """Process 0: whether ``step`` verifies; a bad step is reported and moved aside."""
+        if step in self._good:
+            return True
+        if step in self._bad:
+            return False
+        step_dir = os.path.join(self.directory, str(step))
+        if not os.path.exists(os.path.join(step_dir, CHECKSUMS)) and _written_before_checksums(
+            step_dir
+        ):
+            absl_logging.warning(
+                "checkpoint step %d in %s was saved before checksums existed: restored unverified",
+                step,
+                self.directory,
+            )
+            return True
+        problem = verify(step_dir)
+        if problem is None:
+            return True
+        self._bad[step] = problem
+        if not os.path.isdir(step_dir):  # deleted meanwhile (a trainer's keep policy)
+            return False
+        aside = step_dir + ".corrupt"
+        for n in range(2, 1000):
+            if not os.path.exists(aside):
+                break
+            aside = f"{step_dir}.corrupt.{n}"
+        try:
+            os.rename(step_dir, aside)
+            where = f"renamed to {os.path.basename(aside)}"
+        except OSError as e:
+            where = f"could not be renamed ({e}); skipped"
+        self._bad[step] = f"{problem}; {where}"
+        absl_logging.warning(
+            "checkpoint step %d in %s is corrupt or incomplete: %s",
+            step,
+            self.directory,
+            self._bad[step],
+        )
+        return False
 
 
 def abstract(tree: Any) -> Any:

@@ -14,11 +14,19 @@ Policies (each one a deliberate choice, see README "Cleaning"):
   when the flow duration is 0): ``nonfinite="drop"`` drops the row (the usual cleaning of
   these datasets), ``"zero"`` writes 0 and keeps the row, which keeps flow sequences
   contiguous.
+* Values beyond float32's range (``|x| > 3.4e38``, which training's float32 matrix would
+  turn into inf) are non-finite too.
 * Negative values in non-negative kinds (``Init_Win_bytes_*`` = -1 sentinels, -1 clock
-  glitches in durations and IATs, and the negative rates derived from those):
-  ``negative="clamp"`` writes 0, ``"drop"`` drops the row.
+  glitches in durations and IATs, the negative rates derived from those, and impossible
+  negative flag counts or ratios): ``negative="clamp"`` writes 0, ``"drop"`` drops the row.
+* Ports, protocols and ICMP codes outside ``schema.RANGES`` drop the row (``out_of_range``).
 * Rows whose label is the header word itself (header lines repeated inside a file) and
   rows with no label are dropped.
+
+A row with several problems is dropped once, counted under the first reason in the order
+above (non-finite, negative, out of range); ``fixed`` counts cells changed in rows that are
+written. Columns of a type that holds no numbers (timestamps, lists, strings: the converter
+parses text first) are refused with the column's name.
 """
 
 from __future__ import annotations
@@ -32,8 +40,29 @@ import pyarrow.compute as pc
 
 from lstmae_jax import schema
 
+# The input row number a caller may carry through cleaning (the scorer does: CSV line or
+# Parquet row); not a CICFlowMeter column.
+ROW = "_row"
 NONFINITE_POLICIES = ("drop", "zero")
 NEGATIVE_POLICIES = ("clamp", "drop")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def numeric_type(t: pa.DataType) -> bool:
+    """Arrow types read as numbers: integers (any width, uint64 too), floats, all-null."""
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+
+
+def _array_of(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return col if isinstance(col, pa.Array) else col.combine_chunks()
+
+
+def _as(col, to: pa.DataType, source: str, name: str, what: str):
+    """``pc.cast`` that names the file and column when the type cannot be cast."""
+    try:
+        return pc.cast(col, to, safe=False)  # uint64 counts above 2**53 round, as floats do
+    except pa.ArrowException as e:
+        raise ValueError(f"{source}: column {name!r} is {col.type}, expected {what}") from e
 
 
 @dataclasses.dataclass
@@ -87,7 +116,7 @@ def _labels(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray,
     Normalises each distinct value once (a day file has ~10 distinct labels). Code
     ``len(uniques)`` stands for a missing label.
     """
-    enc = pc.dictionary_encode(pc.cast(column, pa.string()))
+    enc = pc.dictionary_encode(column)
     if isinstance(enc, pa.ChunkedArray):
         enc = (
             enc.combine_chunks()
@@ -107,12 +136,15 @@ def canonicalize(
     source: str,
     nonfinite: str = "drop",
     negative: str = "clamp",
+    require_label: bool = True,
 ) -> tuple[pa.Table, CleanReport]:
     """Rename to canonical columns, clean values, and report every change.
 
     Numeric columns must already be numeric (the converter parses text first). The
     result has the metadata columns present, then the features present (in
-    ``schema.FEATURES`` order, float64), then ``label`` (normalised strings).
+    ``schema.FEATURES`` order, float64), then ``label`` (normalised strings; absent for an
+    unlabelled input, which the scorer accepts with ``require_label=False``), then ``ROW``
+    (the input row number) when the input has it.
     """
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
@@ -128,13 +160,21 @@ def canonicalize(
     )
     report.unknown_columns = [r for r, n in zip(raw_names, names, strict=True) if n is None]
     cols = {n: table.column(i) for i, n in enumerate(names) if n is not None}
-    if schema.LABEL not in cols:
+    labelled = schema.LABEL in cols
+    if not labelled and require_label:
         raise ValueError(
             f"{source}: no label column (looked for {schema.LABEL_SPELLINGS}); columns: {raw_names}"
         )
 
+    def raw_name(canonical: str) -> str:
+        return raw_names[names.index(canonical)]
+
     keep = np.ones(table.num_rows, dtype=bool)
-    codes, normalized, header_code = _labels(cols[schema.LABEL])
+    if labelled:
+        label = _as(cols[schema.LABEL], pa.string(), source, raw_name(schema.LABEL), "text")
+    else:  # one empty label for every row: nothing dropped for it, no label column out
+        label = pa.array(np.full(table.num_rows, ""), pa.string())
+    codes, normalized, header_code = _labels(label)
     is_header = header_code[codes]
     report.dropped["repeated_header"] = int(is_header.sum())
     missing = codes == len(normalized) - 1
@@ -146,57 +186,59 @@ def canonicalize(
     values: dict[str, np.ndarray] = {}
     for f in features:
         col = cols[f]
-        if not (
-            pa.types.is_integer(col.type)
-            or pa.types.is_floating(col.type)
-            or pa.types.is_null(col.type)
-        ):
+        if not numeric_type(col.type):
             raise ValueError(
-                f"{source}: column {raw_names[names.index(f)]!r} ({f}) is {col.type}, expected numbers"
+                f"{source}: column {raw_name(f)!r} ({f}) is {col.type}, expected numbers"
             )
         values[f] = np.array(
-            pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+            _as(col, pa.float64(), source, raw_name(f), "numbers").to_numpy(zero_copy_only=False),
+            dtype=np.float64,
         )
 
     if schema.DUPLICATE_FWD_HEADER in cols and "fwd_header_len" in values:
-        dup = np.asarray(
-            pc.cast(cols[schema.DUPLICATE_FWD_HEADER], pa.float64()).to_numpy(zero_copy_only=False)
-        )
+        dup_col = cols[schema.DUPLICATE_FWD_HEADER]
+        dup = _as(dup_col, pa.float64(), source, raw_name(schema.DUPLICATE_FWD_HEADER), "numbers")
+        dup = np.asarray(dup.to_numpy(zero_copy_only=False))
         report.duplicate_header_mismatches = int(np.sum((dup != values["fwd_header_len"]) & keep))
 
-    bad_nonfinite = np.zeros(table.num_rows, dtype=bool)
-    bad_negative = np.zeros(table.num_rows, dtype=bool)
+    # Masks first, then which rows stay, then the fixes counted on the rows that stay.
+    masks: dict[str, dict[str, np.ndarray]] = {}
+    bad = {
+        r: np.zeros(table.num_rows, dtype=bool) for r in ("nonfinite", "negative", "out_of_range")
+    }
     for f in features:
-        v = values[f]
-        nonfin = ~np.isfinite(v)
-        if nonfin.any():
-            n = int((nonfin & keep).sum())
-            if nonfinite == "zero":
-                v[nonfin] = 0.0
-                if n:
-                    report.fixed[f"{f}:nonfinite->0"] += n
-            bad_nonfinite |= nonfin
-        if schema.KIND[f] in schema.NONNEGATIVE_KINDS:
-            neg = v < 0  # NaN compares False
-            if neg.any():
-                n = int((neg & keep).sum())
-                if negative == "clamp":
-                    v[neg] = 0.0
-                    if n:
-                        report.fixed[f"{f}:negative->0"] += n
-                bad_negative |= neg
-    if nonfinite == "drop":
-        report.dropped["nonfinite"] = int((bad_nonfinite & keep).sum())
-        keep &= ~bad_nonfinite
-    if negative == "drop":
-        report.dropped["negative"] = int((bad_negative & keep).sum())
-        keep &= ~bad_negative
+        v, kind = values[f], schema.KIND[f]
+        nonfin = ~(np.abs(v) <= FLOAT32_MAX)  # NaN, +-inf, and beyond float32
+        neg = (v < 0) & ~nonfin if kind in schema.NONNEGATIVE_KINDS else np.zeros_like(nonfin)
+        if kind in schema.RANGES:
+            lo, hi = schema.RANGES[kind]
+            bad["out_of_range"] |= ((v < lo) | (v > hi)) & ~nonfin  # the nonfinite policy's
+        masks[f] = {"nonfinite": nonfin, "negative": neg}
+        bad["nonfinite"] |= nonfin
+        bad["negative"] |= neg
+    for reason, drop in (
+        ("nonfinite", nonfinite == "drop"),
+        ("negative", negative == "drop"),
+        ("out_of_range", True),
+    ):
+        if drop:
+            report.dropped[reason] = int((bad[reason] & keep).sum())
+            keep &= ~bad[reason]
+    fixes = (("nonfinite", nonfinite == "zero"), ("negative", negative == "clamp"))
+    for f, mask_of in masks.items():
+        for reason, fixing in fixes:
+            mask = mask_of[reason]
+            if fixing and mask.any():
+                values[f][mask] = 0.0
+                if n := int((mask & keep).sum()):
+                    report.fixed[f"{f}:{reason}->0"] += n
     report.dropped = collections.Counter({k: v for k, v in report.dropped.items() if v})
 
     out_cols: dict[str, pa.Array] = {}
     for m in schema.METADATA:
         if m in cols:
-            out_cols[m] = pc.cast(cols[m], pa.string()).filter(pa.array(keep))
+            text = _as(cols[m], pa.string(), source, raw_name(m), "text")
+            out_cols[m] = text.filter(pa.array(keep))
     for f in features:
         out_cols[f] = pa.array(values[f][keep])
     kept_codes = codes[keep]
@@ -204,8 +246,12 @@ def canonicalize(
     out_cols[schema.LABEL] = pc.cast(
         pa.DictionaryArray.from_arrays(pa.array(kept_codes, pa.int32()), dictionary), pa.string()
     )
+    if not labelled:
+        del out_cols[schema.LABEL]
+    if ROW in table.column_names:
+        out_cols[ROW] = _array_of(table.column(ROW)).filter(pa.array(keep))
     report.rows_out = int(keep.sum())
-    counts = np.bincount(kept_codes, minlength=len(normalized))
+    counts = np.bincount(kept_codes, minlength=len(normalized)) if labelled else []
     for code in np.flatnonzero(counts):
         report.labels[normalized[code]] += int(counts[code])
     return pa.table(out_cols), report

@@ -17,6 +17,10 @@ renamed onto ``<stem>.parquet`` only when complete, so an interrupted run never 
 truncated file under the final name and never touches an earlier complete output.
 ``convert`` keeps going after a failed file (its error goes into ``report.json``) and
 raises ``ConvertError`` at the end: one bad file never costs the others their outputs.
+Every error message starts with the file's path (Arrow's and the csv module's are
+prefixed here). An interrupt (Ctrl-C) removes the current file's temporary, writes a
+``report.json`` marked ``"interrupted"`` that lists the files finished so far, and
+propagates; the launcher exits with 130.
 """
 
 from __future__ import annotations
@@ -51,10 +55,11 @@ _META_KEY = "lstmae_jax.convert"  # Parquet key-value metadata: the file's Clean
 
 
 class ConvertError(ValueError):
-    """Some inputs failed (``failures``: path -> message); ``reports``: the converted ones."""
+    """Some inputs failed (``failures``: path -> message, which starts with the path);
+    ``reports``: the converted ones."""
 
     def __init__(self, failures: dict[str, str], reports: list[clean.CleanReport]):
-        super().__init__("; ".join(f"{src}: {msg}" for src, msg in failures.items()))
+        super().__init__("; ".join(failures.values()))
         self.failures, self.reports = failures, reports
 
 
@@ -158,11 +163,29 @@ def convert_file(
     on_bad_cell: str = "drop",
     block_size: int = BLOCK_SIZE,
 ) -> clean.CleanReport:
-    """Convert one CSV, CSV.gz or Parquet file to ``dst_dir/<stem>.parquet``; see module doc."""
+    """Convert one CSV, CSV.gz or Parquet file to ``dst_dir/<stem>.parquet``; see module doc.
+
+    Errors are ``ValueError`` whose message starts with ``src``.
+    """
+    _check_policies(nonfinite, negative, on_bad_cell)
+    try:
+        return _convert_file(src, dst_dir, nonfinite, negative, on_bad_cell, block_size)
+    except (ValueError, csv.Error, pa.ArrowException, OSError) as e:  # corrupt gzip, ...
+        if str(e).startswith(src):
+            raise
+        raise ValueError(f"{src}: {e}") from e
+
+
+def _check_policies(nonfinite: str, negative: str, on_bad_cell: str) -> None:
     if on_bad_cell not in BAD_CELL_POLICIES:
         raise ValueError(f"on_bad_cell must be one of {BAD_CELL_POLICIES}, got {on_bad_cell!r}")
     if nonfinite not in clean.NONFINITE_POLICIES or negative not in clean.NEGATIVE_POLICIES:
         raise ValueError(f"unknown policy: nonfinite={nonfinite!r}, negative={negative!r}")
+
+
+def _convert_file(
+    src: str, dst_dir: str, nonfinite: str, negative: str, on_bad_cell: str, block_size: int
+) -> clean.CleanReport:
     policies = {"nonfinite": nonfinite, "negative": negative}
     dst = output_path(src, dst_dir)
     # realpath and samefile: an output folder that is a symlink to the input's folder
@@ -260,8 +283,10 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     files: list[str] = []
     for item in inputs:
         matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
-        if not matches or not all(os.path.isfile(m) for m in matches):
+        if not matches or not os.path.exists(matches[0]):
             raise ValueError(f"no input file matches {item!r}")
+        if others := [m for m in matches if not os.path.isfile(m)]:
+            raise ValueError(f"not a regular file (matched by {item!r}): {others[:5]}")
         files += [m for m in matches if m not in files]
     return files
 
@@ -276,45 +301,60 @@ def convert(
     block_size: int = BLOCK_SIZE,
 ) -> list[clean.CleanReport]:
     """Convert every input and write ``report.json``; ``ConvertError`` if any file failed."""
+    _check_policies(nonfinite, negative, on_bad_cell)
     files = expand_inputs(inputs)
     outputs = collections.Counter(output_path(f, output_dir) for f in files)
     if clashes := sorted(d for d, c in outputs.items() if c > 1):
         raise ValueError(f"several inputs would write the same output: {clashes}")
     os.makedirs(output_dir, exist_ok=True)
     remove_stale_temporaries(output_dir)
+    policies = {"nonfinite": nonfinite, "negative": negative, "on_bad_cell": on_bad_cell}
     reports, entries, failures = [], [], {}
-    for src in files:
-        t0 = time.monotonic()
-        try:
-            rep = convert_file(
-                src, output_dir, nonfinite=nonfinite, negative=negative,
-                on_bad_cell=on_bad_cell, block_size=block_size,
-            )  # fmt: skip
-        except (ValueError, OSError, csv.Error, pa.ArrowException) as e:
-            logging.error("%s failed: %s", src, e)
-            stale = output_path(src, output_dir)
-            same = os.path.exists(stale) and os.path.samefile(stale, src)
-            if os.path.exists(stale) and not same:  # an older conversion of this input
-                os.remove(stale)  # a later training must not take it as this one
-                logging.error("%s: removed the older output %s", src, stale)
-            failures[src] = str(e)
-            entries.append({"source": src, "error": str(e)})
-            continue
-        reports.append(rep)
-        seconds = round(time.monotonic() - t0, 3)
-        entries.append(
-            {**rep.to_json(), "output": output_path(src, output_dir), "seconds": seconds}
-        )
+    try:
+        for src in files:
+            _convert_one(src, output_dir, entries, reports, failures, policies, block_size)
+    except KeyboardInterrupt:  # convert_file removed its temporary
+        if not entries or entries[-1]["source"] != src:
+            entries.append({"source": src, "error": "interrupted"})
+        _write_report(output_dir, policies, entries, reports, failures, interrupted=src)
+        raise
+    _write_report(output_dir, policies, entries, reports, failures)
+    if failures:
+        raise ConvertError(failures, reports)
+    return reports
+
+
+def _convert_one(src, output_dir, entries, reports, failures, policies, block_size) -> None:
+    """Converts one file of ``convert``'s list and adds its entry, or its failure."""
+    t0 = time.monotonic()
+    try:
+        rep = convert_file(src, output_dir, block_size=block_size, **policies)
+    except (ValueError, OSError) as e:
+        logging.error("%s failed: %s", src, e)
+        stale = output_path(src, output_dir)
+        same = os.path.exists(stale) and os.path.samefile(stale, src)
+        if os.path.exists(stale) and not same:  # an older conversion of this input
+            os.remove(stale)  # a later training must not take it as this one
+            logging.error("%s: removed the older output %s", src, stale)
+        failures[src] = str(e)
+        entries.append({"source": src, "error": str(e)})
+        return
+    reports.append(rep)
+    seconds = round(time.monotonic() - t0, 3)
+    entries.append({**rep.to_json(), "output": output_path(src, output_dir), "seconds": seconds})
+
+
+def _write_report(output_dir, policies, entries, reports, failures, interrupted=None) -> None:
+    """``report.json``: per-file entries and totals (``interrupted``: the file it stopped in)."""
     total = clean.CleanReport(source="total")
     for rep in reports:
         total.merge(rep)
     total.style, total.features = ",".join(sorted({r.style for r in reports})), []
     summary = {
-        "policies": {"nonfinite": nonfinite, "negative": negative, "on_bad_cell": on_bad_cell},
+        "policies": policies,
         "files": entries,
         "total": {**total.to_json(), "files_ok": len(reports), "files_failed": len(failures)},
     }
+    if interrupted is not None:
+        summary["interrupted"] = interrupted
     atomic.write_json(os.path.join(output_dir, "report.json"), summary, ensure_ascii=False)
-    if failures:
-        raise ConvertError(failures, reports)
-    return reports

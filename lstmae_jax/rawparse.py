@@ -22,7 +22,16 @@ Raw CSV quirks handled on purpose (each has a test in tests/test_convert.py):
 * A row with the wrong number of fields: dropped as ``wrong_field_count`` (counted by the
   caller), or with ``on_bad_cell="error"`` a ``ValueError`` naming file and line.
 * Text columns (label, IPs, timestamp) are UTF-8, or else cp1252, the encoding of the
-  original 2017 CSVs (the en dash of the web-attack labels).
+  original 2017 CSVs (the en dash of the web-attack labels). A UTF-8 byte-order mark and
+  CRLF line ends are accepted.
+* Refused with the file's name (``csv_header``): UTF-16/32 text, NUL or other control bytes
+  in the header line (binary data), a carriage return inside the header (CR-only line
+  ends), no line end in the first ``HEADER_BYTES``, gzip data in a file not named ``.gz``
+  (and a ``.gz`` that is not gzip). ``Plan`` refuses a header with no label column, with
+  no feature column (a file of unknown columns), or with two columns of one canonical name.
+* Parquet columns: integers (uint64 too), floats, nulls, and text (parsed as above) are
+  numbers; any other type (timestamp, list, bool, ...) in a feature column is refused with
+  the column's name.
 
 Like Arrow with its defaults, blocks are cut at every newline: quoted fields must not
 contain newlines (CICFlowMeter never quotes). Line numbers are physical, header = line 1.
@@ -31,6 +40,7 @@ contain newlines (CICFlowMeter never quotes). Line numbers are physical, header 
 from __future__ import annotations
 
 import csv
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +48,8 @@ import pyarrow.csv as pcsv
 
 from lstmae_jax import clean, schema
 
+# A header line longer than this without a line end is no CICFlowMeter header (~2.5 kB).
+HEADER_BYTES = 1 << 20
 # Exactly what Arrow's string->double cast accepts (tests/test_convert.py checks it), so the
 # masked re-cast of a column with bad cells cannot fail.
 NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?|inf|infinity|nan)$"
@@ -62,6 +74,13 @@ def _text(arr: pa.Array) -> pa.Array:
         return pc.cast(pa.DictionaryArray.from_arrays(enc.indices, words), pa.string())
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return any(
+        f(t) for f in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                       pa.types.is_large_binary)
+    )  # fmt: skip
+
+
 def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One contiguous array (zero-copy for the usual single chunk)."""
     if isinstance(col, pa.Array):
@@ -70,12 +89,20 @@ def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _numbers(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-    """float64 values and the mask of unparsable cells (None when all parsed)."""
+    """float64 values and the mask of unparsable cells (None when all parsed).
+
+    ``TypeError`` for a type that holds no numbers (the caller names file and column).
+    """
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if clean.numeric_type(arr.type):
+        return pc.cast(arr, pa.float64(), safe=False), None  # uint64 above 2**53 rounds
+    if not _is_text(arr.type):
+        raise TypeError(f"is {arr.type}, expected numbers")
     try:
         return pc.cast(arr, pa.float64()), None
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
-            raise
+    except pa.ArrowInvalid:
+        pass
     trimmed = pc.replace_substring_regex(arr, r"^\s+|\s+$", "")
     ok = pc.fill_null(pc.match_substring_regex(trimmed, NUMBER, ignore_case=True), True)
     values = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, trimmed.type)), pa.float64())
@@ -85,17 +112,26 @@ def _numbers(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 class Plan:
     """Which input columns are read, and how: numbers, text, or the label."""
 
-    def __init__(self, src: str, raw: list[str]):
-        names = schema.canonical_names(raw)
-        if schema.LABEL not in names:
-            raise ValueError(f"{src}: no label column (looked for {schema.LABEL_SPELLINGS})")
+    def __init__(self, src: str, raw: list[str], require_label: bool = True):
+        try:
+            names = schema.canonical_names(raw)
+        except ValueError as e:  # two columns of one canonical name
+            raise ValueError(f"{src}: {e}") from e
+        if schema.LABEL not in names and require_label:
+            hint = "; the header has one column: is the separator a comma?" if len(raw) == 1 else ""
+            raise ValueError(f"{src}: no label column (looked for {schema.LABEL_SPELLINGS}){hint}")
+        self.unknown = [r for r, n in zip(raw, names, strict=True) if n is None]
+        if not any(n in schema.KIND for n in names):
+            raise ValueError(
+                f"{src}: no feature column: none of the {len(schema.FEATURES)} CICFlowMeter "
+                f"features is in the header (unknown columns: {self.unknown[:8]})"
+            )
         self.src, self.n_fields = src, len(raw)
         self.keep = [i for i, n in enumerate(names) if n is not None]
         self.raw = [raw[i] for i in self.keep]
         kept = [names[i] for i in self.keep]
         self.numeric = [n in schema.KIND or n == schema.DUPLICATE_FWD_HEADER for n in kept]
-        self.label = kept.index(schema.LABEL)
-        self.unknown = [r for r, n in zip(raw, names, strict=True) if n is None]
+        self.label = kept.index(schema.LABEL) if schema.LABEL in kept else None  # scorer input
 
 
 def _open(src: str) -> pa.NativeFile:
@@ -112,12 +148,42 @@ def _read_line(stream: pa.NativeFile, block_size: int) -> tuple[bytes, bytes]:
 
 
 def csv_header(src: str) -> list[str]:
+    """The header's column names; ``ValueError`` naming the file for what is no CSV text."""
+    with open(src, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if gzipped != src.lower().endswith(".gz"):
+        raise ValueError(
+            f"{src}: gzip-compressed data in a file not named .gz; rename it to .csv.gz"
+            if gzipped
+            else f"{src}: named .gz but not gzip-compressed"
+        )
     with _open(src) as stream:
-        line, _ = _read_line(stream, 1 << 16)
+        head = b""
+        while b"\n" not in head and len(head) <= HEADER_BYTES and (chunk := stream.read(1 << 16)):
+            head += chunk
+    line, newline, _ = head.partition(b"\n")
+    if not newline and len(head) > HEADER_BYTES:
+        raise ValueError(
+            f"{src}: no line end in the first {HEADER_BYTES >> 20} MiB: not CSV text, or "
+            "CR-only (old Mac) line ends"
+        )
+    if line.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{src}: UTF-16/32 text (byte-order mark); re-save the file as UTF-8")
     line = line.rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
+    if bad := re.search(rb"[\x00-\x08\x0a-\x1f\x7f]", line):
+        at, byte = bad.start(), bad.group()
+        what = {b"\x00": "a NUL byte (UTF-16 text, or binary data)", b"\r": "a carriage return"}
+        raise ValueError(
+            f"{src}: line 1 (header), column {line[:at].count(b',') + 1}: "
+            f"{what.get(byte, f'control byte {byte!r}')}; not a CSV text header"
+            + (" (CR-only line ends?)" if byte == b"\r" else "")
+        )
     if not line.strip():
         raise ValueError(f"{src}: empty file (no header line)")
-    return next(csv.reader([_decode(line)]))
+    try:
+        return next(csv.reader([_decode(line)]))
+    except csv.Error as e:
+        raise ValueError(f"{src}: line 1 (header): {e}") from e
 
 
 def csv_blocks(src: str, block_size: int):
@@ -194,9 +260,9 @@ def prepare(plan: Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean
     rows dropped here; ``clean.canonicalize`` counts the rows it is given; ``convert`` merges the two.
     """
     n = table.num_rows
-    label = _text(_array(table.column(plan.label)))
+    label = _text(_array(table.column(plan.label))) if plan.label is not None else None
     header_rows = None
-    if n and pa.types.is_string(label.type):
+    if n and label is not None and pa.types.is_string(label.type):
         enc = pc.dictionary_encode(label)
         words = [schema.canonical_name(w) == schema.LABEL for w in enc.dictionary.to_pylist()]
         if any(words):
@@ -207,7 +273,10 @@ def prepare(plan: Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean
         if i == plan.label or not is_num or pa.types.is_float64(col.type):
             columns.append(label if i == plan.label else _text(col))
             continue
-        values, unparsable = _numbers(col)
+        try:
+            values, unparsable = _numbers(col)
+        except TypeError as e:
+            raise ValueError(f"{plan.src}: column {plan.raw[i].strip()!r} {e}") from e
         if unparsable is not None and header_rows is not None:
             unparsable = pc.and_(unparsable, pc.invert(header_rows))
         if unparsable is not None and pc.any(unparsable).as_py():
@@ -222,6 +291,8 @@ def prepare(plan: Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean
             bad = unparsable if bad is None else pc.or_(bad, unparsable)
         columns.append(values)
     raw = pa.Table.from_arrays(columns, names=plan.raw)
+    for name in table.column_names[len(plan.numeric) :]:  # a caller's extra columns (clean.ROW)
+        raw = raw.append_column(name, table.column(name))
     report = clean.CleanReport(source=plan.src)
     if bad is not None:
         raw = raw.filter(pc.invert(bad))

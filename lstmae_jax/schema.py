@@ -18,9 +18,13 @@ never matter. Each canonical feature has a *kind* that drives cleaning and scali
   a sentinel or a timer artefact (``Init_Win_bytes_*`` = -1 means "no packet seen";
   ``Flow Duration`` = -1 is a clock glitch) and is clamped to 0 or the row is dropped;
   log1p before standardisation because they are heavy-tailed.
-* ``flag``, ``ratio``: small non-negative numbers; standardised only.
+* ``flag``, ``ratio``: small non-negative numbers; standardised only. A negative value
+  cannot be a count of flags or a ratio of counts, so it takes the same clamp-or-drop
+  policy as the kinds above.
 * ``port``, ``protocol``, ``code``: identifiers used as numbers; standardised only. ICMP
   code/type use -1 for "not ICMP", which is kept (it is a category, not a sentinel error).
+  A value outside ``RANGES`` (a port of -5 or 70000) names no port at all, and no clamp
+  would repair it: the row is dropped as ``out_of_range``.
 
 Identifier columns (flow id, IPs, source port, timestamp) are metadata: kept by the
 converter, never model features.
@@ -206,10 +210,17 @@ _FEATURES: tuple[tuple[str, str, str | None, str | None, str | None], ...] = (
 
 FEATURES: tuple[str, ...] = tuple(f[0] for f in _FEATURES)
 KIND: dict[str, str] = {f[0]: f[1] for f in _FEATURES}
-# Kinds that are non-negative by definition and heavy-tailed: negatives are sentinels,
-# and the scaler applies log1p before standardising.
-NONNEGATIVE_KINDS = frozenset({"count", "bytes", "time", "rate"})
-LOG_KINDS = NONNEGATIVE_KINDS
+# Kinds that are non-negative by definition: a negative value is a sentinel or an artefact
+# (cleaned by the ``negative`` policy).
+NONNEGATIVE_KINDS = frozenset({"count", "bytes", "time", "rate", "flag", "ratio"})
+# Heavy-tailed kinds: the scaler applies log1p before standardising.
+LOG_KINDS = frozenset({"count", "bytes", "time", "rate"})
+# Identifier kinds and their valid values (inclusive); rows outside are dropped.
+RANGES: dict[str, tuple[float, float]] = {
+    "port": (0, 65535),
+    "protocol": (0, 255),
+    "code": (-1, 255),  # ICMP code/type; -1 = not ICMP
+}
 
 # Metadata columns: canonical name -> spellings seen (all styles).
 METADATA: dict[str, tuple[str, ...]] = {

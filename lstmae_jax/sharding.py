@@ -7,8 +7,9 @@ XLA inserts the gradient all-reduce that pmap's ``lax.pmean`` made explicit: eve
 device runs the same program on its slice and the gradients are averaged.
 
 Multi-host: every process holds the whole (small) flow table, draws the same global
-batch order, and feeds only its own slice (``process_slice``);
-``jax.make_array_from_process_local_data`` assembles the global array.
+batch order, and feeds only its own rows (``process_slice``);
+``jax.make_array_from_process_local_data`` assembles the global array. ``make_mesh``
+lists each process's devices next to each other, so those rows are one contiguous slice.
 """
 
 from __future__ import annotations
@@ -38,8 +39,15 @@ def maybe_initialize_distributed(
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh over all devices (of all processes) named ``data``."""
-    devices = jax.devices() if devices is None else devices
+    """A 1-D mesh named ``data`` over ``devices``, by default all devices of all processes
+    ordered by (process, id).
+
+    The order puts each process's devices next to each other, so a process's rows of the
+    batch are one slice (``process_slice``); nothing promises that device ids alone are
+    grouped by host. The gradient all-reduce spans all devices in any order.
+    """
+    if devices is None:
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     return Mesh(np.asarray(devices), (AXIS,))
 
 
@@ -61,11 +69,23 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
         )
 
 
-def process_slice(global_batch: int) -> slice:
-    """This process's rows of a global batch (all of it on one host)."""
-    per = global_batch // jax.process_count()
-    i = jax.process_index()
-    return slice(i * per, (i + 1) * per)
+def process_slice(global_batch: int, mesh: Mesh) -> slice:
+    """This process's rows of a global batch split over ``mesh`` (all of it on one host).
+
+    The rows of the mesh positions that hold this process's devices: what
+    ``jax.make_array_from_process_local_data`` expects this process to pass.
+    """
+    devices = list(mesh.devices.flat)
+    mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
+    if not mine:
+        raise ValueError(f"process {jax.process_index()} has no device in the mesh")
+    if mine != list(range(mine[0], mine[0] + len(mine))):
+        raise ValueError(
+            f"process {jax.process_index()}'s devices are not next to each other in the mesh"
+            f" (positions {mine}); build it with sharding.make_mesh()"
+        )
+    per = global_batch // len(devices)
+    return slice(mine[0] * per, (mine[-1] + 1) * per)
 
 
 def to_global(

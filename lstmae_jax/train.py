@@ -135,7 +135,7 @@ class _Fit:
             save_every_steps=cfg.checkpoint_every_steps,
             keep=cfg.keep_checkpoints,
         )
-        self.saved_steps: set[int] = set(self.ckpt.all_steps())
+        self.saved_steps: set[int] = set()  # filled by resume, once bad steps are moved aside
         self.resumed_from: int | None = None
         self.total = cfg.epochs * self.order.steps_per_epoch
         self.max_steps = max_steps
@@ -160,7 +160,10 @@ class _Fit:
 
     def resume(self) -> None:
         """Continues from the latest checkpoint, if any, after checking the config."""
+        # The newest step that verifies; newer corrupt ones are moved aside (and so are
+        # saved again when training passes them).
         self.resumed_from = step = self.ckpt.latest_step()
+        self.saved_steps = set(self.ckpt.all_steps())
         if step is None:
             logging.info("starting %s from scratch", self.run_dir)
             return
@@ -210,13 +213,14 @@ class _Fit:
 
     def _host_batch(self, idx: np.ndarray, starts_W, label_W, valid=None) -> dict:
         """Window indices idx_B (one batch) or idx_KxB (K stacked) -> this process's share
-        of the batch axis (the last), on the devices."""
-        sl = (slice(None),) * (idx.ndim - 1) + (sharding.process_slice(idx.shape[-1]),)
+        of the batch axis (the last), on the devices. Every process draws the same global
+        indices; each looks up and sends only its own rows."""
+        rows = (..., sharding.process_slice(idx.shape[-1], self.mesh))
+        idx = idx[rows]
         b = {"starts": starts_W[idx].astype(np.int32), "label": label_W[idx].astype(np.int32)}
         if valid is not None:
-            b["valid"] = valid.astype(np.float32)
-        local = {k: v[sl] for k, v in b.items()}
-        return sharding.to_global(local, self.mesh, batch_axis=idx.ndim - 1)
+            b["valid"] = valid[rows].astype(np.float32)
+        return sharding.to_global(b, self.mesh, batch_axis=idx.ndim - 1)
 
     def _next_batches(self, num: int) -> dict:
         """The next ``num`` train batches, stacked on a leading axis when ``num`` > 1."""
@@ -254,8 +258,9 @@ class _Fit:
         cfg = self.cfg
         self.step = step = int(jax.device_get(self.state.step))
         self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, "metrics.jsonl"))
-        if self.resumed_from is not None:
-            self.writer.cut_after(step)  # steps logged after the checkpoint run again
+        # Steps logged after the checkpoint run again; so do those of a run killed before
+        # its first checkpoint (step 0 here).
+        self.writer.cut_after(step)
         self.progress = monitor.Progress(self.total, step, "steps")
         self.pending: list[tuple[int, int, dict]] = []  # (last step, steps, metrics)
         if step >= self.total or self.early["stopped"]:

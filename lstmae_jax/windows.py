@@ -147,9 +147,13 @@ def build(
             any_all[keep],
         )
     if scaler is None and len(starts["train"]) == 0:  # a given scaler needs no training rows
+        # Why: say how long the longest stretch of training rows in one file is.
+        train_seg = seg[split_N == 0] if split == "temporal" else segment_ids(flows.file_N)
+        longest = int(np.bincount(train_seg).max()) if len(train_seg) else 0
         raise ValueError(
-            f"no training windows: {n} flows, window={window}, split={split}, fractions={fractions}, "
-            f"train_benign_only={train_benign_only}"
+            f"no training windows: {n} flows, window={window} needs {window} consecutive rows"
+            f" of one file and the longest training stretch has {longest}; split={split},"
+            f" fractions={fractions}, train_benign_only={train_benign_only}"
         )
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)

@@ -376,4 +376,6 @@ def test_a_malformed_header_costs_only_its_file(tmp_path):
     with pytest.raises(convert.ConvertError) as err:
         convert.convert([str(tmp_path / "bad.csv"), good], str(out))
     assert list(err.value.failures) == [str(tmp_path / "bad.csv")]
+    message = err.value.failures[str(tmp_path / "bad.csv")]
+    assert message.startswith(f"{tmp_path / 'bad.csv'}: line 1 (header), column 1: a carriage")
     assert sorted(os.listdir(out)) == ["good.parquet", "report.json"]

@@ -1,0 +1,175 @@
+"""Two processes for real: 2 x 2 CPU devices joined by ``jax.distributed`` train as one
+process with 4 devices.
+
+Three runs of ``launch/train.py`` on the same tiny data and flags:
+
+* ``two``: 2 processes, 2 CPU devices each, ``--distributed`` on localhost; each
+  process feeds only its own rows of every batch, and writes into the one workdir.
+* ``one``: 1 process with 4 devices, also ``--distributed`` (a cluster of one).
+* ``plain``: 1 process with 4 devices, no ``jax.distributed``.
+
+``two`` and ``one`` must agree bit for bit. Once ``jax.distributed`` is initialised, CPU
+collectives go through Gloo, whose all-reduce is a ring over the 4 devices whether they
+sit in 1 process or 2; so any difference would be ours (wrong rows fed, a batch counted
+twice, a second writer). ``plain`` uses XLA's in-process all-reduce, which adds the 4
+per-device gradients in another order; float32 addition is not associative, so it
+agrees only to rounding, with the bound of tests/test_train.py's 1-vs-4-device test.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from lstmae_jax import monitor, run, sharding, synthetic
+
+LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "launch" / "train.py"
+TIMEOUT_S = 180  # all runs together (about 35 s on 2 cores); then the rest are killed
+FLAGS = [
+    "--window=4",
+    "--encoder_sizes=8",
+    "--decoder_sizes=8",
+    "--batch_size=16",
+    "--eval_batch_size=32",
+    "--epochs=2",
+    "--log_every_steps=5",
+    "--checkpoint_every_steps=10",
+    "--keep_checkpoints=2",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster(port: int, num_processes: int, process_id: int) -> list[str]:
+    return [
+        "--distributed",
+        f"--coordinator_address=127.0.0.1:{port}",
+        f"--num_processes={num_processes}",
+        f"--process_id={process_id}",
+    ]
+
+
+def _start(out: pathlib.Path, name: str, argv: list[str], devices: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+    with open(out / f"{name}.log", "w") as log:  # a file, not a pipe: a full pipe blocks
+        return subprocess.Popen(
+            [sys.executable, str(LAUNCHER), *argv], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def _wait(procs: dict[str, subprocess.Popen], out: pathlib.Path) -> None:
+    """Waits for all; the first failure or the deadline kills the rest, so a process
+    whose peer died cannot keep the test waiting for it."""
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while any(p.poll() is None for p in procs.values()):
+            if any(p.poll() not in (None, 0) for p in procs.values()):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    bad = {name: p.returncode for name, p in procs.items() if p.returncode != 0}
+    if bad:
+        logs = {name: (out / f"{name}.log").read_text()[-3000:] for name in bad}
+        pytest.fail(f"exit status {bad} (negative: killed); log tails: {logs}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    data = synthetic.write(synthetic.generate(1200, seed=1), str(root / "flows.parquet"))
+    common = [f"--data={data}", *FLAGS]
+    two_port, one_port = _free_port(), _free_port()
+    procs = {
+        f"two{i}": _start(
+            root, f"two{i}", [f"--workdir={root / 'two'}", *common, *_cluster(two_port, 2, i)], 2
+        )
+        for i in range(2)
+    }
+    one = [f"--workdir={root / 'one'}", *common, *_cluster(one_port, 1, 0)]
+    procs["one"] = _start(root, "one", one, 4)
+    procs["plain"] = _start(root, "plain", [f"--workdir={root / 'plain'}", *common], 4)
+    _wait(procs, root)
+    return root
+
+
+def _params(run_dir: pathlib.Path) -> list[np.ndarray]:
+    model, _ = run.load_run(str(run_dir))
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def _steps(run_dir: pathlib.Path) -> list[dict]:
+    """The metrics records without the timings."""
+    drop = {"steps_per_s", "windows_per_s", "step_time_ms", "compile_time_s"}
+    records = monitor.read_jsonl(str(run_dir / "metrics.jsonl"))
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+def test_two_processes_train_exactly_as_one(runs):
+    for i in range(2):
+        log = (runs / f"two{i}.log").read_text()
+        assert f"process {i}/2, 2 local / 4 global devices" in log
+    two, one = runs / "two" / "stage1", runs / "one" / "stage1"
+    a, b = _params(two), _params(one)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    # One writer: process 1 logged nothing, so the records (losses, validation) are one
+    # copy of the single process's.
+    assert _steps(two) == _steps(one)
+    for name in ("threshold.json", "error_model.json"):
+        assert json.loads((two / name).read_text()) == json.loads((one / name).read_text())
+    steps = [json.loads((d / "summary.json").read_text())["steps"] for d in (two, one)]
+    assert steps[0] == steps[1] > 0
+
+
+def test_two_processes_match_plain_one_process_to_rounding(runs):
+    # Only the order in which the 4 per-device gradients are added differs (Gloo's ring
+    # vs. XLA's in-process sum): float32 rounding, accumulated over the Adam steps.
+    two, plain = _params(runs / "two" / "stage1"), _params(runs / "plain" / "stage1")
+    for x, y in zip(two, plain, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def _fake_mesh(owners: list[int]) -> SimpleNamespace:
+    """What ``process_slice`` reads of a mesh: its devices' process indices."""
+    devices = np.array([SimpleNamespace(process_index=p) for p in owners], dtype=object)
+    return SimpleNamespace(devices=devices)
+
+
+def test_process_slice_follows_the_mesh(monkeypatch):
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert sharding.process_slice(16, _fake_mesh([0, 0, 1, 1])) == slice(8, 16)
+    assert sharding.process_slice(16, _fake_mesh([1, 1, 0, 0])) == slice(0, 8)
+    with pytest.raises(ValueError, match="not next to each other"):
+        sharding.process_slice(16, _fake_mesh([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="no device in the mesh"):
+        sharding.process_slice(16, _fake_mesh([0, 0]))
+
+
+def test_one_process_feeds_the_whole_batch():
+    mesh = sharding.make_mesh()
+    assert mesh.devices.size == jax.device_count() == 4
+    assert sharding.process_slice(16, mesh) == slice(0, 16)
