@@ -19,7 +19,8 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # The main job on generated data: CICIDS2017-style CSV -> Parquet -> LSTM-AE (stage 1),
-# latent classifier (stage 2) -> evaluation report -> exported scorer. Re-running resumes.
+# latent classifier (stage 2) -> detector artifact -> evaluation report -> the artifact
+# scores held-back flows (another seed, never seen in training). Re-running resumes.
 DEMO_FLOWS ?= 100000
 DEMO_TRAIN := --data=$(RUN)/parquet --workdir=$(RUN) --batch_size=512 --learning_rate=0.003 --log_every_steps=100
 demo: $(VENV)/.demo-installed
@@ -29,6 +30,8 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/python launch/train.py $(DEMO_TRAIN) --stage=2
 	$(BIN)/python launch/export.py --workdir=$(RUN) --output=$(RUN)/scorer
 	$(BIN)/python launch/evaluate.py --workdir=$(RUN) --data=$(RUN)/parquet --output=$(RUN)/report.json
+	$(BIN)/python launch/synth.py --output=$(RUN)/held_back/flows.csv --style=cicids2017 --flows=20000 --seed=1
+	$(BIN)/python launch/score.py --model=$(RUN)/scorer --input=$(RUN)/held_back/flows.csv --output=$(RUN)/alerts.parquet
 
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check .

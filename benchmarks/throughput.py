@@ -23,7 +23,7 @@ Scoring (forward only, raw flows -> anomaly score), windows/s at the large batch
 
 * ``lstmae_jax_scorer``: ``export.scoring_function`` (scaler, LSTM-AE, the z-score
   error model, contributions, threshold), called through a ``jax.export`` round trip,
-  as ``load_scorer`` does; ``lstmae_jax_model``: the in-process scaler, model and score
+  as ``artifact.Scorer`` does; ``lstmae_jax_model``: the in-process scaler, model and score
   only (the torch peer's work).
 * ``torch``: the same computation (scaler, model, z-score) under ``inference_mode``.
 
@@ -361,11 +361,20 @@ def ours_score(batch: int, through_export: bool):
     ae.eval()
     em = _error_model()
     if through_export:
-        fn = export.scoring_function(ae, em, _scaler().transform, 1.0)
+        fn = export.scoring_function(ae, em.kind, em.combine)
+        params = {
+            "threshold": np.float32(1.0),
+            "scaler": _scaler().arrays(),
+            "error_model": anomaly.gaussian_arrays(em),
+        }
         (b,) = jax.export.symbolic_shape("b")
         spec = jax.ShapeDtypeStruct((b, T, F), jnp.float32)
-        exported = jax.export.export(jax.jit(fn))(spec)
-        call = jax.export.deserialize(exported.serialize()).call
+        params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+        exported = jax.export.export(jax.jit(fn))(spec, params_spec)
+        deserialized = jax.export.deserialize(exported.serialize())
+
+        def call(x):  # sidecar values as inputs, as launch/score.py passes them
+            return deserialized.call(x, params)
     else:
         graphdef, state = nnx.split(ae)
 

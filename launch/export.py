@@ -1,7 +1,9 @@
-"""Export a scorer: python launch/export.py --workdir=DIR --output=DIR.
+"""Export a detector: python launch/export.py --workdir=DIR --output=DIR [--checkpoint=best].
 
-Writes scorer.jaxexport (jax.export, symbolic batch) and scorer.json (features, window,
-scaler, threshold, classes); load it with lstmae_jax.export.load_scorer, no Flax needed.
+Writes scorer.jaxexport (jax.export, symbolic batch, CPU and CUDA), scorer.json (the
+sidecar: features, window, scaler, error model, threshold, classes, cleaning, training
+data, validation metrics, versions) and MANIFEST.json (SHA-256 and size of each file).
+Score with launch/score.py, or lstmae_jax.artifact.load in Python; no Flax needed.
 """
 
 import json
@@ -12,7 +14,13 @@ from absl import app, flags
 from lstmae_jax import export
 
 flags.DEFINE_string("workdir", None, "Experiment directory with a trained stage1/ (and stage2/).")
-flags.DEFINE_string("output", None, "Directory for scorer.jaxexport and scorer.json.")
+flags.DEFINE_string("output", None, "Artifact directory to write.")
+flags.DEFINE_string(
+    "checkpoint",
+    "best",
+    "Stage-1 parameters: best, latest, or a step number (the last two refit the error model"
+    " and threshold on the run's data).",
+)
 flags.mark_flags_as_required(["workdir", "output"])
 FLAGS = flags.FLAGS
 
@@ -20,14 +28,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     try:
-        sidecar = export.export_scorer(FLAGS.workdir, FLAGS.output)
+        sidecar = export.export_scorer(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint)
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
         sys.exit(f"error: {e}")
-    print(
-        json.dumps(
-            {k: sidecar[k] for k in ("platforms", "window", "threshold", "classes")}, indent=1
-        )
-    )
+    keys = ("platforms", "window", "threshold", "classes", "manifest_sha256")
+    print(json.dumps({k: sidecar[k] for k in keys}, indent=1))
 
 
 if __name__ == "__main__":

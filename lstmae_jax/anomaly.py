@@ -113,24 +113,45 @@ def score_errors(err_KxBxF: jnp.ndarray, model: ErrorModel) -> tuple[jnp.ndarray
         raise ValueError(
             f"error vectors have {err_KxBxF.shape[-1]} features, the model {model.num_features}"
         )
-    if model.kind == "mae":
-        contrib_KxBxF = err_KxBxF / model.num_features
+    arrays = {k: jnp.asarray(v, jnp.float32) for k, v in gaussian_arrays(model).items()}
+    return score_errors_with(err_KxBxF, model.kind, model.combine, **arrays)
+
+
+def gaussian_arrays(model: ErrorModel) -> dict[str, np.ndarray]:
+    """The fitted values of a Gaussian error model as float32 arrays (none for ``mae``):
+    what ``score_errors_with`` takes, and what the exported scorer takes as inputs."""
+    if model.kind not in GAUSSIAN:
+        return {}
+    return {
+        "mean_KxF": np.asarray(model.mean_KxF, np.float32),
+        "precision_KxFxF": np.asarray(model.precision_KxFxF, np.float32),
+    }
+
+
+def score_errors_with(
+    err_KxBxF: jnp.ndarray,
+    kind: str,
+    combine: str,
+    mean_KxF: jnp.ndarray | None = None,
+    precision_KxFxF: jnp.ndarray | None = None,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``score_errors`` with the fitted values as arrays (traced inside the exported scorer)."""
+    if kind == "mae":
+        contrib_KxBxF = err_KxBxF / err_KxBxF.shape[-1]
     else:
-        mu_Kx1xF = jnp.asarray(model.mean_KxF, jnp.float32)[:, None, :]
-        prec_KxFxF = jnp.asarray(model.precision_KxFxF, jnp.float32)
-        if mu_Kx1xF.shape[0] != err_KxBxF.shape[0]:
+        if mean_KxF.shape[0] != err_KxBxF.shape[0]:
             raise ValueError(
-                f"{err_KxBxF.shape[0]} ensemble members scored, error model has {mu_Kx1xF.shape[0]}"
+                f"{err_KxBxF.shape[0]} ensemble members scored, error model has {mean_KxF.shape[0]}"
             )
-        d_KxBxF = err_KxBxF - mu_Kx1xF
+        d_KxBxF = err_KxBxF - mean_KxF[:, None, :]
         # Full float32 precision: the precision matrix can hold large entries that cancel,
         # and a reduced-precision matmul (TF32 on some GPUs) would move the score.
         pd_KxBxF = jnp.einsum(
-            "kbf,kfg->kbg", d_KxBxF, prec_KxFxF, precision=jax.lax.Precision.HIGHEST
+            "kbf,kfg->kbg", d_KxBxF, precision_KxFxF, precision=jax.lax.Precision.HIGHEST
         )
         contrib_KxBxF = d_KxBxF * pd_KxBxF
     member_KxB = contrib_KxBxF.sum(axis=-1)
-    if model.combine == "mean":
+    if combine == "mean":
         return member_KxB.mean(axis=0), contrib_KxBxF.mean(axis=0)
     best_B = jnp.argmax(member_KxB, axis=0)
     contrib_BxF = jnp.take_along_axis(contrib_KxBxF, best_B[None, :, None], axis=0)[0]

@@ -222,12 +222,17 @@ class Scaler:
         if x_NxF.shape[-1] != len(self.features):
             raise ValueError(f"expected {len(self.features)} features, got shape {x_NxF.shape}")
         dtype = np.float32 if xp is not np else np.float64
-        log = xp.asarray(self.log)
-        x = xp.where(log, xp.log1p(xp.maximum(x_NxF, 0.0)), x_NxF)
-        z = (x - xp.asarray(self.mean, dtype)) / xp.asarray(self.std, dtype)
-        if self.clip > 0:
-            z = xp.clip(z, -self.clip, self.clip)
-        return z.astype(np.float32)
+        arrays = {k: xp.asarray(v) for k, v in self.arrays(dtype).items()}
+        return scale(x_NxF, **arrays, xp=xp)
+
+    def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
+        """The scaler's values as arrays: what ``scale`` takes (and the exported scorer)."""
+        return {
+            "log_F": np.asarray(self.log, dtype),
+            "mean_F": np.asarray(self.mean, dtype),
+            "std_F": np.asarray(self.std, dtype),
+            "clip": np.asarray(self.clip, dtype),
+        }
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -243,6 +248,15 @@ class Scaler:
     def load(cls, path: str) -> Scaler:
         with open(path) as f:
             return cls.from_json(json.load(f))
+
+
+def scale(x_NxF, log_F, mean_F, std_F, clip, xp=np):
+    """``Scaler.transform`` on arrays: ``clip((log1p(x) where log_F, else x - mean) / std)``
+    (no clipping where ``clip`` is 0); numpy or jax.numpy (``xp``), traceable."""
+    x = xp.where(log_F > 0, xp.log1p(xp.maximum(x_NxF, 0.0)), x_NxF)
+    z = (x - mean_F) / std_F
+    z = xp.where(clip > 0, xp.clip(z, -clip, clip), z)
+    return z.astype(np.float32)
 
 
 def fit_scaler(

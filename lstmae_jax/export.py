@@ -1,66 +1,53 @@
-"""Trained workdir -> a self-contained scorer: ``jax.export`` artifact + JSON sidecar.
+"""Trained workdir -> detector artifact directory (see ``artifact`` for the layout).
 
-The exported function takes *raw* (cleaned, unscaled) flow features x_BxTxF, float32,
-columns in the sidecar's ``features`` order, with a symbolic batch dimension, and
-returns a dict:
+``scoring_function`` is what gets exported: raw x_BxTxF and the sidecar's values
+(``artifact.call_params``) -> score, per-feature contributions, flags and, with a stage 2,
+class probabilities. The network weights are baked in; the scaler, the error model and
+the threshold are inputs, so each value exists once (in the sidecar) and recalibrating
+the threshold (``launch/score.py --calibrate``) needs no re-export.
 
-* ``score_B``: the stage-1 anomaly score (``anomaly.score`` with the run's fitted error
-  model: the number the threshold was calibrated on),
-* ``contrib_BxF``: each feature's contribution to it (which features raised the alert),
-* ``flagged_B``: ``score_B > threshold``,
-* ``probs_BxC``: stage-2 class probabilities (only when stage 2 was trained).
-
-The scaler and the error model are baked into the function, and the sidecar
-``scorer.json`` records features, window, scaler, error model, threshold, classes and
-versions.
-Loading (``load_scorer``) needs only jax and numpy: no Flax, no training code.
-One artifact serves CPU and CUDA (lowered for both, even on a CPU-only machine).
+``--checkpoint`` picks the stage-1 parameters: ``best`` (the default: those the run
+calibrated its error model and threshold on), ``latest`` or a step number. Other than
+``best``, the error model and threshold are fitted again for those parameters, on the
+run's own data and split, the way training does (``stage1``), without touching the run.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import platform
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstmae_jax import anomaly, atomic, data
+from lstmae_jax import __version__, anomaly, artifact, atomic, data
 
-ARTIFACT = "scorer.jaxexport"
-SIDECAR = "scorer.json"
-FORMAT_VERSION = 1
+ARTIFACT, SIDECAR = artifact.ARTIFACT, artifact.SIDECAR
 
 
-def float32_at_or_below(value: float) -> np.float32:
-    """The largest float32 <= ``value``: for every float32 score s, ``s > result`` exactly
-    when ``s > value`` (the float64 rule of ``Threshold.predict``), so the artifact flags
-    the windows the in-process model flags."""
-    v32 = np.float32(value)
-    # float(): numpy would compare a float32 with a Python float in float32.
-    return np.nextafter(v32, np.float32(-np.inf)) if float(v32) > value else v32
+def scoring_function(ae, kind: str, combine: str, stage2=None):
+    """The exported function: ``fn(x_BxTxF, params) -> dict`` (see ``artifact``).
 
-
-def scoring_function(ae, error_model, transform, threshold: float, stage2=None):
-    """The function ``export_scorer`` exports: raw x_BxTxF -> dict (see module doc).
-
-    ``ae`` is the stage-1 autoencoder (or ensemble), ``transform`` a ``Scaler.transform``,
-    ``stage2`` the optional classifier. Also what ``benchmarks/throughput.py`` times.
+    ``ae`` is the stage-1 autoencoder (or ensemble), ``kind``/``combine`` the error
+    model's, ``stage2`` the optional classifier. Also what ``benchmarks/throughput.py`` times.
     """
     from flax import nnx
 
-    threshold_f32 = float32_at_or_below(threshold)
     ae_def, ae_state = nnx.split(ae)
     s2 = nnx.split(stage2) if stage2 is not None else None
 
-    def scorer(x_BxTxF: jax.Array) -> dict:
-        x = transform(x_BxTxF, xp=jnp)
-        score_B, contrib_BxF = anomaly.score(x, nnx.merge(ae_def, ae_state)(x), error_model)
+    def scorer(x_BxTxF: jax.Array, params: dict) -> dict:
+        x = data.scale(x_BxTxF, **params["scaler"], xp=jnp)
+        xhat = nnx.merge(ae_def, ae_state)(x)
+        err_KxBxF = anomaly.errors(x, xhat)
+        score_B, contrib_BxF = anomaly.score_errors_with(
+            err_KxBxF, kind, combine, **params.get("error_model", {})
+        )
         out = {
             "score_B": score_B,
             "contrib_BxF": contrib_BxF,
-            "flagged_B": score_B > threshold_f32,
+            "flagged_B": score_B > params["threshold"],
         }
         if s2 is not None:
             out["probs_BxC"] = jax.nn.softmax(nnx.merge(*s2)(x), axis=-1)
@@ -69,82 +56,107 @@ def scoring_function(ae, error_model, transform, threshold: float, stage2=None):
     return scorer
 
 
+def versions() -> dict:
+    from importlib import metadata
+
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "pyarrow")
+    return {
+        "lstmae_jax": __version__,
+        **{n: metadata.version(n) for n in names},
+        "python": platform.python_version(),
+    }
+
+
+def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
+    """Error model and threshold for parameters other than the calibrated best ones."""
+    import json
+
+    from lstmae_jax import run, score, stage1
+
+    flows = data.load_flows(
+        cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
+    )
+    windowed = run.build_windows(cfg, flows, scaler=data.Scaler.from_json(meta["scaler"]))
+    error_model = stage1.fit_error_model(cfg, ae, windowed)
+    benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
+    s_W, _ = score.window_scores(
+        ae, error_model, windowed.x_NxF, benign_val, cfg.window, cfg.eval_batch_size
+    )
+    threshold = json.loads(stage1.threshold_from_scores(cfg, s_W).to_json())
+    return error_model, threshold
+
+
+def _validation(meta: dict) -> dict:
+    history = meta.get("history") or []
+    best = min((h["val_loss"] for h in history), default=None)
+    return {
+        "best_val_loss": best,
+        "epochs": len(history),
+        "last_epoch": history[-1] if history else None,
+    }
+
+
 def export_scorer(
-    workdir: str, output_dir: str, platforms: tuple[str, ...] = ("cpu", "cuda")
+    workdir: str,
+    output_dir: str,
+    *,
+    checkpoint: str = "best",
+    platforms: tuple[str, ...] = ("cpu", "cuda"),
 ) -> dict:
-    """Exports the stage-1 (and stage-2, if trained) model of ``workdir``; returns the sidecar."""
+    """Exports ``workdir``'s stage 1 (and stage 2, if trained); returns the sidecar, with
+    ``manifest_sha256`` added (not stored in it: the manifest covers the sidecar)."""
     from lstmae_jax import run
     from lstmae_jax.config import Config
 
-    ae, meta = run.load_run(os.path.join(workdir, "stage1"))
+    stage1_dir = os.path.join(workdir, "stage1")
+    ae, meta = run.load_run(stage1_dir, checkpoint=checkpoint)
     if "threshold" not in meta:
         raise FileNotFoundError(
-            f"{workdir}/stage1 has no {run.THRESHOLD_FILE}: training did not finish"
+            f"{stage1_dir} has no {run.THRESHOLD_FILE}: training did not finish"
         )
     cfg = Config.from_json(meta["config"])
-    scaler, threshold, error_model = meta["scaler"], meta["threshold"], meta["error_model"]
-    transform = data.Scaler.from_json(scaler).transform
-    stage2, classes = None, None
+    error_model, threshold = meta["error_model"], meta["threshold"]
+    calibrated_on = "benign validation windows of the run (after training)"
+    if checkpoint != "best":
+        error_model, threshold = _recalibrate_on_run_data(cfg, ae, meta)
+        calibrated_on += f"; refitted at export for checkpoint {checkpoint!r}"
+    stage2, classes, validation = None, None, {"stage1": _validation(meta)}
     if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
         stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
-        if meta2["features"] != meta["features"] or meta2["scaler"] != scaler:
+        if meta2["features"] != meta["features"] or meta2["scaler"] != meta["scaler"]:
             raise ValueError("stage 2 was trained with other features or scaling than stage 1")
         cfg2 = Config.from_json(meta2["config"])
         classes = ["Benign", "Attack"] if cfg2.task == "binary" else meta2["classes"]
-    scorer = scoring_function(ae, error_model, transform, threshold["value"], stage2)
-    (b,) = jax.export.symbolic_shape("b")
-    spec = jax.ShapeDtypeStruct((b, cfg.window, len(meta["features"])), jnp.float32)
-    # Cross-platform lowering: a CUDA artifact can be produced on a CPU-only machine.
-    exported = jax.export.export(jax.jit(scorer), platforms=platforms)(spec)
+        validation["stage2"] = _validation(meta2)
     sidecar = {
-        "format_version": FORMAT_VERSION,
+        "format_version": artifact.FORMAT_VERSION,
         "artifact": ARTIFACT,
-        "platforms": list(exported.platforms),
         "features": meta["features"],
         "window": cfg.window,
         "input": "raw cleaned features, float32, shape [batch, window, features]",
-        "scaler": scaler,
-        "threshold": threshold,
+        "scaler": meta["scaler"],
         "score": f"{error_model.describe()} ({cfg.ensemble} member(s), {cfg.ensemble_score})",
         "error_model": error_model.to_json(),
+        "threshold": {**threshold, "calibrated_on": calibrated_on},
         "classes": classes,
         "cleaning": {"nonfinite": cfg.nonfinite, "negative": cfg.negative},
-        "jax_version": jax.__version__,
-        "source_workdir": os.path.abspath(workdir),
+        "training_data": {"path": cfg.data, "split": cfg.split, **meta.get("data", {})},
+        "validation": validation,
+        "checkpoint": {"stage1": checkpoint, "source_workdir": os.path.abspath(workdir)},
+        "versions": versions(),
     }
+    fn = scoring_function(ae, error_model.kind, error_model.combine, stage2)
+    (b,) = jax.export.symbolic_shape("b")
+    x_spec = jax.ShapeDtypeStruct((b, cfg.window, len(meta["features"])), jnp.float32)
+    params_spec = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
+        artifact.call_params(sidecar),
+    )
+    # Cross-platform lowering: a CUDA artifact can be produced on a CPU-only machine.
+    exported = jax.export.export(jax.jit(fn), platforms=platforms)(x_spec, params_spec)
+    sidecar["platforms"] = list(exported.platforms)
     os.makedirs(output_dir, exist_ok=True)
     atomic.write_bytes(os.path.join(output_dir, ARTIFACT), exported.serialize())
     atomic.write_json(os.path.join(output_dir, SIDECAR), sidecar)
-    return sidecar
-
-
-class Scorer:
-    """A loaded scorer: ``scorer(x_BxTxF)`` -> dict of numpy arrays (see module doc)."""
-
-    def __init__(self, directory: str):
-        with open(os.path.join(directory, SIDECAR)) as f:
-            self.meta = json.load(f)
-        if self.meta["format_version"] != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory}: scorer format {self.meta['format_version']}, expected {FORMAT_VERSION}"
-            )
-        with open(os.path.join(directory, self.meta["artifact"]), "rb") as f:
-            self._exported = jax.export.deserialize(bytearray(f.read()))
-        self.features: list[str] = self.meta["features"]
-        self.window: int = self.meta["window"]
-
-    def __call__(self, x_BxTxF: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.asarray(x_BxTxF, dtype=np.float32)
-        if x.ndim != 3 or x.shape[1:] != (self.window, len(self.features)):
-            raise ValueError(
-                f"expected [batch, {self.window}, {len(self.features)}] features, got {x.shape}"
-            )
-        if not np.isfinite(x).all():
-            raise ValueError(
-                "non-finite input features: clean them as in the sidecar's 'cleaning' policy first"
-            )
-        return {k: np.asarray(v) for k, v in self._exported.call(x).items()}
-
-
-def load_scorer(directory: str) -> Scorer:
-    return Scorer(directory)
+    digest = artifact.write_manifest(output_dir, [ARTIFACT, SIDECAR])
+    return {**sidecar, "manifest_sha256": digest}

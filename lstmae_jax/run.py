@@ -16,7 +16,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import atomic, checkpoint, data, stage1, steps, train, windows
+from lstmae_jax import atomic, data, stage1, steps, train, windows
+from lstmae_jax import checkpoint as checkpoint_lib
 from lstmae_jax.config import Config
 
 THRESHOLD_FILE = stage1.THRESHOLD_FILE
@@ -26,13 +27,26 @@ def run_name(cfg: Config) -> str:
     return f"stage{cfg.stage}" if cfg.model == "lstm_ae" else cfg.model
 
 
-def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
-    """The trained model (best parameters) of a finished or interrupted run, and its meta."""
+def load_run(run_dir: str, checkpoint: str = "best") -> tuple[nnx.Module, dict]:
+    """A trained model of a finished or interrupted run, and its meta.
+
+    ``checkpoint``: ``best`` (the best parameters so far, kept in the latest checkpoint),
+    ``latest`` (the parameters of the latest checkpoint) or a step number (its parameters).
+    """
+    if checkpoint not in ("best", "latest") and not str(checkpoint).isdigit():
+        raise ValueError(f"checkpoint must be best, latest or a step number, got {checkpoint!r}")
+    step = int(checkpoint) if str(checkpoint).isdigit() else None
     if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
         raise FileNotFoundError(f"no trained run in {run_dir} (no checkpoints/ there)")
-    ckpt = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), save_every_steps=1, keep=1)
+    ckpt = checkpoint_lib.Checkpointer(
+        os.path.join(run_dir, "checkpoints"), save_every_steps=1, keep=1
+    )
     try:
-        meta = ckpt.restore_meta()
+        if step is not None and step not in ckpt.all_steps():
+            raise FileNotFoundError(
+                f"{run_dir}: no checkpoint at step {step}; kept steps: {ckpt.all_steps()}"
+            )
+        meta = ckpt.restore_meta(step)
         cfg = Config.from_json(meta["config"])
         model = steps.build_model(
             cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed)
@@ -40,10 +54,23 @@ def load_run(run_dir: str) -> tuple[nnx.Module, dict]:
         graphdef, abstract = steps.init_state(
             model, steps.optimizer(cfg), steps.trainable_filter(cfg)
         )
-        state, meta = ckpt.restore(None, checkpoint.abstract(jax.device_put(abstract)))
+        state, meta = ckpt.restore(step, checkpoint_lib.abstract(jax.device_put(abstract)))
     finally:
         ckpt.close()
-    final = state.best_params if meta["history"] else state.params
+    summary_path = os.path.join(run_dir, "summary.json")
+    if step is None and os.path.exists(summary_path):
+        with open(summary_path) as f:
+            finished_at = json.load(f).get("steps")
+        if finished_at is not None and int(state.step) < finished_at:
+            # The latest step was corrupt and an older one was restored: its parameters are
+            # not those the threshold and the summary were computed on.
+            raise ValueError(
+                f"{run_dir}: the run finished at step {finished_at} but the newest intact"
+                f" checkpoint is step {int(state.step)}; re-run the same training command"
+                " to recompute the lost steps (exactly) and recalibrate"
+            )
+    best = checkpoint == "best" and meta["history"]
+    final = state.best_params if best else state.params
     model = nnx.merge(graphdef, final, state.frozen, state.rest)
     model.eval()
     threshold_path = os.path.join(run_dir, THRESHOLD_FILE)
@@ -103,7 +130,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
                 f"stage 1 in {stage1_dir} did not finish (no {THRESHOLD_FILE}: preempted or"
                 " interrupted); re-run --stage=1 with the same flags to resume it first"
             )
-        s1 = checkpoint.Checkpointer(
+        s1 = checkpoint_lib.Checkpointer(
             os.path.join(stage1_dir, "checkpoints"), save_every_steps=1, keep=1
         )
         s1_meta = s1.restore_meta()

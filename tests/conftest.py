@@ -18,3 +18,27 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+    """Stage 1 and stage 2 trained once on generated flows (shared by the run, export and
+    scorer tests): (workdir, config, stage-1 summary, stage-2 summary)."""
+    from lstmae_jax import config, run, synthetic
+
+    root = tmp_path_factory.mktemp("run")
+    path = synthetic.write(synthetic.generate(3000, seed=1), str(root / "flows.parquet"))
+    cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4)
+    s1 = run.train_job(cfg, str(root))
+    s2 = run.train_job(cfg.replace(stage=2), str(root))
+    return root, cfg, s1, s2
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(trained_workdir, tmp_path_factory):
+    """``trained_workdir`` exported once (tests that alter it work on a copy)."""
+    from lstmae_jax import export
+
+    out = tmp_path_factory.mktemp("artifact")
+    export.export_scorer(str(trained_workdir[0]), str(out))
+    return out

@@ -1,4 +1,4 @@
-"""End to end on generated data: train stage 1 and 2, threshold, evaluate, export, score."""
+"""End to end on generated data: train stage 1 and 2, threshold, evaluate (export and scoring: test_export.py, test_alerts.py)."""
 
 import dataclasses
 import json
@@ -14,7 +14,6 @@ from lstmae_jax import (
     config,
     data,
     evaluate,
-    export,
     metrics,
     run,
     score,
@@ -25,13 +24,8 @@ from lstmae_jax import (
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    path = synthetic.write(synthetic.generate(3000, seed=1), str(root / "flows.parquet"))
-    cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4)
-    s1 = run.train_job(cfg, str(root))
-    s2 = run.train_job(cfg.replace(stage=2), str(root))
-    return root, cfg, s1, s2
+def workdir(trained_workdir):
+    return trained_workdir
 
 
 @pytest.mark.device_check
@@ -91,36 +85,6 @@ def test_evaluate_report(workdir, tmp_path):
     assert "Stage 1: LSTM-AE anomaly detection" in md and "stage2: classification" in md
 
 
-@pytest.mark.device_check
-def test_export_round_trip(workdir, tmp_path):
-    root, cfg, s1, _ = workdir
-    sidecar = export.export_scorer(str(root), str(tmp_path))
-    assert sidecar["platforms"] == ["cpu", "cuda"]
-    scorer = export.load_scorer(str(tmp_path))
-    model, meta = run.load_run(os.path.join(root, "stage1"))
-    flows = data.load_flows(cfg.data, features=scorer.features)
-    sc = data.Scaler.from_json(meta["scaler"])
-    starts = np.arange(0, 200, 7)
-    raw = windows.gather(flows.x_NxF, starts, cfg.window)
-    # Symbolic batch: two batch sizes through one artifact.
-    out = scorer(raw)
-    assert scorer(raw[:3])["score_B"].shape == (3,)
-    ref_score, ref_contrib = score.window_scores(
-        model, meta["error_model"], sc.transform(flows.x_NxF), starts, cfg.window
-    )
-    # The artifact scales in float32, training scaled in float64 then cast: float32 rounding.
-    np.testing.assert_allclose(out["score_B"], ref_score, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(out["contrib_BxF"], ref_contrib, rtol=1e-4, atol=1e-4)
-    assert sidecar["error_model"] == meta["error_model"].to_json()
-    np.testing.assert_array_equal(out["flagged_B"], out["score_B"] > s1["threshold"]["value"])
-    assert out["probs_BxC"].shape == (len(starts), len(sidecar["classes"]))
-    np.testing.assert_allclose(out["probs_BxC"].sum(axis=1), 1.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="non-finite"):
-        scorer(np.full_like(raw, np.nan))
-    with pytest.raises(ValueError, match="expected"):
-        scorer(raw[:, :2])
-
-
 def test_ensemble_trains_members_together(tmp_path):
     path = synthetic.write(synthetic.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
     cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3)
@@ -167,14 +131,6 @@ def test_rerun_with_another_score_recalibrates_without_training(tmp_path):
     assert again["threshold"]["value"] != first["threshold"]["value"]
 
 
-def test_float32_threshold_flags_as_the_float64_rule():
-    for value in (0.1, 1 / 3, 219.0626983642578, 1e-30, -2.5):
-        t32 = export.float32_at_or_below(value)
-        around = np.float32(value) + np.arange(-4, 5) * np.spacing(np.float32(value))
-        s = np.concatenate([around, np.nextafter(around, np.float32(np.inf))]).astype(np.float32)
-        np.testing.assert_array_equal(s > t32, s.astype(np.float64) > np.float64(value))
-
-
 def test_stage2_refuses_an_unfinished_stage1(workdir, tmp_path):
     # A preempted stage 1 has checkpoints but no threshold: stage 2 must not train on it.
     import shutil
@@ -214,3 +170,20 @@ def test_evaluate_checks_its_output_before_scoring(workdir, tmp_path, monkeypatc
     monkeypatch.setattr(evaluate.data, "load_flows", must_not_load)
     with pytest.raises(ValueError, match="is a directory"):
         evaluate.evaluate_job(str(root), cfg.data, str(tmp_path))
+
+
+def test_load_run_refuses_an_older_step_than_the_run_finished_at(workdir, tmp_path):
+    # A corrupt latest step falls back to an older one (checkpoint.py); a finished run's
+    # threshold belongs to the newer parameters, so loading it must stop, not go on.
+    import shutil
+
+    root = workdir[0]
+    shutil.copytree(root / "stage1", tmp_path / "stage1")
+    ckpts = tmp_path / "stage1" / "checkpoints"
+    latest = max((p for p in ckpts.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    data_file = max((p for p in (latest / "state").rglob("*") if p.is_file()), key=os.path.getsize)
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data_file.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="newest intact checkpoint is step .*; re-run"):
+        run.load_run(str(tmp_path / "stage1"))

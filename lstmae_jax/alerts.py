@@ -1,0 +1,427 @@
+"""Score flows with a detector artifact: windows across chunks, alerts out, a summary.
+
+One output row per scored window, placed at its last flow: the file, the input row,
+timestamp and identifiers where the input has them, the score, ``alert`` (score above the
+artifact's threshold), the stage-2 class and its probability where the artifact has a
+stage 2, the three features that contributed most to the score, and the true label where
+the input is labelled. A window is ``window`` consecutive cleaned flows of one file, as in
+training; the first ``window - 1`` flows of a file end no window.
+
+Chunking does not change the result: each file keeps its last ``window - 1`` flows
+between chunks, and windows are scored in batches of one fixed shape (the last one
+padded), so every window meets the same computation whatever the chunk size.
+
+No JAX or training code here beyond the artifact's ``call``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from absl import logging
+
+from lstmae_jax import artifact, atomic, clean, metrics, reader, schema
+
+BATCH = 512  # windows per call of the artifact (one compiled shape)
+TOP = 3
+PROGRESS_SECONDS = 10.0
+IDENTIFIERS = ("timestamp", "flow_id", "src_ip", "src_port", "dst_ip")
+# Label cells that label nothing: CICFlowMeter's live output writes "NeedManualLabel".
+UNLABELLED = frozenset({"", "NeedManualLabel"})
+
+
+def output_schema(classes: list[str] | None) -> pa.Schema:
+    fields = [("file", pa.string()), ("row", pa.int64())]
+    fields += [(name, pa.string()) for name in IDENTIFIERS]
+    fields += [("dst_port", pa.int64()), ("score", pa.float32()), ("alert", pa.bool_())]
+    if classes:
+        fields += [("predicted", pa.string()), ("probability", pa.float32())]
+    for k in range(1, TOP + 1):
+        fields += [(f"top{k}", pa.string()), (f"top{k}_contribution", pa.float32())]
+    fields += [("label", pa.string())]
+    return pa.schema(fields)
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    """A column as an object array, all None where the input lacks it."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, None, object)
+    return np.array(table.column(name).to_pylist(), object)
+
+
+class _FileWindows:
+    """The last ``window - 1`` cleaned flows of one file, carried between chunks."""
+
+    def __init__(self, window: int, num_features: int):
+        self.window = window
+        self.x = np.zeros((0, num_features), np.float32)
+        self.attack = np.zeros(0, bool)
+
+    def push(self, x_NxF: np.ndarray, attack_N: np.ndarray):
+        """Windows ending at the new flows: (x_WxTxF, index of each window's last flow
+        among the new ones, whether any flow of the window is an attack)."""
+        x = np.concatenate([self.x, x_NxF])
+        attack = np.concatenate([self.attack, attack_N])
+        carried, t = len(self.x), self.window
+        ends = np.arange(max(t - 1, carried), len(x))
+        starts = ends - t + 1
+        x_WxTxF = x[starts[:, None] + np.arange(t)]
+        any_attack = np.array([attack[s : s + t].any() for s in starts], bool)
+        keep = max(len(x) - (t - 1), 0)
+        self.x, self.attack = x[keep:], attack[keep:]
+        return x_WxTxF, ends - carried, any_attack
+
+
+class AlertWriter:
+    """Alerts to ``.parquet`` (row groups, renamed into place at close) or ``.jsonl``
+    (one line per window, flushed after each batch: the format for live mode)."""
+
+    def __init__(self, path: str, schema_: pa.Schema):
+        if not path.endswith((".parquet", ".jsonl")):
+            raise ValueError(f"--output must end in .parquet or .jsonl, got {path}")
+        self.path, self.schema = path, schema_
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.rows = 0
+        if path.endswith(".parquet"):
+            self.tmp = os.path.join(
+                os.path.dirname(os.path.abspath(path)),
+                f".{os.path.basename(path)}.{os.getpid()}.tmp",
+            )
+            self._pq = pq.ParquetWriter(self.tmp, schema_, compression="zstd")
+            self._jsonl = None
+        else:
+            self._pq, self._jsonl = None, open(path, "w")
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.rows += table.num_rows
+        if self._pq is not None:
+            self._pq.write_table(table)
+            return
+        for rec in table.to_pylist():
+            self._jsonl.write(json.dumps(rec) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+            os.replace(self.tmp, self.path)
+            self._pq = None
+        elif self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+
+class Stop:
+    """Set by SIGINT / SIGTERM: the loop finishes the batch in hand and closes cleanly."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal: str | None = None
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            del frame
+            self.signal = signal.Signals(signum).name
+            self.event.set()
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, handler)
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+class Run:
+    """One scoring run: sources -> windows -> the artifact -> the writer and the summary."""
+
+    def __init__(self, scorer: artifact.Scorer, writer: AlertWriter | None, batch: int = BATCH):
+        self.scorer, self.writer, self.batch = scorer, writer, batch
+        self.features = np.asarray(scorer.features)
+        self.windows: dict[str, _FileWindows] = {}
+        self.pending: list[tuple] = []  # (chunk info, x_WxTxF, ...) awaiting a full batch
+        self.pending_n = 0
+        self.start = time.monotonic()
+        self.last_log = self.start
+        self.flows = 0
+        self.scored = 0
+        self.alerts = 0
+        self.by_class: collections.Counter = collections.Counter()
+        self.by_label: dict[str, collections.Counter] = {}
+        self.report = clean.CleanReport(source="total")
+        self.latency: list[float] = []
+        self.scores: list[np.ndarray] = []  # kept for calibration only (keep_scores)
+        self.benign: list[np.ndarray] = []
+        self.keep_scores = False
+        self.live = False  # --follow: record latencies
+
+    # -- input
+
+    def add(self, chunk: reader.Chunk) -> None:
+        table = chunk.table
+        self.report.merge(chunk.report)
+        self.flows += chunk.report.rows_in
+        if chunk.restart or chunk.source not in self.windows:
+            self.windows[chunk.source] = _FileWindows(self.scorer.window, len(self.features))
+        if not table.num_rows:
+            return
+        x = np.stack(
+            [table.column(f).to_numpy(zero_copy_only=False) for f in self.features], axis=1
+        ).astype(np.float32)
+        labels = _column(table, schema.LABEL)
+        labels = np.array([None if lb in UNLABELLED else lb for lb in labels], object)
+        attack = np.array([lb is not None and schema.is_attack(lb) for lb in labels], bool)
+        x_WxTxF, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
+        if not len(last_W):
+            return
+        info = {"file": np.full(len(last_W), chunk.source, object), "label": labels[last_W]}
+        info["row"] = table.column(reader.ROW).to_numpy()[last_W]
+        for name in (*IDENTIFIERS, "dst_port"):
+            info[name] = _column(table, name)[last_W]
+        if info["dst_port"][0] is not None:
+            info["dst_port"] = info["dst_port"].astype(np.int64)
+        self.pending.append((info, x_WxTxF, any_attack_W, chunk.read_at))
+        self.pending_n += len(last_W)
+        while self.pending_n >= self.batch:
+            self._score(self.batch)
+
+    def flush(self) -> None:
+        """Scores every window waiting for a full batch (the last batch is padded)."""
+        while self.pending_n:
+            self._score(min(self.pending_n, self.batch))
+
+    # -- scoring
+
+    def _take(self, n: int):
+        parts, got = [], 0
+        while got < n:
+            info, x, any_attack, read_at = self.pending[0]
+            k = min(n - got, len(x))
+            parts.append(({key: v[:k] for key, v in info.items()}, x[:k], any_attack[:k], read_at))
+            if k == len(x):
+                self.pending.pop(0)
+            else:
+                rest = {key: v[k:] for key, v in info.items()}
+                self.pending[0] = (rest, x[k:], any_attack[k:], read_at)
+            got += k
+        self.pending_n -= n
+        return parts
+
+    def _score(self, n: int) -> None:
+        parts = self._take(n)
+        x = np.concatenate([p[1] for p in parts])
+        padded = np.zeros((self.batch, *x.shape[1:]), np.float32)
+        padded[:n] = x
+        out = {k: v[:n] for k, v in self.scorer(padded).items()}
+        info = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+        any_attack = np.concatenate([p[2] for p in parts])
+        read_at = np.concatenate([np.full(len(p[1]), p[3]) for p in parts])
+        self._record(info, out, any_attack)
+        if self.writer is not None:
+            self.writer.write(self._rows(info, out))
+        if self.live:  # in a batch run, time from reading to writing measures no latency
+            self.latency.extend((time.monotonic() - read_at).tolist())
+            self.latency = self.latency[-100_000:]
+
+    def _record(self, info: dict, out: dict, any_attack_W: np.ndarray) -> None:
+        flagged = out["flagged_B"]
+        self.scored += len(flagged)
+        self.alerts += int(flagged.sum())
+        if self.keep_scores:
+            self.scores.append(out["score_B"])
+            self.benign.append(~any_attack_W)
+        if "probs_BxC" in out:
+            pred = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
+            self.by_class.update(pred[flagged].tolist())
+        for lb, f in zip(info["label"], flagged, strict=True):
+            if lb is not None:
+                c = self.by_label.setdefault(lb, collections.Counter())
+                c["windows"] += 1
+                c["alerts"] += int(f)
+
+    def _rows(self, info: dict, out: dict) -> pa.Table:
+        cols = {"file": info["file"], "row": info["row"]}
+        cols.update({name: info[name] for name in IDENTIFIERS})
+        cols.update(dst_port=info["dst_port"], score=out["score_B"], alert=out["flagged_B"])
+        if self.scorer.classes:
+            probs = out["probs_BxC"]
+            cols["predicted"] = np.asarray(self.scorer.classes)[probs.argmax(axis=1)]
+            cols["probability"] = probs.max(axis=1)
+        top = np.argsort(-out["contrib_BxF"], axis=1)[:, :TOP]
+        for k in range(TOP):
+            cols[f"top{k + 1}"] = self.features[top[:, k]]
+            cols[f"top{k + 1}_contribution"] = np.take_along_axis(
+                out["contrib_BxF"], top[:, k : k + 1], 1
+            )[:, 0]
+        cols["label"] = info["label"]
+        sch = self.writer.schema
+        return pa.table({f.name: pa.array(list(cols[f.name]), f.type) for f in sch}, schema=sch)
+
+    # -- reporting
+
+    def progress(
+        self, done_bytes: int | None = None, total_bytes: int | None = None, force=False
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_log < PROGRESS_SECONDS:
+            return
+        self.last_log = now
+        rate = self.flows / max(now - self.start, 1e-9)
+        eta = ""
+        if done_bytes and total_bytes and done_bytes < total_bytes:
+            eta = f", ETA {(total_bytes - done_bytes) / (done_bytes / (now - self.start)):.0f} s"
+        lat = ""
+        if self.latency:
+            lat = f", latency p50 {np.median(self.latency) * 1e3:.0f} ms max {max(self.latency) * 1e3:.0f} ms"
+        logging.info(
+            "%d flows (%.0f flows/s), %d windows scored, %d alerts%s%s",
+            self.flows, rate, self.scored, self.alerts, eta, lat,
+        )  # fmt: skip
+
+    def summary(self, stopped_by: str | None = None) -> dict:
+        seconds = time.monotonic() - self.start
+        out = {
+            "flows_read": self.flows,
+            "flows_cleaned_out": self.report.rows_in - self.report.rows_out,
+            "cleaning": {"dropped": dict(self.report.dropped), "fixed": dict(self.report.fixed)},
+            "windows_scored": self.scored,
+            "alerts": self.alerts,
+            "seconds": round(seconds, 3),
+            "flows_per_second": round(self.flows / max(seconds, 1e-9), 1),
+            "threshold": self.scorer.threshold,
+        }
+        if self.scorer.classes:
+            out["alerts_by_predicted_class"] = dict(self.by_class.most_common())
+        if self.by_label:
+            out["by_true_label"] = {
+                lb: {**c, "alert_rate": round(c["alerts"] / c["windows"], 6)}
+                for lb, c in sorted(self.by_label.items())
+            }
+        if self.latency:
+            lat = np.asarray(self.latency) * 1e3
+            out["latency_ms"] = {
+                "p50": round(float(np.median(lat)), 2),
+                "p99": round(float(np.quantile(lat, 0.99)), 2),
+                "max": round(float(lat.max()), 2),
+                "meaning": "from reading a flow's bytes to writing its window's row",
+            }
+        if stopped_by:
+            out["stopped_by"] = stopped_by
+        return out
+
+
+def render(summary: dict) -> str:
+    """The summary as a few lines for a terminal."""
+    lines = [
+        f"{summary['windows_scored']:,} windows scored, {summary['alerts']:,} alerts"
+        f" (threshold {summary['threshold']:.6g}); {summary['flows_read']:,} flows in"
+        f" {summary['seconds']:.1f} s, {summary['flows_per_second']:,.0f} flows/s"
+    ]
+    if "alerts_by_predicted_class" in summary:
+        by = summary["alerts_by_predicted_class"]
+        lines.append(
+            "alerts by predicted class: "
+            + (", ".join(f"{c} {n:,}" for c, n in by.items()) or "none")
+        )
+    if "by_true_label" in summary:
+        lines.append(f"{'true label':<28}{'windows':>10}{'alerts':>10}{'rate':>9}")
+        for label, c in summary["by_true_label"].items():
+            lines.append(f"{label:<28}{c['windows']:>10,}{c['alerts']:>10,}{c['alert_rate']:>9.1%}")
+    return "\n".join(lines)
+
+
+def score_files(
+    scorer: artifact.Scorer,
+    inputs: str,
+    writer: AlertWriter | None,
+    *,
+    follow: bool = False,
+    poll_seconds: float = 0.5,
+    stop: Stop | None = None,
+    block_size: int = reader.BLOCK_SIZE,
+    keep_scores: bool = False,
+) -> tuple[dict, Run]:
+    """Scores ``inputs`` (a file, directory or glob); with ``follow``, keeps reading new
+    lines and new files until ``stop``. Returns the summary and the run."""
+    stop = stop if stop is not None else Stop()
+    run = Run(scorer, writer)
+    run.keep_scores, run.live = keep_scores, follow
+    cleaning = scorer.meta["cleaning"]
+    sources: dict[str, reader.Source] = {}
+    if not follow and not reader.expand(inputs):
+        raise FileNotFoundError(f"no CSV, CSV.gz or Parquet files in {inputs}")
+    try:
+        while True:
+            for path in reader.expand(inputs):
+                if path not in sources:
+                    sources[path] = reader.Source(path, scorer.features, cleaning, block_size)
+                    logging.info("scoring %s", path)
+            total = sum(s.bytes_total for s in sources.values())
+            for src in sources.values():
+                for chunk in src.poll(final=not follow):
+                    run.add(chunk)
+                    done = sum(s.offset if s.kind == ".csv" else 0 for s in sources.values())
+                    run.progress(done, total)
+                    if stop:
+                        break
+                if stop:
+                    break
+            run.flush()
+            if not follow or stop:
+                break
+            run.progress()
+            stop.event.wait(poll_seconds)
+            if stop:
+                break
+    finally:
+        run.flush()
+        if writer is not None:
+            writer.close()
+    run.progress(force=True)
+    return run.summary(stop.signal), run
+
+
+def calibrate(scorer: artifact.Scorer, benign: str, target_fpr: float, output_dir: str) -> dict:
+    """Re-chooses the threshold on the operator's benign flows; writes a new artifact
+    directory (same exported function, new sidecar and manifest). Windows holding a flow
+    labelled as an attack, where the input is labelled, are left out and counted."""
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"--target_fpr must be in (0, 1), got {target_fpr}")
+    if os.path.abspath(output_dir) == os.path.abspath(scorer.directory):
+        raise ValueError(f"--output_model {output_dir} is the input model; give a new directory")
+    summary, run = score_files(scorer, benign, None, keep_scores=True)
+    scores = np.concatenate(run.scores) if run.scores else np.zeros(0, np.float32)
+    benign_w = np.concatenate(run.benign) if run.benign else np.zeros(0, bool)
+    if not benign_w.any():
+        raise ValueError(f"{benign}: no benign windows to calibrate on")
+    threshold = metrics.calibrate("fpr", scores[benign_w].astype(np.float64), target_fpr=target_fpr)
+    record = json.loads(threshold.to_json())
+    old = scorer.meta["threshold"]
+    record["calibrated_on"] = (
+        f"{int(benign_w.sum())} benign windows of {benign} (recalibrated by the operator;"
+        f" {int((~benign_w).sum())} windows with attack-labelled flows left out); the"
+        f" exported threshold was {old['value']!r} ({old.get('calibrated_on', old['method'])})"
+    )
+    sidecar = {**scorer.meta, "threshold": record}
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(scorer.directory, artifact.ARTIFACT), "rb") as f:
+        atomic.write_bytes(os.path.join(output_dir, artifact.ARTIFACT), f.read())
+    atomic.write_json(os.path.join(output_dir, artifact.SIDECAR), sidecar)
+    digest = artifact.write_manifest(output_dir, [artifact.ARTIFACT, artifact.SIDECAR])
+    artifact.load(output_dir)  # the new directory must verify and load
+    return {
+        "threshold": record,
+        "windows_used": int(benign_w.sum()),
+        "windows_left_out": int((~benign_w).sum()),
+        "flows_read": summary["flows_read"],
+        "manifest_sha256": digest,
+    }

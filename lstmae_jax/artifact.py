@@ -1,0 +1,211 @@
+"""The detector artifact on the scoring side: verify, load, call. jax and numpy only.
+
+An artifact directory holds three files:
+
+* ``scorer.jaxexport``: the scoring function, ``jax.export``ed (symbolic batch, CPU and
+  CUDA). Only the network weights are baked into it.
+* ``scorer.json``: the sidecar. Every *value* the function needs besides the weights
+  (scaler, error model, threshold) lives here and is passed to the function as an input,
+  so there is one copy of each: what the sidecar says is what the artifact computes with.
+  It also states features, window, classes, cleaning policy, how the threshold was chosen,
+  the training data and validation metrics, and library versions.
+* ``MANIFEST.json``: the SHA-256 and size of every file. ``load`` checks it before it
+  reads anything else and refuses any mismatch, naming the file; it then checks that the
+  sidecar fits the exported function (input and output shapes). The manifest detects
+  accidental and naive changes; against a deliberate attacker who rewrites the manifest
+  too, compare its own SHA-256 (``manifest_sha256``, printed at export) with a copy kept
+  elsewhere (``launch/score.py --manifest_sha256``).
+
+The exported function: ``fn(x_BxTxF, params) -> dict`` with raw (cleaned, unscaled)
+float32 features in the sidecar's ``features`` order, and ``params`` as ``call_params``
+builds it. Outputs: ``score_B``, ``contrib_BxF`` (per-feature contributions, summing to
+the score), ``flagged_B`` (``score > threshold``) and, with a stage 2, ``probs_BxC``.
+
+No pickle anywhere: JSON and the ``jax.export`` serialization (flatbuffers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+
+ARTIFACT = "scorer.jaxexport"
+SIDECAR = "scorer.json"
+MANIFEST = "MANIFEST.json"
+FORMAT_VERSION = 2
+
+
+class ArtifactError(ValueError):
+    """The artifact directory is incomplete, altered or inconsistent (names the file)."""
+
+
+def float32_at_or_below(value: float) -> np.float32:
+    """The largest float32 <= ``value``: for every float32 score s, ``s > result`` exactly
+    when ``s > value`` (the float64 rule of ``metrics.Threshold.predict``), so the artifact
+    flags the windows the in-process model flags."""
+    v32 = np.float32(value)
+    # float(): numpy would compare a float32 with a Python float in float32.
+    return np.nextafter(v32, np.float32(-np.inf)) if float(v32) > value else v32
+
+
+def call_params(sidecar: dict, threshold: float | None = None) -> dict:
+    """The exported function's second input, from the sidecar (the one copy of each value)."""
+    sc = sidecar["scaler"]
+    params = {
+        "threshold": float32_at_or_below(
+            sidecar["threshold"]["value"] if threshold is None else threshold
+        ),
+        "scaler": {
+            "log_F": np.asarray(sc["log"], np.float32),
+            "mean_F": np.asarray(sc["mean"], np.float32),
+            "std_F": np.asarray(sc["std"], np.float32),
+            "clip": np.asarray(sc["clip"], np.float32),
+        },
+    }
+    em = sidecar["error_model"]
+    if em["kind"] != "mae":
+        params["error_model"] = {
+            "mean_KxF": np.asarray(em["mean_KxF"], np.float32),
+            "precision_KxFxF": np.asarray(em["precision_KxFxF"], np.float32),
+        }
+    return params
+
+
+# ------------------------------------------------------------------------- manifest
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(directory: str, names: list[str]) -> str:
+    """Writes MANIFEST.json for ``names`` in ``directory``; returns the manifest's SHA-256."""
+    from lstmae_jax import atomic  # stdlib only
+
+    files = {}
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        files[name] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+    manifest = {"format": "lstmae-jax detector", "format_version": FORMAT_VERSION, "files": files}
+    path = os.path.join(directory, MANIFEST)
+    atomic.write_json(path, manifest, sort_keys=True)
+    return sha256_file(path)
+
+
+def verify(directory: str, manifest_sha256: str | None = None) -> dict:
+    """Checks every file against MANIFEST.json; returns the manifest. ``ArtifactError``
+    names the first file that is missing, of another size, or of another hash."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{path}: missing; not a detector artifact (export it again)")
+    if manifest_sha256 is not None and sha256_file(path) != manifest_sha256.lower():
+        raise ArtifactError(f"{path}: SHA-256 differs from the expected {manifest_sha256}")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+        version = manifest["format_version"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest: {e}") from e
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: artifact format {version}, this scorer reads {FORMAT_VERSION}"
+        )
+    for name in (ARTIFACT, SIDECAR):
+        if name not in files:
+            raise ArtifactError(f"{path}: does not list {name}")
+    for name, want in files.items():
+        p = os.path.join(directory, name)
+        if not os.path.isfile(p):
+            raise ArtifactError(f"{p}: missing (listed in {MANIFEST})")
+        size = os.path.getsize(p)
+        if size != want["bytes"]:
+            raise ArtifactError(f"{p}: {size} bytes, {MANIFEST} says {want['bytes']}")
+        if sha256_file(p) != want["sha256"]:
+            raise ArtifactError(f"{p}: SHA-256 differs from {MANIFEST}: the file was altered")
+    return manifest
+
+
+# --------------------------------------------------------------------------- scorer
+
+
+class Scorer:
+    """A verified, loaded artifact: ``scorer(x_BxTxF)`` -> dict of numpy arrays."""
+
+    def __init__(self, directory: str, manifest_sha256: str | None = None):
+        self.directory = directory
+        verify(directory, manifest_sha256)
+        sidecar_path = os.path.join(directory, SIDECAR)
+        try:
+            with open(sidecar_path) as f:
+                self.meta = json.load(f)
+        except ValueError as e:
+            raise ArtifactError(f"{sidecar_path}: unreadable: {e}") from e
+        artifact_path = os.path.join(directory, ARTIFACT)
+        with open(artifact_path, "rb") as f:
+            payload = bytearray(f.read())
+        try:
+            self._exported = jax.export.deserialize(payload)
+        except Exception as e:  # flatbuffers raises several types on bad bytes
+            raise ArtifactError(f"{artifact_path}: not a jax.export artifact: {e}") from e
+        self.features: list[str] = list(self.meta["features"])
+        self.window: int = int(self.meta["window"])
+        self.classes: list[str] | None = self.meta.get("classes")
+        self.params = call_params(self.meta)
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """The sidecar's values must have the shapes the exported function was built for."""
+        where = os.path.join(self.directory, SIDECAR)
+        x_aval, params_avals = jax.tree.unflatten(self._exported.in_tree, self._exported.in_avals)[
+            0
+        ]
+        if tuple(x_aval.shape[1:]) != (self.window, len(self.features)):
+            raise ArtifactError(
+                f"{where}: window {self.window} x {len(self.features)} features, the artifact"
+                f" takes {tuple(x_aval.shape[1:])}"
+            )
+        want = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), params_avals)
+        have = jax.tree.map(lambda a: (tuple(np.shape(a)), str(np.asarray(a).dtype)), self.params)
+        if want != have:
+            raise ArtifactError(
+                f"{where}: scaler / error model / threshold do not fit the artifact"
+            )
+        outs = jax.tree.unflatten(self._exported.out_tree, self._exported.out_avals)
+        n_classes = outs["probs_BxC"].shape[1] if "probs_BxC" in outs else None
+        if n_classes != (len(self.classes) if self.classes else None):
+            raise ArtifactError(
+                f"{where}: {len(self.classes or [])} classes, the artifact gives {n_classes}"
+            )
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"]["value"])
+
+    def __call__(self, x_BxTxF: np.ndarray, threshold: float | None = None) -> dict:
+        """Scores raw windows; ``threshold`` overrides the sidecar's (for calibration)."""
+        x = np.asarray(x_BxTxF, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.window, len(self.features)):
+            raise ValueError(
+                f"expected [batch, {self.window}, {len(self.features)}] features, got {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError(
+                "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
+                " first (launch/score.py does)"
+            )
+        params = self.params if threshold is None else call_params(self.meta, threshold)
+        return {k: np.asarray(v) for k, v in self._exported.call(x, params).items()}
+
+
+def load(directory: str, manifest_sha256: str | None = None) -> Scorer:
+    """Verifies and loads an artifact directory (``ArtifactError`` names what is wrong)."""
+    return Scorer(directory, manifest_sha256)

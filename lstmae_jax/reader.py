@@ -1,0 +1,203 @@
+"""Flow records for scoring, in chunks: CSV, CSV.gz or Parquet, whole or growing.
+
+The scorer's input path. Each chunk goes through the converter's own parsing
+(``rawparse``) and cleaning (``clean.canonicalize``, with the artifact's policy), so a
+flow is cleaned the same way for scoring as for training. A chunk carries the input row
+number of each kept flow (``ROW``: a CSV's physical line, header = 1, as the converter's
+error messages count; a Parquet file's row, first = 1) and the time its bytes were read.
+
+``Source.poll()`` yields the chunks available now. A plain CSV is read from a byte offset
+and only up to its last complete line, so a file that grows (CICFlowMeter appends flows as
+they end) is read again from where it stopped on the next poll; ``final=True`` also takes
+a last line without its newline. A truncated (rotated) CSV starts over. Parquet and
+CSV.gz files are read once, in full.
+
+No JAX or training code here: numpy, pyarrow, the schema and the cleaning modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lstmae_jax import clean, rawparse, schema
+
+ROW = clean.ROW
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+BLOCK_SIZE = 1 << 20
+PARQUET_BATCH_ROWS = 1 << 13
+
+
+@dataclasses.dataclass
+class Chunk:
+    """Cleaned, canonical flows of one source (``table`` has ``ROW`` and maybe ``label``)."""
+
+    source: str
+    table: pa.Table
+    report: clean.CleanReport
+    read_at: float  # time.monotonic() when its bytes were read
+    restart: bool = False  # the source started over (a truncated file): reset its windows
+
+
+def _check_features(src: str, header: list[str], features: list[str]) -> None:
+    names = set(n for n in schema.canonical_names(header) if n)
+    missing = [f for f in features if f not in names]
+    if missing:
+        style = schema.detect_style(header)
+        spelled = [schema.spelling(f, style) or f if style in schema.STYLES else f for f in missing]
+        raise ValueError(
+            f"{src}: lacks feature columns the detector needs: {spelled} (canonical {missing})"
+        )
+
+
+def _csv_rows(block: bytes, first: int, n_fields: int, n_parsed: int) -> np.ndarray:
+    """Line numbers of the rows Arrow parsed from a block: its non-empty lines with the
+    right number of fields (CICFlowMeter never quotes, so commas count the fields)."""
+    rows = []
+    for offset, text in enumerate(block.split(b"\n")):
+        text = text.rstrip(b"\r")
+        if text and text.count(b",") + 1 == n_fields:
+            rows.append(first + offset)
+    if len(rows) != n_parsed:  # quoted commas: line numbers unknown for this block
+        return np.full(n_parsed, -1, np.int64)
+    return np.asarray(rows, np.int64)
+
+
+class Source:
+    """One input file. ``poll()`` yields the chunks that can be read now."""
+
+    def __init__(
+        self, path: str, features: list[str], cleaning: dict, block_size: int = BLOCK_SIZE
+    ):
+        self.path, self.features, self.cleaning = path, list(features), dict(cleaning)
+        self.block_size = block_size
+        self.kind = next((s for s in SUFFIXES[::-1] if path.lower().endswith(s)), None)
+        if self.kind is None:
+            raise ValueError(f"{path}: unsupported input (expected one of {SUFFIXES})")
+        self.plan: rawparse.Plan | None = None
+        self.offset = 0  # plain CSV: bytes consumed (whole lines)
+        self.lineno = 2  # plain CSV: line number at ``offset``
+        self.done = False  # read in full (Parquet, CSV.gz) or stopped
+        self.bytes_total = os.path.getsize(path) if os.path.exists(path) else 0
+
+    # -- helpers shared by the formats
+
+    def _open_plan(self, header: list[str]) -> None:
+        _check_features(self.path, header, self.features)
+        self.plan = rawparse.Plan(self.path, header, require_label=False)
+
+    def _chunk(self, raw: pa.Table, dropped: clean.CleanReport, read_at: float, restart=False):
+        out, report = clean.canonicalize(
+            raw, source=self.path, require_label=False, **self.cleaning
+        )
+        report.merge(dropped)
+        return Chunk(self.path, out, report, read_at, restart)
+
+    def _csv_chunk(self, block: bytes, first: int, read_at: float, restart=False) -> Chunk:
+        table, n_invalid = rawparse.parse_csv(self.plan, block, first, "drop")
+        rows = _csv_rows(block, first, self.plan.n_fields, table.num_rows)
+        table = table.append_column(ROW, pa.array(rows))
+
+        def where(i: int) -> str:
+            return f"line {rows[i]}"
+
+        raw, dropped = rawparse.prepare(self.plan, table, where, "drop")
+        dropped.rows_in += n_invalid
+        if n_invalid:
+            dropped.dropped["wrong_field_count"] += n_invalid
+        return self._chunk(raw, dropped, read_at, restart)
+
+    # -- formats
+
+    def poll(self, final: bool = False):
+        if self.done:
+            return
+        if self.kind == ".parquet":
+            yield from self._parquet()
+        elif self.kind == ".csv.gz":
+            yield from self._gzip()
+        else:
+            yield from self._csv(final)
+
+    def _parquet(self):
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{self.path}: cannot read as Parquet: {e}") from e
+        self._open_plan(pf.schema_arrow.names)
+        row0 = 0
+        for batch in pf.iter_batches(PARQUET_BATCH_ROWS, columns=self.plan.raw):
+            read_at = time.monotonic()
+            table = pa.Table.from_batches([batch]).select(self.plan.raw)
+            rows = np.arange(row0 + 1, row0 + 1 + batch.num_rows, dtype=np.int64)
+            table = table.append_column(ROW, pa.array(rows))
+            row0 += batch.num_rows
+
+            def where(i: int, rows=rows) -> str:
+                return f"row {rows[i]}"
+
+            raw, dropped = rawparse.prepare(self.plan, table, where, "drop")
+            yield self._chunk(raw, dropped, read_at)
+        self.done = True
+
+    def _gzip(self):
+        self._open_plan(rawparse.csv_header(self.path))
+        for block, first in rawparse.csv_blocks(self.path, self.block_size):
+            yield self._csv_chunk(block, first, time.monotonic())
+        self.done = True
+
+    def _csv(self, final: bool):
+        size = os.path.getsize(self.path)
+        restart = False
+        if size < self.offset:  # truncated or replaced: a new file under the same name
+            self.plan, self.offset, self.lineno, restart = None, 0, 2, True
+        self.bytes_total = size
+        with open(self.path, "rb") as f:
+            if self.plan is None:
+                head = f.read(1 << 16)
+                if b"\n" not in head and not (final and head.strip()):
+                    return  # the header line is not complete yet
+                self._open_plan(rawparse.csv_header(self.path))
+                self.offset = head.index(b"\n") + 1 if b"\n" in head else len(head)
+            f.seek(self.offset)
+            while data := f.read(self.block_size):
+                read_at = time.monotonic()
+                cut = data.rfind(b"\n") + 1
+                if cut == 0 and len(data) == self.block_size:
+                    data += f.readline()  # a line longer than a block
+                    cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    if not final:
+                        return  # a partial last line: wait for its newline
+                    cut = len(data)
+                block = data[:cut]
+                first = self.lineno
+                self.offset += cut
+                self.lineno += block.count(b"\n")
+                f.seek(self.offset)
+                if block.strip():
+                    yield self._csv_chunk(block, first, read_at, restart)
+                    restart = False
+
+
+def expand(inputs: str) -> list[str]:
+    """A path, a directory (its CSV / CSV.gz / Parquet files, sorted) or a glob -> files."""
+    if os.path.isdir(inputs):
+        files = [
+            p
+            for p in sorted(glob.glob(os.path.join(glob.escape(inputs), "*")))
+            if os.path.isfile(p) and p.lower().endswith(SUFFIXES)
+        ]
+    elif glob.has_magic(inputs):
+        files = sorted(p for p in glob.glob(inputs) if os.path.isfile(p))
+    elif os.path.isfile(inputs):
+        files = [inputs]
+    else:
+        raise FileNotFoundError(f"no such file or directory: {inputs}")
+    return files

@@ -1,0 +1,284 @@
+"""Scoring files and live streams with the artifact (lstmae_jax.alerts, launch/score.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lstmae_jax import alerts, artifact, convert, data, synthetic, windows
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCORE = os.path.join(REPO, "launch", "score.py")
+# Run launch/score.py with the training stack unimportable: the scorer must not need it.
+NO_TRAINING = (
+    "import sys, runpy\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('flax', 'optax', 'orbax'):\n"
+    "            raise ImportError(f'{name} is blocked: the scorer must not import it')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "sys.argv = ['score.py'] + sys.argv[1:]\n"
+    f"runpy.run_path({SCORE!r}, run_name='__main__')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def flows_csv(tmp_path_factory):
+    """Held-back flows (another seed than training) as a CSE-CIC-IDS2018-style CSV."""
+    path = tmp_path_factory.mktemp("flows") / "held_back.csv"
+    synthetic.write(synthetic.generate(1200, seed=7), str(path), style="csecicids2018")
+    return path
+
+
+def _score(scorer, path, out, **kw):
+    writer = alerts.AlertWriter(str(out), alerts.output_schema(scorer.classes))
+    summary, _ = alerts.score_files(scorer, str(path), writer, **kw)
+    return summary
+
+
+def _read(path):
+    if str(path).endswith(".parquet"):
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in open(path)]
+
+
+def test_scores_equal_the_artifact_on_the_cleaned_windows(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    summary = _score(scorer, flows_csv, tmp_path / "a.parquet")
+    rows = _read(tmp_path / "a.parquet")
+    # The reference: the converter's cleaning, then every window of the file.
+    convert.convert([str(flows_csv)], str(tmp_path / "pq"))
+    flows = data.load_flows(str(tmp_path / "pq"), features=scorer.features)
+    t = scorer.window
+    starts = np.arange(len(flows) - t + 1)
+    ref = scorer(windows.gather(flows.x_NxF, starts, t))
+    assert len(rows) == len(starts) == summary["windows_scored"]
+    np.testing.assert_allclose([r["score"] for r in rows], ref["score_B"], rtol=1e-5)
+    assert [r["alert"] for r in rows] == ref["flagged_B"].tolist()
+    labels = flows.classes
+    assert [r["label"] for r in rows] == [labels[c] for c in flows.label_N[starts + t - 1]]
+    first = rows[0]
+    assert first["file"] == str(flows_csv) and first["row"] == t + 1  # header = line 1
+    assert first["timestamp"] and first["top1"] in scorer.features
+    assert first["predicted"] in scorer.classes and 0 < first["probability"] <= 1
+    assert summary["alerts"] == sum(r["alert"] for r in rows)
+    assert set(summary["by_true_label"]) == set(labels[c] for c in flows.label_N[starts + t - 1])
+    assert sum(summary["alerts_by_predicted_class"].values()) == summary["alerts"]
+    assert summary["flows_per_second"] > 0
+
+
+def test_chunk_size_does_not_change_the_result(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    _score(scorer, flows_csv, tmp_path / "one.jsonl")
+    _score(scorer, flows_csv, tmp_path / "many.jsonl", block_size=1500)  # ~5 flows a chunk
+    one, many = _read(tmp_path / "one.jsonl"), _read(tmp_path / "many.jsonl")
+    assert len(one) > 1000 and one == many
+
+
+def test_parquet_and_csv_inputs_score_alike(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    table = synthetic.generate(1200, seed=7)
+    synthetic.write(table, str(tmp_path / "held_back.parquet"), style="csecicids2018")
+    _score(scorer, flows_csv, tmp_path / "csv.jsonl")
+    _score(scorer, tmp_path / "held_back.parquet", tmp_path / "pq.jsonl")
+    a, b = _read(tmp_path / "csv.jsonl"), _read(tmp_path / "pq.jsonl")
+    assert [r["score"] for r in a] == [r["score"] for r in b]
+    assert [r["row"] for r in a] == [r["row"] + 1 for r in b]  # CSV lines count the header
+
+
+def test_missing_feature_columns_are_named(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    lines = flows_csv.read_text().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("Flow Duration")
+    cut = [",".join(c for i, c in enumerate(line.split(",")) if i != drop) for line in lines]
+    bad = tmp_path / "no_duration.csv"
+    bad.write_text("\n".join(cut) + "\n")
+    with pytest.raises(
+        ValueError, match=r"no_duration.csv: lacks feature columns .*'Flow Duration'"
+    ):
+        _score(scorer, bad, tmp_path / "x.jsonl")
+
+
+def test_non_finite_and_negative_values_follow_the_cleaning_policy(
+    artifact_dir, flows_csv, tmp_path
+):
+    scorer = artifact.load(str(artifact_dir))
+    assert scorer.meta["cleaning"] == {"nonfinite": "drop", "negative": "clamp"}
+    lines = flows_csv.read_text().splitlines()
+    header = lines[0].split(",")
+    rate, dur = header.index("Flow Byts/s"), header.index("Flow Duration")
+    for k, value, col in ((5, "Infinity", rate), (6, "NaN", rate), (7, "-1", dur)):
+        cells = lines[k].split(",")
+        cells[col] = value
+        lines[k] = ",".join(cells)
+    dirty = tmp_path / "dirty.csv"
+    dirty.write_text("\n".join(lines) + "\n")
+    summary = _score(scorer, dirty, tmp_path / "d.jsonl")
+    assert summary["cleaning"]["dropped"]["nonfinite"] >= 2
+    assert summary["cleaning"]["fixed"]["flow_duration:negative->0"] >= 1
+    rows = _read(tmp_path / "d.jsonl")
+    assert all(np.isfinite(r["score"]) for r in rows)
+    assert 5 + 1 not in {r["row"] for r in rows}  # the dropped flow's line ends no window
+
+
+def test_follow_scores_a_growing_csv_as_it_grows(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    lines = flows_csv.read_text().splitlines(keepends=True)
+    live = tmp_path / "live.csv"
+    live.write_text("".join(lines[:50]))
+    stop = alerts.Stop()
+    result = {}
+
+    def follow():
+        result["summary"] = _score(
+            scorer, live, tmp_path / "live.jsonl", follow=True, poll_seconds=0.05, stop=stop
+        )
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    with open(live, "a") as f:  # CICFlowMeter appends flows; the last line comes in halves
+        for i in range(50, len(lines) - 1, 137):
+            f.write("".join(lines[i : min(i + 137, len(lines) - 1)]))
+            f.flush()
+            time.sleep(0.05)
+        half = len(lines[-1]) // 2
+        f.write(lines[-1][:half])
+        f.flush()
+        time.sleep(0.3)  # a poll sees the partial line and must wait for its newline
+        f.write(lines[-1][half:])
+    _score(scorer, flows_csv, tmp_path / "once.jsonl")
+    expected = len(_read(tmp_path / "once.jsonl"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (
+            os.path.exists(tmp_path / "live.jsonl")
+            and len(_read(tmp_path / "live.jsonl")) >= expected
+        ):
+            break
+        time.sleep(0.1)
+    stop.event.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    live_rows = [{**r, "file": None} for r in _read(tmp_path / "live.jsonl")]
+    once_rows = [{**r, "file": None} for r in _read(tmp_path / "once.jsonl")]
+    assert live_rows == once_rows
+    assert result["summary"]["latency_ms"]["max"] >= result["summary"]["latency_ms"]["p50"] > 0
+
+
+def test_follow_picks_up_new_files_in_a_directory(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    stop = alerts.Stop()
+    thread = threading.Thread(
+        target=_score,
+        args=(scorer, inbox, tmp_path / "dir.jsonl"),
+        kwargs={"follow": True, "poll_seconds": 0.05, "stop": stop},
+    )
+    thread.start()
+    time.sleep(0.3)
+    tmp = inbox / ".partial"
+    tmp.write_bytes(flows_csv.read_bytes())
+    os.replace(tmp, inbox / "a.csv")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        os.path.exists(tmp_path / "dir.jsonl") and len(_read(tmp_path / "dir.jsonl")) > 1000
+    ):
+        time.sleep(0.1)
+    stop.event.set()
+    thread.join(timeout=60)
+    rows = _read(tmp_path / "dir.jsonl")
+    assert len(rows) > 1000 and {r["file"] for r in rows} == {str(inbox / "a.csv")}
+
+
+def _run_score(*args, timeout=240):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run(
+        [sys.executable, "-c", NO_TRAINING, *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_launcher_scores_without_training_code(artifact_dir, flows_csv, tmp_path):
+    out = tmp_path / "alerts.parquet"
+    proc = _run_score(f"--model={artifact_dir}", f"--input={flows_csv}", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "alerts.parquet.summary.json").read_text())
+    assert summary["windows_scored"] == pq.read_metadata(out).num_rows > 1000
+    assert "alerts_by_predicted_class" in summary and "by_true_label" in summary
+    assert "flows/s" in proc.stderr  # the progress line
+    bad = _run_score(f"--model={tmp_path}", f"--input={flows_csv}", f"--output={out}")
+    assert bad.returncode == 1 and "MANIFEST.json: missing" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_live_mode_stops_cleanly_on_sigterm(artifact_dir, flows_csv, tmp_path):
+    lines = flows_csv.read_text().splitlines(keepends=True)
+    live, out = tmp_path / "live.csv", tmp_path / "live.jsonl"
+    (tmp_path / "ref.csv").write_text("".join(lines[:400]))
+    _score(artifact.load(str(artifact_dir)), tmp_path / "ref.csv", tmp_path / "ref.jsonl")
+    expected = [{**r, "file": None} for r in _read(tmp_path / "ref.jsonl")]
+    live.write_text("".join(lines[:20]))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NO_TRAINING, f"--model={artifact_dir}", f"--input={live}",
+         f"--output={out}", "--follow", "--poll_seconds=0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        with open(live, "a") as f:  # another process appends as CICFlowMeter would
+            f.write("".join(lines[20:400]))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().splitlines()) >= len(expected):
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = _read(out)  # every line whole
+    assert [{**r, "file": None} for r in rows] == expected
+    summary = json.loads((tmp_path / "live.jsonl.summary.json").read_text())
+    assert "windows scored" in stdout  # the closing lines
+    assert summary["stopped_by"] == "SIGTERM" and summary["windows_scored"] == len(rows)
+    assert summary["latency_ms"]["p50"] > 0
+
+
+def test_recalibration_writes_a_new_verified_artifact(artifact_dir, tmp_path):
+    benign = synthetic.generate(1500, seed=11, attack_fraction=0.0)
+    path = synthetic.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
+    new = tmp_path / "recalibrated"
+    proc = _run_score(
+        f"--model={artifact_dir}", f"--calibrate={path}", "--target_fpr=0.05",
+        f"--output_model={new}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
+    scorer = artifact.load(str(new))
+    old = artifact.load(str(artifact_dir))
+    assert scorer.threshold == result["threshold"]["value"] != old.threshold
+    assert result["threshold"]["params"]["benign_fpr"] <= 0.05
+    assert "benign windows of" in scorer.meta["threshold"]["calibrated_on"]
+    assert (new / artifact.ARTIFACT).read_bytes() == (artifact_dir / artifact.ARTIFACT).read_bytes()
+    # The new threshold does what it says on those flows.
+    _score(scorer, path, tmp_path / "b.jsonl")
+    rows = _read(tmp_path / "b.jsonl")
+    assert result["windows_used"] == len(rows) > 1000 and result["windows_left_out"] == 0
+    flagged = np.mean([r["alert"] for r in rows])
+    assert flagged == pytest.approx(result["threshold"]["params"]["benign_fpr"], abs=1e-9)
+    same = _run_score(
+        f"--model={artifact_dir}", f"--calibrate={path}", f"--output_model={artifact_dir}"
+    )
+    assert same.returncode == 1 and "is the input model" in same.stderr

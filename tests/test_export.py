@@ -1,0 +1,181 @@
+"""The detector artifact: export, manifest, tampering refused, scores equal the model's."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from lstmae_jax import artifact, data, export, run, score, windows
+
+
+def _reference(trained_workdir, scorer, starts):
+    """Raw windows and the in-process model's scores and contributions for them."""
+    root, cfg, _, _ = trained_workdir
+    model, meta = run.load_run(os.path.join(root, "stage1"))
+    flows = data.load_flows(cfg.data, features=scorer.features)
+    x = data.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
+    s_W, c_WxF = score.window_scores(model, meta["error_model"], x, starts, cfg.window)
+    return windows.gather(flows.x_NxF, starts, cfg.window), s_W, c_WxF, meta
+
+
+@pytest.mark.device_check
+def test_artifact_scores_equal_the_in_process_model(trained_workdir, artifact_dir):
+    scorer = artifact.load(str(artifact_dir))
+    starts = np.arange(0, 1500, 5)
+    raw, ref_score, ref_contrib, meta = _reference(trained_workdir, scorer, starts)
+    out = scorer(raw)
+    # The artifact scales in float32, training in float64 then rounds: float32 rounding.
+    np.testing.assert_allclose(out["score_B"], ref_score, rtol=1e-5)
+    atol = 1e-5 * np.abs(ref_score).max()  # contributions: relative to the score's scale
+    np.testing.assert_allclose(out["contrib_BxF"], ref_contrib, rtol=1e-5, atol=atol)
+    threshold = scorer.meta["threshold"]["value"]
+    np.testing.assert_array_equal(out["flagged_B"], out["score_B"] > threshold)
+    assert out["probs_BxC"].shape == (len(starts), len(scorer.classes))
+    np.testing.assert_allclose(out["probs_BxC"].sum(axis=1), 1.0, rtol=1e-5)
+    assert scorer(raw[:3])["score_B"].shape == (3,)  # symbolic batch
+    # The threshold is an input: another one flags other windows without a re-export.
+    median = float(np.median(out["score_B"]))
+    np.testing.assert_array_equal(
+        scorer(raw, threshold=median)["flagged_B"], out["score_B"] > median
+    )
+    assert scorer.meta["error_model"] == meta["error_model"].to_json()
+
+
+def test_sidecar_states_what_an_operator_needs(trained_workdir, artifact_dir):
+    meta = json.loads((artifact_dir / artifact.SIDECAR).read_text())
+    _, cfg, s1, _ = trained_workdir
+    assert meta["platforms"] == ["cpu", "cuda"]
+    assert meta["window"] == cfg.window and len(meta["features"]) == len(meta["scaler"]["mean"])
+    assert meta["threshold"]["value"] == s1["threshold"]["value"]
+    assert meta["threshold"]["method"] == "fpr" and "calibrated_on" in meta["threshold"]
+    assert meta["cleaning"] == {"nonfinite": cfg.nonfinite, "negative": cfg.negative}
+    assert meta["training_data"]["path"] == cfg.data and "windows" in json.dumps(
+        meta["training_data"]
+    )
+    assert meta["validation"]["stage1"]["best_val_loss"] == pytest.approx(s1["best_val_loss"])
+    assert {"jax", "flax", "numpy", "pyarrow"} <= set(meta["versions"])
+    manifest = json.loads((artifact_dir / artifact.MANIFEST).read_text())
+    assert set(manifest["files"]) == {artifact.ARTIFACT, artifact.SIDECAR}
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == artifact.sha256_file(str(artifact_dir / name))
+    # No pickle anywhere: two JSON files and the jax.export flatbuffer, nothing else.
+    assert sorted(os.listdir(artifact_dir)) == sorted([*manifest["files"], artifact.MANIFEST])
+    json.loads((artifact_dir / artifact.MANIFEST).read_text())
+
+
+def _copy(artifact_dir, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(artifact_dir, out)
+    return out
+
+
+def _edit_sidecar(path, fn):
+    meta = json.loads((path / artifact.SIDECAR).read_text())
+    fn(meta)
+    (path / artifact.SIDECAR).write_text(json.dumps(meta))
+
+
+def _flip(path, offset):
+    raw = bytearray(path.read_bytes())
+    raw[offset % len(raw)] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+A, S = artifact.ARTIFACT, artifact.SIDECAR
+TAMPERING = {  # case: (what is done to a copy, the file the error must name)
+    "flipped artifact byte": (lambda p: _flip(p / A, 120003), A),
+    "flipped first byte": (lambda p: _flip(p / A, 0), A),
+    "truncated artifact": (lambda p: (p / A).write_bytes((p / A).read_bytes()[:1000]), A),
+    "empty artifact": (lambda p: (p / A).write_bytes(b""), A),
+    "deleted artifact": (lambda p: (p / A).unlink(), A),
+    "threshold changed": (
+        lambda p: _edit_sidecar(p, lambda m: m["threshold"].update(value=0.1)),
+        S,
+    ),
+    "classes reversed": (lambda p: _edit_sidecar(p, lambda m: m["classes"].reverse()), S),
+    "features swapped": (
+        lambda p: _edit_sidecar(
+            p, lambda m: m["features"].__setitem__(slice(0, 2), m["features"][1::-1])
+        ),
+        S,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_tampering_is_refused_naming_the_file(artifact_dir, tmp_path, case):
+    model = _copy(artifact_dir, tmp_path)
+    tamper, name = TAMPERING[case]
+    tamper(model)
+    with pytest.raises(artifact.ArtifactError, match=f"{model / name}"):
+        artifact.load(str(model))
+
+
+def test_missing_or_unreadable_manifest_is_refused(artifact_dir, tmp_path):
+    model = _copy(artifact_dir, tmp_path)
+    (model / artifact.MANIFEST).write_text("{not json")
+    with pytest.raises(artifact.ArtifactError, match="unreadable manifest"):
+        artifact.load(str(model))
+    (model / artifact.MANIFEST).unlink()
+    with pytest.raises(artifact.ArtifactError, match="MANIFEST.json: missing"):
+        artifact.load(str(model))
+
+
+def test_a_rewritten_manifest_is_caught_by_its_own_hash(artifact_dir, tmp_path):
+    model = _copy(artifact_dir, tmp_path)
+    good = artifact.sha256_file(str(model / artifact.MANIFEST))
+    artifact.load(str(model), manifest_sha256=good)
+    _edit_sidecar(model, lambda m: m["threshold"].update(value=0.1))
+    artifact.write_manifest(str(model), [artifact.ARTIFACT, artifact.SIDECAR])
+    assert artifact.load(str(model)).threshold == 0.1  # consistent again: only the hash tells
+    with pytest.raises(artifact.ArtifactError, match="SHA-256 differs from the expected"):
+        artifact.load(str(model), manifest_sha256=good)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(window=m["window"] + 1), "window"),
+        (lambda m: m["classes"].pop(), "classes"),
+        (lambda m: m["scaler"]["mean"].pop(), "do not fit"),
+    ],
+)
+def test_a_sidecar_that_does_not_fit_the_function_is_refused(artifact_dir, tmp_path, edit, message):
+    # Consistent hashes, inconsistent content (an export bug or a hand-made directory).
+    model = _copy(artifact_dir, tmp_path)
+    _edit_sidecar(model, edit)
+    artifact.write_manifest(str(model), [artifact.ARTIFACT, artifact.SIDECAR])
+    with pytest.raises(artifact.ArtifactError, match=message):
+        artifact.load(str(model))
+
+
+def test_scorer_refuses_bad_windows(artifact_dir):
+    scorer = artifact.load(str(artifact_dir))
+    x = np.zeros((2, scorer.window, len(scorer.features)), np.float32)
+    with pytest.raises(ValueError, match="non-finite"):
+        scorer(np.full_like(x, np.nan))
+    with pytest.raises(ValueError, match="expected"):
+        scorer(x[:, :2])
+
+
+def test_export_of_another_checkpoint_refits_its_threshold(trained_workdir, tmp_path):
+    root = trained_workdir[0]
+    steps = sorted(int(s) for s in os.listdir(root / "stage1" / "checkpoints") if s.isdigit())
+    sidecar = export.export_scorer(str(root), str(tmp_path / "m"), checkpoint=str(steps[0]))
+    assert "refitted at export for checkpoint" in sidecar["threshold"]["calibrated_on"]
+    assert sidecar["threshold"]["params"]["benign_fpr"] <= 0.01
+    artifact.load(str(tmp_path / "m"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint at step 999999"):
+        export.export_scorer(str(root), str(tmp_path / "x"), checkpoint="999999")
+    with pytest.raises(ValueError, match="best, latest or a step number"):
+        export.export_scorer(str(root), str(tmp_path / "x"), checkpoint="newest")
+
+
+def test_float32_threshold_flags_as_the_float64_rule():
+    for value in (0.1, 1 / 3, 219.0626983642578, 1e-30, -2.5):
+        t32 = artifact.float32_at_or_below(value)
+        around = np.float32(value) + np.arange(-4, 5) * np.spacing(np.float32(value))
+        s = np.concatenate([around, np.nextafter(around, np.float32(np.inf))]).astype(np.float32)
+        np.testing.assert_array_equal(s > t32, s.astype(np.float64) > np.float64(value))
