@@ -10,8 +10,9 @@ artifact's policy. ``--follow`` keeps reading a growing CSV, or new files in a d
 until Ctrl-C or SIGTERM, which stop it cleanly. The summary (alerts per predicted class,
 per true label when labelled, flows/s) is printed and written to ``<output>.summary.json``.
 
-Imports no training code: jax, numpy, pyarrow and the project's artifact, schema and
-cleaning modules (tests/test_score.py runs it with flax, optax and orbax unimportable).
+Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, reader,
+alerts, schema, cleaning and threshold (metrics) modules; tests/test_alerts.py runs it with
+flax, optax and orbax unimportable and checks which project modules it loaded.
 """
 
 import json
@@ -39,9 +40,10 @@ EXIT_INTERRUPTED = 130
 def _score() -> int:
     if not FLAGS.input or not FLAGS.output:
         raise ValueError("--input and --output are required (or --calibrate and --output_model)")
-    scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
     stop = alerts.Stop()
     stop.install()
+    scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
+    alerts.check_inputs(FLAGS.input, FLAGS.follow)  # before the output is opened
     writer = alerts.AlertWriter(FLAGS.output, alerts.output_schema(scorer.classes))
     summary, _ = alerts.score_files(
         scorer,
@@ -60,6 +62,10 @@ def _score() -> int:
             "stopped by %s: %s holds the windows scored so far", stop.signal, FLAGS.output
         )
         return EXIT_INTERRUPTED
+    if "files_failed" in summary:  # the others were scored; say so, and fail the run
+        for error in summary["files_failed"].values():
+            logging.error("not scored: %s", error)
+        return 1
     return 0
 
 

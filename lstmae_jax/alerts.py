@@ -17,20 +17,22 @@ No JAX or training code here beyond the artifact's ``call``.
 from __future__ import annotations
 
 import collections
+import glob
 import json
 import os
 import signal
-import threading
 import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
+from numpy.lib.stride_tricks import sliding_window_view
 
-from lstmae_jax import artifact, atomic, clean, metrics, reader, schema
+from lstmae_jax import artifact, clean, metrics, reader, schema
 
 BATCH = 512  # windows per call of the artifact (one compiled shape)
+ROW_GROUP_ROWS = 1 << 16  # Parquet output: rows per row group
 TOP = 3
 PROGRESS_SECONDS = 10.0
 IDENTIFIERS = ("timestamp", "flow_id", "src_ip", "src_port", "dst_ip")
@@ -70,14 +72,17 @@ class _FileWindows:
         among the new ones, whether any flow of the window is an attack)."""
         x = np.concatenate([self.x, x_NxF])
         attack = np.concatenate([self.attack, attack_N])
-        carried, t = len(self.x), self.window
-        ends = np.arange(max(t - 1, carried), len(x))
-        starts = ends - t + 1
-        x_WxTxF = x[starts[:, None] + np.arange(t)]
-        any_attack = np.array([attack[s : s + t].any() for s in starts], bool)
-        keep = max(len(x) - (t - 1), 0)
-        self.x, self.attack = x[keep:], attack[keep:]
-        return x_WxTxF, ends - carried, any_attack
+        carried, t = len(self.x), self.window  # carried <= t - 1: every window is new
+        if len(x) >= t:
+            x_WxTxF = np.moveaxis(sliding_window_view(x, t, axis=0), -1, 1)
+            any_attack = sliding_window_view(attack, t).any(axis=-1)
+        else:
+            x_WxTxF, any_attack = np.zeros((0, t, x.shape[1]), np.float32), np.zeros(0, bool)
+        self.x, self.attack = (
+            x[len(x) - min(len(x), t - 1) :],
+            attack[len(x) - min(len(x), t - 1) :],
+        )
+        return x_WxTxF, np.arange(len(any_attack)) + t - 1 - carried, any_attack
 
 
 class AlertWriter:
@@ -96,7 +101,7 @@ class AlertWriter:
                 f".{os.path.basename(path)}.{os.getpid()}.tmp",
             )
             self._pq = pq.ParquetWriter(self.tmp, schema_, compression="zstd")
-            self._jsonl = None
+            self._jsonl, self._parts = None, []
         else:
             self._pq, self._jsonl = None, open(path, "w")
 
@@ -105,40 +110,63 @@ class AlertWriter:
             return
         self.rows += table.num_rows
         if self._pq is not None:
-            self._pq.write_table(table)
+            self._parts.append(table)
+            if sum(t.num_rows for t in self._parts) >= ROW_GROUP_ROWS:
+                self._flush_group()
             return
         for rec in table.to_pylist():
             self._jsonl.write(json.dumps(rec) + "\n")
         self._jsonl.flush()
 
+    def _flush_group(self) -> None:
+        if self._parts:
+            self._pq.write_table(pa.concat_tables(self._parts))
+            self._parts = []
+
     def close(self) -> None:
+        """Closes the file with every row written so far (Parquet: renamed into place)."""
         if self._pq is not None:
-            self._pq.close()
-            os.replace(self.tmp, self.path)
-            self._pq = None
+            try:
+                self._flush_group()
+            finally:
+                self._pq.close()
+                self._pq = None
+                os.replace(self.tmp, self.path)
         elif self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
 
 
 class Stop:
-    """Set by SIGINT / SIGTERM: the loop finishes the batch in hand and closes cleanly."""
+    """Set by SIGINT / SIGTERM: the loop finishes the chunk in hand and closes cleanly.
+    A second signal gets the default behaviour (Ctrl-C twice forces the exit)."""
 
     def __init__(self):
-        self.event = threading.Event()
         self.signal: str | None = None
+        self._set = False
 
     def install(self) -> None:
         def handler(signum, frame):
             del frame
-            self.signal = signal.Signals(signum).name
-            self.event.set()
+            # Only a flag: a lock taken in a handler could be held by the interrupted code.
+            self.signal, self._set = signal.Signals(signum).name, True
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_DFL)
 
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, handler)
 
+    def set(self) -> None:
+        self._set = True
+
     def __bool__(self) -> bool:
-        return self.event.is_set()
+        return self._set
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeps up to ``seconds``, waking early when set."""
+        end = time.monotonic() + seconds
+        while not self._set and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
 
 
 class Run:
@@ -157,6 +185,7 @@ class Run:
         self.alerts = 0
         self.by_class: collections.Counter = collections.Counter()
         self.by_label: dict[str, collections.Counter] = {}
+        self.benign_windows = collections.Counter()  # labelled windows without attack flows
         self.report = clean.CleanReport(source="total")
         self.latency: list[float] = []
         self.scores: list[np.ndarray] = []  # kept for calibration only (keep_scores)
@@ -183,12 +212,10 @@ class Run:
         x_WxTxF, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
         if not len(last_W):
             return
+        last = table.take(pa.array(last_W))
         info = {"file": np.full(len(last_W), chunk.source, object), "label": labels[last_W]}
-        info["row"] = table.column(reader.ROW).to_numpy()[last_W]
-        for name in (*IDENTIFIERS, "dst_port"):
-            info[name] = _column(table, name)[last_W]
-        if info["dst_port"][0] is not None:
-            info["dst_port"] = info["dst_port"].astype(np.int64)
+        for name in (reader.ROW, *IDENTIFIERS, "dst_port"):
+            info[name] = _column(last, name)
         self.pending.append((info, x_WxTxF, any_attack_W, chunk.read_at))
         self.pending_n += len(last_W)
         while self.pending_n >= self.batch:
@@ -242,14 +269,17 @@ class Run:
         if "probs_BxC" in out:
             pred = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
             self.by_class.update(pred[flagged].tolist())
-        for lb, f in zip(info["label"], flagged, strict=True):
+        for lb, f, attack in zip(info["label"], flagged, any_attack_W, strict=True):
             if lb is not None:
                 c = self.by_label.setdefault(lb, collections.Counter())
                 c["windows"] += 1
                 c["alerts"] += int(f)
+                if not attack:
+                    self.benign_windows["windows"] += 1
+                    self.benign_windows["alerts"] += int(f)
 
     def _rows(self, info: dict, out: dict) -> pa.Table:
-        cols = {"file": info["file"], "row": info["row"]}
+        cols = {"file": info["file"], "row": info[reader.ROW]}
         cols.update({name: info[name] for name in IDENTIFIERS})
         cols.update(dst_port=info["dst_port"], score=out["score_B"], alert=out["flagged_B"])
         if self.scorer.classes:
@@ -301,6 +331,9 @@ class Run:
         }
         if self.scorer.classes:
             out["alerts_by_predicted_class"] = dict(self.by_class.most_common())
+        if self.benign_windows:  # the windows the threshold's false-positive rate is about
+            c = self.benign_windows
+            out["benign_windows"] = {**c, "alert_rate": round(c["alerts"] / c["windows"], 6)}
         if self.by_label:
             out["by_true_label"] = {
                 lb: {**c, "alert_rate": round(c["alerts"] / c["windows"], 6)}
@@ -332,11 +365,36 @@ def render(summary: dict) -> str:
             "alerts by predicted class: "
             + (", ".join(f"{c} {n:,}" for c, n in by.items()) or "none")
         )
+    if "benign_windows" in summary:
+        c = summary["benign_windows"]
+        lines.append(
+            f"benign windows (no attack flow in them): {c['alerts']:,} of {c['windows']:,}"
+            f" alerted ({c['alert_rate']:.1%}; the threshold's false-positive rate is about these)"
+        )
     if "by_true_label" in summary:
         lines.append(f"{'true label':<28}{'windows':>10}{'alerts':>10}{'rate':>9}")
         for label, c in summary["by_true_label"].items():
             lines.append(f"{label:<28}{c['windows']:>10,}{c['alerts']:>10,}{c['alert_rate']:>9.1%}")
     return "\n".join(lines)
+
+
+def check_inputs(inputs: str, follow: bool = False) -> None:
+    """Refuses an input that names nothing, before any output is opened. Live mode may
+    wait for files: a directory, a glob, or a file whose folder exists."""
+    if reader.expand(inputs, missing_ok=follow):
+        return
+    if not follow:
+        raise FileNotFoundError(f"no CSV, CSV.gz or Parquet files in {inputs}")
+    if not (os.path.isdir(inputs) or glob.has_magic(inputs)):
+        if not os.path.isdir(os.path.dirname(os.path.abspath(inputs))):
+            raise FileNotFoundError(f"no such file or directory: {inputs}")
+
+
+def _progress_bytes(sources: dict) -> tuple[int | None, int | None]:
+    """(bytes read, bytes in all) for the ETA: plain CSV inputs only."""
+    if not sources or any(s.kind != ".csv" for s in sources.values()):
+        return None, None
+    return sum(s.offset for s in sources.values()), sum(s.bytes_total for s in sources.values())
 
 
 def score_files(
@@ -351,43 +409,76 @@ def score_files(
     keep_scores: bool = False,
 ) -> tuple[dict, Run]:
     """Scores ``inputs`` (a file, directory or glob); with ``follow``, keeps reading new
-    lines and new files until ``stop``. Returns the summary and the run."""
+    lines and new files until ``stop``. Returns the summary and the run.
+
+    A file that cannot be scored (unreadable, lacking a feature) is logged and listed in
+    the summary's ``files_failed``; the others go on (live mode retries it when it
+    changes). In live mode a file that disappears is dropped with its windows, and taken
+    up afresh if it comes back.
+    """
+    check_inputs(inputs, follow)
     stop = stop if stop is not None else Stop()
     run = Run(scorer, writer)
     run.keep_scores, run.live = keep_scores, follow
-    cleaning = scorer.meta["cleaning"]
+    cleaning = scorer.cleaning
     sources: dict[str, reader.Source] = {}
-    if not follow and not reader.expand(inputs):
-        raise FileNotFoundError(f"no CSV, CSV.gz or Parquet files in {inputs}")
+    failed: dict[str, tuple[str, tuple | None]] = {}  # path -> (error, (size, mtime))
+
+    def stamp(path: str) -> tuple | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def drop(path: str, error: str | None) -> None:
+        del sources[path]
+        run.windows.pop(path, None)
+        if error is not None:
+            logging.error("%s", error)
+            failed[path] = (error, stamp(path))
+
     try:
-        while True:
-            for path in reader.expand(inputs):
-                if path not in sources:
+        while not stop:
+            for path in reader.expand(inputs, missing_ok=follow):
+                retry = path in failed and follow and failed[path][1] != stamp(path)
+                if path not in sources and (path not in failed or retry):
+                    failed.pop(path, None)
                     sources[path] = reader.Source(path, scorer.features, cleaning, block_size)
                     logging.info("scoring %s", path)
-            total = sum(s.bytes_total for s in sources.values())
-            for src in sources.values():
-                for chunk in src.poll(final=not follow):
-                    run.add(chunk)
-                    done = sum(s.offset if s.kind == ".csv" else 0 for s in sources.values())
-                    run.progress(done, total)
-                    if stop:
-                        break
+            for path, src in list(sources.items()):
+                try:
+                    for chunk in src.poll(final=not follow, settle=follow):
+                        run.add(chunk)
+                        run.progress(*_progress_bytes(sources))
+                        if stop:
+                            break
+                except FileNotFoundError:
+                    if not follow:
+                        drop(path, f"{path}: disappeared while being scored")
+                    else:
+                        logging.warning("%s is gone; its windows are dropped", path)
+                        drop(path, None)
+                except ValueError as e:
+                    drop(path, str(e))
                 if stop:
                     break
             run.flush()
-            if not follow or stop:
+            if not follow:
                 break
             run.progress()
-            stop.event.wait(poll_seconds)
-            if stop:
-                break
+            stop.sleep(poll_seconds)
     finally:
-        run.flush()
-        if writer is not None:
-            writer.close()
+        try:
+            run.flush()
+        finally:
+            if writer is not None:
+                writer.close()
     run.progress(force=True)
-    return run.summary(stop.signal), run
+    summary = run.summary(stop.signal)
+    if failed:
+        summary["files_failed"] = {p: e for p, (e, _) in failed.items()}
+    return summary, run
 
 
 def calibrate(scorer: artifact.Scorer, benign: str, target_fpr: float, output_dir: str) -> dict:
@@ -396,9 +487,11 @@ def calibrate(scorer: artifact.Scorer, benign: str, target_fpr: float, output_di
     labelled as an attack, where the input is labelled, are left out and counted."""
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"--target_fpr must be in (0, 1), got {target_fpr}")
-    if os.path.abspath(output_dir) == os.path.abspath(scorer.directory):
+    if os.path.realpath(output_dir) == os.path.realpath(scorer.directory):
         raise ValueError(f"--output_model {output_dir} is the input model; give a new directory")
     summary, run = score_files(scorer, benign, None, keep_scores=True)
+    if "files_failed" in summary:
+        raise ValueError(f"cannot calibrate on {benign}: {summary['files_failed']}")
     scores = np.concatenate(run.scores) if run.scores else np.zeros(0, np.float32)
     benign_w = np.concatenate(run.benign) if run.benign else np.zeros(0, bool)
     if not benign_w.any():
@@ -412,11 +505,7 @@ def calibrate(scorer: artifact.Scorer, benign: str, target_fpr: float, output_di
         f" exported threshold was {old['value']!r} ({old.get('calibrated_on', old['method'])})"
     )
     sidecar = {**scorer.meta, "threshold": record}
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(scorer.directory, artifact.ARTIFACT), "rb") as f:
-        atomic.write_bytes(os.path.join(output_dir, artifact.ARTIFACT), f.read())
-    atomic.write_json(os.path.join(output_dir, artifact.SIDECAR), sidecar)
-    digest = artifact.write_manifest(output_dir, [artifact.ARTIFACT, artifact.SIDECAR])
+    digest = artifact.write_dir(output_dir, scorer.payload, sidecar)  # the verified bytes
     artifact.load(output_dir)  # the new directory must verify and load
     return {
         "threshold": record,

@@ -86,6 +86,17 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def write_dir(directory: str, payload: bytes, sidecar: dict) -> str:
+    """Writes an artifact directory (function, sidecar, manifest); returns the manifest's
+    SHA-256. Used by the export and by recalibration."""
+    from lstmae_jax import atomic  # stdlib only
+
+    os.makedirs(directory, exist_ok=True)
+    atomic.write_bytes(os.path.join(directory, ARTIFACT), payload)
+    atomic.write_json(os.path.join(directory, SIDECAR), sidecar)
+    return write_manifest(directory, [ARTIFACT, SIDECAR])
+
+
 def write_manifest(directory: str, names: list[str]) -> str:
     """Writes MANIFEST.json for ``names`` in ``directory``; returns the manifest's SHA-256."""
     from lstmae_jax import atomic  # stdlib only
@@ -100,38 +111,42 @@ def write_manifest(directory: str, names: list[str]) -> str:
     return sha256_file(path)
 
 
-def verify(directory: str, manifest_sha256: str | None = None) -> dict:
-    """Checks every file against MANIFEST.json; returns the manifest. ``ArtifactError``
-    names the first file that is missing, of another size, or of another hash."""
+def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, bytes]:
+    """Checks the two files against MANIFEST.json and returns their bytes, read once (what
+    is used is what was verified). ``ArtifactError`` names the first file that is missing,
+    of another size, or of another hash."""
     path = os.path.join(directory, MANIFEST)
     if not os.path.isfile(path):
         raise ArtifactError(f"{path}: missing; not a detector artifact (export it again)")
-    if manifest_sha256 is not None and sha256_file(path) != manifest_sha256.lower():
+    with open(path, "rb") as f:
+        text = f.read()
+    if manifest_sha256 is not None and hashlib.sha256(text).hexdigest() != manifest_sha256.lower():
         raise ArtifactError(f"{path}: SHA-256 differs from the expected {manifest_sha256}")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
-        files = manifest["files"]
+        manifest = json.loads(text)
         version = manifest["format_version"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ArtifactError(f"{path}: unreadable manifest: {e}") from e
+        files = manifest["files"]
+        entries = {n: (int(files[n]["bytes"]), str(files[n]["sha256"])) for n in files}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest: {e!r}") from e
     if version != FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: artifact format {version}, this scorer reads {FORMAT_VERSION}"
         )
-    for name in (ARTIFACT, SIDECAR):
-        if name not in files:
-            raise ArtifactError(f"{path}: does not list {name}")
-    for name, want in files.items():
+    if set(entries) != {ARTIFACT, SIDECAR}:
+        raise ArtifactError(f"{path}: lists {sorted(entries)}, expected {[ARTIFACT, SIDECAR]}")
+    contents = {}
+    for name, (size, digest) in entries.items():
         p = os.path.join(directory, name)
         if not os.path.isfile(p):
             raise ArtifactError(f"{p}: missing (listed in {MANIFEST})")
-        size = os.path.getsize(p)
-        if size != want["bytes"]:
-            raise ArtifactError(f"{p}: {size} bytes, {MANIFEST} says {want['bytes']}")
-        if sha256_file(p) != want["sha256"]:
+        with open(p, "rb") as f:
+            contents[name] = f.read()
+        if len(contents[name]) != size:
+            raise ArtifactError(f"{p}: {len(contents[name])} bytes, {MANIFEST} says {size}")
+        if hashlib.sha256(contents[name]).hexdigest() != digest:
             raise ArtifactError(f"{p}: SHA-256 differs from {MANIFEST}: the file was altered")
-    return manifest
+    return contents
 
 
 # --------------------------------------------------------------------------- scorer
@@ -142,24 +157,23 @@ class Scorer:
 
     def __init__(self, directory: str, manifest_sha256: str | None = None):
         self.directory = directory
-        verify(directory, manifest_sha256)
+        contents = verify(directory, manifest_sha256)
         sidecar_path = os.path.join(directory, SIDECAR)
+        self.payload: bytes = contents[ARTIFACT]  # the verified bytes (recalibration copies)
         try:
-            with open(sidecar_path) as f:
-                self.meta = json.load(f)
-        except ValueError as e:
-            raise ArtifactError(f"{sidecar_path}: unreadable: {e}") from e
+            self.meta = json.loads(contents[SIDECAR])
+            self.features: list[str] = list(self.meta["features"])
+            self.window: int = int(self.meta["window"])
+            self.classes: list[str] | None = self.meta.get("classes")
+            self.params = call_params(self.meta)
+            self.cleaning: dict = dict(self.meta["cleaning"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(f"{sidecar_path}: unreadable sidecar: {e!r}") from e
         artifact_path = os.path.join(directory, ARTIFACT)
-        with open(artifact_path, "rb") as f:
-            payload = bytearray(f.read())
         try:
-            self._exported = jax.export.deserialize(payload)
+            self._exported = jax.export.deserialize(bytearray(self.payload))
         except Exception as e:  # flatbuffers raises several types on bad bytes
             raise ArtifactError(f"{artifact_path}: not a jax.export artifact: {e}") from e
-        self.features: list[str] = list(self.meta["features"])
-        self.window: int = int(self.meta["window"])
-        self.classes: list[str] | None = self.meta.get("classes")
-        self.params = call_params(self.meta)
         self._check_fits()
 
     def _check_fits(self) -> None:

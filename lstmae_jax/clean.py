@@ -178,6 +178,8 @@ def canonicalize(
     is_header = header_code[codes]
     report.dropped["repeated_header"] = int(is_header.sum())
     missing = codes == len(normalized) - 1
+    if not require_label:  # scoring: an empty label cell is an unlabelled flow, kept ("")
+        missing[:] = False
     report.dropped["missing_label"] = int(missing.sum())
     keep &= ~is_header & ~missing
 

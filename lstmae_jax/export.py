@@ -14,6 +14,7 @@ run's own data and split, the way training does (``stage1``), without touching t
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstmae_jax import __version__, anomaly, artifact, atomic, data
+from lstmae_jax import __version__, anomaly, artifact, data
 
 ARTIFACT, SIDECAR = artifact.ARTIFACT, artifact.SIDECAR
 
@@ -69,14 +70,17 @@ def versions() -> dict:
 
 def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
     """Error model and threshold for parameters other than the calibrated best ones."""
-    import json
-
     from lstmae_jax import run, score, stage1
 
     flows = data.load_flows(
         cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
     windowed = run.build_windows(cfg, flows, scaler=data.Scaler.from_json(meta["scaler"]))
+    if json.loads(json.dumps(windowed.summary())) != meta.get("data"):
+        raise ValueError(
+            f"{cfg.data} no longer holds the data the run was trained on (its windows"
+            " differ); refitting the threshold on it would not be the run's calibration"
+        )
     error_model = stage1.fit_error_model(cfg, ae, windowed)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
     s_W, _ = score.window_scores(
@@ -122,6 +126,17 @@ def export_scorer(
         calibrated_on += f"; refitted at export for checkpoint {checkpoint!r}"
     stage2, classes, validation = None, None, {"stage1": _validation(meta)}
     if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
+        summary2 = os.path.join(workdir, "stage2", "summary.json")
+        finished = False
+        if os.path.exists(summary2):
+            with open(summary2) as f:
+                finished = not json.load(f)["preempted"]
+        if not finished:
+            raise ValueError(
+                f"{workdir}/stage2 did not finish (no summary.json, or preempted): re-run"
+                " --stage=2 with the same flags to complete it, or remove stage2/ to export"
+                " stage 1 alone"
+            )
         stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
         if meta2["features"] != meta["features"] or meta2["scaler"] != meta["scaler"]:
             raise ValueError("stage 2 was trained with other features or scaling than stage 1")
@@ -155,8 +170,5 @@ def export_scorer(
     # Cross-platform lowering: a CUDA artifact can be produced on a CPU-only machine.
     exported = jax.export.export(jax.jit(fn), platforms=platforms)(x_spec, params_spec)
     sidecar["platforms"] = list(exported.platforms)
-    os.makedirs(output_dir, exist_ok=True)
-    atomic.write_bytes(os.path.join(output_dir, ARTIFACT), exported.serialize())
-    atomic.write_json(os.path.join(output_dir, SIDECAR), sidecar)
-    digest = artifact.write_manifest(output_dir, [ARTIFACT, SIDECAR])
+    digest = artifact.write_dir(output_dir, bytes(exported.serialize()), sidecar)
     return {**sidecar, "manifest_sha256": digest}

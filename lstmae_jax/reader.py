@@ -9,8 +9,9 @@ error messages count; a Parquet file's row, first = 1) and the time its bytes we
 ``Source.poll()`` yields the chunks available now. A plain CSV is read from a byte offset
 and only up to its last complete line, so a file that grows (CICFlowMeter appends flows as
 they end) is read again from where it stopped on the next poll; ``final=True`` also takes
-a last line without its newline. A truncated (rotated) CSV starts over. Parquet and
-CSV.gz files are read once, in full.
+a last line without its newline. A CSV that shrinks or is replaced (another inode: a
+rotation) starts over, and its first chunk says so (``restart``) before any new flow.
+Parquet and CSV.gz files are read once, in full (in live mode once they stop changing).
 
 No JAX or training code here: numpy, pyarrow, the schema and the cleaning modules.
 """
@@ -46,7 +47,10 @@ class Chunk:
 
 
 def _check_features(src: str, header: list[str], features: list[str]) -> None:
-    names = set(n for n in schema.canonical_names(header) if n)
+    try:
+        names = set(n for n in schema.canonical_names(header) if n)
+    except ValueError as e:  # two columns of one canonical name
+        raise ValueError(f"{src}: {e}") from e
     missing = [f for f in features if f not in names]
     if missing:
         style = schema.detect_style(header)
@@ -64,9 +68,13 @@ def _csv_rows(block: bytes, first: int, n_fields: int, n_parsed: int) -> np.ndar
         text = text.rstrip(b"\r")
         if text and text.count(b",") + 1 == n_fields:
             rows.append(first + offset)
-    if len(rows) != n_parsed:  # quoted commas: line numbers unknown for this block
+    if len(rows) != n_parsed:  # quoted commas: line numbers unknown (null) for this block
         return np.full(n_parsed, -1, np.int64)
     return np.asarray(rows, np.int64)
+
+
+def _row_array(rows: np.ndarray) -> pa.Array:
+    return pa.array(rows, pa.int64(), mask=rows < 0)
 
 
 class Source:
@@ -85,6 +93,8 @@ class Source:
         self.lineno = 2  # plain CSV: line number at ``offset``
         self.done = False  # read in full (Parquet, CSV.gz) or stopped
         self.bytes_total = os.path.getsize(path) if os.path.exists(path) else 0
+        self.identity: tuple[int, int] | None = None  # plain CSV: (device, inode) last seen
+        self.stamp: tuple[int, int] | None = None  # Parquet, CSV.gz: (size, mtime) last seen
 
     # -- helpers shared by the formats
 
@@ -92,17 +102,17 @@ class Source:
         _check_features(self.path, header, self.features)
         self.plan = rawparse.Plan(self.path, header, require_label=False)
 
-    def _chunk(self, raw: pa.Table, dropped: clean.CleanReport, read_at: float, restart=False):
+    def _chunk(self, raw: pa.Table, dropped: clean.CleanReport, read_at: float) -> Chunk:
         out, report = clean.canonicalize(
             raw, source=self.path, require_label=False, **self.cleaning
         )
         report.merge(dropped)
-        return Chunk(self.path, out, report, read_at, restart)
+        return Chunk(self.path, out, report, read_at)
 
-    def _csv_chunk(self, block: bytes, first: int, read_at: float, restart=False) -> Chunk:
+    def _csv_chunk(self, block: bytes, first: int, read_at: float) -> Chunk:
         table, n_invalid = rawparse.parse_csv(self.plan, block, first, "drop")
         rows = _csv_rows(block, first, self.plan.n_fields, table.num_rows)
-        table = table.append_column(ROW, pa.array(rows))
+        table = table.append_column(ROW, _row_array(rows))
 
         def where(i: int) -> str:
             return f"line {rows[i]}"
@@ -111,25 +121,33 @@ class Source:
         dropped.rows_in += n_invalid
         if n_invalid:
             dropped.dropped["wrong_field_count"] += n_invalid
-        return self._chunk(raw, dropped, read_at, restart)
+        return self._chunk(raw, dropped, read_at)
 
     # -- formats
 
-    def poll(self, final: bool = False):
+    def poll(self, final: bool = False, settle: bool = False):
+        """The chunks readable now. ``final``: take a last line without its newline.
+        ``settle`` (live mode): read a Parquet or CSV.gz file only once its size and
+        modification time held still between two polls (it may still be being written).
+        ``FileNotFoundError`` when the file is gone."""
         if self.done:
             return
-        if self.kind == ".parquet":
-            yield from self._parquet()
-        elif self.kind == ".csv.gz":
-            yield from self._gzip()
-        else:
+        if self.kind == ".csv":
             yield from self._csv(final)
+            return
+        st = os.stat(self.path)
+        stamp = (st.st_size, st.st_mtime_ns)
+        previous, self.stamp = self.stamp, stamp
+        if settle and stamp != previous:
+            return
+        try:
+            yield from self._parquet() if self.kind == ".parquet" else self._gzip()
+        except (OSError, pa.ArrowException) as e:  # truncated gzip, corrupt Parquet, ...
+            raise ValueError(f"{self.path}: cannot read: {e}") from e
+        self.done = True
 
     def _parquet(self):
-        try:
-            pf = pq.ParquetFile(self.path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ValueError(f"{self.path}: cannot read as Parquet: {e}") from e
+        pf = pq.ParquetFile(self.path)
         self._open_plan(pf.schema_arrow.names)
         row0 = 0
         for batch in pf.iter_batches(PARQUET_BATCH_ROWS, columns=self.plan.raw):
@@ -144,20 +162,25 @@ class Source:
 
             raw, dropped = rawparse.prepare(self.plan, table, where, "drop")
             yield self._chunk(raw, dropped, read_at)
-        self.done = True
 
     def _gzip(self):
         self._open_plan(rawparse.csv_header(self.path))
         for block, first in rawparse.csv_blocks(self.path, self.block_size):
             yield self._csv_chunk(block, first, time.monotonic())
-        self.done = True
+
+    def _restart(self):
+        """The file was truncated or replaced: a new file under the same name."""
+        self.plan, self.offset, self.lineno = None, 0, 2
+        return Chunk(self.path, pa.table({}), clean.CleanReport(self.path), time.monotonic(), True)
 
     def _csv(self, final: bool):
-        size = os.path.getsize(self.path)
-        restart = False
-        if size < self.offset:  # truncated or replaced: a new file under the same name
-            self.plan, self.offset, self.lineno, restart = None, 0, 2, True
-        self.bytes_total = size
+        st = os.stat(self.path)
+        identity = (st.st_dev, st.st_ino)
+        if self.plan is not None and (st.st_size < self.offset or identity != self.identity):
+            yield self._restart()  # at once: its windows must not reach into the new file
+        self.identity, self.bytes_total = identity, st.st_size
+        if self.plan is not None and st.st_size == self.offset:
+            return  # nothing new
         with open(self.path, "rb") as f:
             if self.plan is None:
                 head = f.read(1 << 16)
@@ -182,22 +205,21 @@ class Source:
                 self.lineno += block.count(b"\n")
                 f.seek(self.offset)
                 if block.strip():
-                    yield self._csv_chunk(block, first, read_at, restart)
-                    restart = False
+                    yield self._csv_chunk(block, first, read_at)
 
 
-def expand(inputs: str) -> list[str]:
-    """A path, a directory (its CSV / CSV.gz / Parquet files, sorted) or a glob -> files."""
+def expand(inputs: str, missing_ok: bool = False) -> list[str]:
+    """A path, a directory (its CSV / CSV.gz / Parquet files, sorted) or a glob -> files.
+    Hidden files (``.name``: files being written, temporaries) are left out.
+    ``missing_ok`` (live mode): a path that does not exist yet names no files."""
     if os.path.isdir(inputs):
-        files = [
-            p
-            for p in sorted(glob.glob(os.path.join(glob.escape(inputs), "*")))
-            if os.path.isfile(p) and p.lower().endswith(SUFFIXES)
-        ]
+        candidates = glob.glob(os.path.join(glob.escape(inputs), "*"))
     elif glob.has_magic(inputs):
-        files = sorted(p for p in glob.glob(inputs) if os.path.isfile(p))
+        candidates = glob.glob(inputs)
     elif os.path.isfile(inputs):
-        files = [inputs]
+        return [inputs]
+    elif missing_ok:
+        return []
     else:
         raise FileNotFoundError(f"no such file or directory: {inputs}")
-    return files
+    return sorted(p for p in candidates if os.path.isfile(p) and p.lower().endswith(SUFFIXES))

@@ -25,8 +25,23 @@ NO_TRAINING = (
     "            raise ImportError(f'{name} is blocked: the scorer must not import it')\n"
     "sys.meta_path.insert(0, Block())\n"
     "sys.argv = ['score.py'] + sys.argv[1:]\n"
+    "import atexit, os\n"
+    "if os.environ.get('MODULES_OUT'):\n"
+    "    atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write("
+    "'\\n'.join(sorted(sys.modules))))\n"
     f"runpy.run_path({SCORE!r}, run_name='__main__')\n"
 )
+# The project modules the scorer may load: no model, training or checkpoint code.
+SCORER_MODULES = {
+    "alerts",
+    "artifact",
+    "atomic",
+    "clean",
+    "metrics",
+    "rawparse",
+    "reader",
+    "schema",
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +116,13 @@ def test_missing_feature_columns_are_named(artifact_dir, flows_csv, tmp_path):
     cut = [",".join(c for i, c in enumerate(line.split(",")) if i != drop) for line in lines]
     bad = tmp_path / "no_duration.csv"
     bad.write_text("\n".join(cut) + "\n")
-    with pytest.raises(
-        ValueError, match=r"no_duration.csv: lacks feature columns .*'Flow Duration'"
-    ):
-        _score(scorer, bad, tmp_path / "x.jsonl")
+    good = tmp_path / "zz_good.csv"
+    good.write_bytes(flows_csv.read_bytes())
+    summary = _score(scorer, f"{tmp_path}/*.csv", tmp_path / "x.jsonl")
+    (error,) = summary["files_failed"].values()
+    assert error.startswith(f"{bad}: lacks feature columns") and "'Flow Duration'" in error
+    rows = _read(tmp_path / "x.jsonl")  # one bad file does not cost the others their rows
+    assert len(rows) > 1000 and {r["file"] for r in rows} == {str(good)}
 
 
 def test_non_finite_and_negative_values_follow_the_cleaning_policy(
@@ -164,7 +182,7 @@ def test_follow_scores_a_growing_csv_as_it_grows(artifact_dir, flows_csv, tmp_pa
         ):
             break
         time.sleep(0.1)
-    stop.event.set()
+    stop.set()
     thread.join(timeout=60)
     assert not thread.is_alive()
     live_rows = [{**r, "file": None} for r in _read(tmp_path / "live.jsonl")]
@@ -193,14 +211,14 @@ def test_follow_picks_up_new_files_in_a_directory(artifact_dir, flows_csv, tmp_p
         os.path.exists(tmp_path / "dir.jsonl") and len(_read(tmp_path / "dir.jsonl")) > 1000
     ):
         time.sleep(0.1)
-    stop.event.set()
+    stop.set()
     thread.join(timeout=60)
     rows = _read(tmp_path / "dir.jsonl")
     assert len(rows) > 1000 and {r["file"] for r in rows} == {str(inbox / "a.csv")}
 
 
-def _run_score(*args, timeout=240):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def _run_score(*args, timeout=240, env_extra=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
     env.pop("XLA_FLAGS", None)
     return subprocess.run(
         [sys.executable, "-c", NO_TRAINING, *args],
@@ -209,9 +227,16 @@ def _run_score(*args, timeout=240):
 
 
 def test_launcher_scores_without_training_code(artifact_dir, flows_csv, tmp_path):
-    out = tmp_path / "alerts.parquet"
-    proc = _run_score(f"--model={artifact_dir}", f"--input={flows_csv}", f"--output={out}")
+    out, modules = tmp_path / "alerts.parquet", tmp_path / "modules.txt"
+    proc = _run_score(
+        f"--model={artifact_dir}", f"--input={flows_csv}", f"--output={out}",
+        env_extra={"MODULES_OUT": str(modules)},
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = modules.read_text().split()
+    ours = {m.split(".")[1] for m in loaded if m.startswith("lstmae_jax.")}
+    assert ours == SCORER_MODULES
+    assert not {m.split(".")[0] for m in loaded} & {"flax", "optax", "orbax", "torch"}
     summary = json.loads((tmp_path / "alerts.parquet.summary.json").read_text())
     assert summary["windows_scored"] == pq.read_metadata(out).num_rows > 1000
     assert "alerts_by_predicted_class" in summary and "by_true_label" in summary
@@ -282,3 +307,96 @@ def test_recalibration_writes_a_new_verified_artifact(artifact_dir, tmp_path):
         f"--model={artifact_dir}", f"--calibrate={path}", f"--output_model={artifact_dir}"
     )
     assert same.returncode == 1 and "is the input model" in same.stderr
+
+
+def _follow(scorer, inputs, out, stop):
+    thread = threading.Thread(
+        target=_score,
+        args=(scorer, inputs, out),
+        kwargs={"follow": True, "poll_seconds": 0.05, "stop": stop},
+    )
+    thread.start()
+    return thread
+
+
+def _wait_rows(out, n, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.path.exists(out) and len(_read(out)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{out}: fewer than {n} rows after {seconds} s")
+
+
+def test_a_rotated_csv_starts_fresh_windows(artifact_dir, flows_csv, tmp_path):
+    # CICFlowMeter rotation: the file is replaced by one holding only the header at first.
+    scorer = artifact.load(str(artifact_dir))
+    lines = flows_csv.read_text().splitlines(keepends=True)
+    live, out = tmp_path / "live.csv", tmp_path / "live.jsonl"
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "first.csv").write_text("".join(lines[:200]))
+    (tmp_path / "ref" / "second.csv").write_text(lines[0] + "".join(lines[500:700]))
+    first = _score(scorer, tmp_path / "ref" / "first.csv", tmp_path / "r1.jsonl")
+    second = _score(scorer, tmp_path / "ref" / "second.csv", tmp_path / "r2.jsonl")
+    live.write_text("".join(lines[:200]))
+    stop = alerts.Stop()
+    thread = _follow(scorer, live, out, stop)
+    try:
+        _wait_rows(out, first["windows_scored"])
+        (tmp_path / "new.csv").write_text(lines[0])
+        os.replace(tmp_path / "new.csv", live)  # another inode, header only
+        time.sleep(0.3)
+        with open(live, "a") as f:
+            f.write("".join(lines[500:700]))
+        _wait_rows(out, first["windows_scored"] + second["windows_scored"])
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    rows = [{**r, "file": None} for r in _read(out)]
+    expected = [
+        {**r, "file": None} for r in _read(tmp_path / "r1.jsonl") + _read(tmp_path / "r2.jsonl")
+    ]
+    assert rows == expected  # no window reaches across the rotation
+
+
+def test_live_mode_survives_deleted_and_half_written_files(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    inbox, out = tmp_path / "inbox", tmp_path / "dir.jsonl"
+    inbox.mkdir()
+    synthetic.write(synthetic.generate(600, seed=8), str(tmp_path / "whole.parquet"))
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    stop = alerts.Stop()
+    thread = _follow(scorer, inbox, out, stop)
+    try:
+        (inbox / "a.csv").write_bytes(flows_csv.read_bytes())
+        _wait_rows(out, 1000)
+        (inbox / "a.csv").unlink()  # rotated away: dropped, no crash
+        (inbox / "b.parquet").write_bytes(whole[: len(whole) // 2])  # still being written
+        time.sleep(0.5)
+        (inbox / "b.parquet").write_bytes(whole)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            r["file"].endswith("b.parquet") for r in _read(out)
+        ):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    files = {r["file"] for r in _read(out)}
+    assert files == {str(inbox / "a.csv"), str(inbox / "b.parquet")}
+
+
+def test_empty_label_cells_are_unlabelled_flows_not_dropped(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    lines = flows_csv.read_text().splitlines()
+    assert lines[0].rstrip().endswith("Label")
+    blank = [lines[0]] + [line[: line.rindex(",") + 1] for line in lines[1:300]]
+    (tmp_path / "blank.csv").write_text("\n".join(blank) + "\n")
+    (tmp_path / "full.csv").write_text("\n".join(lines[:300]) + "\n")
+    a = _score(scorer, tmp_path / "blank.csv", tmp_path / "a.jsonl")
+    b = _score(scorer, tmp_path / "full.csv", tmp_path / "b.jsonl")
+    assert a["windows_scored"] == b["windows_scored"] and "by_true_label" not in a
+    assert [r["score"] for r in _read(tmp_path / "a.jsonl")] == [
+        r["score"] for r in _read(tmp_path / "b.jsonl")
+    ]

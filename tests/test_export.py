@@ -179,3 +179,18 @@ def test_float32_threshold_flags_as_the_float64_rule():
         around = np.float32(value) + np.arange(-4, 5) * np.spacing(np.float32(value))
         s = np.concatenate([around, np.nextafter(around, np.float32(np.inf))]).astype(np.float32)
         np.testing.assert_array_equal(s > t32, s.astype(np.float64) > np.float64(value))
+
+
+def test_an_unfinished_stage2_is_not_exported(trained_workdir, tmp_path):
+    root = trained_workdir[0]
+    shutil.copytree(root / "stage1", tmp_path / "stage1")
+    shutil.copytree(root / "stage2", tmp_path / "stage2")
+    summary = json.loads((tmp_path / "stage2" / "summary.json").read_text())
+    (tmp_path / "stage2" / "summary.json").write_text(json.dumps({**summary, "preempted": True}))
+    with pytest.raises(ValueError, match="stage2 did not finish"):
+        export.export_scorer(str(tmp_path), str(tmp_path / "m"))
+    shutil.rmtree(tmp_path / "stage2")  # stage 1 alone: no classes, no probabilities
+    sidecar = export.export_scorer(str(tmp_path), str(tmp_path / "m"))
+    assert sidecar["classes"] is None and "probs_BxC" not in artifact.load(str(tmp_path / "m"))(
+        np.zeros((1, sidecar["window"], len(sidecar["features"])), np.float32)
+    )
