@@ -172,8 +172,18 @@ class Stop:
 class Run:
     """One scoring run: sources -> windows -> the artifact -> the writer and the summary."""
 
-    def __init__(self, scorer: artifact.Scorer, writer: AlertWriter | None, batch: int = BATCH):
+    def __init__(
+        self,
+        scorer: artifact.Scorer,
+        writer: AlertWriter | None,
+        *,
+        keep_scores: bool = False,
+        live: bool = False,
+        batch: int = BATCH,
+    ):
         self.scorer, self.writer, self.batch = scorer, writer, batch
+        self.keep_scores = keep_scores  # calibration: keep every score and benign flag
+        self.live = live  # --follow: record latencies
         self.features = np.asarray(scorer.features)
         self.windows: dict[str, _FileWindows] = {}
         self.pending: list[tuple] = []  # (chunk info, x_WxTxF, ...) awaiting a full batch
@@ -188,10 +198,8 @@ class Run:
         self.benign_windows = collections.Counter()  # labelled windows without attack flows
         self.report = clean.CleanReport(source="total")
         self.latency: list[float] = []
-        self.scores: list[np.ndarray] = []  # kept for calibration only (keep_scores)
+        self.scores: list[np.ndarray] = []  # with keep_scores only
         self.benign: list[np.ndarray] = []
-        self.keep_scores = False
-        self.live = False  # --follow: record latencies
 
     # -- input
 
@@ -249,6 +257,8 @@ class Run:
         padded = np.zeros((self.batch, *x.shape[1:]), np.float32)
         padded[:n] = x
         out = {k: v[:n] for k, v in self.scorer(padded).items()}
+        if "probs_BxC" in out:  # the stage-2 class, once for the summary and the rows
+            out["predicted_B"] = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
         info = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
         any_attack = np.concatenate([p[2] for p in parts])
         read_at = np.concatenate([np.full(len(p[1]), p[3]) for p in parts])
@@ -266,9 +276,8 @@ class Run:
         if self.keep_scores:
             self.scores.append(out["score_B"])
             self.benign.append(~any_attack_W)
-        if "probs_BxC" in out:
-            pred = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
-            self.by_class.update(pred[flagged].tolist())
+        if "predicted_B" in out:
+            self.by_class.update(out["predicted_B"][flagged].tolist())
         for lb, f, attack in zip(info["label"], flagged, any_attack_W, strict=True):
             if lb is not None:
                 c = self.by_label.setdefault(lb, collections.Counter())
@@ -283,9 +292,8 @@ class Run:
         cols.update({name: info[name] for name in IDENTIFIERS})
         cols.update(dst_port=info["dst_port"], score=out["score_B"], alert=out["flagged_B"])
         if self.scorer.classes:
-            probs = out["probs_BxC"]
-            cols["predicted"] = np.asarray(self.scorer.classes)[probs.argmax(axis=1)]
-            cols["probability"] = probs.max(axis=1)
+            cols["predicted"] = out["predicted_B"]
+            cols["probability"] = out["probs_BxC"].max(axis=1)
         top = np.argsort(-out["contrib_BxF"], axis=1)[:, :TOP]
         for k in range(TOP):
             cols[f"top{k + 1}"] = self.features[top[:, k]]
@@ -418,8 +426,7 @@ def score_files(
     """
     check_inputs(inputs, follow)
     stop = stop if stop is not None else Stop()
-    run = Run(scorer, writer)
-    run.keep_scores, run.live = keep_scores, follow
+    run = Run(scorer, writer, keep_scores=keep_scores, live=follow)
     cleaning = scorer.cleaning
     sources: dict[str, reader.Source] = {}
     failed: dict[str, tuple[str, tuple | None]] = {}  # path -> (error, (size, mtime))

@@ -33,6 +33,8 @@ import os
 import jax
 import numpy as np
 
+from lstmae_jax import atomic  # stdlib only
+
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 MANIFEST = "MANIFEST.json"
@@ -78,19 +80,9 @@ def call_params(sidecar: dict, threshold: float | None = None) -> dict:
 # ------------------------------------------------------------------------- manifest
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_dir(directory: str, payload: bytes, sidecar: dict) -> str:
     """Writes an artifact directory (function, sidecar, manifest); returns the manifest's
     SHA-256. Used by the export and by recalibration."""
-    from lstmae_jax import atomic  # stdlib only
-
     os.makedirs(directory, exist_ok=True)
     atomic.write_bytes(os.path.join(directory, ARTIFACT), payload)
     atomic.write_json(os.path.join(directory, SIDECAR), sidecar)
@@ -99,16 +91,14 @@ def write_dir(directory: str, payload: bytes, sidecar: dict) -> str:
 
 def write_manifest(directory: str, names: list[str]) -> str:
     """Writes MANIFEST.json for ``names`` in ``directory``; returns the manifest's SHA-256."""
-    from lstmae_jax import atomic  # stdlib only
-
     files = {}
     for name in sorted(names):
         path = os.path.join(directory, name)
-        files[name] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+        files[name] = {"sha256": atomic.sha256_file(path), "bytes": os.path.getsize(path)}
     manifest = {"format": "lstmae-jax detector", "format_version": FORMAT_VERSION, "files": files}
     path = os.path.join(directory, MANIFEST)
     atomic.write_json(path, manifest, sort_keys=True)
-    return sha256_file(path)
+    return atomic.sha256_file(path)
 
 
 def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, bytes]:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it when complete.
+"""Atomic file writes (a temporary file beside the target, renamed over it when complete)
+and file digests.
 
 An interrupted write never leaves a half-written file under the final name, and never
 touches an earlier complete one. Every small output of the project (reports, scaler,
@@ -7,6 +8,7 @@ threshold, summaries, exported scorer, generated data) is written through here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -38,3 +40,12 @@ def write_json(path: str, obj: Any, **dump_kwargs: Any) -> None:
     """``json.dump`` (indent 1 unless given) of ``obj`` to ``path``, atomically."""
     dump_kwargs.setdefault("indent", 1)
     write_bytes(path, json.dumps(obj, **dump_kwargs).encode("utf-8"))
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB pieces (checkpoint checksums, artifact manifest)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -79,14 +79,6 @@ def _val_loss(metrics: dict) -> float:
 # ------------------------------------------------------------------ checksums
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _digest(files: dict) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
@@ -103,7 +95,7 @@ def write_checksums(step_dir: str) -> None:
             rel = os.path.relpath(path, step_dir).replace(os.sep, "/")
             if rel in _UNSEALED or rel.startswith(f".{CHECKSUMS}."):
                 continue
-            files[rel] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+            files[rel] = {"bytes": os.path.getsize(path), "sha256": atomic.sha256_file(path)}
     sums = {"algorithm": "sha256", "files": files, "files_sha256": _digest(files)}
     atomic.write_json(os.path.join(step_dir, CHECKSUMS), sums)
 
@@ -129,7 +121,7 @@ def verify(step_dir: str) -> str | None:
         try:
             if (got := os.path.getsize(path)) != size:
                 return f"{rel} has {got} bytes, {size} expected (truncated or overwritten)"
-            if _sha256(path) != sha256:
+            if atomic.sha256_file(path) != sha256:
                 return f"{rel} does not match its SHA-256 (corrupted)"
         except FileNotFoundError:
             return f"{rel} is missing"

@@ -70,7 +70,7 @@ def versions() -> dict:
 
 def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
     """Error model and threshold for parameters other than the calibrated best ones."""
-    from lstmae_jax import run, score, stage1
+    from lstmae_jax import run, stage1
 
     flows = data.load_flows(
         cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
@@ -81,13 +81,8 @@ def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
             f"{cfg.data} no longer holds the data the run was trained on (its windows"
             " differ); refitting the threshold on it would not be the run's calibration"
         )
-    error_model = stage1.fit_error_model(cfg, ae, windowed)
-    benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
-    s_W, _ = score.window_scores(
-        ae, error_model, windowed.x_NxF, benign_val, cfg.window, cfg.eval_batch_size
-    )
-    threshold = json.loads(stage1.threshold_from_scores(cfg, s_W).to_json())
-    return error_model, threshold
+    error_model, threshold, _ = stage1.fit_and_choose(cfg, ae, windowed)
+    return error_model, json.loads(threshold.to_json())
 
 
 def _validation(meta: dict) -> dict:

@@ -70,14 +70,22 @@ def fit_error_model(
     return anomaly.fit(err_KxWxF, cfg.score, cfg.ensemble_score)
 
 
-def calibrate(cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str) -> dict:
-    """Fits the error model, chooses the threshold; saves both with the run (process 0)."""
+def fit_and_choose(
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed
+) -> tuple[anomaly.ErrorModel, metrics.Threshold, int]:
+    """The error model (benign training windows) and the threshold (benign validation
+    windows) of ``model``, and how many validation windows chose it; nothing is saved."""
     error_model = fit_error_model(cfg, model, windowed)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
     score_W, _ = score.window_scores(
         model, error_model, windowed.x_NxF, benign_val, windowed.window, cfg.eval_batch_size
     )
-    threshold = threshold_from_scores(cfg, score_W)
+    return error_model, threshold_from_scores(cfg, score_W), len(benign_val)
+
+
+def calibrate(cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str) -> dict:
+    """Fits the error model, chooses the threshold; saves both with the run (process 0)."""
+    error_model, threshold, n_val = fit_and_choose(cfg, model, windowed)
     record = json.loads(threshold.to_json())
     if jax.process_index() == 0:  # one writer across hosts
         atomic.write_json(os.path.join(run_dir, ERROR_MODEL_FILE), error_model.to_json())
@@ -89,7 +97,7 @@ def calibrate(cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_di
         error_model.fitted_on,
         threshold.value,
         threshold.method,
-        len(benign_val),
+        n_val,
     )
     return {"threshold": record, "error_model": error_model}
 

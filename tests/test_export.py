@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lstmae_jax import artifact, data, export, run, score, windows
+from lstmae_jax import artifact, atomic, data, export, run, score, windows
 
 
 def _reference(trained_workdir, scorer, starts):
@@ -59,7 +59,7 @@ def test_sidecar_states_what_an_operator_needs(trained_workdir, artifact_dir):
     manifest = json.loads((artifact_dir / artifact.MANIFEST).read_text())
     assert set(manifest["files"]) == {artifact.ARTIFACT, artifact.SIDECAR}
     for name, entry in manifest["files"].items():
-        assert entry["sha256"] == artifact.sha256_file(str(artifact_dir / name))
+        assert entry["sha256"] == atomic.sha256_file(str(artifact_dir / name))
     # No pickle anywhere: two JSON files and the jax.export flatbuffer, nothing else.
     assert sorted(os.listdir(artifact_dir)) == sorted([*manifest["files"], artifact.MANIFEST])
     json.loads((artifact_dir / artifact.MANIFEST).read_text())
@@ -125,7 +125,7 @@ def test_missing_or_unreadable_manifest_is_refused(artifact_dir, tmp_path):
 
 def test_a_rewritten_manifest_is_caught_by_its_own_hash(artifact_dir, tmp_path):
     model = _copy(artifact_dir, tmp_path)
-    good = artifact.sha256_file(str(model / artifact.MANIFEST))
+    good = atomic.sha256_file(str(model / artifact.MANIFEST))
     artifact.load(str(model), manifest_sha256=good)
     _edit_sidecar(model, lambda m: m["threshold"].update(value=0.1))
     artifact.write_manifest(str(model), [artifact.ARTIFACT, artifact.SIDECAR])
