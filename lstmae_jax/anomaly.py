@@ -10,6 +10,10 @@ The error vector of a window is its per-feature mean absolute reconstruction err
 
 * ``mae``: the reference paper's mean absolute error, ``score = mean_F err_F``; the
   contribution of feature f is ``err_f / F``.
+* ``sse``: the sum of squared per-feature errors, ``score = sum_F err_F^2`` (at T = 1
+  the squared Euclidean reconstruction error, PCA's score); contribution ``err_f^2``.
+  With the quantile scaler every feature is already on one benign scale, so no error
+  model is fitted.
 * ``zscore``: per-feature error standardisation: a Gaussian with a *diagonal*
   covariance fitted to the error vectors of benign training windows, ``score = sum_f
   ((err_f - mu_f) / sigma_f)^2``; the contribution of feature f is its squared z-score.
@@ -40,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCORES = ("mae", "zscore", "mahalanobis")
+SCORES = ("mae", "sse", "zscore", "mahalanobis")
 GAUSSIAN = ("zscore", "mahalanobis")  # scored by (err - mu)^T P (err - mu)
 COMBINE = ("mean", "max")
 
@@ -86,6 +90,8 @@ class ErrorModel:
     def describe(self) -> str:
         if self.kind == "mae":
             return "mean absolute reconstruction error"
+        if self.kind == "sse":
+            return "sum of squared per-feature reconstruction errors"
         if self.kind == "zscore":
             return (
                 "sum of squared per-feature z-scores of the mean absolute error vector "
@@ -138,6 +144,8 @@ def score_errors_with(
     """``score_errors`` with the fitted values as arrays (traced inside the exported scorer)."""
     if kind == "mae":
         contrib_KxBxF = err_KxBxF / err_KxBxF.shape[-1]
+    elif kind == "sse":
+        contrib_KxBxF = err_KxBxF**2
     else:
         if mean_KxF.shape[0] != err_KxBxF.shape[0]:
             raise ValueError(
@@ -194,8 +202,8 @@ def fit(err_KxWxF: np.ndarray, kind: str, combine: str = "mean") -> ErrorModel:
     if err.ndim != 3:
         raise ValueError(f"expected err_KxWxF, got shape {err.shape}")
     k, w, f = err.shape
-    if kind == "mae":
-        return ErrorModel("mae", combine, f, fitted_on=w)
+    if kind in ("mae", "sse"):  # nothing to fit
+        return ErrorModel(kind, combine, f, fitted_on=w)
     if kind not in GAUSSIAN:
         raise ValueError(f"score must be one of {SCORES}, got {kind!r}")
     if w < 2:

@@ -68,8 +68,11 @@ def call_params(sidecar: dict, threshold: float | None = None) -> dict:
             "clip": np.asarray(sc["clip"], np.float32),
         },
     }
+    if sc.get("knots_x"):  # the quantile scaler (data.Scaler.arrays)
+        params["scaler"]["knots_x_FxK"] = np.asarray(sc["knots_x"], np.float32)
+        params["scaler"]["knots_z_FxK"] = np.asarray(sc["knots_z"], np.float32)
     em = sidecar["error_model"]
-    if em["kind"] != "mae":
+    if em["kind"] in ("zscore", "mahalanobis"):  # anomaly.GAUSSIAN: fitted arrays
         params["error_model"] = {
             "mean_KxF": np.asarray(em["mean_KxF"], np.float32),
             "precision_KxFxF": np.asarray(em["precision_KxFxF"], np.float32),

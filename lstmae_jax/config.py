@@ -35,10 +35,17 @@ class Config:
     )
     window: int = _opt(10, "T, flows per window (1 = per-flow mode for sampled files).")
     stride: int = _opt(1, "Rows between the starts of consecutive windows.")
-    split: str = _opt("temporal", "temporal (leakage-free, by time) or random (stratified).")
+    split: str = _opt(
+        "per_file",
+        "temporal (leakage-free: earliest rows of the whole list train), per_file (the same"
+        " inside each file, so every day has train, validation and test rows) or random"
+        " (stratified).",
+    )
     split_fractions: tuple[float, ...] = _opt((0.6, 0.2, 0.2), "Train, validation, test fractions.")
     scaler: str = _opt(
-        "standard", "standard (log1p + z-score), robust (log1p + median/IQR) or minmax ([0, 1])."
+        "quantile",
+        "quantile (benign training quantiles -> normal scores), standard (log1p + z-score),"
+        " robust (log1p + median/IQR) or minmax ([0, 1]).",
     )
     input_clip: float = _opt(0.0, "Clip scaled inputs to [-c, c] (0: no clipping).")
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
@@ -73,9 +80,9 @@ class Config:
     ensemble_score: str = _opt("mean", "How member scores combine: mean or max.")
     # -- anomaly score (stage 1)
     score: str = _opt(
-        "zscore",
-        "mae (mean abs. error), zscore or mahalanobis (diagonal / full Gaussian on the "
-        "per-feature error vector).",
+        "sse",
+        "sse (sum of squared errors), mae (mean abs. error), zscore or mahalanobis (diagonal"
+        " / full Gaussian on the per-feature error vector).",
     )
     # -- anomaly threshold (stage 1)
     threshold: str = _opt(
@@ -118,9 +125,9 @@ class Config:
         choices = {
             "nonfinite": ("drop", "zero"),
             "negative": ("clamp", "drop"),
-            "split": ("temporal", "random"),
-            "scaler": ("standard", "robust", "minmax"),
-            "score": ("mae", "zscore", "mahalanobis"),
+            "split": ("temporal", "per_file", "random"),
+            "scaler": ("standard", "robust", "minmax", "quantile"),
+            "score": ("mae", "sse", "zscore", "mahalanobis"),
             "model": ("lstm_ae", "dnn", "cnn"),
             "task": ("multiclass", "binary"),
             "ensemble_score": ("mean", "max"),

@@ -162,6 +162,18 @@ def temporal_split(num_rows: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) 
     return split
 
 
+def per_file_split(file_N: np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> np.ndarray:
+    """``temporal_split`` inside each file: every file (day) gives its earliest rows to
+    train, its next rows to validation and its last rows to test, so the validation
+    split (where the stage-1 threshold is calibrated) holds benign traffic of every day,
+    not only the tail of the last file."""
+    split = np.empty(len(file_N), dtype=np.int8)
+    for f in np.unique(file_N):
+        rows = np.flatnonzero(file_N == f)
+        split[rows] = temporal_split(len(rows), fractions)
+    return split
+
+
 def random_split(
     strata_W: np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
 ) -> np.ndarray:
@@ -190,9 +202,6 @@ def random_split(
 # ----------------------------------------------------------------------------- scaler
 
 
-SCALERS = ("standard", "robust", "minmax")
-
-
 @dataclasses.dataclass(frozen=True)
 class Scaler:
     """``clip((maybe_log1p(x) - mean) / std)`` per feature, fitted on training rows only.
@@ -207,8 +216,15 @@ class Scaler:
     values to [-clip, clip], so traffic beyond the training range cannot dominate the
     reconstruction error through one feature. Negative inputs to a log feature are
     clamped to 0 first (the cleaning policy), so scoring raw live flows cannot produce
-    NaN there. ``transform`` takes numpy or jax.numpy (``xp``): the exported scorer runs
-    the same function.
+    NaN there. ``kind="quantile"``: each feature through its benign training distribution,
+    ``z = Phi^-1(F_train(x))``, as a piecewise-linear map through ``QUANTILE_KNOTS``
+    knots (``knots_x`` the training quantiles, ``knots_z`` their normal scores; tied
+    quantiles share the normal score of their mid-probability); values beyond the
+    training range map to the end knots, ``Phi^-1(1 / 2n)`` and ``Phi^-1(1 - 1 / 2n)``
+    for n training rows, so no feature of a new day can dominate the reconstruction
+    error by its magnitude, and a monotone change of units changes nothing.
+    ``transform`` takes numpy or jax.numpy (``xp``): the exported scorer runs the same
+    function.
     """
 
     features: tuple[str, ...]
@@ -217,29 +233,48 @@ class Scaler:
     std: tuple[float, ...]
     kind: str = "standard"
     clip: float = 0.0
+    knots_x: tuple[tuple[float, ...], ...] = ()  # quantile: F x K training quantiles
+    knots_z: tuple[tuple[float, ...], ...] = ()  # quantile: their normal scores
 
     def transform(self, x_NxF, xp=np):
         if x_NxF.shape[-1] != len(self.features):
             raise ValueError(f"expected {len(self.features)} features, got shape {x_NxF.shape}")
         dtype = np.float32 if xp is not np else np.float64
         arrays = {k: xp.asarray(v) for k, v in self.arrays(dtype).items()}
-        return scale(x_NxF, **arrays, xp=xp)
+        if xp is not np or not self.knots_x:
+            return scale(x_NxF, **arrays, xp=xp)
+        # The quantile map compares every value with every knot: bound that memory.
+        return np.concatenate(
+            [
+                scale(x_NxF[i : i + TRANSFORM_ROWS], **arrays)
+                for i in range(0, len(x_NxF), TRANSFORM_ROWS)
+            ]
+            or [np.zeros((0, len(self.features)), np.float32)]
+        )
 
     def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
-        """The scaler's values as arrays: what ``scale`` takes (and the exported scorer)."""
-        return {
+        """The scaler's values as arrays: what ``scale`` takes (and the exported scorer);
+        the knots only for the quantile scaler."""
+        out = {
             "log_F": np.asarray(self.log, dtype),
             "mean_F": np.asarray(self.mean, dtype),
             "std_F": np.asarray(self.std, dtype),
             "clip": np.asarray(self.clip, dtype),
         }
+        if self.knots_x:
+            out["knots_x_FxK"] = np.asarray(self.knots_x, dtype)
+            out["knots_z_FxK"] = np.asarray(self.knots_z, dtype)
+        return out
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> Scaler:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        def tup(v):
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+        return cls(**{k: tup(v) for k, v in d.items()})
 
     def save(self, path: str) -> None:
         atomic.write_json(path, self.to_json())
@@ -250,13 +285,63 @@ class Scaler:
             return cls.from_json(json.load(f))
 
 
-def scale(x_NxF, log_F, mean_F, std_F, clip, xp=np):
+SCALERS = ("standard", "robust", "minmax", "quantile")
+QUANTILE_KNOTS = 129  # knots of the quantile scaler's piecewise-linear map
+TRANSFORM_ROWS = 16_384  # rows per chunk of the quantile map on the host
+
+
+def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None, xp=np):
     """``Scaler.transform`` on arrays: ``clip((log1p(x) where log_F, else x - mean) / std)``
-    (no clipping where ``clip`` is 0); numpy or jax.numpy (``xp``), traceable."""
-    x = xp.where(log_F > 0, xp.log1p(xp.maximum(x_NxF, 0.0)), x_NxF)
-    z = (x - mean_F) / std_F
+    (no clipping where ``clip`` is 0), or with knots the quantile map (``quantile_map``);
+    numpy or jax.numpy (``xp``), traceable."""
+    if knots_x_FxK is not None:
+        z = quantile_map(x_NxF, knots_x_FxK, knots_z_FxK, xp)
+    else:
+        x = xp.where(log_F > 0, xp.log1p(xp.maximum(x_NxF, 0.0)), x_NxF)
+        z = (x - mean_F) / std_F
     z = xp.where(clip > 0, xp.clip(z, -clip, clip), z)
     return z.astype(np.float32)
+
+
+def quantile_map(x_NxF, knots_x_FxK, knots_z_FxK, xp=np):
+    """Per feature, the piecewise-linear map through (knots_x, knots_z), constant beyond
+    the end knots. Knots are non-decreasing; a run of equal knots_x carries one knots_z,
+    so a value equal to a tied quantile gets that score. Written with comparisons and a
+    gather (no searchsorted) so numpy and a traced jax.numpy give the same numbers."""
+    k = knots_x_FxK.shape[-1]
+    x = x_NxF[..., None]
+    # Segment [i-1, i] where i = number of knots <= x, kept inside the knots.
+    i = xp.clip(xp.sum(x >= knots_x_FxK, axis=-1), 1, k - 1)
+    f = xp.arange(knots_x_FxK.shape[0])
+    x0, x1 = knots_x_FxK[f, i - 1], knots_x_FxK[f, i]
+    z0, z1 = knots_z_FxK[f, i - 1], knots_z_FxK[f, i]
+    width = x1 - x0
+    t = xp.clip((x_NxF - x0) / xp.where(width > 0, width, 1.0), 0.0, 1.0)
+    return z0 + t * (z1 - z0)
+
+
+def fit_quantile_knots(x_NxF: np.ndarray, knots: int = QUANTILE_KNOTS) -> tuple[list, list]:
+    """(knots_x, knots_z), F x ``knots`` each: training quantiles at evenly spaced
+    probabilities and their standard-normal scores. The end probabilities are 1/2n and
+    1 - 1/2n (n rows), so the map is finite; tied quantiles share the normal score of
+    their mean probability."""
+    from statistics import NormalDist  # stdlib: no scipy in the scorer's dependencies
+
+    n = len(x_NxF)
+    eps = 0.5 / n
+    probs = np.linspace(0.0, 1.0, knots)
+    kx = np.quantile(x_NxF.astype(np.float64), probs, axis=0).T  # F x K
+    inv = NormalDist().inv_cdf
+    knots_x, knots_z = [], []
+    for row in kx:
+        _, first, counts = np.unique(row, return_index=True, return_counts=True)
+        p = np.empty_like(probs)
+        for a, c in zip(first, counts, strict=True):
+            p[a : a + c] = probs[a : a + c].mean()
+        z = [inv(float(v)) for v in np.clip(p, eps, 1.0 - eps)]
+        knots_x.append(tuple(row.tolist()))
+        knots_z.append(tuple(z))
+    return knots_x, knots_z
 
 
 def fit_scaler(
@@ -279,6 +364,19 @@ def fit_scaler(
             tuple(span.tolist()),
             kind,
             clip,
+        )
+    if kind == "quantile":
+        knots_x, knots_z = fit_quantile_knots(x_NxF)
+        f = len(features)
+        return Scaler(
+            tuple(features),
+            (False,) * f,
+            (0.0,) * f,
+            (1.0,) * f,
+            kind,
+            clip,
+            tuple(knots_x),
+            tuple(knots_z),
         )
     if kind not in ("standard", "robust"):
         raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")

@@ -60,9 +60,9 @@ def fit_error_model(
     """``cfg.score``'s error model on the benign training windows of ``windowed``."""
     benign = windowed.starts["train"][~windowed.any_attack["train"]]
     benign = spread(benign, ERROR_MODEL_WINDOWS)
-    if cfg.score == "mae":  # nothing to fit
+    if cfg.score in ("mae", "sse"):  # nothing to fit
         return anomaly.ErrorModel(
-            "mae", cfg.ensemble_score, len(windowed.features), fitted_on=len(benign)
+            cfg.score, cfg.ensemble_score, len(windowed.features), fitted_on=len(benign)
         )
     err_KxWxF = score.member_errors(
         model, windowed.x_NxF, benign, windowed.window, cfg.eval_batch_size

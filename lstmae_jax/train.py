@@ -355,10 +355,15 @@ class _Fit:
         # Improvement must be relative (min_delta), or a loss creeping down by 1e-6 an
         # epoch would keep training to the epoch cap.
         improved = vl < early["best_val_loss"] * (1.0 - cfg.min_delta)
+        # While the learning rate still warms up, an epoch without improvement says
+        # nothing about convergence: counting it would cut the rate (and stop training)
+        # before it ever reached its peak, which on a small training set (a few steps an
+        # epoch) left the model at its initial weights.
+        warming = step < cfg.warmup_steps
         if improved:
             self.state = self.pick_best(self.state)
             early["best_val_loss"], early["bad_epochs"] = vl, 0
-        else:
+        elif not warming:
             early["bad_epochs"] += 1
             if early["bad_epochs"] % cfg.lr_patience == 0:  # a plateau: lower the LR
                 opt_state = steps.set_learning_rate(self.state.opt_state, lr * cfg.lr_decay)

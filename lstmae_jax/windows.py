@@ -124,8 +124,12 @@ def build(
     fitting one (of ``scaler_kind``) on the training rows.
     """
     n = len(flows)
-    if split == "temporal":
-        split_N = data.temporal_split(n, fractions)
+    if split in ("temporal", "per_file"):
+        split_N = (
+            data.temporal_split(n, fractions)
+            if split == "temporal"
+            else data.per_file_split(flows.file_N, fractions)
+        )
         seg = segment_ids(flows.file_N, split_N)
         starts_all = window_starts(seg, window, stride)
         split_W = split_N[starts_all] if len(starts_all) else np.zeros(0, np.int8)
@@ -134,7 +138,7 @@ def build(
         last_label, _ = window_labels(flows.label_N, starts_all, window)
         split_W = data.random_split(last_label, fractions, seed)
     else:
-        raise ValueError(f"split must be 'temporal' or 'random', got {split!r}")
+        raise ValueError(f"split must be 'temporal', 'per_file' or 'random', got {split!r}")
     label_all, any_all = window_labels(flows.label_N, starts_all, window)
     starts, label, any_attack = {}, {}, {}
     for code, name in enumerate(data.SPLITS):
@@ -148,7 +152,7 @@ def build(
         )
     if scaler is None and len(starts["train"]) == 0:  # a given scaler needs no training rows
         # Why: say how long the longest stretch of training rows in one file is.
-        train_seg = seg[split_N == 0] if split == "temporal" else segment_ids(flows.file_N)
+        train_seg = seg[split_N == 0] if split != "random" else segment_ids(flows.file_N)
         longest = int(np.bincount(train_seg).max()) if len(train_seg) else 0
         raise ValueError(
             f"no training windows: {n} flows, window={window} needs {window} consecutive rows"

@@ -28,7 +28,9 @@ def trained_workdir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("run")
     path = synthetic.write(synthetic.generate(3000, seed=1), str(root / "flows.parquet"))
-    cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4)
+    # zscore: the fitted error model's arrays travel through export and the scorer (the
+    # default sse has none); the scaler is the default quantile map, knots and all.
+    cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4, score="zscore")
     s1 = run.train_job(cfg, str(root))
     s2 = run.train_job(cfg.replace(stage=2), str(root))
     return root, cfg, s1, s2

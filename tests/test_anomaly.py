@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
@@ -32,6 +33,18 @@ def test_mae_is_the_papers_score():
     s_B, c_BxF = map(np.asarray, anomaly.score(x, xhat, em))
     np.testing.assert_allclose(s_B, np.abs(xhat[0] - x).mean(axis=(1, 2)), rtol=1e-5)
     np.testing.assert_allclose(c_BxF.sum(axis=1), s_B, rtol=1e-5)
+
+
+def test_sse_is_the_squared_reconstruction_error():
+    rng = np.random.default_rng(4)
+    x, xhat = rng.normal(size=(6, 1, 5)), rng.normal(size=(6, 1, 5))
+    model = anomaly.fit(np.zeros((1, 3, 5)), "sse")
+    assert model.kind == "sse" and not model.mean_KxF  # nothing fitted
+    s, c = anomaly.score(jnp.asarray(x), jnp.asarray(xhat), model)
+    # T = 1: the squared Euclidean error, PCA's score; contributions sum to it.
+    np.testing.assert_allclose(s, ((x - xhat) ** 2).sum(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(c).sum(axis=1), s, rtol=1e-5)
+    assert anomaly.ErrorModel.from_json(model.to_json()) == model
 
 
 def test_ledoit_wolf_matches_scikit_learn():

@@ -270,7 +270,7 @@ def test_minmax_scaler_is_the_papers():
     np.testing.assert_array_equal(sc.transform(x), [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
     assert data.Scaler.from_json(sc.to_json()) == sc
     with pytest.raises(ValueError, match="scaler must be one of"):
-        data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="quantile")
+        data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="rank")
 
 
 def test_robust_scaler_uses_median_and_iqr_and_clip_bounds():
@@ -291,6 +291,54 @@ def test_robust_scaler_uses_median_and_iqr_and_clip_bounds():
         data.fit_scaler(x, features, clip=-1.0)
 
 
+def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(3)
+    features = ("flow_duration", "syn_flag_cnt", "dst_port")
+    n = 4000
+    x = np.stack(
+        [rng.exponential(1e6, n), rng.integers(0, 2, n), rng.choice([53, 443, 80], n)], axis=1
+    )
+    sc = data.fit_scaler(x, features, kind="quantile")
+    z = sc.transform(x)
+    # A continuous feature becomes standard normal on the training rows (up to the knots).
+    assert abs(np.median(z[:, 0])) < 0.02 and abs(z[:, 0].std() - 1) < 0.05
+    # Tied values share one score: the normal score of their block's mid-probability.
+    zero_share = np.mean(x[:, 1] == 0)
+    assert len(np.unique(z[:, 1])) == 2
+    assert z[x[:, 1] == 0, 1][0] == pytest.approx(NormalDist().inv_cdf(zero_share / 2), abs=0.01)
+    assert len(np.unique(z[:, 2])) == 3
+    # Beyond the training range: the end knots, finite: Phi^-1(1/2n) and Phi^-1(1 - 1/2n)
+    # for a continuous feature, the extreme tie's score for a tied one.
+    far = np.array([[-1e12, -5, 0], [1e12, 7, 65535]], np.float64)
+    end = NormalDist().inv_cdf(1 - 0.5 / n)
+    np.testing.assert_allclose(sc.transform(far)[:, 0], [-end, end], rtol=1e-5)
+    np.testing.assert_allclose(sc.transform(far)[:, 1:], [z[:, 1:].min(0), z[:, 1:].max(0)])
+    # A monotone change of units changes nothing (log1p is not needed).
+    np.testing.assert_allclose(
+        data.fit_scaler(x * 1000.0, features, kind="quantile").transform(x * 1000.0), z, atol=1e-6
+    )
+    sc.save(str(tmp_path / "scaler.json"))
+    assert data.Scaler.load(str(tmp_path / "scaler.json")) == sc
+    assert set(sc.arrays()) >= {"knots_x_FxK", "knots_z_FxK"}
+    assert "knots_x_FxK" not in data.fit_scaler(x, features).arrays()  # standard: no knots
+    # Chunked on the host: the same numbers whatever the number of rows.
+    big = np.repeat(x, 5, axis=0)
+    np.testing.assert_array_equal(sc.transform(big)[::5], z)
+
+
+def test_per_file_split_cuts_every_file_in_time():
+    file_N = np.repeat([0, 1, 2], [10, 20, 5])
+    split = data.per_file_split(file_N, (0.6, 0.2, 0.2))
+    for f in range(3):
+        np.testing.assert_array_equal(
+            split[file_N == f], data.temporal_split(int((file_N == f).sum()), (0.6, 0.2, 0.2))
+        )
+    # One file: the same as the temporal split of the whole list.
+    np.testing.assert_array_equal(data.per_file_split(np.zeros(37, int)), data.temporal_split(37))
+
+
 def test_scaler_runs_the_same_in_jax():
     """The exported scorer scales with the same function (``xp=jnp``) in float32."""
     import jax.numpy as jnp
@@ -298,7 +346,7 @@ def test_scaler_runs_the_same_in_jax():
     rng = np.random.default_rng(2)
     features = ("flow_duration", "syn_flag_cnt")
     x = np.stack([rng.exponential(1e5, 500), rng.integers(0, 5, 500)], axis=1)
-    for kind, clip in (("standard", 0.0), ("robust", 2.5), ("minmax", 0.0)):
+    for kind, clip in (("standard", 0.0), ("robust", 2.5), ("minmax", 0.0), ("quantile", 0.0)):
         sc = data.fit_scaler(x, features, kind=kind, clip=clip)
         z_np = sc.transform(x)
         z_jnp = np.asarray(sc.transform(jnp.asarray(x, jnp.float32), xp=jnp))

@@ -40,9 +40,9 @@ def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
     # is fpr_threshold of the benign validation scores under it.
     model, meta = run.load_run(os.path.join(root, "stage1"))
     flows = data.load_flows(cfg.data)
-    w = windows.build(flows, window=cfg.window, train_benign_only=True)
+    w = run.build_windows(cfg, flows)
     em = meta["error_model"]
-    assert em.kind == cfg.score != "mae"  # the default is a fitted model
+    assert em.kind == cfg.score == "zscore"  # the fixture's score is a fitted model
     train = w.starts["train"][~w.any_attack["train"]]
     assert em.fitted_on == len(train)
     bs = cfg.eval_batch_size  # as calibration did: float sums depend on the batch shape
@@ -87,7 +87,7 @@ def test_evaluate_report(workdir, tmp_path):
 
 def test_ensemble_trains_members_together(tmp_path):
     path = synthetic.write(synthetic.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
-    cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3)
+    cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3, score="zscore")
     summary = run.train_job(cfg, str(tmp_path))
     model, _ = run.load_run(os.path.join(tmp_path, "stage1"))
     w = model.members.encoder.layers[0].w_ih[...]
@@ -116,7 +116,7 @@ def test_ensemble_trains_members_together(tmp_path):
 
 def test_stage2_refuses_another_split_than_stage1(workdir):
     root, cfg, _, _ = workdir
-    with pytest.raises(ValueError, match="stage 2 --split=random differs from stage 1's temporal"):
+    with pytest.raises(ValueError, match="stage 2 --split=random differs from stage 1's per_file"):
         run.train_job(cfg.replace(stage=2, split="random"), str(root))
 
 

@@ -119,14 +119,28 @@ def test_uneven_batch_is_a_clear_error(tmp_path):
 
 def test_early_stopping_restores_best(tmp_path):
     # A vanishing learning rate: no epoch after the first improves by min_delta.
-    cfg = config.smoke(epochs=10, patience=2, learning_rate=1e-12)
+    cfg = config.smoke(epochs=10, patience=2, learning_rate=1e-12, warmup_steps=0)
     result = train.fit(cfg, str(tmp_path), _windowed())
     assert result.stopped_early and result.ended.startswith("early stopping")
     assert len(result.history) == 3  # epoch 1 sets the best, 2 and 3 do not improve
 
 
+def test_no_bad_epochs_while_the_learning_rate_warms_up(tmp_path):
+    # The same vanishing rate, but every epoch ends inside the warmup: none counts against
+    # patience or the plateau, so the rate is never cut and the epoch cap ends training.
+    # (Before this rule a training set of a few steps an epoch lost its rate to the plateau
+    # during warmup and kept its initial weights.)
+    cfg = config.smoke(epochs=4, patience=2, lr_patience=1, learning_rate=1e-12)
+    assert cfg.warmup_steps > 4 * len(_windowed().starts["train"]) // cfg.batch_size
+    result = train.fit(cfg, str(tmp_path), _windowed())
+    assert not result.stopped_early and result.ended.startswith("epoch cap")
+    assert [h["learning_rate"] for h in result.history] == pytest.approx([1e-12] * 4)
+
+
 def test_learning_rate_drops_on_a_plateau(tmp_path):
-    cfg = config.smoke(epochs=10, patience=3, lr_patience=1, lr_decay=0.5, learning_rate=1e-12)
+    cfg = config.smoke(
+        epochs=10, patience=3, lr_patience=1, lr_decay=0.5, learning_rate=1e-12, warmup_steps=0
+    )
     result = train.fit(cfg, str(tmp_path), _windowed())
     # Each epoch records the rate it trained with; each bad epoch halves it afterwards.
     assert [h["learning_rate"] for h in result.history] == pytest.approx(
@@ -289,7 +303,7 @@ def test_a_finished_run_can_be_extended(uninterrupted, tmp_path):
 
 def test_more_patience_extends_an_early_stopped_run(tmp_path):
     # min_delta=0.9: every epoch after the first counts as no improvement; patience=1 stops.
-    cfg = config.smoke(epochs=6, patience=1, lr_patience=1, min_delta=0.9)
+    cfg = config.smoke(epochs=6, patience=1, lr_patience=1, min_delta=0.9, warmup_steps=0)
     first = train.fit(cfg, str(tmp_path), _windowed())
     assert first.stopped_early
     more = train.fit(cfg.replace(patience=3), str(tmp_path), _windowed())
