@@ -38,7 +38,8 @@ from lstmae_jax import atomic  # stdlib only
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 MANIFEST = "MANIFEST.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the scaler may carry quantile knots, the score may be sse
+READS_VERSIONS = (2, 3)  # 2 has neither: its inputs are a subset of 3's
 
 
 class ArtifactError(ValueError):
@@ -122,9 +123,9 @@ def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, byte
         entries = {n: (int(files[n]["bytes"]), str(files[n]["sha256"])) for n in files}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ArtifactError(f"{path}: unreadable manifest: {e!r}") from e
-    if version != FORMAT_VERSION:
+    if version not in READS_VERSIONS:
         raise ArtifactError(
-            f"{path}: artifact format {version}, this scorer reads {FORMAT_VERSION}"
+            f"{path}: artifact format {version}, this scorer reads {list(READS_VERSIONS)}"
         )
     if set(entries) != {ARTIFACT, SIDECAR}:
         raise ArtifactError(f"{path}: lists {sorted(entries)}, expected {[ARTIFACT, SIDECAR]}")

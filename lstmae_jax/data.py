@@ -222,7 +222,10 @@ class Scaler:
     quantiles share the normal score of their mid-probability); values beyond the
     training range map to the end knots, ``Phi^-1(1 / 2n)`` and ``Phi^-1(1 - 1 / 2n)``
     for n training rows, so no feature of a new day can dominate the reconstruction
-    error by its magnitude, and a monotone change of units changes nothing.
+    error by its magnitude, and a monotone change of units changes nothing. A feature
+    that is constant on the training rows maps to 0 whatever its value: the benign
+    traffic says nothing about how unusual another value is (``standard`` keeps it,
+    centred, unbounded).
     ``transform`` takes numpy or jax.numpy (``xp``): the exported scorer runs the same
     function.
     """
@@ -306,13 +309,21 @@ def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None,
 def quantile_map(x_NxF, knots_x_FxK, knots_z_FxK, xp=np):
     """Per feature, the piecewise-linear map through (knots_x, knots_z), constant beyond
     the end knots. Knots are non-decreasing; a run of equal knots_x carries one knots_z,
-    so a value equal to a tied quantile gets that score. Written with comparisons and a
-    gather (no searchsorted) so numpy and a traced jax.numpy give the same numbers."""
+    so a value equal to a tied quantile gets that score. The segment is found by a
+    branchless binary search (log2 K gathers, no N x F x K temporary), written with
+    ``where`` and a gather so numpy and a traced jax.numpy give the same numbers."""
     k = knots_x_FxK.shape[-1]
-    x = x_NxF[..., None]
-    # Segment [i-1, i] where i = number of knots <= x, kept inside the knots.
-    i = xp.clip(xp.sum(x >= knots_x_FxK, axis=-1), 1, k - 1)
     f = xp.arange(knots_x_FxK.shape[0])
+    # i = number of knots <= x (an upper bound search), in [0, K].
+    lo = xp.zeros(x_NxF.shape, dtype=np.int32)
+    hi = xp.full(x_NxF.shape, k, dtype=np.int32)
+    for _ in range(int(k).bit_length()):
+        mid = (lo + hi) // 2
+        below = knots_x_FxK[f, xp.minimum(mid, k - 1)] <= x_NxF
+        move = below & (mid < hi)
+        lo = xp.where(move, mid + 1, lo)
+        hi = xp.where(move, hi, xp.minimum(mid, hi))
+    i = xp.clip(lo, 1, k - 1)  # segment [i-1, i], kept inside the knots
     x0, x1 = knots_x_FxK[f, i - 1], knots_x_FxK[f, i]
     z0, z1 = knots_z_FxK[f, i - 1], knots_z_FxK[f, i]
     width = x1 - x0
@@ -353,7 +364,9 @@ def fit_scaler(
     if clip < 0 or not np.isfinite(clip):
         raise ValueError(f"scaler clip must be finite and >= 0, got {clip}")
     if clip > 0 and kind == "minmax":
-        raise ValueError("input clipping is for the standard and robust scalers, not minmax")
+        raise ValueError(
+            "input clipping is for the standard, robust and quantile scalers, not minmax"
+        )
     if kind == "minmax":
         lo, hi = x_NxF.astype(np.float64).min(axis=0), x_NxF.astype(np.float64).max(axis=0)
         span = np.where(hi - lo > 1e-12, hi - lo, 1.0)

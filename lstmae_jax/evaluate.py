@@ -6,8 +6,8 @@ only, the same definition the threshold was calibrated with. Stage 2 and the bas
 (classification): the label of the window's last flow, the label they were trained on.
 
 Stage 1 (anomaly detection): the run's score (``anomaly.score`` with the error model
-fitted after training: the mean absolute error, or the Mahalanobis distance of the
-per-feature error vector); a window is flagged when its score is above the threshold
+fitted after training: ``sse``, ``mae``, ``zscore`` or ``mahalanobis`` of the per-feature
+error vector); a window is flagged when its score is above the threshold
 calibrated after training. The report's per-class feature table ranks features by their
 mean contribution to the score. Stage 2 and the baselines: argmax of the logits.
 """

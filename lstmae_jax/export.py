@@ -133,7 +133,11 @@ def export_scorer(
                 " stage 1 alone"
             )
         stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
-        if meta2["features"] != meta["features"] or meta2["scaler"] != meta["scaler"]:
+        # Compared as scalers: a stage 1 saved before a field existed has no key for it.
+        same_scaler = data.Scaler.from_json(meta2["scaler"]) == data.Scaler.from_json(
+            meta["scaler"]
+        )
+        if meta2["features"] != meta["features"] or not same_scaler:
             raise ValueError("stage 2 was trained with other features or scaling than stage 1")
         cfg2 = Config.from_json(meta2["config"])
         classes = ["Benign", "Attack"] if cfg2.task == "binary" else meta2["classes"]

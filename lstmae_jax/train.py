@@ -153,7 +153,14 @@ class _Fit:
             benign = " without attacks" if self.task.kind == "reconstruct" else ""
             raise ValueError(
                 f"no validation windows{benign} (split_fractions={cfg.split_fractions},"
-                f" window={cfg.window}); give the validation split more data"
+                f" window={cfg.window}, split={cfg.split}); give the validation split more"
+                " data"
+                + (
+                    " (with many short files, --split=temporal splits the whole list instead"
+                    " of each file)"
+                    if cfg.split == "per_file"
+                    else ""
+                )
             )
 
     # ------------------------------------------------------------------ resume
@@ -177,9 +184,16 @@ class _Fit:
             if k not in RESUME_IGNORES and was.get(k) != v
         }
         if diff:
+            changed = {"scaler", "split"} & set(diff)  # their defaults changed (issue 15)
+            hint = (
+                "; runs made before the stage-1 defaults changed resume with"
+                " --scaler=standard --split=temporal --score=zscore"
+                if changed
+                else ""
+            )
             raise ValueError(
                 f"{self.run_dir} holds a run with another config (saved, now): {diff};"
-                " use a new workdir"
+                f" use a new workdir{hint}"
             )
         self.state, meta = self.ckpt.restore(step, checkpoint.abstract(self.state))
         self.order.restore(meta["data_position"])
