@@ -220,12 +220,11 @@ class Scaler:
     ``z = Phi^-1(F_train(x))``, as a piecewise-linear map through ``QUANTILE_KNOTS``
     knots (``knots_x`` the training quantiles, ``knots_z`` their normal scores; tied
     quantiles share the normal score of their mid-probability); values beyond the
-    training range map to the end knots, ``Phi^-1(1 / 2n)`` and ``Phi^-1(1 - 1 / 2n)``
-    for n training rows, so no feature of a new day can dominate the reconstruction
-    error by its magnitude, and a monotone change of units changes nothing. A feature
-    that is constant on the training rows maps to 0 whatever its value: the benign
-    traffic says nothing about how unusual another value is (``standard`` keeps it,
-    centred, unbounded).
+    training range continue from the end knots, ``Phi^-1(1 / 2n)`` and ``Phi^-1(1 - 1 /
+    2n)`` for n training rows, at the ``standard`` scaler's slope (log1p units divided by
+    the training standard deviation), so how far out a value lies is kept while the
+    bulk of every feature is on one scale, whatever its units. A feature that is
+    constant on the training rows is centred only, as ``standard`` does.
     ``transform`` takes numpy or jax.numpy (``xp``): the exported scorer runs the same
     function.
     """
@@ -297,11 +296,18 @@ def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None,
     """``Scaler.transform`` on arrays: ``clip((log1p(x) where log_F, else x - mean) / std)``
     (no clipping where ``clip`` is 0), or with knots the quantile map (``quantile_map``);
     numpy or jax.numpy (``xp``), traceable."""
+
+    def g(v):  # log1p on heavy-tailed features (log_F), negatives clamped
+        return xp.where(log_F > 0, xp.log1p(xp.maximum(v, 0.0)), v)
+
     if knots_x_FxK is not None:
         z = quantile_map(x_NxF, knots_x_FxK, knots_z_FxK, xp)
+        # Beyond the training range the map goes on at the standard scaler's slope, so
+        # how far out a value lies is kept (a flood of huge flows stays extreme).
+        x, lo, hi = g(x_NxF), g(knots_x_FxK[:, 0]), g(knots_x_FxK[:, -1])
+        z = z + (xp.minimum(x - lo, 0.0) + xp.maximum(x - hi, 0.0)) / std_F
     else:
-        x = xp.where(log_F > 0, xp.log1p(xp.maximum(x_NxF, 0.0)), x_NxF)
-        z = (x - mean_F) / std_F
+        z = (g(x_NxF) - mean_F) / std_F
     z = xp.where(clip > 0, xp.clip(z, -clip, clip), z)
     return z.astype(np.float32)
 
@@ -378,24 +384,23 @@ def fit_scaler(
             kind,
             clip,
         )
-    if kind == "quantile":
+    if kind not in ("standard", "robust", "quantile"):
+        raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")
+    log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
+    x = np.where(log, np.log1p(np.maximum(x_NxF.astype(np.float64), 0.0)), x_NxF.astype(np.float64))
+    std = x.std(axis=0)
+    if kind == "quantile":  # knots inside the range; log1p and std set the slope beyond it
         knots_x, knots_z = fit_quantile_knots(x_NxF)
-        f = len(features)
         return Scaler(
             tuple(features),
-            (False,) * f,
-            (0.0,) * f,
-            (1.0,) * f,
+            tuple(bool(b) for b in log),
+            (0.0,) * len(features),
+            tuple(np.where(std > 1e-12, std, 1.0).tolist()),
             kind,
             clip,
             tuple(knots_x),
             tuple(knots_z),
         )
-    if kind not in ("standard", "robust"):
-        raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")
-    log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
-    x = np.where(log, np.log1p(np.maximum(x_NxF.astype(np.float64), 0.0)), x_NxF.astype(np.float64))
-    std = x.std(axis=0)
     if kind == "robust":
         q25, centre, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
         scale = np.where(q75 - q25 > 1e-12, (q75 - q25) / 1.349, std)
