@@ -435,6 +435,7 @@ def main(argv):
             (out_dir / f"{name}.md").write_text(crossday_report.markdown(report))
         if not _ONLY.value or "sequence" in _ONLY.value:
             report["sequence"] = sequence_check(H, seeds, quick)
+            report["wall_seconds"] = round(time.perf_counter() - t0, 1)
             (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
             (out_dir / f"{name}.md").write_text(crossday_report.markdown(report))
     finally:

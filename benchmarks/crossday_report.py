@@ -21,6 +21,21 @@ def best_peer(ds: dict, path) -> tuple[str, float]:
     return name, path(ds["peers"][name])
 
 
+def family_wins(ds: dict) -> tuple[int, int]:
+    """(families where every seed of stage 1 ranks above every peer, families)."""
+    runs = list(ds["stage1"].values())
+    wins = total = 0
+    for day, d0 in runs[0]["days"].items():
+        for fam in d0["families"]:
+
+            def auc(r, day=day, fam=fam):
+                return r["days"][day]["families"][fam]["roc_auc"]
+
+            total += 1
+            wins += min(auc(r) for r in runs) > max(auc(p) for p in ds["peers"].values())
+    return wins, total
+
+
 def dataset_table(key: str, ds: dict) -> list[str]:
     runs = list(ds["stage1"].values())
     seeds = ", ".join(ds["stage1"])
@@ -158,15 +173,7 @@ def targets(report: dict) -> list[str]:
         peer, peer_auc = best_peer(ds, lambda r: r["macro"]["roc_auc"])
         tpr = min(r["macro"]["tpr_at_1pct"] for r in runs)
         fpr = max(r["macro"]["max_fpr"] for r in runs)
-        fam_wins, fam_total = 0, 0
-        for day, d0 in runs[0]["days"].items():
-            for fam in d0["families"]:
-
-                def get(r, day=day, fam=fam):
-                    return r["days"][day]["families"][fam]["roc_auc"]
-
-                fam_total += 1
-                fam_wins += min(get(r) for r in runs) > max(get(p) for p in ds["peers"].values())
+        fam_wins, fam_total = family_wins(ds)
         recal_gap = max(
             f["tpr_at_1pct"] - f["recall_recalibrated"]
             for r in runs
@@ -203,15 +210,7 @@ def summary(report: dict) -> list[str]:
     for key, ds in report["datasets"].items():
         runs = list(ds["stage1"].values())
         peer, peer_auc = best_peer(ds, lambda r: r["macro"]["roc_auc"])
-        wins = total = 0
-        for day, d0 in runs[0]["days"].items():
-            for fam in d0["families"]:
-
-                def auc(r, day=day, fam=fam):
-                    return r["days"][day]["families"][fam]["roc_auc"]
-
-                total += 1
-                wins += min(auc(r) for r in runs) > max(auc(p) for p in ds["peers"].values())
+        wins, total = family_wins(ds)
         lines.append(
             f"| {key} | "
             + " / ".join(_fmt(r["macro"]["roc_auc"]) for r in runs)
@@ -225,7 +224,10 @@ def summary(report: dict) -> list[str]:
             + _fmt(_mean(runs, lambda r: r["macro"]["recall_recalibrated"]), True)
             + "% |"
         )
-    return [*lines, "", *sequence_table(report)[2:], "", *targets(report), ""]
+    seq = sequence_table(report)
+    if seq:
+        seq = [seq[0].replace("### ", "The ").rstrip(")") + "):", *seq[1:]]
+    return [*lines, "", *seq, *targets(report), ""]
 
 
 def markdown(report: dict) -> str:

@@ -309,12 +309,23 @@ def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
     assert len(np.unique(z[:, 1])) == 2
     assert z[x[:, 1] == 0, 1][0] == pytest.approx(NormalDist().inv_cdf(zero_share / 2), abs=0.01)
     assert len(np.unique(z[:, 2])) == 3
-    # Beyond the training range: the end knots, finite: Phi^-1(1/2n) and Phi^-1(1 - 1/2n)
-    # for a continuous feature, the extreme tie's score for a tied one.
+    # Beyond the training range the map goes on from the end knots (Phi^-1(1 - 1/2n) for a
+    # continuous feature) at the standard scaler's slope: log1p units / training std.
     far = np.array([[-1e12, -5, 0], [1e12, 7, 65535]], np.float64)
     end = NormalDist().inv_cdf(1 - 0.5 / n)
-    np.testing.assert_allclose(sc.transform(far)[:, 0], [-end, end], rtol=1e-5)
-    np.testing.assert_allclose(sc.transform(far)[:, 1:], [z[:, 1:].min(0), z[:, 1:].max(0)])
+    std = data.fit_scaler(x, features).std  # the standard scaler's scale per feature
+    beyond = (np.log1p(1e12) - np.log1p(x[:, 0].max())) / std[0]
+    np.testing.assert_allclose(sc.transform(far)[1, 0], end + beyond, rtol=1e-5)
+    below = (0.0 - np.log1p(x[:, 0].min())) / std[0]  # a negative value is clamped to 0
+    np.testing.assert_allclose(sc.transform(far)[0, 0], -end + below, rtol=1e-5)
+    np.testing.assert_allclose(
+        sc.transform(far)[1, 1:],
+        z[:, 1:].max(0) + (far[1, 1:] - x[:, 1:].max(0)) / std[1:],
+        rtol=1e-5,
+    )
+    # A feature constant on the training rows is centred only, as the standard scaler does.
+    const = data.fit_scaler(np.full((50, 1), 3.0), ("syn_flag_cnt",), kind="quantile")
+    np.testing.assert_allclose(const.transform(np.array([[3.0], [5.0], [1.0]]))[:, 0], [0, 2, -2])
     # A monotone change of units changes nothing (log1p is not needed).
     np.testing.assert_allclose(
         data.fit_scaler(x * 1000.0, features, kind="quantile").transform(x * 1000.0), z, atol=1e-6
