@@ -164,8 +164,11 @@ def targets(report: dict) -> list[str]:
         auc = min(r["test"]["roc_auc"] for r in seq["runs"]["defaults"].values())
         out.append(
             f"- {'MET' if auc >= 0.95 else 'MISS'} sequence (T=5): ROC AUC >= 0.95 (worst seed "
-            f"{auc:.3f}; {'at or above' if auc >= 0.90 else 'below'} the 0.90 of the detection "
-            "benchmark's chosen pair)"
+            f"{auc:.3f})"
+        )
+        out.append(
+            f"- {'MET' if auc >= 0.90 else 'MISS'} sequence (T=5): at or above the 0.90 the "
+            f"detection benchmark's chosen pair had (worst seed {auc:.3f})"
         )
     for key, ds in report["datasets"].items():
         runs = list(ds["stage1"].values())
@@ -203,7 +206,7 @@ def summary(report: dict) -> list[str]:
     """The README's view: one line per dataset, then the targets."""
     lines = [
         "| dataset | stage-1 macro ROC AUC (per seed) | best peer | families above every "
-        "peer | macro TPR@1% | worst-day FPR at the calibrated 1% threshold | macro recall "
+        "peer | macro TPR@1% (mean of seeds) | worst-day FPR at the calibrated 1% threshold | macro recall "
         "there / after recalibration |",
         "|---|---|---|---|---|---|---|",
     ]

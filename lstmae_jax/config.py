@@ -81,8 +81,8 @@ class Config:
     # -- anomaly score (stage 1)
     score: str = _opt(
         "sse",
-        "sse (sum of squared errors), mae (mean abs. error), zscore or mahalanobis (diagonal"
-        " / full Gaussian on the per-feature error vector).",
+        "sse (sum of squared per-feature errors), mae (mean abs. error), zscore or"
+        " mahalanobis (diagonal / full Gaussian on the per-feature error vector).",
     )
     # -- anomaly threshold (stage 1)
     threshold: str = _opt(
