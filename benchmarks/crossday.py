@@ -371,10 +371,7 @@ def sequence_check(H, seeds: list[int], quick: bool) -> dict:
     of it, tested on every window after the first attack run and the benign run after it."""
     flows = data.load_flows(str(DATA / DDOS_DAY))
     label = flows.label_N
-    first_run = int(np.flatnonzero(label != 0)[0])
-    train_end = int(TRAIN_OF_DAY * first_run)
-    attack_end = first_run + int(np.argmax(label[first_run:] == 0))
-    select_end = attack_end + int(np.argmax(label[attack_end:] != 0))
+    train_end, first_run, select_end = harness.sequence_cuts(label, TRAIN_OF_DAY)
     n, T = len(flows), SEQUENCE_T
     fractions = (train_end / n, (first_run - train_end) / n, 1 - first_run / n)
     out = {
@@ -423,21 +420,23 @@ def main(argv):
         "datasets": {},
     }
     t0 = time.perf_counter()
+
+    def save():  # after every part, so a long run leaves what it has measured
+        report["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out_dir / f"{name}.md").write_text(crossday_report.markdown(report))
+
     try:
         for key, make in DATASETS.items():
             if _ONLY.value and key not in _ONLY.value:
                 continue
             p = make(workdir)
             report["datasets"][key] = run_dataset(H, p, seeds, quick, _ABLATION.value)
-            report["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-            (out_dir / f"{name}.md").write_text(crossday_report.markdown(report))
+            save()
         if not _ONLY.value or "sequence" in _ONLY.value:
             report["sequence"] = sequence_check(H, seeds, quick)
-            report["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-            (out_dir / f"{name}.md").write_text(crossday_report.markdown(report))
+            save()
     finally:
         H.close(keep=False)
     print(crossday_report.markdown(report))

@@ -325,12 +325,7 @@ def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, di
 def sequence_rows(flows: data.Flows) -> dict:
     """The protocol's row ranges: stage-1 train / benign hold-out / selection / test."""
     n = len(flows)
-    attack_rows = np.flatnonzero(flows.label_N != 0)
-    first_run = int(attack_rows[0])  # the first benign run: rows [0, first_run)
-    train_end = int(SEQ_TRAIN_OF_FIRST_RUN * first_run)
-    # The labelled selection chunk: the first attack run and the benign run after it.
-    attack_end = first_run + int(np.argmax(flows.label_N[first_run:] == 0))
-    select_end = attack_end + int(np.argmax(flows.label_N[attack_end:] != 0))
+    train_end, first_run, select_end = harness.sequence_cuts(flows.label_N, SEQ_TRAIN_OF_FIRST_RUN)
     return {
         "stage1_train": [0, train_end],
         "stage1_holdout_benign": [train_end, first_run],

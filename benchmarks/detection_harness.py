@@ -27,6 +27,18 @@ from lstmae_jax import anomaly, metrics, run, score, stage1, train, windows
 from lstmae_jax.config import Config
 
 
+def sequence_cuts(label_N: np.ndarray, train_fraction: float) -> tuple[int, int, int]:
+    """(train_end, first_run, select_end) of a day in flow order: the first benign run is
+    rows [0, first_run), its first ``train_fraction`` trains stage 1 and the rest is the
+    benign hold-out; the selection chunk (the first attack run and the benign run after
+    it) ends at select_end, and the test part starts there."""
+    first_run = int(np.flatnonzero(label_N != 0)[0])
+    train_end = int(train_fraction * first_run)
+    attack_end = first_run + int(np.argmax(label_N[first_run:] == 0))
+    select_end = attack_end + int(np.argmax(label_N[attack_end:] != 0))
+    return train_end, first_run, select_end
+
+
 def machine_info() -> dict:
     import flax
     import jax

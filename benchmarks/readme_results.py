@@ -37,13 +37,11 @@ def section(results: pathlib.Path = RESULTS) -> str:
     xday = results / "crossday.json"
     if xday.exists():
         report = json.loads(xday.read_text())
-        m = report["machine"]
         lines += [
             f"### Stage 1 on days it has never seen ([full report]({rel}/crossday.md))",
             "",
-            f"`{report['command']}`: {report.get('wall_seconds', 0) / 60:.0f} min on "
-            f"{m['cpu_model']} ({m['cpu_count']} cores), jax {m['jax']}, {m['date'][:10]}; "
-            f"per flow, library defaults, seeds {report['seeds']}; peers fitted on the same "
+            _ran(report)
+            + f"; per flow, library defaults, seeds {report['seeds']}; peers fitted on the same "
             "benign flows in the same run, on both representations.",
             "",
             *crossday_report.summary(report),
@@ -51,13 +49,11 @@ def section(results: pathlib.Path = RESULTS) -> str:
     det = results / "detection.json"
     if det.exists():
         report = json.loads(det.read_text())
-        m = report["machine"]
         lines += [
             f"### Detection ([full report]({rel}/detection.md))",
             "",
-            f"`{report['command']}`: {report.get('wall_seconds', 0) / 60:.0f} min on "
-            f"{m['cpu_model']} ({m['cpu_count']} cores), jax {m['jax']}, {m['date'][:10]}. "
-            "Paper protocol: random stratified split, per flow; weighted averages, %; loss = "
+            _ran(report)
+            + ". Paper protocol: random stratified split, per flow; weighted averages, %; loss = "
             "test cross-entropy.",
             "",
             detection_report.summary_tables(report).replace("### ", "#### "),
@@ -76,6 +72,15 @@ def section(results: pathlib.Path = RESULTS) -> str:
         lines += ["Other results: " + ", ".join(f"[{p.name}]({rel}/{p.name})" for p in others)]
         lines.append("")
     return "\n".join(lines)
+
+
+def _ran(report: dict) -> str:
+    """What ran, how long, where and when (the first line under a benchmark's heading)."""
+    m = report["machine"]
+    return (
+        f"`{report['command']}`: {report.get('wall_seconds', 0) / 60:.0f} min on "
+        f"{m['cpu_model']} ({m['cpu_count']} cores), jax {m['jax']}, {m['date'][:10]}"
+    )
 
 
 def _machine(m: dict) -> str:

@@ -243,16 +243,7 @@ class Scaler:
             raise ValueError(f"expected {len(self.features)} features, got shape {x_NxF.shape}")
         dtype = np.float32 if xp is not np else np.float64
         arrays = {k: xp.asarray(v) for k, v in self.arrays(dtype).items()}
-        if xp is not np or not self.knots_x:
-            return scale(x_NxF, **arrays, xp=xp)
-        # The quantile map compares every value with every knot: bound that memory.
-        return np.concatenate(
-            [
-                scale(x_NxF[i : i + TRANSFORM_ROWS], **arrays)
-                for i in range(0, len(x_NxF), TRANSFORM_ROWS)
-            ]
-            or [np.zeros((0, len(self.features)), np.float32)]
-        )
+        return scale(x_NxF, **arrays, xp=xp)
 
     def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
         """The scaler's values as arrays: what ``scale`` takes (and the exported scorer);
@@ -289,7 +280,6 @@ class Scaler:
 
 SCALERS = ("standard", "robust", "minmax", "quantile")
 QUANTILE_KNOTS = 129  # knots of the quantile scaler's piecewise-linear map
-TRANSFORM_ROWS = 16_384  # rows per chunk of the quantile map on the host
 
 
 def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None, xp=np):
