@@ -58,6 +58,8 @@ def main(argv: list[str]) -> None:
         sys.exit(1)
     except ValueError as e:  # bad arguments: no matching input, clashing outputs
         sys.exit(f"error: {e}")
+    except OSError as e:  # the output folder or report.json cannot be written
+        sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         print("interrupted: no partial output left; see report.json", file=sys.stderr)
         sys.exit(130)

@@ -29,7 +29,7 @@ def main(argv):
         report = evaluate.evaluate_job(
             FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.split, FLAGS.plots
         )
-    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
         sys.exit(f"error: {e}")
     print(evaluate.markdown(report))
 

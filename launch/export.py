@@ -29,7 +29,7 @@ def main(argv):
     del argv
     try:
         sidecar = export.export_scorer(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint)
-    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
         sys.exit(f"error: {e}")
     keys = ("platforms", "window", "threshold", "classes", "manifest_sha256")
     print(json.dumps({k: sidecar[k] for k in keys}, indent=1))

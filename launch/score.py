@@ -9,6 +9,9 @@ Inputs: CSV, CSV.gz or Parquet flows in any CICFlowMeter naming style, cleaned w
 artifact's policy. ``--follow`` keeps reading a growing CSV, or new files in a directory,
 until Ctrl-C or SIGTERM, which stop it cleanly. The summary (alerts per predicted class,
 per true label when labelled, flows/s) is printed and written to ``<output>.summary.json``.
+A batch run puts the output and its summary in place only when complete (a failed write
+leaves an earlier output as it was); ``--follow`` appends to a ``.jsonl`` output. An
+output that is an input, or that a later run would read back, is refused.
 
 Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, reader,
 alerts, schema, cleaning and threshold (metrics) modules; tests/test_alerts.py runs it with
@@ -20,7 +23,7 @@ import sys
 
 from absl import app, flags, logging
 
-from lstmae_jax import alerts, artifact, atomic
+from lstmae_jax import alerts, artifact
 
 flags.DEFINE_string("model", None, "Artifact directory written by launch/export.py.")
 flags.DEFINE_string("input", None, "Flows to score: a file, a directory or a glob.")
@@ -30,6 +33,9 @@ flags.DEFINE_float("poll_seconds", 0.5, "--follow: seconds between looks for new
 flags.DEFINE_string("calibrate", None, "Benign flows to re-choose the threshold on.")
 flags.DEFINE_float("target_fpr", 0.01, "--calibrate: false-positive rate on those flows.")
 flags.DEFINE_string("output_model", None, "--calibrate: new artifact directory.")
+flags.DEFINE_bool(
+    "overwrite", False, "--calibrate: replace an existing artifact at --output_model."
+)
 flags.DEFINE_string("manifest_sha256", None, "Refuse the model unless MANIFEST.json has this hash.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
@@ -44,7 +50,10 @@ def _score() -> int:
     stop.install()
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
     alerts.check_inputs(FLAGS.input, FLAGS.follow)  # before the output is opened
-    writer = alerts.AlertWriter(FLAGS.output, alerts.output_schema(scorer.classes))
+    alerts.check_output(FLAGS.output, FLAGS.input)
+    writer = alerts.AlertWriter(
+        FLAGS.output, alerts.output_schema(scorer.classes), live=FLAGS.follow
+    )
     summary, _ = alerts.score_files(
         scorer,
         FLAGS.input,
@@ -53,8 +62,6 @@ def _score() -> int:
         poll_seconds=FLAGS.poll_seconds,
         stop=stop,
     )
-    summary["output"] = FLAGS.output
-    atomic.write_json(FLAGS.output + ".summary.json", summary)
     print(json.dumps(summary, indent=1))
     print(alerts.render(summary))
     if stop.signal and not FLAGS.follow:  # a batch run cut short: the output is partial
@@ -73,7 +80,9 @@ def _calibrate() -> int:
     if not FLAGS.output_model:
         raise ValueError("--calibrate needs --output_model (a new artifact directory)")
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
-    result = alerts.calibrate(scorer, FLAGS.calibrate, FLAGS.target_fpr, FLAGS.output_model)
+    result = alerts.calibrate(
+        scorer, FLAGS.calibrate, FLAGS.target_fpr, FLAGS.output_model, FLAGS.overwrite
+    )
     print(json.dumps(result, indent=1))
     logging.info(
         "threshold %.6g chosen on %d benign windows; wrote %s",
@@ -86,7 +95,7 @@ def main(argv):
     del argv
     try:
         code = _calibrate() if FLAGS.calibrate else _score()
-    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as e:  # bad input, an output that cannot be written: one line
         sys.exit(f"error: {e}")
     sys.exit(code)
 

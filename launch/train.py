@@ -1,7 +1,8 @@
 """Train a model: python launch/train.py --data=PATH --workdir=DIR [--model=...] [--stage=...].
 
 Every option is a field of lstmae_jax.config.Config (see --helpfull); --flagfile works.
-Re-running the same command with the same --workdir resumes from the latest checkpoint.
+Re-running the same command with the same --workdir resumes from the latest checkpoint
+(refused if an input file changed since the run started, unless --allow_data_change).
 Several hosts: the same command on each, with --distributed (README, "Several hosts").
 """
 
@@ -41,7 +42,7 @@ def main(argv):
     logging.info("config:\n%s", cfg.dumps())
     try:
         summary = run.train_job(cfg, flags.FLAGS.workdir)
-    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
         sys.exit(f"error: {e}")
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
     if summary["preempted"]:

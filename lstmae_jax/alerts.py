@@ -17,6 +17,7 @@ No JAX or training code here beyond the artifact's ``call``.
 from __future__ import annotations
 
 import collections
+import fnmatch
 import glob
 import json
 import os
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from absl import logging
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstmae_jax import artifact, clean, metrics, reader, schema
+from lstmae_jax import artifact, atomic, clean, metrics, reader, schema
 
 BATCH = 512  # windows per call of the artifact (one compiled shape)
 ROW_GROUP_ROWS = 1 << 16  # Parquet output: rows per row group
@@ -85,56 +86,130 @@ class _FileWindows:
         return x_WxTxF, np.arange(len(any_attack)) + t - 1 - carried, any_attack
 
 
-class AlertWriter:
-    """Alerts to ``.parquet`` (row groups, renamed into place at close) or ``.jsonl``
-    (one line per window, flushed after each batch: the format for live mode)."""
+class OutputError(OSError):
+    """The alerts could not be written (names the path and the cause)."""
 
-    def __init__(self, path: str, schema_: pa.Schema):
+
+class AlertWriter:
+    """Alerts to ``.parquet`` or ``.jsonl``, never at the cost of an earlier output.
+
+    A batch run writes a temporary beside the output (row groups, or one line per
+    window) and ``commit`` renames it, and then the summary, into place; a failed run
+    (``abort``) removes the temporary and leaves the earlier output and its summary as
+    they were. A live run (``live``) to ``.jsonl`` appends to the output itself, flushed
+    after each batch, so it can be tailed; an error truncates it back to its last
+    complete line. Temporaries are created with ``O_EXCL`` (``atomic.temporary``).
+    """
+
+    def __init__(self, path: str, schema_: pa.Schema, live: bool = False):
         if not path.endswith((".parquet", ".jsonl")):
             raise ValueError(f"--output must end in .parquet or .jsonl, got {path}")
-        self.path, self.schema = path, schema_
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.rows = 0
+        if os.path.isdir(path):
+            raise OutputError(f"--output {path} is a directory; name a file in it")
+        self.path, self.schema, self.rows = path, schema_, 0
+        self.summary_path = path + ".summary.json"
+        self.in_place = live and path.endswith(".jsonl")
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            atomic.remove_stale(folder, os.path.basename(path))
+            if self.in_place:
+                self.file, self.tmp = open(path, "ab"), None
+                self._end_at_line()
+            else:
+                self.file, self.tmp = atomic.temporary(path)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {atomic.cause(e)}") from e
+        self.good_bytes = self.file.tell()  # the end of the last complete batch
+        self._pq = None
         if path.endswith(".parquet"):
-            self.tmp = os.path.join(
-                os.path.dirname(os.path.abspath(path)),
-                f".{os.path.basename(path)}.{os.getpid()}.tmp",
-            )
-            self._pq = pq.ParquetWriter(self.tmp, schema_, compression="zstd")
-            self._jsonl, self._parts = None, []
-        else:
-            self._pq, self._jsonl = None, open(path, "w")
+            self._pq = pq.ParquetWriter(self.file, schema_, compression="zstd")
+            self._parts: list[pa.Table] = []
+
+    def _end_at_line(self) -> None:
+        """An appended-to file that ends in a torn line (a killed run) is cut back to
+        its last complete line, so every line stays one JSON record."""
+        size = self.file.tell()
+        if not size:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(max(0, size - (1 << 16)))
+            tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        logging.warning("%s: ends in an incomplete line (a killed run?); cut back to %d bytes",
+                        self.path, keep)  # fmt: skip
+        self.file.truncate(keep)
+        self.file.seek(keep)
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:
             return
+        try:
+            if self._pq is not None:
+                self._parts.append(table)
+                if sum(t.num_rows for t in self._parts) >= ROW_GROUP_ROWS:
+                    self._flush_group()
+            else:
+                self.file.write("".join(json.dumps(r) + "\n" for r in table.to_pylist()).encode())
+                self.file.flush()
+                self.good_bytes = self.file.tell()
+        except OSError as e:
+            self._failed(e)
         self.rows += table.num_rows
-        if self._pq is not None:
-            self._parts.append(table)
-            if sum(t.num_rows for t in self._parts) >= ROW_GROUP_ROWS:
-                self._flush_group()
-            return
-        for rec in table.to_pylist():
-            self._jsonl.write(json.dumps(rec) + "\n")
-        self._jsonl.flush()
 
     def _flush_group(self) -> None:
         if self._parts:
             self._pq.write_table(pa.concat_tables(self._parts))
             self._parts = []
 
-    def close(self) -> None:
-        """Closes the file with every row written so far (Parquet: renamed into place)."""
-        if self._pq is not None:
-            try:
+    def _failed(self, e: OSError):
+        self.abort()
+        kept = (
+            f"{self.path} holds the {self.rows:,} windows written before"
+            if self.in_place
+            else f"the earlier {self.path}, if any, is unchanged"
+        )
+        raise OutputError(f"cannot write {self.path}: {atomic.cause(e)}; {kept}") from e
+
+    def commit(self, summary: dict) -> None:
+        """Completes the output with every row written so far and puts it, then its
+        summary (``<output>.summary.json``), in place."""
+        try:
+            if self._pq is not None:
                 self._flush_group()
-            finally:
                 self._pq.close()
                 self._pq = None
-                os.replace(self.tmp, self.path)
-        elif self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+            self.file.close()
+            summary_file, summary_tmp = atomic.temporary(self.summary_path)
+            with summary_file:
+                summary_file.write(json.dumps(summary, indent=1).encode())
+        except OSError as e:
+            self._failed(e)
+        if self.tmp is not None:
+            os.replace(self.tmp, self.path)
+            self.tmp = None
+        os.replace(summary_tmp, self.summary_path)
+
+    def abort(self) -> None:
+        """After a failure: removes the temporary (an in-place file is cut back to its
+        last complete batch). Never raises."""
+        try:
+            if self._pq is not None:
+                self._pq.close()
+        except (OSError, pa.ArrowException):
+            pass
+        self._pq = None
+        try:
+            if self.in_place and not self.file.closed:
+                self.file.truncate(self.good_bytes)
+            self.file.close()
+        except OSError:
+            pass
+        if self.tmp is not None:
+            atomic.discard(self.tmp)
+            self.tmp = None
 
 
 class Stop:
@@ -367,6 +442,8 @@ def render(summary: dict) -> str:
         f" (threshold {summary['threshold']:.6g}); {summary['flows_read']:,} flows in"
         f" {summary['seconds']:.1f} s, {summary['flows_per_second']:,.0f} flows/s"
     ]
+    if "warning" in summary:
+        lines.append(f"warning: {summary['warning']}")
     if "alerts_by_predicted_class" in summary:
         by = summary["alerts_by_predicted_class"]
         lines.append(
@@ -398,6 +475,29 @@ def check_inputs(inputs: str, follow: bool = False) -> None:
             raise FileNotFoundError(f"no such file or directory: {inputs}")
 
 
+def check_output(output: str, inputs: str) -> None:
+    """Refuses, before anything is read, an output that is an input or that a later run
+    over ``inputs`` would read back (inside an input directory, matched by a glob), also
+    through symlinks and hard links."""
+    out = os.path.realpath(output)
+    for path in reader.expand(inputs, missing_ok=True):
+        if os.path.realpath(path) == out or (
+            os.path.exists(output) and os.path.samefile(path, output)
+        ):
+            raise ValueError(f"--output {output} is an input file ({path}); it would be replaced")
+    if not out.lower().endswith(reader.SUFFIXES):
+        return  # .jsonl: never read as flows
+    if os.path.isdir(inputs) and os.path.dirname(out) == os.path.realpath(inputs):
+        raise ValueError(
+            f"--output {output} is inside the input directory {inputs}: a later run (or"
+            " --follow) would score the alerts as flows; write it elsewhere"
+        )
+    if glob.has_magic(inputs) and (
+        fnmatch.fnmatch(out, os.path.realpath(inputs)) or fnmatch.fnmatch(output, inputs)
+    ):
+        raise ValueError(f"--output {output} matches the input glob {inputs}; write it elsewhere")
+
+
 def _progress_bytes(sources: dict) -> tuple[int | None, int | None]:
     """(bytes read, bytes in all) for the ETA: plain CSV inputs only."""
     if not sources or any(s.kind != ".csv" for s in sources.values()):
@@ -417,7 +517,8 @@ def score_files(
     keep_scores: bool = False,
 ) -> tuple[dict, Run]:
     """Scores ``inputs`` (a file, directory or glob); with ``follow``, keeps reading new
-    lines and new files until ``stop``. Returns the summary and the run.
+    lines and new files until ``stop``. Commits ``writer`` with the summary (or, on an
+    error, aborts it: an earlier output is never lost). Returns the summary and the run.
 
     A file that cannot be scored (unreadable, lacking a feature) is logged and listed in
     the summary's ``files_failed``; the others go on (live mode retries it when it
@@ -475,34 +576,67 @@ def score_files(
                 break
             run.progress()
             stop.sleep(poll_seconds)
-    finally:
-        try:
-            run.flush()
-        finally:
-            if writer is not None:
-                writer.close()
+        run.flush()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     run.progress(force=True)
     summary = run.summary(stop.signal)
+    if run.report.drops_most():  # input that silently vanishes: say why, naming the column
+        summary["warning"] = run.report.dropped_note()
+        logging.warning("%s: %s", inputs, summary["warning"])
     if failed:
         summary["files_failed"] = {p: e for p, (e, _) in failed.items()}
+    if writer is not None:
+        summary["output"] = writer.path
+        writer.commit(summary)
     return summary, run
 
 
-def calibrate(scorer: artifact.Scorer, benign: str, target_fpr: float, output_dir: str) -> dict:
+# Recalibration needs this many benign windows per unit of target FPR: ten expected false
+# positives above the new threshold, so the rate it is chosen for is not one or two windows.
+MIN_FALSE_POSITIVES = 10
+# A new threshold this many times above or below the exported one is worth a second look.
+THRESHOLD_MOVE_WARNING = 10.0
+
+
+def calibrate(
+    scorer: artifact.Scorer,
+    benign: str,
+    target_fpr: float,
+    output_dir: str,
+    overwrite: bool = False,
+) -> dict:
     """Re-chooses the threshold on the operator's benign flows; writes a new artifact
     directory (same exported function, new sidecar and manifest). Windows holding a flow
-    labelled as an attack, where the input is labelled, are left out and counted."""
+    labelled as an attack, where the input is labelled, are left out and counted. Needs
+    ``MIN_FALSE_POSITIVES / target_fpr`` benign windows; warns when the threshold moves
+    more than ``THRESHOLD_MOVE_WARNING``-fold (an unlabelled file with attacks in it, or
+    flows of another network, move it); an existing artifact at ``output_dir`` is replaced
+    only with ``overwrite``."""
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"--target_fpr must be in (0, 1), got {target_fpr}")
     if os.path.realpath(output_dir) == os.path.realpath(scorer.directory):
         raise ValueError(f"--output_model {output_dir} is the input model; give a new directory")
+    if os.path.lexists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        if not overwrite:
+            raise ValueError(
+                f"--output_model {output_dir} exists and is not empty; give a new directory,"
+                " or --overwrite to replace the artifact there"
+            )
     summary, run = score_files(scorer, benign, None, keep_scores=True)
     if "files_failed" in summary:
         raise ValueError(f"cannot calibrate on {benign}: {summary['files_failed']}")
     scores = np.concatenate(run.scores) if run.scores else np.zeros(0, np.float32)
     benign_w = np.concatenate(run.benign) if run.benign else np.zeros(0, bool)
-    if not benign_w.any():
-        raise ValueError(f"{benign}: no benign windows to calibrate on")
+    needed = int(np.ceil(MIN_FALSE_POSITIVES / target_fpr))
+    if benign_w.sum() < needed:
+        raise ValueError(
+            f"{benign}: {int(benign_w.sum())} benign windows; a threshold at FPR {target_fpr:g}"
+            f" needs at least {needed} ({MIN_FALSE_POSITIVES} expected false positives): give"
+            " more benign flows or a larger --target_fpr"
+        )
     threshold = metrics.calibrate("fpr", scores[benign_w].astype(np.float64), target_fpr=target_fpr)
     record = json.loads(threshold.to_json())
     old = scorer.meta["threshold"]
@@ -511,11 +645,20 @@ def calibrate(scorer: artifact.Scorer, benign: str, target_fpr: float, output_di
         f" {int((~benign_w).sum())} windows with attack-labelled flows left out); the"
         f" exported threshold was {old['value']!r} ({old.get('calibrated_on', old['method'])})"
     )
+    move = max(record["value"], 1e-30) / max(float(old["value"]), 1e-30)
+    if not 1 / THRESHOLD_MOVE_WARNING <= move <= THRESHOLD_MOVE_WARNING:
+        logging.warning(
+            "the threshold moves %.3g-fold (%.6g -> %.6g): are %s benign flows of the network"
+            " this detector was trained for? Attacks in an unlabelled file raise it, flows of"
+            " another network move it either way",
+            move, float(old["value"]), record["value"], benign,
+        )  # fmt: skip
     sidecar = {**scorer.meta, "threshold": record}
     digest = artifact.write_dir(output_dir, scorer.payload, sidecar)  # the verified bytes
     artifact.load(output_dir)  # the new directory must verify and load
     return {
         "threshold": record,
+        "threshold_moved": round(move, 6),
         "windows_used": int(benign_w.sum()),
         "windows_left_out": int((~benign_w).sum()),
         "flows_read": summary["flows_read"],

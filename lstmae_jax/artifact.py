@@ -29,17 +29,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 
-from lstmae_jax import atomic  # stdlib only
+from lstmae_jax import atomic  # stdlib and absl only
 
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = 3  # 3: the scaler may carry quantile knots, the score may be sse
 READS_VERSIONS = (2, 3)  # 2 has neither: its inputs are a subset of 3's
+CLEANING_KEYS = ("nonfinite", "negative")  # the sidecar's cleaning policy (clean.canonicalize)
 
 
 class ArtifactError(ValueError):
@@ -85,12 +87,32 @@ def call_params(sidecar: dict, threshold: float | None = None) -> dict:
 
 
 def write_dir(directory: str, payload: bytes, sidecar: dict) -> str:
-    """Writes an artifact directory (function, sidecar, manifest); returns the manifest's
-    SHA-256. Used by the export and by recalibration."""
-    os.makedirs(directory, exist_ok=True)
-    atomic.write_bytes(os.path.join(directory, ARTIFACT), payload)
-    atomic.write_json(os.path.join(directory, SIDECAR), sidecar)
-    return write_manifest(directory, [ARTIFACT, SIDECAR])
+    """Writes an artifact directory (function, sidecar, manifest) whole: it is built beside
+    ``directory`` and swapped in at once, so a reader (or a kill) never meets a mix of an
+    old artifact and a new one. An existing ``directory`` must be empty or an artifact:
+    other files in it are never deleted. Returns the manifest's SHA-256. Used by the
+    export and by recalibration."""
+    if os.path.isdir(directory):
+        others = sorted(set(os.listdir(directory)) - {ARTIFACT, SIDECAR, MANIFEST})
+        if others:
+            raise ValueError(
+                f"{directory} holds files that are not a detector artifact's ({others[:5]});"
+                " write the artifact to a new or empty directory"
+            )
+    elif os.path.lexists(directory):
+        raise ValueError(f"{directory} exists and is not a directory")
+    atomic.remove_stale(os.path.dirname(os.path.abspath(directory)), os.path.basename(directory))
+    tmp = atomic.temporary_dir(directory)
+    try:
+        atomic.write_bytes(os.path.join(tmp, ARTIFACT), payload)
+        atomic.write_json(os.path.join(tmp, SIDECAR), sidecar)
+        digest = write_manifest(tmp, [ARTIFACT, SIDECAR])
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        atomic.replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return digest
 
 
 def write_manifest(directory: str, names: list[str]) -> str:
@@ -123,9 +145,9 @@ def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, byte
         entries = {n: (int(files[n]["bytes"]), str(files[n]["sha256"])) for n in files}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ArtifactError(f"{path}: unreadable manifest: {e!r}") from e
-    if version not in READS_VERSIONS:
+    if type(version) is not int or version not in READS_VERSIONS:  # "2" is no format 2
         raise ArtifactError(
-            f"{path}: artifact format {version}, this scorer reads {list(READS_VERSIONS)}"
+            f"{path}: artifact format {version!r}, this scorer reads {list(READS_VERSIONS)}"
         )
     if set(entries) != {ARTIFACT, SIDECAR}:
         raise ArtifactError(f"{path}: lists {sorted(entries)}, expected {[ARTIFACT, SIDECAR]}")
@@ -161,6 +183,8 @@ class Scorer:
             self.classes: list[str] | None = self.meta.get("classes")
             self.params = call_params(self.meta)
             self.cleaning: dict = dict(self.meta["cleaning"])
+            if unknown := sorted(set(self.cleaning) - set(CLEANING_KEYS)):
+                raise KeyError(f"cleaning has unknown keys {unknown} (known: {CLEANING_KEYS})")
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"{sidecar_path}: unreadable sidecar: {e!r}") from e
         artifact_path = os.path.join(directory, ARTIFACT)

@@ -31,10 +31,14 @@ middle of an asynchronous write. Unset (the default) it does nothing.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,11 +60,36 @@ _NONE, _NONE_INTACT = -1, -2  # latest-step verdicts besides a step number
 _UNKNOWN = object()
 
 
+class WriteError(ValueError):
+    """A checkpoint could not be written (disk full, no permission): a ValueError, so the
+    launchers print its one line instead of a traceback."""
+
+
+def write_failure(e: BaseException) -> str | None:
+    """The cause in words when ``e`` is a failed write: an OSError, or tensorstore's
+    ValueError carrying an OS error code (``RESOURCE_EXHAUSTED ... [os_error_code='28']``);
+    None for anything else (a bug, which keeps its traceback)."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    if isinstance(e, ValueError):
+        if code := re.search(r"os_error_code='(\d+)'", str(e)):
+            return os.strerror(int(code.group(1)))
+        if str(e).startswith("RESOURCE_EXHAUSTED"):
+            return str(e).split(":", 1)[0]
+    return None
+
+
 class _QuietOrbax(logging.Filter):
-    """Drops Orbax's INFO chatter (a dozen lines per save); its warnings still show."""
+    """Drops Orbax's INFO chatter (a dozen lines per save); its warnings still show. A
+    failed write (disk full) keeps Orbax's one-line error, not the traceback of each of
+    its threads: ``Checkpointer`` ends with one line naming the step and the cause."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+        if "orbax" not in record.pathname:
+            return True
+        if record.exc_info and write_failure(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return record.levelno >= logging.WARNING
 
 
 _QUIET = _QuietOrbax()
@@ -211,22 +240,23 @@ class Checkpointer:
         """Saves (asynchronously) if the policy says so or ``force``; True if it did."""
         if not (force or self._manager.should_save(step)):
             return False
-        self._manager.wait_until_finished()  # the previous save's _seal reads _writing
+        self.wait()  # the previous save's _seal reads _writing
         self._writing = step
-        saved = self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            metrics=metrics,
-            force=force,
-            custom_metadata=_MARKER,
-        )
+        with self._failed_write(step):
+            saved = self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                metrics=metrics,
+                force=force,
+                custom_metadata=_MARKER,
+            )
         if saved:
             self._good.add(step)
             self._latest = _UNKNOWN
             if not self._async:
-                self._manager.wait_until_finished()
+                self.wait()
         return saved
 
     def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict]:
@@ -245,11 +275,38 @@ class Checkpointer:
         return self._manager.restore(self._intact_step(step), args=args)["meta"]
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        """Waits for the save in flight; WriteError if it failed."""
+        with self._failed_write(self._writing):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
+
+    @contextlib.contextmanager
+    def _failed_write(self, step: int | None):
+        """A failed write of ``step`` (disk full, no permission) -> WriteError, one line
+        naming the directory and the cause, after removing the step's partial temporary
+        directory; the committed steps are untouched (Orbax deletes old steps only after
+        a commit), so re-running resumes from the newest."""
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            cause = write_failure(e)
+            if cause is None or isinstance(e, WriteError):
+                raise
+            for tmp in glob.glob(os.path.join(self.directory, f"*{ocp.path.step.TMP_DIR_SUFFIX}*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+            kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+            resume = (
+                f"the earlier checkpoints are intact: free space and re-run the same command"
+                f" to resume from step {kept[-1]}"
+                if kept
+                else "no earlier checkpoint: free space and re-run the same command"
+            )
+            raise WriteError(
+                f"cannot write checkpoint step {step} in {self.directory}: {cause}; {resume}"
+            ) from e
 
     # ------------------------------------------------------------ verification
 

@@ -49,6 +49,11 @@ class Config:
     )
     input_clip: float = _opt(0.0, "Clip scaled inputs to [-c, c] (0: no clipping).")
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
+    allow_data_change: bool = _opt(
+        False,
+        "Resume although an input file changed, appeared or vanished since the run started"
+        " (refused otherwise).",
+    )
     # -- model
     model: str = _opt("lstm_ae", "lstm_ae (two-stage), dnn or cnn (baselines).")
     stage: int = _opt(1, "lstm_ae only: 1 = autoencoder, 2 = classifier on the latent code.")

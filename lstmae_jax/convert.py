@@ -71,13 +71,13 @@ class _Sink:
     memory; see ROW_GROUP_ROWS.
     """
 
-    def __init__(self, path: str):
-        self.path, self.writer, self.parts, self.rows, self.pending = path, None, [], 0, None
+    def __init__(self, file):
+        self.file, self.writer, self.parts, self.rows, self.pending = file, None, [], 0, None
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
     def add(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
+            self.writer = pq.ParquetWriter(self.file, table.schema, **PARQUET_OPTIONS)
         if table.num_rows:
             self.parts.append(table)
             self.rows += table.num_rows
@@ -103,8 +103,11 @@ class _Sink:
             self.wait()
             self.writer.add_key_value_metadata(metadata)
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.writer is not None:
-            self.writer.close()
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            self.file.close()
 
 
 def _clean(plan: rawparse.Plan, raw: pa.Table, dropped: clean.CleanReport, policies: dict):
@@ -115,21 +118,34 @@ def _clean(plan: rawparse.Plan, raw: pa.Table, dropped: clean.CleanReport, polic
 
 
 def _csv_jobs(plan: rawparse.Plan, blocks, on_bad_cell: str, policies: dict):
-    """One job per CSV block: parse, clean; rows with a wrong field count are counted."""
-    for block, first in blocks:
+    """One job per CSV block (per part of a block cut at a header line inside it): parse,
+    clean; rows with a wrong field count and header lines are counted."""
+    for whole, whole_first in blocks:
+        parts, headers, reordered, plan = rawparse.cut_at_headers(plan, whole, whole_first)
+        for k, (part_plan, block, first) in enumerate(parts or [(plan, b"", whole_first)]):
 
-        def job(block=block, first=first):
-            table, n_invalid = rawparse.parse_csv(plan, block, first, on_bad_cell)
+            def job(
+                plan=part_plan, block=block, first=first, k=k, headers=headers, moved=reordered
+            ):
+                if block.strip():
+                    table, n_invalid = rawparse.parse_csv(plan, block, first, on_bad_cell)
+                else:  # a block of header lines only
+                    table = pa.table([pa.array([], pa.binary())] * len(plan.raw), plan.raw)
+                    n_invalid = 0
 
-            def where(i: int) -> str:
-                return f"line {rawparse.line_of(block, first, i)}"
+                def where(i: int) -> str:
+                    return f"line {rawparse.line_of(block, first, i)}"
 
-            raw, dropped = rawparse.prepare(plan, table, where, on_bad_cell)
-            dropped.rows_in += n_invalid
-            dropped.dropped.update(+collections.Counter(wrong_field_count=n_invalid))
-            return _clean(plan, raw, dropped, policies)
+                raw, dropped = rawparse.prepare(plan, table, where, on_bad_cell)
+                counts = collections.Counter(wrong_field_count=n_invalid)
+                if k == 0:  # the block's header lines, once
+                    counts["repeated_header"] = headers
+                    dropped.fixed.update(+collections.Counter(reordered_header=moved))
+                dropped.rows_in += sum(counts.values())
+                dropped.dropped.update(+counts)
+                return _clean(plan, raw, dropped, policies)
 
-        yield job
+            yield job
 
 
 def _parquet_jobs(plan: rawparse.Plan, on_bad_cell: str, policies: dict):
@@ -203,8 +219,8 @@ def _convert_file(
         jobs = _csv_jobs(plan, rawparse.csv_blocks(src, block_size), on_bad_cell, policies)
     report = clean.CleanReport(source=src, unknown_columns=plan.unknown)
     os.makedirs(dst_dir, exist_ok=True)
-    tmp = os.path.join(dst_dir, f".{os.path.basename(dst)}.{os.getpid()}.tmp")
-    sink = _Sink(tmp)
+    file, tmp = atomic.temporary(dst)  # O_EXCL: no planted file or symlink is followed
+    sink = _Sink(file)
     start = last_log = time.monotonic()
     try:
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
@@ -225,10 +241,17 @@ def _convert_file(
         _collect(_clean(plan, pa.table(empty, plan.raw), nothing, policies), report, sink)
         sink.close({_META_KEY: json.dumps(report.to_json())})
         os.replace(tmp, dst)
-    except BaseException:
-        sink.close(None)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except BaseException as e:
+        try:
+            sink.close(None)
+        except OSError:
+            pass  # the error that stopped the write is the one to report
+        atomic.discard(tmp)
+        if isinstance(e, OSError) and e.errno in atomic.WRITE_ERRORS:
+            raise ValueError(
+                f"{src}: cannot write {dst}: {atomic.cause(e)}; an earlier"
+                f" {os.path.basename(dst)}, if any, is unchanged"
+            ) from e
         raise
     seconds = time.monotonic() - start
     logging.info(
@@ -237,36 +260,14 @@ def _convert_file(
     )  # fmt: skip
     if report.rows_in == 0:
         logging.warning("%s: no data rows (header only); wrote an empty file", src)
-    elif report.rows_out == 0:
+    elif report.drops_most():
         logging.warning(
-            "%s: every row was dropped (%s); wrote an empty file", src, dict(report.dropped)
+            "%s: %s%s",
+            src,
+            report.dropped_note(),
+            "; wrote an empty file" if not report.rows_out else "",
         )
     return report
-
-
-def remove_stale_temporaries(dst_dir: str) -> int:
-    """Deletes ``.<name>.parquet.<pid>.tmp`` files of conversions whose process is gone
-    (killed runs); returns how many."""
-    removed = 0
-    for path in glob.glob(os.path.join(glob.escape(dst_dir), ".*.parquet.*.tmp")):
-        pid = path.rsplit(".", 2)[-2]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        os.remove(path)
-        removed += 1
-    if removed:
-        logging.warning("%s: removed %d stale temporary file(s) of killed runs", dst_dir, removed)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def output_path(src: str, dst_dir: str) -> str:
@@ -307,7 +308,7 @@ def convert(
     if clashes := sorted(d for d, c in outputs.items() if c > 1):
         raise ValueError(f"several inputs would write the same output: {clashes}")
     os.makedirs(output_dir, exist_ok=True)
-    remove_stale_temporaries(output_dir)
+    atomic.remove_stale(output_dir)  # of killed conversions
     policies = {"nonfinite": nonfinite, "negative": negative, "on_bad_cell": on_bad_cell}
     reports, entries, failures = [], [], {}
     try:

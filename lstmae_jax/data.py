@@ -72,6 +72,23 @@ def list_parquet(path: str | Sequence[str]) -> list[str]:
     return files
 
 
+def _refuse_if_empty(files: list[str], reports: list[clean.CleanReport]) -> None:
+    """No rows left: say which reason and column emptied the data, not "0 flows" later."""
+    total = clean.CleanReport(source="all")
+    for r in reports:
+        total.merge(r)
+    if total.rows_out:
+        return
+    if not total.rows_in:
+        raise ValueError(
+            f"{files}: no rows (for a converted file, the converter's report.json says why)"
+        )
+    raise ValueError(
+        f"{files}: every row was dropped in cleaning: {total.dropped_note()}"
+        " (see --nonfinite and --negative)"
+    )
+
+
 def load_flows(
     path: str | Sequence[str],
     *,
@@ -95,6 +112,9 @@ def load_flows(
         table, report = clean.canonicalize(table, source=f, nonfinite=nonfinite, negative=negative)
         tables.append(table)
         reports.append(report)
+        if report.drops_most():
+            logging.warning("%s: %s", f, report.dropped_note())
+    _refuse_if_empty(files, reports)
     present = [set(r.features) for r in reports]
     if features is None:
         common = set.intersection(*present)

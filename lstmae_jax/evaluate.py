@@ -20,7 +20,7 @@ import os
 import numpy as np
 from absl import logging
 
-from lstmae_jax import atomic, data, metrics, run, score, stage1, windows
+from lstmae_jax import atomic, data, inputs, metrics, run, score, stage1, windows
 from lstmae_jax.config import Config
 
 TOP_FEATURES = 5
@@ -59,6 +59,25 @@ def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Window
     raise ValueError(f"split must be 'test' or 'all', got {split!r}")
 
 
+def warn_if_other_data(run_dir: str, meta: dict, data_path: str, split: str) -> None:
+    """``--split=test`` cuts the run's split out of ``data_path``: of another dataset, that
+    is no held-out data of the run, so say so (the report still gets written)."""
+    if split != "test":
+        return
+    trained_on = Config.from_json(meta["config"]).data
+    why = inputs.mismatch(run_dir, data_path, trained_on)
+    if why is not None:
+        logging.warning(
+            "evaluating the test split of %s, which is not the data %s was trained on (%s):"
+            " %s; its test windows are not the run's held-out data (--split=all scores every"
+            " window)",
+            data_path,
+            run_dir,
+            trained_on,
+            why,
+        )
+
+
 def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray:
     """Evaluation label codes -> the model's class codes (-1: a class the model never saw)."""
     lut = np.array([train_classes.index(c) if c in train_classes else -1 for c in eval_classes])
@@ -67,6 +86,7 @@ def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray
 
 def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | None = None) -> dict:
     model, meta = run.load_run(os.path.join(workdir, "stage1"))
+    warn_if_other_data(os.path.join(workdir, "stage1"), meta, data_path, split)
     cfg = Config.from_json(meta["config"])
     if "error_model" not in meta:  # load_run reads both files when calibration finished
         stage1.load(os.path.join(workdir, "stage1"))  # raises, naming the missing file
@@ -110,6 +130,7 @@ def _plots_available() -> bool:
 
 def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
     model, meta = run.load_run(run_dir)
+    warn_if_other_data(run_dir, meta, data_path, split)
     cfg = Config.from_json(meta["config"])
     w, s = _windows_for(meta, data_path, split)
     logits_WxC = score.logits(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)

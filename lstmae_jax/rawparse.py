@@ -15,8 +15,13 @@ Raw CSV quirks handled on purpose (each has a test in tests/test_convert.py):
   fails goes through a regex validity mask. ``Infinity``, ``inf`` and ``NaN`` (any case,
   signed) are native IEEE values; an empty cell is missing and becomes NaN, so the
   ``nonfinite`` policy decides about it.
-* Header lines repeated inside a file (2018 Thursday-01-03 and others) are recognised by
-  their label cell and dropped as ``repeated_header``.
+* Header lines inside a file (2018 Thursday-01-03 repeats its own; a log re-opened by a
+  differently configured exporter writes another) are found by ``cut_at_headers`` and
+  dropped as ``repeated_header``. The rows after a header are read with *that* header:
+  one in another column order or naming style is re-mapped (counted as
+  ``fixed["reordered_header"]``, logged with its line), never read with the old columns;
+  one with other columns is refused naming its line (``Plan.reheader``). A repeated
+  header the block cutter does not see is still dropped by its label cell.
 * A cell that is not a number (``abc``): ``on_bad_cell="drop"`` drops the row, counted as
   ``unparsable``; ``"error"`` raises ``ValueError`` naming file, line and column.
 * A row with the wrong number of fields: dropped as ``wrong_field_count`` (counted by the
@@ -45,6 +50,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+from absl import logging
 
 from lstmae_jax import clean, schema
 
@@ -132,6 +138,28 @@ class Plan:
         kept = [names[i] for i in self.keep]
         self.numeric = [n in schema.KIND or n == schema.DUPLICATE_FWD_HEADER for n in kept]
         self.label = kept.index(schema.LABEL) if schema.LABEL in kept else None  # scorer input
+        self.header, self.names = list(raw), kept
+
+    def reheader(self, raw: list[str], line: int, same_columns: bool = True) -> Plan:
+        """The plan for a header met at ``line`` inside the file. ``same_columns``: it must
+        name the same columns as this one, in any order or naming style (the converter's
+        output has one schema per file); else it needs only what ``Plan`` needs."""
+        try:
+            new = Plan(self.src, raw, require_label=self.label is not None)
+        except ValueError as e:
+            raise ValueError(f"{self.src}: line {line}: a header inside the file: {e}") from e
+        # The duplicated Fwd Header Length is checked and dropped: not a column of the output.
+        have, had = (
+            set(new.names) - {schema.DUPLICATE_FWD_HEADER},
+            set(self.names) - {schema.DUPLICATE_FWD_HEADER},
+        )
+        if same_columns and have != had:
+            adds, lacks = sorted(have - had), sorted(had - have)
+            raise ValueError(
+                f"{self.src}: line {line}: a header with other columns than line 1's (adds"
+                f" {adds}, lacks {lacks}); split the file at this line and convert both parts"
+            )
+        return new
 
 
 def _open(src: str) -> pa.NativeFile:
@@ -199,6 +227,54 @@ def csv_blocks(src: str, block_size: int):
             lineno += data.count(b"\n", 0, cut)
     if carry.strip():
         yield carry, lineno
+
+
+# Words in every CICFlowMeter header style and in no data row: a block without any of them
+# holds no header line, and is not searched line by line (the common case costs ~0.3 ms/MiB).
+HEADER_WORDS = (b"Fwd", b"Bwd", b"Flow", b"Dst", b"Destination", b"Protocol", b"Label", b"label")
+
+
+def _header_names(line: bytes) -> list[str] | None:
+    """A line's cells if it is a header (at least half of them, and two, name known
+    columns), else None."""
+    try:
+        cells = next(csv.reader([_decode(line.rstrip(b"\r"))]))
+    except (csv.Error, StopIteration):
+        return None
+    known = sum(schema.canonical_name(c) is not None for c in cells)
+    return cells if known >= max(2, len(cells) // 2) else None
+
+
+def cut_at_headers(plan: Plan, block: bytes, first: int, same_columns: bool = True):
+    """A block of lines cut at the header lines inside it: ``(parts, headers, reordered,
+    plan)``, where ``parts`` are ``(plan, bytes, first line)`` each to be read with the
+    header above it, ``headers`` counts the header lines left out, ``reordered`` those with
+    another column order or naming style, and ``plan`` is the one for the next block."""
+    if not any(word in block for word in HEADER_WORDS):
+        return [(plan, block, first)], 0, 0, plan
+    parts, start, start_line, headers, reordered = [], 0, first, 0, 0
+    offset = 0
+    for number, line in enumerate(block.split(b"\n"), first):
+        end = offset + len(line) + 1
+        names = _header_names(line) if any(w in line for w in HEADER_WORDS) else None
+        if names is not None:
+            if offset > start:
+                parts.append((plan, block[start:offset], start_line))
+            headers += 1
+            if [schema.canonical_name(c) for c in names] != [
+                schema.canonical_name(c) for c in plan.header
+            ]:
+                plan = plan.reheader(names, number, same_columns)
+                reordered += 1
+                logging.warning(
+                    "%s: line %d: a header in another column order or naming style; the"
+                    " rows after it are read with it", plan.src, number,
+                )  # fmt: skip
+            start, start_line = min(end, len(block)), number + 1
+        offset = end
+    if start < len(block) and block[start:].strip():
+        parts.append((plan, block[start:], start_line))
+    return parts, headers, reordered, plan
 
 
 def line_of(block: bytes, first: int, row: int) -> int:

@@ -9,8 +9,10 @@ error messages count; a Parquet file's row, first = 1) and the time its bytes we
 ``Source.poll()`` yields the chunks available now. A plain CSV is read from a byte offset
 and only up to its last complete line, so a file that grows (CICFlowMeter appends flows as
 they end) is read again from where it stopped on the next poll; ``final=True`` also takes
-a last line without its newline. A CSV that shrinks or is replaced (another inode: a
-rotation) starts over, and its first chunk says so (``restart``) before any new flow.
+a last line without its newline. A CSV that shrinks, is replaced (another inode: a
+rotation) or is rewritten in place (its first bytes, or those before where reading
+stopped, changed) starts over, and its first chunk says so (``restart``) before any new
+flow.
 Parquet and CSV.gz files are read once, in full (in live mode once they stop changing).
 
 No JAX or training code here: numpy, pyarrow, the schema and the cleaning modules.
@@ -18,6 +20,7 @@ No JAX or training code here: numpy, pyarrow, the schema and the cleaning module
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import os
@@ -26,6 +29,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from absl import logging
 
 from lstmae_jax import clean, rawparse, schema
 
@@ -33,6 +37,7 @@ ROW = clean.ROW
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 BLOCK_SIZE = 1 << 20
 PARQUET_BATCH_ROWS = 1 << 13
+MARK = 256  # bytes compared to tell an append from a rewrite (``Source._rewritten``)
 
 
 @dataclasses.dataclass
@@ -95,6 +100,7 @@ class Source:
         self.bytes_total = os.path.getsize(path) if os.path.exists(path) else 0
         self.identity: tuple[int, int] | None = None  # plain CSV: (device, inode) last seen
         self.stamp: tuple[int, int] | None = None  # Parquet, CSV.gz: (size, mtime) last seen
+        self.head_mark = self.tail_mark = b""  # plain CSV: bytes last read (``_rewritten``)
 
     # -- helpers shared by the formats
 
@@ -109,19 +115,37 @@ class Source:
         report.merge(dropped)
         return Chunk(self.path, out, report, read_at)
 
-    def _csv_chunk(self, block: bytes, first: int, read_at: float) -> Chunk:
-        table, n_invalid = rawparse.parse_csv(self.plan, block, first, "drop")
-        rows = _csv_rows(block, first, self.plan.n_fields, table.num_rows)
-        table = table.append_column(ROW, _row_array(rows))
+    def _csv_chunks(self, whole: bytes, whole_first: int, read_at: float):
+        """The chunks of a block of whole lines, cut at any header line inside it (each
+        part read with the header above it; ``rawparse.cut_at_headers``)."""
+        before = self.plan
+        parts, headers, reordered, self.plan = rawparse.cut_at_headers(
+            before, whole, whole_first, same_columns=False
+        )
+        if self.plan is not before:  # a new header: it must still have the features
+            _check_features(self.path, self.plan.header, self.features)
+        for k, (plan, block, first) in enumerate(parts or [(self.plan, b"", whole_first)]):
+            extra = clean.CleanReport(self.path)
+            if k == 0 and headers:  # the block's header lines, once
+                extra.rows_in = headers
+                extra.dropped["repeated_header"] = headers
+                extra.fixed.update(+collections.Counter(reordered_header=reordered))
+            if not block.strip():
+                yield Chunk(self.path, pa.table({}), extra, read_at)
+                continue
+            table, n_invalid = rawparse.parse_csv(plan, block, first, "drop")
+            rows = _csv_rows(block, first, plan.n_fields, table.num_rows)
+            table = table.append_column(ROW, _row_array(rows))
 
-        def where(i: int) -> str:
-            return f"line {rows[i]}"
+            def where(i: int, rows=rows) -> str:
+                return f"line {rows[i]}"
 
-        raw, dropped = rawparse.prepare(self.plan, table, where, "drop")
-        dropped.rows_in += n_invalid
-        if n_invalid:
-            dropped.dropped["wrong_field_count"] += n_invalid
-        return self._chunk(raw, dropped, read_at)
+            raw, dropped = rawparse.prepare(plan, table, where, "drop")
+            dropped.rows_in += n_invalid
+            if n_invalid:
+                dropped.dropped["wrong_field_count"] += n_invalid
+            dropped.merge(extra)
+            yield self._chunk(raw, dropped, read_at)
 
     # -- formats
 
@@ -132,6 +156,8 @@ class Source:
         ``FileNotFoundError`` when the file is gone."""
         if self.done:
             return
+        if final and os.path.getsize(self.path) == 0:  # the converter's rule (live: not yet)
+            raise ValueError(f"{self.path}: empty file (0 bytes, no header)")
         if self.kind == ".csv":
             yield from self._csv(final)
             return
@@ -166,18 +192,42 @@ class Source:
     def _gzip(self):
         self._open_plan(rawparse.csv_header(self.path))
         for block, first in rawparse.csv_blocks(self.path, self.block_size):
-            yield self._csv_chunk(block, first, time.monotonic())
+            yield from self._csv_chunks(block, first, time.monotonic())
 
     def _restart(self):
         """The file was truncated or replaced: a new file under the same name."""
         self.plan, self.offset, self.lineno = None, 0, 2
+        self.head_mark = self.tail_mark = b""
         return Chunk(self.path, pa.table({}), clean.CleanReport(self.path), time.monotonic(), True)
+
+    def _rewritten(self, f) -> bool:
+        """Whether the bytes this source read last (the file's first ``MARK`` and the
+        ``MARK`` before ``offset``) changed: a file truncated and rewritten larger within
+        one poll keeps its inode and grows, but is no append."""
+        for at, mark in ((0, self.head_mark), (self.offset - len(self.tail_mark), self.tail_mark)):
+            f.seek(at)
+            if f.read(len(mark)) != mark:
+                return True
+        return False
+
+    def _remember(self, f) -> None:
+        f.seek(0)
+        self.head_mark = f.read(min(MARK, self.offset))
+        f.seek(self.offset - min(MARK, self.offset))
+        self.tail_mark = f.read(min(MARK, self.offset))
 
     def _csv(self, final: bool):
         st = os.stat(self.path)
         identity = (st.st_dev, st.st_ino)
         if self.plan is not None and (st.st_size < self.offset or identity != self.identity):
             yield self._restart()  # at once: its windows must not reach into the new file
+        elif self.plan is not None and st.st_size > self.offset:
+            with open(self.path, "rb") as f:
+                if self._rewritten(f):
+                    logging.warning(
+                        "%s was rewritten in place; scoring it from the start", self.path
+                    )
+                    yield self._restart()
         self.identity, self.bytes_total = identity, st.st_size
         if self.plan is not None and st.st_size == self.offset:
             return  # nothing new
@@ -188,6 +238,7 @@ class Source:
                     return  # the header line is not complete yet
                 self._open_plan(rawparse.csv_header(self.path))
                 self.offset = head.index(b"\n") + 1 if b"\n" in head else len(head)
+                self._remember(f)
             f.seek(self.offset)
             while data := f.read(self.block_size):
                 read_at = time.monotonic()
@@ -203,9 +254,10 @@ class Source:
                 first = self.lineno
                 self.offset += cut
                 self.lineno += block.count(b"\n")
+                self._remember(f)
                 f.seek(self.offset)
                 if block.strip():
-                    yield self._csv_chunk(block, first, read_at)
+                    yield from self._csv_chunks(block, first, read_at)
 
 
 def expand(inputs: str, missing_ok: bool = False) -> list[str]:

@@ -2,11 +2,14 @@
 
 A workdir holds one experiment; each model gets its own run directory in it:
 ``stage1/`` (the LSTM-AE), ``stage2/`` (the latent classifier, which reads
-``stage1/``'s encoder, scaler and feature list), ``dnn/``, ``cnn/``.
+``stage1/``'s encoder, scaler and feature list), ``dnn/``, ``cnn/``. Each run directory
+records the fingerprints of its input files (``inputs.json``); ``train.lock`` in the
+workdir keeps a second trainer out while one runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -16,7 +19,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import atomic, data, stage1, steps, train, windows
+from lstmae_jax import atomic, data, inputs, lock, stage1, steps, train, windows
 from lstmae_jax import checkpoint as checkpoint_lib
 from lstmae_jax.config import Config
 
@@ -76,6 +79,8 @@ def load_run(run_dir: str, checkpoint: str = "best") -> tuple[nnx.Module, dict]:
     threshold_path = os.path.join(run_dir, THRESHOLD_FILE)
     if os.path.exists(threshold_path):
         error_model, threshold = stage1.load(run_dir)
+        if checkpoint == "best":  # other parameters are recalibrated by their users
+            stage1.check_fitted_for(run_dir, int(state.step))
         meta["threshold"] = json.loads(threshold.to_json())
         meta["error_model"] = error_model
     return model, meta
@@ -112,11 +117,54 @@ def build_windows(
     )
 
 
+def _has_checkpoints(run_dir: str) -> bool:
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+
+
+def _check_inputs(cfg: Config, run_dir: str, stage1_dir: str | None) -> None:
+    """Fingerprints ``cfg.data``: a resume (and a stage 2) on other data than the run
+    (stage 1) was started on is refused unless ``cfg.allow_data_change``."""
+    now = inputs.fingerprints(cfg.data)
+    resuming = _has_checkpoints(run_dir)
+    write = inputs.check_resume(run_dir, now, resuming=resuming, allow_change=cfg.allow_data_change)
+    stage1_inputs = inputs.load(stage1_dir) if stage1_dir else None
+    if stage1_inputs is not None and not cfg.allow_data_change:
+        if diffs := inputs.differences(stage1_inputs, now):
+            raise ValueError(
+                f"stage 2's data is not what stage 1 in {stage1_dir} was trained on:"
+                f" {inputs.summary(diffs)}; train stage 1 on it first (or pass"
+                " --allow_data_change)"
+            )
+    if write and jax.process_index() == 0:  # one writer across hosts
+        inputs.save(run_dir, now)
+
+
+def _check_classes(name: str, label_W: np.ndarray, classes) -> None:
+    """A classifier trained on one class reaches loss 0 and answers that class always."""
+    found = [classes[c] for c in np.unique(label_W)]
+    if len(found) < 2:
+        raise ValueError(
+            f"{name}: the training windows hold one class ({', '.join(map(repr, found))}) in"
+            f" {len(label_W)} windows; a classifier needs at least 2 classes (give it data"
+            " with benign and attack flows)"
+        )
+
+
 def train_job(cfg: Config, workdir: str) -> dict:
-    """Trains the model named by ``cfg`` on ``cfg.data``; returns (and writes) a summary."""
+    """Trains the model named by ``cfg`` on ``cfg.data``; returns (and writes) a summary.
+
+    Holds ``workdir``'s lock (process 0) for the whole job: one trainer per workdir."""
     if not cfg.data:
         raise ValueError("--data is required (a Parquet file, directory or glob)")
+    held = lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with held:
+        return _train_job(cfg, workdir)
+
+
+def _train_job(cfg: Config, workdir: str) -> dict:
     run_dir = os.path.join(workdir, run_name(cfg))
+    stage1_dir = None
     scaler, init, meta_extra = None, None, {}
     features = cfg.features or None
     if cfg.model == "lstm_ae" and cfg.stage == 2:
@@ -149,6 +197,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
         scaler = data.Scaler.from_json(s1_meta["scaler"])
         init = stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
+    _check_inputs(cfg, run_dir, stage1_dir)
     flows = data.load_flows(
         cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative
     )
@@ -161,11 +210,14 @@ def train_job(cfg: Config, workdir: str) -> dict:
     labels = None
     if cfg.task == "binary":
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
+    if not (cfg.model == "lstm_ae" and cfg.stage == 1):
+        names = ("Benign", "Attack") if cfg.task == "binary" else windowed.classes
+        _check_classes(run_name(cfg), (labels or windowed.label)["train"], names)
     meta_extra["data"] = windowed.summary()
     result = train.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold, score = None, None
     if cfg.model == "lstm_ae" and cfg.stage == 1 and not result.preempted:
-        calibrated = stage1.calibrate(cfg, result.model, windowed, run_dir)
+        calibrated = stage1.calibrate(cfg, result.model, windowed, run_dir, result.steps)
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {
         "run_dir": run_dir,

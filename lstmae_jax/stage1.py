@@ -28,6 +28,10 @@ from lstmae_jax.config import Config
 ERROR_MODEL_FILE = "error_model.json"
 THRESHOLD_FILE = "threshold.json"
 ERROR_MODEL_WINDOWS = 100_000  # enough for an F x F covariance, bounded fitting time
+# Key in both files: {"checkpoint": "best", "step": N}, the parameters they were fitted
+# for. An extended run that stops early holds newer best parameters in a later step;
+# pairing those with this calibration flagged 75% of benign windows (issue 16).
+FITTED_FOR = "fitted_for"
 
 
 def threshold_from_scores(cfg: Config, benign_scores: np.ndarray) -> metrics.Threshold:
@@ -83,12 +87,17 @@ def fit_and_choose(
     return error_model, threshold_from_scores(cfg, score_W), len(benign_val)
 
 
-def calibrate(cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str) -> dict:
-    """Fits the error model, chooses the threshold; saves both with the run (process 0)."""
+def calibrate(
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str, step: int
+) -> dict:
+    """Fits the error model, chooses the threshold; saves both with the run (process 0),
+    each recording that it was fitted for the best parameters of checkpoint ``step``."""
     error_model, threshold, n_val = fit_and_choose(cfg, model, windowed)
-    record = json.loads(threshold.to_json())
+    fitted_for = {"checkpoint": "best", "step": int(step)}
+    record = {**json.loads(threshold.to_json()), FITTED_FOR: fitted_for}
     if jax.process_index() == 0:  # one writer across hosts
-        atomic.write_json(os.path.join(run_dir, ERROR_MODEL_FILE), error_model.to_json())
+        em_record = {**error_model.to_json(), FITTED_FOR: fitted_for}
+        atomic.write_json(os.path.join(run_dir, ERROR_MODEL_FILE), em_record)
         atomic.write_json(os.path.join(run_dir, THRESHOLD_FILE), record)
     logging.info(
         "score %s fitted on %d benign training windows; threshold %.6g (%s) from %d benign "
@@ -112,11 +121,40 @@ def load(run_dir: str) -> tuple[anomaly.ErrorModel, metrics.Threshold]:
             )
     try:
         with open(paths[0]) as f:
-            error_model = anomaly.ErrorModel.from_json(json.load(f))
+            em_record = json.load(f)
+        em_record.pop(FITTED_FOR, None)
+        error_model = anomaly.ErrorModel.from_json(em_record)
         with open(paths[1]) as f:
             threshold = metrics.Threshold.from_json(f.read())
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(
             f"{run_dir}: unreadable {ERROR_MODEL_FILE} or {THRESHOLD_FILE}: {e}"
         ) from e
     return error_model, threshold
+
+
+def check_fitted_for(run_dir: str, step: int) -> None:
+    """Refuses (ValueError) a calibration fitted for other parameters than the best ones
+    of checkpoint ``step``; files written before the step was recorded pass, warned."""
+    records = []
+    for name in (ERROR_MODEL_FILE, THRESHOLD_FILE):
+        with open(os.path.join(run_dir, name)) as f:
+            records.append(json.load(f).get(FITTED_FOR))
+    if None in records:
+        logging.warning(
+            "%s: %s or %s has no record of the checkpoint step it was fitted for (written"
+            " before steps were recorded): used with the best parameters of step %d"
+            " unchecked; re-running training recalibrates and records it",
+            run_dir,
+            ERROR_MODEL_FILE,
+            THRESHOLD_FILE,
+            step,
+        )
+    for fitted_for in filter(None, records):
+        if fitted_for != {"checkpoint": "best", "step": step}:
+            raise ValueError(
+                f"{run_dir}: the error model and threshold were fitted for the"
+                f" {fitted_for.get('checkpoint')} parameters as of step {fitted_for.get('step')},"
+                f" but the checkpoint is at step {step} (training went on and did not"
+                " finish); re-run training to finish the stage, which recalibrates"
+            )

@@ -27,10 +27,11 @@ from lstmae_jax.config import Config
 # coordinator after preemption, another process id, more frequent logging; the score and
 # threshold, which are fitted after training: re-running recalibrates them; speed-only
 # options; the epoch cap and patience, which only decide when to stop, so a finished run
-# can be extended).
+# can be extended; the permission to resume on changed data, checked in ``run``).
 RESUME_IGNORES = frozenset(
     {
         "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
+        "allow_data_change",
         "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "unroll", "lstm_backward",
         "steps_per_call", "epochs", "patience",
         "score", "ensemble_score", "threshold", "target_fpr", "threshold_quantile",

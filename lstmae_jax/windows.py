@@ -150,6 +150,16 @@ def build(
             label_all[keep],
             any_all[keep],
         )
+    n_train_all = int((split_W == 0).sum())
+    if scaler is None and len(starts["train"]) == 0 and n_train_all:
+        # Every training window was left out for holding an attack flow: say so, or the
+        # message below blames the length of the training rows.
+        raise ValueError(
+            f"no benign training windows: all {n_train_all} training windows hold an attack"
+            f" flow ({n} flows, classes {list(flows.classes)}, window={window}); stage 1"
+            " learns benign traffic: train on data with benign stretches of at least"
+            f" {window} flows"
+        )
     if scaler is None and len(starts["train"]) == 0:  # a given scaler needs no training rows
         # Why: say how long the longest stretch of training rows in one file is.
         train_seg = seg[split_N == 0] if split != "random" else segment_ids(flows.file_N)

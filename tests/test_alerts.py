@@ -9,10 +9,11 @@ import threading
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import alerts, artifact, convert, data, synthetic, windows
+from lstmae_jax import alerts, artifact, atomic, convert, data, reader, synthetic, windows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE = os.path.join(REPO, "launch", "score.py")
@@ -53,7 +54,8 @@ def flows_csv(tmp_path_factory):
 
 
 def _score(scorer, path, out, **kw):
-    writer = alerts.AlertWriter(str(out), alerts.output_schema(scorer.classes))
+    live = kw.get("follow", False)
+    writer = alerts.AlertWriter(str(out), alerts.output_schema(scorer.classes), live=live)
     summary, _ = alerts.score_files(scorer, str(path), writer, **kw)
     return summary
 
@@ -400,3 +402,215 @@ def test_empty_label_cells_are_unlabelled_flows_not_dropped(artifact_dir, flows_
     assert [r["score"] for r in _read(tmp_path / "a.jsonl")] == [
         r["score"] for r in _read(tmp_path / "b.jsonl")
     ]
+
+
+# -- issue 16: nothing a user already has is lost or silently wrong
+
+
+def test_an_output_that_is_an_input_is_refused_before_reading(artifact_dir, flows_csv, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    flows = inbox / "f.parquet"
+    synthetic.write(synthetic.generate(300, seed=3), str(flows))
+    before = flows.read_bytes()
+    os.symlink(flows, tmp_path / "link.parquet")
+    refused = {  # output -> input: each would replace an input or be read back as flows
+        str(flows): str(flows),
+        str(tmp_path / "link.parquet"): str(flows),
+        str(inbox / "alerts.parquet"): str(inbox),
+        str(inbox / "alerts.parquet") + "": str(inbox / "*.parquet"),
+    }
+    for output, inputs in refused.items():
+        with pytest.raises(ValueError, match="--output"):
+            alerts.check_output(output, inputs)
+    alerts.check_output(str(inbox / "alerts.jsonl"), str(inbox))  # .jsonl is never input
+    proc = _run_score(f"--model={artifact_dir}", f"--input={flows}", f"--output={flows}")
+    assert proc.returncode == 1 and "is an input file" in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr and flows.read_bytes() == before
+
+
+def _full_disk(monkeypatch):
+    """Every temporary the scorer opens is /dev/full: each write fails with ENOSPC."""
+    real = atomic.temporary
+
+    def temporary(path):
+        f, tmp = real(path)
+        f.close()
+        return open("/dev/full", "wb"), tmp
+
+    monkeypatch.setattr(atomic, "temporary", temporary)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_full_disk_keeps_the_earlier_output_and_its_summary(
+    artifact_dir, flows_csv, tmp_path, monkeypatch, suffix
+):
+    scorer = artifact.load(str(artifact_dir))
+    out = tmp_path / f"alerts{suffix}"
+    _score(scorer, flows_csv, out)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    assert len(before) == 2  # the output and its summary
+    _full_disk(monkeypatch)
+    with pytest.raises(alerts.OutputError, match=r"No space left on device \(ENOSPC\)") as e:
+        _score(scorer, flows_csv, out)
+    assert str(out) in str(e.value) and "unchanged" in str(e.value)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
+
+
+def test_a_full_disk_ends_the_launcher_with_one_line(artifact_dir, flows_csv, tmp_path):
+    out = tmp_path / "alerts.parquet"
+    out.write_bytes(b"an earlier output")
+
+    small_files = (  # a file-size limit: writes past 20 kB fail with EFBIG
+        "import resource, signal\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", small_files + NO_TRAINING, f"--model={artifact_dir}",
+         f"--input={flows_csv}", f"--output={out}"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=REPO,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith(f"error: cannot write {out}"), proc.stderr[
+        -2000:
+    ]
+    assert "(EFBIG)" in last and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == ["alerts.parquet"] and out.read_bytes() == b"an earlier output"
+
+
+def test_a_planted_symlink_at_the_old_temporary_name_is_not_followed(
+    artifact_dir, flows_csv, tmp_path
+):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    os.symlink(victim, tmp_path / f".alerts.parquet.{os.getpid()}.tmp")  # the old name
+    _score(artifact.load(str(artifact_dir)), flows_csv, tmp_path / "alerts.parquet")
+    assert victim.read_text() == "keep me" and len(_read(tmp_path / "alerts.parquet")) > 1000
+
+
+def test_output_problems_are_one_line_and_stale_temporaries_go(artifact_dir, flows_csv, tmp_path):
+    schema_ = alerts.output_schema(None)
+    (tmp_path / "dir.parquet").mkdir()
+    with pytest.raises(alerts.OutputError, match="is a directory"):
+        alerts.AlertWriter(str(tmp_path / "dir.parquet"), schema_)
+    stale = tmp_path / f".alerts.parquet.{2**22 + 1}.ab12cd.tmp"  # a killed --follow run's
+    stale.write_bytes(b"partial")
+    alerts.AlertWriter(str(tmp_path / "alerts.parquet"), schema_).abort()
+    assert sorted(os.listdir(tmp_path)) == ["dir.parquet"]
+
+
+def test_a_header_in_another_column_order_is_read_with_its_columns(
+    artifact_dir, flows_csv, tmp_path
+):
+    # Issue 16: the rows after it were read with line 1's mapping; every window alerted.
+    scorer = artifact.load(str(artifact_dir))
+    lines = flows_csv.read_text().splitlines()
+
+    def reverse(line):
+        return ",".join(line.split(",")[::-1])
+
+    mixed = [*lines[:600], reverse(lines[0]), *map(reverse, lines[600:])]
+    (tmp_path / "mixed.csv").write_text("\n".join(mixed) + "\n")
+    (tmp_path / "a.csv").write_text("\n".join(lines[:600]) + "\n")
+    (tmp_path / "b.csv").write_text("\n".join([lines[0], *lines[600:]]) + "\n")
+    got = _score(scorer, tmp_path / "mixed.csv", tmp_path / "m.jsonl")
+    assert got["cleaning"]["fixed"].get("reordered_header") == 1
+    assert got["cleaning"]["dropped"].get("repeated_header") == 1
+    ref = [_score(scorer, tmp_path / n, tmp_path / f"{n}.jsonl") for n in ("a.csv", "b.csv")]
+    scores = [r["score"] for r in _read(tmp_path / "m.jsonl")]
+    a, b = (_read(tmp_path / f"{n}.jsonl") for n in ("a.csv", "b.csv"))
+    # The windows of each part are those of its own file (plus the ones that span the header).
+    assert scores[: len(a)] == [r["score"] for r in a]
+    assert scores[-len(b) :] == [r["score"] for r in b]
+    assert got["alerts"] <= ref[0]["alerts"] + ref[1]["alerts"] + scorer.window
+
+
+def test_follow_restarts_a_file_rewritten_larger_within_one_poll(flows_csv, tmp_path):
+    # Same inode, larger size: looked like an append, and the new content's first rows were
+    # skipped. The bytes already read are compared, and the file starts over.
+    lines = flows_csv.read_text().splitlines(keepends=True)
+    path = tmp_path / "live.csv"
+    path.write_text("".join(lines[:50]))
+    features = ["flow_duration", "tot_fwd_pkts"]
+    src = reader.Source(str(path), features, {"nonfinite": "drop", "negative": "clamp"})
+    first = list(src.poll())
+    assert sum(c.table.num_rows for c in first) == 49
+    inode = os.stat(path).st_ino
+    with open(path, "r+") as f:  # truncated and rewritten in place, larger
+        f.truncate(0)
+        f.write("".join([lines[0], *lines[300:400]]))
+    assert os.stat(path).st_ino == inode
+    chunks = list(src.poll())
+    fresh = list(reader.Source(str(path), features, src.cleaning).poll())
+    assert chunks[0].restart and not chunks[0].table.num_rows
+    assert pa.concat_tables([c.table for c in chunks[1:]]).equals(
+        pa.concat_tables([c.table for c in fresh])
+    )  # the new content from its first flow, as a new reader reads it
+
+
+def test_an_empty_input_is_refused_as_the_converter_refuses_it(artifact_dir, tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    summary = _score(artifact.load(str(artifact_dir)), tmp_path / "empty.csv", tmp_path / "a.jsonl")
+    assert "empty file (0 bytes" in summary["files_failed"][str(tmp_path / "empty.csv")]
+    with pytest.raises(ValueError, match="empty file \\(0 bytes"):
+        convert.convert_file(str(tmp_path / "empty.csv"), str(tmp_path / "out"))
+
+
+def test_recalibration_refuses_too_few_windows_and_an_existing_artifact(artifact_dir, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    benign = synthetic.generate(1500, seed=11, attack_fraction=0.0)
+    path = synthetic.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
+    with pytest.raises(ValueError, match=r"needs at least 10000 \(10 expected false positives"):
+        alerts.calibrate(scorer, path, 0.001, str(tmp_path / "new"))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        alerts.calibrate(scorer, path, 0.05, str(tmp_path / "taken"))
+    with pytest.raises(ValueError, match="not a detector artifact's"):  # --overwrite or not
+        alerts.calibrate(scorer, path, 0.05, str(tmp_path / "taken"), overwrite=True)
+    assert os.listdir(tmp_path / "taken") == ["notes.txt"]
+    alerts.calibrate(scorer, path, 0.05, str(tmp_path / "new"))
+    with pytest.raises(ValueError, match="--overwrite"):
+        alerts.calibrate(scorer, path, 0.05, str(tmp_path / "new"))
+    result = alerts.calibrate(scorer, path, 0.02, str(tmp_path / "new"), overwrite=True)
+    assert artifact.load(str(tmp_path / "new")).threshold == result["threshold"]["value"]
+
+
+def test_recalibration_warns_when_the_threshold_moves_far(
+    artifact_dir, tmp_path, caplog, monkeypatch
+):
+    scorer = artifact.load(str(artifact_dir))
+    benign = synthetic.generate(1500, seed=11, attack_fraction=0.0)
+    path = synthetic.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
+    caplog.set_level("WARNING")
+    monkeypatch.setattr(alerts, "THRESHOLD_MOVE_WARNING", 1e30)
+    alerts.calibrate(scorer, path, 0.05, str(tmp_path / "a"))
+    assert not [r for r in caplog.records if "-fold" in r.getMessage()]
+    monkeypatch.setattr(alerts, "THRESHOLD_MOVE_WARNING", 1.0 + 1e-12)  # any move is far
+    result = alerts.calibrate(scorer, path, 0.05, str(tmp_path / "b"))
+    (warning,) = [r.getMessage() for r in caplog.records if "-fold" in r.getMessage()]
+    assert f"{result['threshold_moved']:.3g}-fold" in warning and "benign.csv" in warning
+
+
+def test_input_that_vanishes_in_cleaning_is_a_warning_naming_the_column(
+    artifact_dir, flows_csv, tmp_path
+):
+    # Issue 16: every row dropped as non-finite gave rc 0 and "0 windows" without a word.
+    lines = flows_csv.read_text().splitlines()
+    col = [c.strip() for c in lines[0].split(",")].index("Flow Duration")
+
+    def nan(line):
+        cells = line.split(",")
+        cells[col] = "NaN"
+        return ",".join(cells)
+
+    (tmp_path / "nan.csv").write_text("\n".join([lines[0], *map(nan, lines[1:400])]) + "\n")
+    summary = _score(artifact.load(str(artifact_dir)), tmp_path / "nan.csv", tmp_path / "a.jsonl")
+    assert summary["windows_scored"] == 0
+    assert summary["warning"] == (
+        "399 of 399 rows (100%) dropped as nonfinite, 399 of them for column 'flow_duration'"
+    )
+    assert "warning: 399 of 399 rows" in alerts.render(summary)

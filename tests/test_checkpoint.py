@@ -1,5 +1,6 @@
 """Checkpoints: every step sealed with checksums; a corrupt latest step falls back."""
 
+import errno
 import glob
 import json
 import logging
@@ -196,3 +197,39 @@ def test_checksums_are_written_before_the_commit(tmp_path, monkeypatch):
     assert seen == ["5.orbax-checkpoint-tmp"]
     assert os.path.exists(tmp_path / "5" / checkpoint.CHECKSUMS)  # synchronous: committed
     ckpt.close()
+
+
+# What Orbax raises when the disk fills: OSError from its own file writes, or tensorstore's
+# ValueError (seen with a 200 KiB tmpfs), both after the step's temporary directory exists.
+ENOSPC_TENSORSTORE = (
+    'RESOURCE_EXHAUSTED: Error writing local file "{tmp}/state/_sharding": Failed to write'
+    " 83 bytes to file 14: No space left on device [os_error_code='28']"
+)
+
+
+@pytest.mark.parametrize("when", ["while saving", "in the background"])
+def test_disk_full_is_one_line_and_keeps_the_earlier_steps(copy, monkeypatch, when):
+    ckpt = _open(copy)
+    tmp = os.path.join(copy, "4.orbax-checkpoint-tmp")
+
+    def partial_save(*args, **kwargs):
+        os.makedirs(os.path.join(tmp, "state"))
+        if when == "while saving":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return True
+
+    def failed_commit():
+        raise ValueError(ENOSPC_TENSORSTORE.format(tmp=tmp))
+
+    monkeypatch.setattr(ckpt._manager, "save", partial_save)
+    message = rf"cannot write checkpoint step 4 in {copy}: No space left on device.*step 3"
+    with pytest.raises(checkpoint.WriteError, match=message):
+        ckpt.save(4, _tree(4), _meta(4), force=True)
+        monkeypatch.setattr(ckpt._manager, "wait_until_finished", failed_commit)
+        ckpt.close()
+    assert isinstance(checkpoint.WriteError("x"), ValueError)  # the launchers' one line
+    assert sorted(os.listdir(copy)) == ["1", "2", "3"]  # the temporary is gone
+    again = _open(copy)
+    state, _ = again.restore(None, checkpoint.abstract(_tree(0)))
+    again.close()
+    _assert_tree(state, 3)

@@ -122,6 +122,46 @@ def test_repeated_header_rows_are_dropped(tmp_path, style, on_bad_cell):
     assert table.column("label").to_pylist() == ["Benign", "Bot", "Benign"]
 
 
+def _reordered(style: str, label: str = "BENIGN", **cells: str) -> tuple[str, str]:
+    """(header, row) of ``style`` with the columns in reverse order."""
+    return ",".join(header(style)[::-1]), ",".join(row(style, label, **cells).split(",")[::-1])
+
+
+@pytest.mark.parametrize("block_size", [1 << 20, 200])
+def test_a_header_in_another_column_order_remaps_the_rows_after_it(tmp_path, block_size):
+    # A log re-opened by a differently configured exporter: its rows must be read with the
+    # new header, never with line 1's (issue 16: all windows alerted at scores up to 3e20).
+    style = "csecicids2018"
+    again, moved = _reordered(style, "Bot", flow_duration="5")
+    lines = [row(style), row(style), again, moved, moved]
+    table, report = run(tmp_path, style, lines, block_size=block_size)
+    assert table.column("label").to_pylist() == ["Benign", "Benign", "Bot", "Bot"]
+    assert (
+        table.column("flow_duration").to_pylist() == [float(value("flow_duration"))] * 2 + [5.0] * 2
+    )
+    for f in features(style):
+        if f != "flow_duration":
+            assert table.column(f).to_pylist() == [float(value(f))] * 4, f
+    assert report.dropped == {"repeated_header": 1}
+    assert report.fixed == {"reordered_header": 1}
+
+
+def test_a_header_in_another_naming_style_is_remapped(tmp_path):
+    lines = [row("cicids2017"), ",".join(header("csecicids2018")), row("csecicids2018", "DDoS")]
+    table, report = run(tmp_path, "cicids2017", lines)
+    assert table.column("label").to_pylist() == ["Benign", "DDoS"]
+    assert report.fixed == {"reordered_header": 1}
+
+
+def test_a_header_with_other_columns_is_refused_naming_its_line(tmp_path):
+    style = "csecicids2018"
+    fewer = header(style)[1:]  # one column less
+    lines = [row(style), ",".join(fewer), ",".join(row(style).split(",")[1:])]
+    with pytest.raises(ValueError, match=r"in\.csv: line 3: a header with other columns"):
+        run(tmp_path, style, lines)
+    assert not os.path.exists(tmp_path / "out" / "in.parquet")
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_unparsable_cells_drop_the_row(tmp_path, style):
     lines = [row(style), row(style, flow_duration="abc"), row(style, tot_fwd_pkts="1,5")]
@@ -359,7 +399,7 @@ def test_stale_temporaries_and_outputs_are_removed(tmp_path):
     good = write(tmp_path / "a.csv", style, [row(style)] * 2)
     convert.convert([good], str(out))
     # A killed run's temporary (pid 2**22 + 1 is above Linux's pid_max: never alive) ...
-    stale = out / f".a.parquet.{2**22 + 1}.tmp"
+    stale = out / f".a.parquet.{2**22 + 1}.x1y2z3.tmp"
     stale.write_bytes(b"partial")
     # ... and a re-conversion that now fails: the older a.parquet must not survive it.
     write(tmp_path / "a.csv", style, [row(style), row(style, flow_duration="?")])
@@ -379,3 +419,38 @@ def test_a_malformed_header_costs_only_its_file(tmp_path):
     message = err.value.failures[str(tmp_path / "bad.csv")]
     assert message.startswith(f"{tmp_path / 'bad.csv'}: line 1 (header), column 1: a carriage")
     assert sorted(os.listdir(out)) == ["good.parquet", "report.json"]
+
+
+def test_a_full_disk_keeps_the_earlier_output_and_names_it(tmp_path, monkeypatch):
+    from lstmae_jax import atomic
+
+    style = "cicids2017"
+    src = write(tmp_path / "in.csv", style, [row(style)] * 5)
+    convert.convert_file(src, str(tmp_path / "out"))
+    before = (tmp_path / "out" / "in.parquet").read_bytes()
+    real = atomic.temporary
+
+    def full(path):  # every write to the temporary fails with ENOSPC
+        f, tmp = real(path)
+        f.close()
+        return open("/dev/full", "wb"), tmp
+
+    monkeypatch.setattr(atomic, "temporary", full)
+    with pytest.raises(
+        ValueError, match=r"cannot write .*in\.parquet: No space left on device \(ENOSPC\)"
+    ):
+        convert.convert_file(src, str(tmp_path / "out"))
+    assert os.listdir(tmp_path / "out") == ["in.parquet"]
+    assert (tmp_path / "out" / "in.parquet").read_bytes() == before
+
+
+def test_a_planted_symlink_at_the_old_temporary_name_is_not_followed(tmp_path):
+    style = "cicids2017"
+    src = write(tmp_path / "in.csv", style, [row(style)] * 5)
+    (tmp_path / "out").mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    os.symlink(victim, tmp_path / "out" / f".in.parquet.{os.getpid()}.tmp")  # the old name
+    convert.convert_file(src, str(tmp_path / "out"))
+    assert victim.read_text() == "keep me"
+    assert pq.read_table(tmp_path / "out" / "in.parquet").num_rows == 5

@@ -226,6 +226,39 @@ def test_feature_subset_and_errors(shared_data, tmp_path):
         data.load_flows(str(junk))
 
 
+def _with_nan(tmp_path, column, share):
+    """A generated day whose ``column`` is NaN in its first ``share`` of rows."""
+    from lstmae_jax import synthetic
+
+    table = pa.Table.from_batches(
+        clean.canonicalize(synthetic.generate(400, seed=0), source="g")[0].to_batches()
+    )
+    values = table.column(column).to_numpy().copy()
+    values[: int(share * len(values))] = np.nan
+    path = tmp_path / f"nan_{share}.parquet"
+    idx = table.column_names.index(column)
+    pq.write_table(table.set_column(idx, column, pa.array(values)), path)
+    return str(path)
+
+
+def test_all_nan_column_is_named(tmp_path):
+    path = _with_nan(tmp_path, "flow_iat_mean", 1.0)
+    with pytest.raises(ValueError, match=r"every row.*nonfinite.*'flow_iat_mean'"):
+        data.load_flows(path)
+
+
+def test_most_rows_dropped_warns_naming_reason_and_column(tmp_path, caplog):
+    import logging
+
+    path = _with_nan(tmp_path, "fwd_iat_std", 0.6)
+    with caplog.at_level(logging.WARNING):
+        flows = data.load_flows(path)
+    rows = pq.read_metadata(path).num_rows
+    assert len(flows) == rows - int(0.6 * rows)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("60%" in m and "nonfinite" in m and "'fwd_iat_std'" in m for m in warned), warned
+
+
 def test_temporal_split_is_ordered():
     split = data.temporal_split(10, (0.6, 0.2, 0.2))
     assert split.tolist() == [0] * 6 + [1] * 2 + [2] * 2

@@ -187,3 +187,98 @@ def test_load_run_refuses_an_older_step_than_the_run_finished_at(workdir, tmp_pa
     data_file.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="newest intact checkpoint is step .*; re-run"):
         run.load_run(str(tmp_path / "stage1"))
+
+
+def _extend_and_preempt(cfg, workdir, monkeypatch, at_batch=3):
+    """Re-runs a finished stage 1 with more epochs and stops it by SIGTERM."""
+    import signal
+
+    calls = {"n": 0}
+    real_next = windows.BatchOrder.next
+
+    def next_and_preempt(self):
+        calls["n"] += 1
+        if calls["n"] == at_batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_next(self)
+
+    monkeypatch.setattr(windows.BatchOrder, "next", next_and_preempt)
+    summary = run.train_job(cfg.replace(epochs=cfg.epochs + 2), str(workdir))
+    monkeypatch.setattr(windows.BatchOrder, "next", real_next)
+    assert summary["preempted"]
+    return summary
+
+
+def test_calibration_is_tied_to_the_step_it_was_fitted_for(workdir, tmp_path, monkeypatch):
+    # An extended, then preempted stage 1 holds newer best weights than its error model
+    # and threshold were fitted for: export, evaluate and stage 2 must not pair them.
+    import shutil
+
+    from lstmae_jax import export
+
+    root, cfg, s1, _ = workdir
+    for name in (stage1.ERROR_MODEL_FILE, stage1.THRESHOLD_FILE):
+        saved = json.loads((root / "stage1" / name).read_text())
+        assert saved["fitted_for"] == {"checkpoint": "best", "step": s1["steps"]}
+    shutil.copytree(root / "stage1", tmp_path / "stage1")
+    extended = _extend_and_preempt(cfg, tmp_path, monkeypatch)
+    message = (
+        rf"fitted for the best parameters as of step {s1['steps']}, but the checkpoint is at"
+        rf" step {extended['steps']}.*re-run training"
+    )
+    with pytest.raises(ValueError, match=message):
+        export.export_scorer(str(tmp_path), str(tmp_path / "artifact"))
+    with pytest.raises(ValueError, match=message):
+        evaluate.evaluate_job(str(tmp_path), cfg.data, str(tmp_path / "r.json"), plots=False)
+    with pytest.raises(ValueError, match=message):
+        run.train_job(cfg.replace(stage=2), str(tmp_path))
+    # Finishing the stage recalibrates for the new step; then all is consistent again.
+    finished = run.train_job(cfg.replace(epochs=cfg.epochs + 2), str(tmp_path))
+    assert finished["threshold"]["fitted_for"]["step"] == finished["steps"] > s1["steps"]
+    run.load_run(str(tmp_path / "stage1"))
+
+
+def test_calibration_files_without_a_step_load_with_a_warning(workdir, tmp_path, caplog):
+    import logging
+    import shutil
+
+    root = workdir[0]
+    shutil.copytree(root / "stage1", tmp_path / "stage1")
+    for name in (stage1.ERROR_MODEL_FILE, stage1.THRESHOLD_FILE):
+        path = tmp_path / "stage1" / name
+        path.write_text(
+            json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "fitted_for"})
+        )
+    with caplog.at_level(logging.WARNING):
+        _, meta = run.load_run(str(tmp_path / "stage1"))
+    assert meta["error_model"] == run.load_run(str(root / "stage1"))[1]["error_model"]
+    assert any("no record of the checkpoint step" in r.getMessage() for r in caplog.records)
+
+
+def test_evaluating_the_test_split_of_other_data_warns(workdir, tmp_path, caplog):
+    import logging
+
+    root, cfg, _, _ = workdir
+    other = synthetic.write(synthetic.generate(1500, seed=9), str(tmp_path / "other.parquet"))
+    with caplog.at_level(logging.WARNING):
+        evaluate.evaluate_job(str(root), other, str(tmp_path / "r.json"), plots=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(other in m and cfg.data in m and "not the data" in m for m in warned), warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        evaluate.evaluate_job(str(root), cfg.data, str(tmp_path / "r.json"), plots=False)
+    assert not [r for r in caplog.records if "not the data" in r.getMessage()]
+
+
+def test_a_classifier_needs_two_classes_to_train(tmp_path):
+    # One class trains to loss 0 and labels everything with it: refused, naming the class.
+    benign = synthetic.generate(1200, seed=5, attack_fraction=0.0)
+    path = synthetic.write(benign, str(tmp_path / "benign.parquet"))
+    cfg = config.smoke(data=path, epochs=1, batch_size=32)
+    run.train_job(cfg, str(tmp_path))  # stage 1 trains on benign windows: fine
+    message = r"training windows hold one class \('Benign'\).*at least 2"
+    with pytest.raises(ValueError, match=message):
+        run.train_job(cfg.replace(stage=2), str(tmp_path))
+    with pytest.raises(ValueError, match=message):
+        run.train_job(cfg.replace(model="dnn"), str(tmp_path))
+    assert not os.path.exists(tmp_path / "stage2" / "checkpoints")

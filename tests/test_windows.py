@@ -93,6 +93,14 @@ def test_build_errors():
         windows.build(flows, window=1, split="nope")
 
 
+def test_all_attack_training_data_says_no_benign_windows():
+    # Stage 1 trains on benign windows only: with none, the cause is the labels, not a
+    # too-short stretch of rows (the message used to name "the longest training stretch").
+    flows = _flows([[1] * 3000])
+    with pytest.raises(ValueError, match=r"no benign training windows: all 1797 training windows"):
+        windows.build(flows, window=4, train_benign_only=True)
+
+
 def test_batch_order_resume_is_exact():
     order = windows.BatchOrder(num_items=103, batch_size=10, seed=7)
     assert order.steps_per_epoch == 10
