@@ -23,7 +23,7 @@ flows: ROC AUC, PR AUC, TPR@1% (recall at the score that flags 1% of the day's o
 benign flows: the best any threshold could do at that FPR), and recall at the threshold
 calibrated on the training days (1% FPR there); per test day the FPR that threshold
 measures, and recall/FPR after recalibrating on the day's first ``RECAL_FRACTION`` of
-benign flows (``launch/score.py --calibrate``), measured on the rest of the day.
+benign flows (``launch/inference.py --calibrate``), measured on the rest of the day.
 
 Stage 1 uses the library's defaults (``Config(window=1)``), nothing tuned here; each
 seed is a separate run. ``--ablation`` also trains the ideas that were tried
@@ -50,8 +50,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from absl import app, flags, logging
 
-from lstmae_jax import data, metrics, score, stage1, windows
 from lstmae_jax.config import Config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.detect import calibration, inference, metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -88,14 +89,14 @@ Y2018 = [
 @dataclasses.dataclass
 class Protocol:
     name: str
-    flows: data.Flows
+    flows: dataset.Flows
     train: np.ndarray  # benign rows of the training days (early part of each)
     val: np.ndarray  # benign rows of the training days (late part): threshold, early stop
     tests: dict[str, np.ndarray]  # test day -> its rows, in file order
     about: str
 
 
-def _benign_by_day(flows: data.Flows, days) -> tuple[np.ndarray, np.ndarray]:
+def _benign_by_day(flows: dataset.Flows, days) -> tuple[np.ndarray, np.ndarray]:
     tr, va = [], []
     for f in days:
         rows = np.flatnonzero((flows.file_N == f) & (flows.label_N == 0))
@@ -105,12 +106,12 @@ def _benign_by_day(flows: data.Flows, days) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(tr), np.concatenate(va)
 
 
-def _rows(flows: data.Flows, f: int) -> np.ndarray:
+def _rows(flows: dataset.Flows, f: int) -> np.ndarray:
     return np.flatnonzero(flows.file_N == f)
 
 
 def cicids2017(_cache: str) -> Protocol:
-    flows = data.load_flows([str(DATA / f) for f in [*HEADS, TUESDAY, STRATIFIED]])
+    flows = dataset.load_flows([str(DATA / f) for f in [*HEADS, TUESDAY, STRATIFIED]])
     train, val = _benign_by_day(flows, range(len(HEADS)))
     tests = {"tuesday": _rows(flows, len(HEADS)), "stratified": _rows(flows, len(HEADS) + 1)}
     about = "train: 6 benign 2017 day heads (not Tuesday); test: Tuesday, the stratified sample"
@@ -118,7 +119,7 @@ def cicids2017(_cache: str) -> Protocol:
 
 
 def cicids2017_ddos_day(_cache: str) -> Protocol:
-    flows = data.load_flows([str(DATA / f) for f in [*HEADS, DDOS_DAY]])
+    flows = dataset.load_flows([str(DATA / f) for f in [*HEADS, DDOS_DAY]])
     train, val = _benign_by_day(flows, range(len(HEADS)))
     tests = {"friday_ddos_day": _rows(flows, len(HEADS))[DDOS_DAY_FROM:]}
     about = (
@@ -139,7 +140,7 @@ def cicids2017_improved(cache: str) -> Protocol:
         path = os.path.join(cache, f"improved_{d}.parquet")
         pq.write_table(table.filter(day_N == d), path)
         files.append(path)
-    flows = data.load_flows(files)
+    flows = dataset.load_flows(files)
     train, val = _benign_by_day(flows, [0])
     tests = {days[i]: _rows(flows, i) for i in range(1, len(days))}
     about = f"train: benign flows of {days[0]} (Monday); test: {', '.join(days[1:])}"
@@ -147,7 +148,7 @@ def cicids2017_improved(cache: str) -> Protocol:
 
 
 def csecicids2018(_cache: str) -> Protocol:
-    flows = data.load_flows([str(DATA / f) for f in Y2018])
+    flows = dataset.load_flows([str(DATA / f) for f in Y2018])
     train, val = _benign_by_day(flows, [0])
     about = "train: benign flows of the all-days 2018 sample; test: the 14-02-2018 day"
     return Protocol("csecicids2018", flows, train, val, {"2018-02-14": _rows(flows, 1)}, about)
@@ -247,7 +248,7 @@ def port_transform(p: Protocol, x_NxF: np.ndarray, how: str) -> np.ndarray:
 
 def stage1_windowed(p: Protocol, cfg: Config, ports: str = "") -> windows.Windowed:
     fl = p.flows
-    scaler = data.fit_scaler(fl.x_NxF[p.train], fl.features, cfg.scaler, cfg.input_clip)
+    scaler = dataset.fit_scaler(fl.x_NxF[p.train], fl.features, cfg.scaler, cfg.input_clip)
     x = scaler.transform(fl.x_NxF)
     features = fl.features
     if ports:
@@ -273,8 +274,8 @@ def latent_knn(t: harness.Trained, w: windows.Windowed, rows: np.ndarray) -> np.
     codes (a kNN in the learned space instead of the input space)."""
     fn = lambda m, x: (m.encode(x),)  # noqa: E731
     latent = t.cfg.encoder_sizes[-1]
-    (z_tr,) = score._batched(t.model, fn, w.x_NxF, w.starts["train"], 1, 2048, ((latent,),))
-    (z,) = score._batched(t.model, fn, w.x_NxF, rows, 1, 2048, ((latent,),))
+    (z_tr,) = inference._batched(t.model, fn, w.x_NxF, w.starts["train"], 1, 2048, ((latent,),))
+    (z,) = inference._batched(t.model, fn, w.x_NxF, rows, 1, 2048, ((latent,),))
     return peers.fit("knn", z_tr)(z)
 
 
@@ -284,7 +285,7 @@ def run_stage1(H, p: Protocol, name: str, cfg: Config, ports: str = "", knn=Fals
     rows = np.arange(len(p.flows))
     out = {}
     s_N = harness.ae_scores(t, w, rows)
-    thr = stage1.threshold_from_scores(cfg, s_N[p.val]).value
+    thr = calibration.threshold_from_scores(cfg, s_N[p.val]).value
     out[name] = record(s_N, p, thr, **t.record())
     if knn:
         k_N = latent_knn(t, w, rows)
@@ -315,7 +316,7 @@ def peers_for(p: Protocol, quick: bool) -> dict:
     out = {}
     names = [n for n in peers.available() if n != "pyod_lstm" and not (quick and "pyod" in n)]
     for kind in ("standard", "quantile"):
-        scaler = data.fit_scaler(p.flows.x_NxF[p.train], p.flows.features, kind)
+        scaler = dataset.fit_scaler(p.flows.x_NxF[p.train], p.flows.features, kind)
         x = scaler.transform(p.flows.x_NxF)
         for name in names:
             t0 = time.perf_counter()
@@ -369,7 +370,7 @@ def sequence_check(H, seeds: list[int], quick: bool) -> dict:
     """The Friday-DDoS day in order at T = 5, as in ``benchmarks/detection.py`` (b), with
     no selection: stage 1 on the first 80% of the first benign run, threshold on the rest
     of it, tested on every window after the first attack run and the benign run after it."""
-    flows = data.load_flows(str(DATA / DDOS_DAY))
+    flows = dataset.load_flows(str(DATA / DDOS_DAY))
     label = flows.label_N
     train_end, first_run, select_end = harness.sequence_cuts(label, TRAIN_OF_DAY)
     n, T = len(flows), SEQUENCE_T
@@ -389,7 +390,7 @@ def sequence_check(H, seeds: list[int], quick: bool) -> dict:
             tst = w.starts["test"][w.starts["test"] >= select_end]
             y = windows.window_labels(label, tst, T)[1]
             t = H.fit(f"sequence-{name}-s{seed}", cfg, w)
-            thr = stage1.threshold_from_scores(cfg, harness.ae_scores(t, w, w.starts["val"]))
+            thr = calibration.threshold_from_scores(cfg, harness.ae_scores(t, w, w.starts["val"]))
             rec = harness.detector_metrics(y, harness.ae_scores(t, w, tst), thr)
             out["runs"].setdefault(name, {})[str(seed)] = {**t.record(), "test": rec}
             print(f"  sequence {name} seed {seed}: ROC AUC {rec['roc_auc']:.4f}", flush=True)

@@ -40,8 +40,9 @@ import pca_baseline
 import peers
 from absl import app, flags, logging
 
-from lstmae_jax import data, metrics, windows
 from lstmae_jax.config import Config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.detect import metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -221,7 +222,7 @@ def classifiers(H, S, w, cfg0, stage1, epochs, patience, lrs, labels=None, names
 
 def paper_experiment(H, S, name: str, files: list[str]) -> dict:
     paths = [str(DATA / f) for f in files]
-    flows = data.load_flows(paths)
+    flows = dataset.load_flows(paths)
     cfg0 = S["base"].replace(window=1, split="random", split_fractions=RANDOM_FRACTIONS)
     build = dict(window=1, split="random", fractions=RANDOM_FRACTIONS, seed=SEED)
     w1 = windows.build(flows, train_benign_only=True, **build)
@@ -322,7 +323,7 @@ def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, di
     return cands[best], {"candidates": records, "chosen": best}, by_kind
 
 
-def sequence_rows(flows: data.Flows) -> dict:
+def sequence_rows(flows: dataset.Flows) -> dict:
     """The protocol's row ranges: stage-1 train / benign hold-out / selection / test."""
     n = len(flows)
     train_end, first_run, select_end = harness.sequence_cuts(flows.label_N, SEQ_TRAIN_OF_FIRST_RUN)
@@ -335,7 +336,7 @@ def sequence_rows(flows: data.Flows) -> dict:
     }
 
 
-def benign_drift(flows: data.Flows, train_end: int, test_start: int) -> dict:
+def benign_drift(flows: dataset.Flows, train_end: int, test_start: int) -> dict:
     """How the benign flows of the test part differ from the training flows (raw values)."""
     benign = flows.label_N == 0
     parts = {"train": np.arange(len(flows)) < train_end}
@@ -352,7 +353,7 @@ def benign_drift(flows: data.Flows, train_end: int, test_start: int) -> dict:
 
 
 def sequence_experiment(H, S, progress=lambda out: None) -> dict:
-    flows = data.load_flows(str(DATA / SEQ_DIR))
+    flows = dataset.load_flows(str(DATA / SEQ_DIR))
     n = len(flows)
     rows = sequence_rows(flows)
     (_, train_end), (_, first_run), (_, select_end) = (
@@ -455,7 +456,7 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
     return out
 
 
-def stage1_temporal(H, flows: data.Flows, T: int, cfg: Config) -> dict:
+def stage1_temporal(H, flows: dataset.Flows, T: int, cfg: Config) -> dict:
     """Diagnostic variant: stage 1 (same hyperparameters) on every benign window of the
     temporal split's train part, early stopping and threshold on the benign windows of its
     val part, test on its test part; PCA on the same flows. It shows how much of the gap
@@ -496,7 +497,7 @@ FLOW_TEST = "cicids2017/stratified_sample_all_days.parquet"
 FLOW_TRAIN_OF_HEAD = 0.8  # per head: earlier rows train, the rest is the benign hold-out
 
 
-def flow_windows(flows: data.Flows, test_file: int) -> windows.Windowed:
+def flow_windows(flows: dataset.Flows, test_file: int) -> windows.Windowed:
     """T = 1 windows: per head file, its first ``FLOW_TRAIN_OF_HEAD`` rows train and the rest
     are the benign hold-out (early stopping, error model threshold); ``test_file`` is test."""
     n = len(flows)
@@ -510,8 +511,8 @@ def flow_windows(flows: data.Flows, test_file: int) -> windows.Windowed:
     attack_N = flows.label_N != 0
     if attack_N[split_N < 2].any():
         raise ValueError("a 2017 head holds attack flows; the protocol needs benign heads")
-    scaler = data.fit_scaler(flows.x_NxF[split_N == 0], flows.features)
-    starts = {s: np.flatnonzero(split_N == i) for i, s in enumerate(data.SPLITS)}
+    scaler = dataset.fit_scaler(flows.x_NxF[split_N == 0], flows.features)
+    starts = {s: np.flatnonzero(split_N == i) for i, s in enumerate(dataset.SPLITS)}
     return windows.Windowed(
         x_NxF=scaler.transform(flows.x_NxF),
         label_N=flows.label_N,
@@ -529,7 +530,7 @@ def flows_experiment(H, S) -> dict:
     """Per flow across days: stage 1 (T=1, the library defaults, nothing tuned here) on the
     benign heads of the seven 2017 day files, threshold at 1% FPR on their held-out tails,
     tested on the stratified sample of all days; the peers on the same flows."""
-    flows = data.load_flows([str(DATA / f) for f in [*FLOW_HEADS, FLOW_TEST]])
+    flows = dataset.load_flows([str(DATA / f) for f in [*FLOW_HEADS, FLOW_TEST]])
     w = flow_windows(flows, test_file=len(FLOW_HEADS))
     tst = w.starts["test"]
     y, names = w.any_attack["test"], np.asarray(w.classes, dtype=object)[w.label["test"]]
@@ -572,9 +573,12 @@ def flows_experiment(H, S) -> dict:
 def cross_experiment(H, S) -> dict:
     src = [str(DATA / "cicids2017")]
     dst = [str(DATA / f) for f in PAPER_DATASETS["csecicids2018"]]
-    f_src, f_dst = data.load_flows(src), data.load_flows(dst)
+    f_src, f_dst = dataset.load_flows(src), dataset.load_flows(dst)
     common = [f for f in f_src.features if f in set(f_dst.features)]
-    f_src, f_dst = data.load_flows(src, features=common), data.load_flows(dst, features=common)
+    f_src, f_dst = (
+        dataset.load_flows(src, features=common),
+        dataset.load_flows(dst, features=common),
+    )
     print(f"[cross] {len(f_src)} -> {len(f_dst)} flows, {len(common)} common features", flush=True)
     cfg0 = S["base"].replace(
         window=1, split="random", split_fractions=RANDOM_FRACTIONS, task="binary"
@@ -631,7 +635,7 @@ def cross_experiment(H, S) -> dict:
 
 
 def draw(prefix, t, score_W, y_W, threshold, flows, rows_W) -> None:
-    from lstmae_jax import plots  # the optional extra "plots"
+    from lstmae_jax.jobs import plots  # the optional extra "plots"
 
     out = os.path.join(_PLOTS.value, prefix)
     plots.plot_curves(out + "_stage1", y_W, score_W)
@@ -640,7 +644,7 @@ def draw(prefix, t, score_W, y_W, threshold, flows, rows_W) -> None:
     plots.plot_training(t.run_dir, out + "_stage1_training.png")
 
 
-def seen_in_train(flows: data.Flows, w: windows.Windowed) -> float:
+def seen_in_train(flows: dataset.Flows, w: windows.Windowed) -> float:
     """Share of test flows (T=1) whose feature vector is exactly that of a training flow:
     the leakage of a random split of sampled flows."""
     rows = np.ascontiguousarray(flows.x_NxF)

@@ -1,7 +1,7 @@
 """The one harness of ``benchmarks/detection.py``: train, score, and pick on validation.
 
 Every model of the detection benchmark is trained by ``Harness.fit`` (the library's
-``train.fit`` in a fresh run directory, with the same batch size, epoch cap and early
+``loop.fit`` in a fresh run directory, with the same batch size, epoch cap and early
 stopping), scored by ``classifier_metrics`` or ``detector_metrics``, and candidates are
 compared by ``pick`` on validation numbers only; test numbers are computed for the
 chosen candidate alone.
@@ -23,8 +23,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from flax import nnx
 
-from lstmae_jax import anomaly, metrics, run, score, stage1, train, windows
 from lstmae_jax.config import Config
+from lstmae_jax.data import windows
+from lstmae_jax.detect import anomaly, calibration, inference, metrics
+from lstmae_jax.jobs import training
+from lstmae_jax.train import loop
 
 
 def sequence_cuts(label_N: np.ndarray, train_fraction: float) -> tuple[int, int, int]:
@@ -117,7 +120,7 @@ class Harness:
     ) -> Trained:
         run_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=self.root)
         t0 = time.perf_counter()
-        res = train.fit(cfg, run_dir, data, labels=labels, init=init, max_steps=self.max_steps)
+        res = loop.fit(cfg, run_dir, data, labels=labels, init=init, max_steps=self.max_steps)
         seconds = time.perf_counter() - t0
         if res.preempted:  # fit turns SIGTERM into a clean stop; a benchmark must not go on
             raise SystemExit(f"{name}: SIGTERM during training; stopping the benchmark")
@@ -128,7 +131,7 @@ class Harness:
         )
         em = None
         if cfg.model == "lstm_ae" and cfg.stage == 1:
-            em = stage1.fit_error_model(cfg, res.model, data)
+            em = calibration.fit_error_model(cfg, res.model, data)
         return Trained(
             name,
             cfg,
@@ -149,7 +152,7 @@ class Harness:
 
 def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
     """Stage 2 starts from the stage-1 encoder (an ensemble hands over member 0's)."""
-    return run.stage1_encoder_init(stage1.run_dir)
+    return training.stage1_encoder_init(stage1.run_dir)
 
 
 # ------------------------------------------------------------------------ scoring
@@ -158,19 +161,21 @@ def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
 def with_score(t: Trained, kind: str, data: windows.Windowed) -> Trained:
     """``t`` scored by error model ``kind`` (refitted on ``data``'s benign training windows)."""
     cfg = t.cfg.replace(score=kind)
-    return dataclasses.replace(t, cfg=cfg, error_model=stage1.fit_error_model(cfg, t.model, data))
+    return dataclasses.replace(
+        t, cfg=cfg, error_model=calibration.fit_error_model(cfg, t.model, data)
+    )
 
 
 def ae_scores(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
     """score_W: the run's stage-1 anomaly score (``anomaly.score``, its fitted error model)."""
-    s_W, _ = score.window_scores(
+    s_W, _ = inference.window_scores(
         t.model, t.error_model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size
     )
     return s_W
 
 
 def log_probs(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
-    logits_WxC = score.logits(t.model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size)
+    logits_WxC = inference.logits(t.model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size)
     z = logits_WxC.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -241,7 +246,7 @@ def detector_metrics(
 
 def fpr_threshold(cfg: Config, benign_val_scores: np.ndarray) -> metrics.Threshold:
     """The benchmark's operating point: 1% FPR on benign validation windows."""
-    return stage1.threshold_from_scores(
+    return calibration.threshold_from_scores(
         cfg.replace(threshold="fpr", target_fpr=0.01), benign_val_scores
     )
 

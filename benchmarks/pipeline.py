@@ -116,7 +116,7 @@ def child(kind: str, csv: str, out: str) -> None:
     if kind == "pandas":
         import pandas as pd
     if kind in ("ours", "idle"):
-        from lstmae_jax import convert
+        from lstmae_jax.ingest import convert
     start, cpu = time.perf_counter(), time.process_time()
     rows = 0
     if kind == "ours":
@@ -226,14 +226,14 @@ def bench_batches(tmp: pathlib.Path, batch_size: int = 512, window: int = 10) ->
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lstmae_jax import data, windows
+    from lstmae_jax.data import dataset, windows
 
     table = pq.read_table(SAMPLE)
     reps = -(-_ROWS.value // table.num_rows)
     path = tmp / "batches.parquet"
     pq.write_table(pa.concat_tables([table] * reps), path)
     t0 = time.perf_counter()
-    flows = data.load_flows(str(path))
+    flows = dataset.load_flows(str(path))
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     w = windows.build(flows, window=window, split="temporal")
@@ -282,8 +282,9 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
     import numpy as np
     from flax import nnx
 
-    from lstmae_jax import config, windows
-    from lstmae_jax import steps as steps_lib
+    from lstmae_jax import config
+    from lstmae_jax.data import windows
+    from lstmae_jax.train import steps as steps_lib
 
     cfg = config.Config(window=w.window)
     model = steps_lib.build_model(cfg, len(w.features), 2, nnx.Rngs(0))

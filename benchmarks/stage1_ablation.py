@@ -26,8 +26,9 @@ import detection
 import detection_harness as harness
 from absl import app, flags, logging
 
-from lstmae_jax import data, metrics, windows
 from lstmae_jax.config import Config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.detect import metrics
 
 _QUICK = detection._QUICK  # --quick: a few steps per variant (smoke test)
 _WINDOW = flags.DEFINE_integer("window", 10, "T of every variant.")
@@ -57,7 +58,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     T = _WINDOW.value
-    flows = data.load_flows(str(detection.DATA / detection.SEQ_DIR))
+    flows = dataset.load_flows(str(detection.DATA / detection.SEQ_DIR))
     n = len(flows)
     rows = detection.sequence_rows(flows)
     (_, train_end), (_, first_run), (_, select_end) = (

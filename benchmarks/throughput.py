@@ -51,7 +51,12 @@ import throughput_report
 from absl import app, flags, logging
 from flax import nnx
 
-from lstmae_jax import anomaly, config, data, export, models, steps
+from lstmae_jax import config
+from lstmae_jax.data import dataset
+from lstmae_jax.detect import anomaly
+from lstmae_jax.jobs import export
+from lstmae_jax.model import models
+from lstmae_jax.train import steps
 
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats and shorter timings (< 2 min on CPU).")
 _OUT = flags.DEFINE_string(
@@ -341,10 +346,10 @@ def _error_model() -> anomaly.ErrorModel:
     )
 
 
-def _scaler() -> data.Scaler:
+def _scaler() -> dataset.Scaler:
     rng = np.random.default_rng(2)
     log = tuple(bool(b) for b in rng.random(F) < 0.6)
-    return data.Scaler(
+    return dataset.Scaler(
         tuple(f"f{i}" for i in range(F)),
         log,
         tuple(rng.uniform(0, 2, F)),
@@ -434,13 +439,14 @@ def torch_score(torch, batch: int):
 def dtype_loss_effect(num_steps: int, batch: int = 256) -> dict:
     """The reconstruction loss after ``num_steps`` Adam steps on generated flows (scaled as
     the trainer scales them), float32 against bfloat16 matmuls, same seed and batches."""
-    from lstmae_jax import schema, synthetic
+    from lstmae_jax.ingest import schema
+    from lstmae_jax.synthetic import timeline
 
-    flows = synthetic.generate(40_000, seed=0)
+    flows = timeline.generate(40_000, seed=0)
     features = [f for f in schema.FEATURES if f in flows.column_names][:F]
     x = np.stack([flows[f].to_numpy().astype(np.float64) for f in features], axis=1)
     x = x[np.isfinite(x).all(axis=1)]  # the generator writes some inf/NaN, as the meter does
-    x = data.fit_scaler(x, features).transform(x)
+    x = dataset.fit_scaler(x, features).transform(x)
     table = jnp.asarray(x, jnp.float32)
     rng = np.random.default_rng(0)
     starts = [rng.integers(0, len(x) - T, batch).astype(np.int32) for _ in range(num_steps)]

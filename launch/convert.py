@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags, logging
 
-from lstmae_jax import clean, convert
+from lstmae_jax.ingest import clean, convert
 
 _INPUT = flags.DEFINE_list("input", None, "Input files or globs (comma-separated or repeated).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory for Parquet files + report.json.")

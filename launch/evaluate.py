@@ -8,7 +8,7 @@ import sys
 
 from absl import app, flags
 
-from lstmae_jax import evaluate
+from lstmae_jax.jobs import evaluate
 
 flags.DEFINE_string("workdir", None, "Experiment directory written by launch/train.py.")
 flags.DEFINE_string("data", None, "Parquet file, directory or glob to score.")

@@ -3,7 +3,7 @@
 Writes scorer.jaxexport (jax.export, symbolic batch, CPU and CUDA), scorer.json (the
 sidecar: features, window, scaler, error model, threshold, classes, cleaning, training
 data, validation metrics, versions) and MANIFEST.json (SHA-256 and size of each file).
-Score with launch/score.py, or lstmae_jax.artifact.load in Python; no Flax needed.
+Score with launch/score.py, or lstmae_jax.deploy.artifact.load in Python; no Flax needed.
 """
 
 import json
@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from lstmae_jax import export
+from lstmae_jax.jobs import export
 
 flags.DEFINE_string("workdir", None, "Experiment directory with a trained stage1/ (and stage2/).")
 flags.DEFINE_string("output", None, "Artifact directory to write.")

@@ -23,7 +23,7 @@ import sys
 
 from absl import app, flags, logging
 
-from lstmae_jax import alerts, artifact
+from lstmae_jax.deploy import alerts, artifact
 
 flags.DEFINE_string("model", None, "Artifact directory written by launch/export.py.")
 flags.DEFINE_string("input", None, "Flows to score: a file, a directory or a glob.")

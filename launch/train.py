@@ -11,7 +11,9 @@ import sys
 
 from absl import app, flags, logging
 
-from lstmae_jax import config, run, sharding
+from lstmae_jax import config
+from lstmae_jax.jobs import training
+from lstmae_jax.train import sharding
 
 flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints, metrics, summaries).")
 flags.mark_flag_as_required("workdir")
@@ -41,7 +43,7 @@ def main(argv):
     sharding.log_devices(sharding.make_mesh())
     logging.info("config:\n%s", cfg.dumps())
     try:
-        summary = run.train_job(cfg, flags.FLAGS.workdir)
+        summary = training.train_job(cfg, flags.FLAGS.workdir)
     except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
         sys.exit(f"error: {e}")
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))

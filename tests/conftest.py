@@ -24,22 +24,24 @@ def shared_data() -> pathlib.Path:
 def trained_workdir(tmp_path_factory):
     """Stage 1 and stage 2 trained once on generated flows (shared by the run, export and
     scorer tests): (workdir, config, stage-1 summary, stage-2 summary)."""
-    from lstmae_jax import config, run, synthetic
+    from lstmae_jax import config
+    from lstmae_jax.jobs import training
+    from lstmae_jax.synthetic import timeline
 
     root = tmp_path_factory.mktemp("run")
-    path = synthetic.write(synthetic.generate(3000, seed=1), str(root / "flows.parquet"))
+    path = timeline.write(timeline.generate(3000, seed=1), str(root / "flows.parquet"))
     # zscore: the fitted error model's arrays travel through export and the scorer (the
     # default sse has none); the scaler is the default quantile map, knots and all.
     cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4, score="zscore")
-    s1 = run.train_job(cfg, str(root))
-    s2 = run.train_job(cfg.replace(stage=2), str(root))
+    s1 = training.train_job(cfg, str(root))
+    s2 = training.train_job(cfg.replace(stage=2), str(root))
     return root, cfg, s1, s2
 
 
 @pytest.fixture(scope="session")
 def artifact_dir(trained_workdir, tmp_path_factory):
     """``trained_workdir`` exported once (tests that alter it work on a copy)."""
-    from lstmae_jax import export
+    from lstmae_jax.jobs import export
 
     out = tmp_path_factory.mktemp("artifact")
     export.export_scorer(str(trained_workdir[0]), str(out))

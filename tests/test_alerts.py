@@ -13,7 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import alerts, artifact, atomic, convert, data, reader, synthetic, windows
+from lstmae_jax import atomic
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.deploy import alerts, artifact
+from lstmae_jax.ingest import convert, reader
+from lstmae_jax.synthetic import timeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE = os.path.join(REPO, "launch", "score.py")
@@ -33,23 +37,19 @@ NO_TRAINING = (
     f"runpy.run_path({SCORE!r}, run_name='__main__')\n"
 )
 # The project modules the scorer may load: no model, training or checkpoint code.
-SCORER_MODULES = {
-    "alerts",
-    "artifact",
+SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
     "atomic",
-    "clean",
-    "metrics",
-    "rawparse",
-    "reader",
-    "schema",
-}
+    "deploy", "deploy.alerts", "deploy.artifact",
+    "detect", "detect.metrics",
+    "ingest", "ingest.clean", "ingest.rawparse", "ingest.reader", "ingest.schema",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def flows_csv(tmp_path_factory):
     """Held-back flows (another seed than training) as a CSE-CIC-IDS2018-style CSV."""
     path = tmp_path_factory.mktemp("flows") / "held_back.csv"
-    synthetic.write(synthetic.generate(1200, seed=7), str(path), style="csecicids2018")
+    timeline.write(timeline.generate(1200, seed=7), str(path), style="csecicids2018")
     return path
 
 
@@ -72,7 +72,7 @@ def test_scores_equal_the_artifact_on_the_cleaned_windows(artifact_dir, flows_cs
     rows = _read(tmp_path / "a.parquet")
     # The reference: the converter's cleaning, then every window of the file.
     convert.convert([str(flows_csv)], str(tmp_path / "pq"))
-    flows = data.load_flows(str(tmp_path / "pq"), features=scorer.features)
+    flows = dataset.load_flows(str(tmp_path / "pq"), features=scorer.features)
     t = scorer.window
     starts = np.arange(len(flows) - t + 1)
     ref = scorer(windows.gather(flows.x_NxF, starts, t))
@@ -101,8 +101,8 @@ def test_chunk_size_does_not_change_the_result(artifact_dir, flows_csv, tmp_path
 
 def test_parquet_and_csv_inputs_score_alike(artifact_dir, flows_csv, tmp_path):
     scorer = artifact.load(str(artifact_dir))
-    table = synthetic.generate(1200, seed=7)
-    synthetic.write(table, str(tmp_path / "held_back.parquet"), style="csecicids2018")
+    table = timeline.generate(1200, seed=7)
+    timeline.write(table, str(tmp_path / "held_back.parquet"), style="csecicids2018")
     _score(scorer, flows_csv, tmp_path / "csv.jsonl")
     _score(scorer, tmp_path / "held_back.parquet", tmp_path / "pq.jsonl")
     a, b = _read(tmp_path / "csv.jsonl"), _read(tmp_path / "pq.jsonl")
@@ -236,7 +236,7 @@ def test_launcher_scores_without_training_code(artifact_dir, flows_csv, tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = modules.read_text().split()
-    ours = {m.split(".")[1] for m in loaded if m.startswith("lstmae_jax.")}
+    ours = {m.removeprefix("lstmae_jax.") for m in loaded if m.startswith("lstmae_jax.")}
     assert ours == SCORER_MODULES
     assert not {m.split(".")[0] for m in loaded} & {"flax", "optax", "orbax", "torch"}
     summary = json.loads((tmp_path / "alerts.parquet.summary.json").read_text())
@@ -284,8 +284,8 @@ def test_live_mode_stops_cleanly_on_sigterm(artifact_dir, flows_csv, tmp_path):
 
 
 def test_recalibration_writes_a_new_verified_artifact(artifact_dir, tmp_path):
-    benign = synthetic.generate(1500, seed=11, attack_fraction=0.0)
-    path = synthetic.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
+    benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
+    path = timeline.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
     new = tmp_path / "recalibrated"
     proc = _run_score(
         f"--model={artifact_dir}", f"--calibrate={path}", "--target_fpr=0.05",
@@ -365,7 +365,7 @@ def test_live_mode_survives_deleted_and_half_written_files(artifact_dir, flows_c
     scorer = artifact.load(str(artifact_dir))
     inbox, out = tmp_path / "inbox", tmp_path / "dir.jsonl"
     inbox.mkdir()
-    synthetic.write(synthetic.generate(600, seed=8), str(tmp_path / "whole.parquet"))
+    timeline.write(timeline.generate(600, seed=8), str(tmp_path / "whole.parquet"))
     whole = (tmp_path / "whole.parquet").read_bytes()
     stop = alerts.Stop()
     thread = _follow(scorer, inbox, out, stop)
@@ -411,7 +411,7 @@ def test_an_output_that_is_an_input_is_refused_before_reading(artifact_dir, flow
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     flows = inbox / "f.parquet"
-    synthetic.write(synthetic.generate(300, seed=3), str(flows))
+    timeline.write(timeline.generate(300, seed=3), str(flows))
     before = flows.read_bytes()
     os.symlink(flows, tmp_path / "link.parquet")
     refused = {  # output -> input: each would replace an input or be read back as flows
@@ -561,8 +561,8 @@ def test_an_empty_input_is_refused_as_the_converter_refuses_it(artifact_dir, tmp
 
 def test_recalibration_refuses_too_few_windows_and_an_existing_artifact(artifact_dir, tmp_path):
     scorer = artifact.load(str(artifact_dir))
-    benign = synthetic.generate(1500, seed=11, attack_fraction=0.0)
-    path = synthetic.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
+    benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
+    path = timeline.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
     with pytest.raises(ValueError, match=r"needs at least 10000 \(10 expected false positives"):
         alerts.calibrate(scorer, path, 0.001, str(tmp_path / "new"))
     (tmp_path / "taken").mkdir()
@@ -583,8 +583,8 @@ def test_recalibration_warns_when_the_threshold_moves_far(
     artifact_dir, tmp_path, caplog, monkeypatch
 ):
     scorer = artifact.load(str(artifact_dir))
-    benign = synthetic.generate(1500, seed=11, attack_fraction=0.0)
-    path = synthetic.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
+    benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
+    path = timeline.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
     caplog.set_level("WARNING")
     monkeypatch.setattr(alerts, "THRESHOLD_MOVE_WARNING", 1e30)
     alerts.calibrate(scorer, path, 0.05, str(tmp_path / "a"))

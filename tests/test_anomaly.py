@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
 
-from lstmae_jax import anomaly
+from lstmae_jax.detect import anomaly
 
 
 def _windows(seed=0, k=1, b=64, t=5, f=6):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from lstmae_jax import artifact
+from lstmae_jax.deploy import artifact
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +60,7 @@ def test_a_kill_during_a_rewrite_leaves_the_old_artifact_working(artifact_dir, t
     code = (
         "import os, signal, sys\n"
         f"sys.path.insert(0, {REPO!r})\n"
-        "from lstmae_jax import artifact\n"
+        "from lstmae_jax.deploy import artifact\n"
         f"scorer = artifact.load({str(model)!r})\n"
         "meta = {**scorer.meta, 'threshold': {**scorer.meta['threshold'], 'value': 1.0}}\n"
         "def die(*a, **k):\n"

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmae_jax import clean, convert, rawparse, schema
+from lstmae_jax.ingest import clean, convert, rawparse, schema
 
 STYLES = schema.STYLES
 META = {

@@ -20,7 +20,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from lstmae_jax import checkpoint, monitor, synthetic
+from lstmae_jax.synthetic import timeline
+from lstmae_jax.train import checkpoint, monitor
 
 LAUNCHER = os.path.join(os.path.dirname(__file__), "..", "launch", "train.py")
 DELAY_S = 0.5  # the hold before each commit in killed runs; a kill lands well within it
@@ -36,7 +37,7 @@ FLAGS = (
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    data = synthetic.write(synthetic.generate(600, seed=1), str(root / "flows.parquet"))
+    data = timeline.write(timeline.generate(600, seed=1), str(root / "flows.parquet"))
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import clean, data, schema
+from lstmae_jax.data import dataset
+from lstmae_jax.ingest import clean, schema
 
 # Expected per-file results of the default cleaning (nonfinite="drop", negative="clamp"),
 # counted independently from the files with pyarrow in test_expected_counts_are_raw_counts.
@@ -90,7 +91,7 @@ def test_every_shared_file_loads(shared_data):
     files = sorted(shared_data.glob("*/*.parquet"))
     assert len(files) >= 13
     for f in files:
-        flows = data.load_flows(str(f))
+        flows = dataset.load_flows(str(f))
         assert flows.x_NxF.dtype == np.float32
         assert np.isfinite(flows.x_NxF).all(), f
         assert flows.x_NxF.shape == (len(flows), len(flows.features))
@@ -108,7 +109,7 @@ def test_expected_counts_are_raw_counts(shared_data, rel):
     table = pq.read_table(shared_data / rel)
     assert table.num_rows == rows_in
     assert rows_in - _raw_nonfinite_rows(table) == rows_out
-    flows = data.load_flows(str(shared_data / rel))
+    flows = dataset.load_flows(str(shared_data / rel))
     assert len(flows) == rows_out
     got = {flows.classes[c]: int(n) for c, n in enumerate(np.bincount(flows.label_N)) if n}
     assert got == labels
@@ -130,8 +131,8 @@ def test_schema_mapping_of_the_three_styles(shared_data):
         assert report.unknown_columns == []
         assert len(report.features) == n_features
     # Same quantity, three spellings, one canonical column.
-    t17 = data.load_flows(str(shared_data / "cicids2017/monday_head.parquet"))
-    t18 = data.load_flows(str(shared_data / "csecicids2018/random_sample_all_days.parquet"))
+    t17 = dataset.load_flows(str(shared_data / "cicids2017/monday_head.parquet"))
+    t18 = dataset.load_flows(str(shared_data / "csecicids2018/random_sample_all_days.parquet"))
     assert "tot_fwd_pkts" in t17.features and "tot_fwd_pkts" in t18.features
     assert "protocol" not in t17.features  # MachineLearningCVE has no Protocol column
     imp = clean.canonicalize(
@@ -208,30 +209,30 @@ def test_feature_subset_and_errors(shared_data, tmp_path):
         str(shared_data / "cicids2017_friday_ddos_day"),
         str(shared_data / "cicids2017/monday_head.parquet"),
     ]
-    flows = data.load_flows(both)
+    flows = dataset.load_flows(both)
     assert len(flows.features) == 16  # the day file has 16 of the 77 features
     assert flows.files[0].endswith("friday_ddos_day_part1.parquet")
     with pytest.raises(
         ValueError,
         match=r"friday_ddos_day_part1.parquet: lacks requested feature columns \[.flow_duration.\]",
     ):
-        data.load_flows(both[::-1], features=["flow_duration"])
+        dataset.load_flows(both[::-1], features=["flow_duration"])
     with pytest.raises(ValueError, match="unknown feature names"):
-        data.load_flows(both[1], features=["nope"])
+        dataset.load_flows(both[1], features=["nope"])
     with pytest.raises(FileNotFoundError):
-        data.load_flows(str(tmp_path / "missing"))
+        dataset.load_flows(str(tmp_path / "missing"))
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="junk.parquet: cannot read as Parquet"):
-        data.load_flows(str(junk))
+        dataset.load_flows(str(junk))
 
 
 def _with_nan(tmp_path, column, share):
     """A generated day whose ``column`` is NaN in its first ``share`` of rows."""
-    from lstmae_jax import synthetic
+    from lstmae_jax.synthetic import timeline
 
     table = pa.Table.from_batches(
-        clean.canonicalize(synthetic.generate(400, seed=0), source="g")[0].to_batches()
+        clean.canonicalize(timeline.generate(400, seed=0), source="g")[0].to_batches()
     )
     values = table.column(column).to_numpy().copy()
     values[: int(share * len(values))] = np.nan
@@ -244,7 +245,7 @@ def _with_nan(tmp_path, column, share):
 def test_all_nan_column_is_named(tmp_path):
     path = _with_nan(tmp_path, "flow_iat_mean", 1.0)
     with pytest.raises(ValueError, match=r"every row.*nonfinite.*'flow_iat_mean'"):
-        data.load_flows(path)
+        dataset.load_flows(path)
 
 
 def test_most_rows_dropped_warns_naming_reason_and_column(tmp_path, caplog):
@@ -252,7 +253,7 @@ def test_most_rows_dropped_warns_naming_reason_and_column(tmp_path, caplog):
 
     path = _with_nan(tmp_path, "fwd_iat_std", 0.6)
     with caplog.at_level(logging.WARNING):
-        flows = data.load_flows(path)
+        flows = dataset.load_flows(path)
     rows = pq.read_metadata(path).num_rows
     assert len(flows) == rows - int(0.6 * rows)
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -260,16 +261,16 @@ def test_most_rows_dropped_warns_naming_reason_and_column(tmp_path, caplog):
 
 
 def test_temporal_split_is_ordered():
-    split = data.temporal_split(10, (0.6, 0.2, 0.2))
+    split = dataset.temporal_split(10, (0.6, 0.2, 0.2))
     assert split.tolist() == [0] * 6 + [1] * 2 + [2] * 2
     with pytest.raises(ValueError):
-        data.temporal_split(10, (0.5, 0.2, 0.2))
+        dataset.temporal_split(10, (0.5, 0.2, 0.2))
 
 
 def test_random_split_is_stratified_and_deterministic():
     labels = np.repeat(np.arange(3), [100, 50, 10])
-    a = data.random_split(labels, (0.6, 0.2, 0.2), seed=1)
-    assert np.array_equal(a, data.random_split(labels, (0.6, 0.2, 0.2), seed=1))
+    a = dataset.random_split(labels, (0.6, 0.2, 0.2), seed=1)
+    assert np.array_equal(a, dataset.random_split(labels, (0.6, 0.2, 0.2), seed=1))
     for c, n in zip(range(3), (100, 50, 10), strict=True):
         counts = np.bincount(a[labels == c], minlength=3)
         assert counts.tolist() == [
@@ -283,27 +284,27 @@ def test_scaler_log_standardise_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     features = ("flow_duration", "syn_flag_cnt")
     x = np.stack([rng.exponential(1e6, 1000), rng.integers(0, 3, 1000)], axis=1).astype(np.float32)
-    sc = data.fit_scaler(x, features)
+    sc = dataset.fit_scaler(x, features)
     assert sc.log == (True, False)
     z = sc.transform(x)
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)  # float32 output of float64 stats
     np.testing.assert_allclose(z.std(0), 1, atol=1e-5)
     path = tmp_path / "scaler.json"
     sc.save(str(path))
-    assert data.Scaler.load(str(path)) == sc
+    assert dataset.Scaler.load(str(path)) == sc
     assert json.loads(path.read_text())["features"] == list(features)
     # Constant column: centred, not divided by zero.
-    const = data.fit_scaler(np.ones((5, 1), np.float32), ("syn_flag_cnt",))
+    const = dataset.fit_scaler(np.ones((5, 1), np.float32), ("syn_flag_cnt",))
     assert np.all(const.transform(np.ones((2, 1), np.float32)) == 0)
 
 
 def test_minmax_scaler_is_the_papers():
     x = np.array([[0.0, 5.0], [10.0, 5.0], [5.0, 5.0]], np.float32)
-    sc = data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="minmax")
+    sc = dataset.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="minmax")
     np.testing.assert_array_equal(sc.transform(x), [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
-    assert data.Scaler.from_json(sc.to_json()) == sc
+    assert dataset.Scaler.from_json(sc.to_json()) == sc
     with pytest.raises(ValueError, match="scaler must be one of"):
-        data.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="rank")
+        dataset.fit_scaler(x, ("flow_duration", "syn_flag_cnt"), kind="rank")
 
 
 def test_robust_scaler_uses_median_and_iqr_and_clip_bounds():
@@ -311,17 +312,17 @@ def test_robust_scaler_uses_median_and_iqr_and_clip_bounds():
     features = ("flow_duration", "syn_flag_cnt")
     x = np.stack([rng.exponential(1e3, 2001), rng.integers(0, 5, 2001)], axis=1)
     x[:20, 0] = 1e12  # a few extreme training rows: they move the mean, not the median
-    sc = data.fit_scaler(x, features, kind="robust")
+    sc = dataset.fit_scaler(x, features, kind="robust")
     logx = np.log1p(x[:, 0])
     q25, med, q75 = np.quantile(logx, [0.25, 0.5, 0.75])
     assert sc.mean[0] == pytest.approx(med) and sc.std[0] == pytest.approx((q75 - q25) / 1.349)
     np.testing.assert_allclose(np.median(sc.transform(x)[:, 0]), 0.0, atol=1e-6)
-    clipped = data.fit_scaler(x, features, kind="robust", clip=3.0)
+    clipped = dataset.fit_scaler(x, features, kind="robust", clip=3.0)
     z = clipped.transform(x)
     assert z.max() == 3.0 and z.min() >= -3.0
-    assert data.Scaler.from_json(clipped.to_json()) == clipped
+    assert dataset.Scaler.from_json(clipped.to_json()) == clipped
     with pytest.raises(ValueError, match="clip must be finite"):
-        data.fit_scaler(x, features, clip=-1.0)
+        dataset.fit_scaler(x, features, clip=-1.0)
 
 
 def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
@@ -333,7 +334,7 @@ def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
     x = np.stack(
         [rng.exponential(1e6, n), rng.integers(0, 2, n), rng.choice([53, 443, 80], n)], axis=1
     )
-    sc = data.fit_scaler(x, features, kind="quantile")
+    sc = dataset.fit_scaler(x, features, kind="quantile")
     z = sc.transform(x)
     # A continuous feature becomes standard normal on the training rows (up to the knots).
     assert abs(np.median(z[:, 0])) < 0.02 and abs(z[:, 0].std() - 1) < 0.05
@@ -346,7 +347,7 @@ def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
     # continuous feature) at the standard scaler's slope: log1p units / training std.
     far = np.array([[-1e12, -5, 0], [1e12, 7, 65535]], np.float64)
     end = NormalDist().inv_cdf(1 - 0.5 / n)
-    std = data.fit_scaler(x, features).std  # the standard scaler's scale per feature
+    std = dataset.fit_scaler(x, features).std  # the standard scaler's scale per feature
     beyond = (np.log1p(1e12) - np.log1p(x[:, 0].max())) / std[0]
     np.testing.assert_allclose(sc.transform(far)[1, 0], end + beyond, rtol=1e-5)
     below = (0.0 - np.log1p(x[:, 0].min())) / std[0]  # a negative value is clamped to 0
@@ -357,16 +358,18 @@ def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
         rtol=1e-5,
     )
     # A feature constant on the training rows is centred only, as the standard scaler does.
-    const = data.fit_scaler(np.full((50, 1), 3.0), ("syn_flag_cnt",), kind="quantile")
+    const = dataset.fit_scaler(np.full((50, 1), 3.0), ("syn_flag_cnt",), kind="quantile")
     np.testing.assert_allclose(const.transform(np.array([[3.0], [5.0], [1.0]]))[:, 0], [0, 2, -2])
     # A monotone change of units changes nothing (log1p is not needed).
     np.testing.assert_allclose(
-        data.fit_scaler(x * 1000.0, features, kind="quantile").transform(x * 1000.0), z, atol=1e-6
+        dataset.fit_scaler(x * 1000.0, features, kind="quantile").transform(x * 1000.0),
+        z,
+        atol=1e-6,
     )
     sc.save(str(tmp_path / "scaler.json"))
-    assert data.Scaler.load(str(tmp_path / "scaler.json")) == sc
+    assert dataset.Scaler.load(str(tmp_path / "scaler.json")) == sc
     assert set(sc.arrays()) >= {"knots_x_FxK", "knots_z_FxK"}
-    assert "knots_x_FxK" not in data.fit_scaler(x, features).arrays()  # standard: no knots
+    assert "knots_x_FxK" not in dataset.fit_scaler(x, features).arrays()  # standard: no knots
     # Chunked on the host: the same numbers whatever the number of rows.
     big = np.repeat(x, 5, axis=0)
     np.testing.assert_array_equal(sc.transform(big)[::5], z)
@@ -374,13 +377,15 @@ def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
 
 def test_per_file_split_cuts_every_file_in_time():
     file_N = np.repeat([0, 1, 2], [10, 20, 5])
-    split = data.per_file_split(file_N, (0.6, 0.2, 0.2))
+    split = dataset.per_file_split(file_N, (0.6, 0.2, 0.2))
     for f in range(3):
         np.testing.assert_array_equal(
-            split[file_N == f], data.temporal_split(int((file_N == f).sum()), (0.6, 0.2, 0.2))
+            split[file_N == f], dataset.temporal_split(int((file_N == f).sum()), (0.6, 0.2, 0.2))
         )
     # One file: the same as the temporal split of the whole list.
-    np.testing.assert_array_equal(data.per_file_split(np.zeros(37, int)), data.temporal_split(37))
+    np.testing.assert_array_equal(
+        dataset.per_file_split(np.zeros(37, int)), dataset.temporal_split(37)
+    )
 
 
 def test_scaler_runs_the_same_in_jax():
@@ -391,7 +396,7 @@ def test_scaler_runs_the_same_in_jax():
     features = ("flow_duration", "syn_flag_cnt")
     x = np.stack([rng.exponential(1e5, 500), rng.integers(0, 5, 500)], axis=1)
     for kind, clip in (("standard", 0.0), ("robust", 2.5), ("minmax", 0.0), ("quantile", 0.0)):
-        sc = data.fit_scaler(x, features, kind=kind, clip=clip)
+        sc = dataset.fit_scaler(x, features, kind=kind, clip=clip)
         z_np = sc.transform(x)
         z_jnp = np.asarray(sc.transform(jnp.asarray(x, jnp.float32), xp=jnp))
         np.testing.assert_allclose(z_jnp, z_np, rtol=1e-5, atol=1e-5)
@@ -400,8 +405,8 @@ def test_scaler_runs_the_same_in_jax():
 def test_comma_separated_list_keeps_the_given_order(shared_data):
     a = str(shared_data / "cicids2017/tuesday_head.parquet")
     b = str(shared_data / "cicids2017/monday_head.parquet")
-    assert data.list_parquet(f"{a},{b}") == [a, b]
-    flows = data.load_flows(f"{a},{b}")
+    assert dataset.list_parquet(f"{a},{b}") == [a, b]
+    flows = dataset.load_flows(f"{a},{b}")
     assert flows.files == (a, b) and flows.file_N[0] == 0 and flows.file_N[-1] == 1
 
 
@@ -409,9 +414,9 @@ def test_label_encoded_copies_are_refused(tmp_path):
     path = tmp_path / "encoded.parquet"
     pq.write_table(pa.table({"Flow Duration": [1.0, 2.0], "Label": ["0", "1"]}), path)
     with pytest.raises(ValueError, match="labels are numbers"):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
 
 
 def test_minmax_refuses_clipping():
     with pytest.raises(ValueError, match="not minmax"):
-        data.fit_scaler(np.ones((3, 1)), ("flow_duration",), kind="minmax", clip=1.0)
+        dataset.fit_scaler(np.ones((3, 1)), ("flow_duration",), kind="minmax", clip=1.0)

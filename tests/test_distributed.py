@@ -30,7 +30,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import monitor, run, sharding, synthetic
+from lstmae_jax.jobs import training
+from lstmae_jax.synthetic import timeline
+from lstmae_jax.train import monitor, sharding
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "launch" / "train.py"
 TIMEOUT_S = 180  # all runs together (about 35 s on 2 cores); then the rest are killed
@@ -99,7 +101,7 @@ def _wait(procs: dict[str, subprocess.Popen], out: pathlib.Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    data = synthetic.write(synthetic.generate(1200, seed=1), str(root / "flows.parquet"))
+    data = timeline.write(timeline.generate(1200, seed=1), str(root / "flows.parquet"))
     common = [f"--data={data}", *FLAGS]
     two_port, one_port = _free_port(), _free_port()
     procs = {
@@ -116,7 +118,7 @@ def runs(tmp_path_factory):
 
 
 def _params(run_dir: pathlib.Path) -> list[np.ndarray]:
-    model, _ = run.load_run(str(run_dir))
+    model, _ = training.load_run(str(run_dir))
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 

@@ -7,16 +7,21 @@ import shutil
 import numpy as np
 import pytest
 
-from lstmae_jax import artifact, atomic, config, data, export, run, score, synthetic, windows
+from lstmae_jax import atomic, config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.deploy import artifact
+from lstmae_jax.detect import inference
+from lstmae_jax.jobs import export, training
+from lstmae_jax.synthetic import timeline
 
 
 def _reference(trained_workdir, scorer, starts):
     """Raw windows and the in-process model's scores and contributions for them."""
     root, cfg, _, _ = trained_workdir
-    model, meta = run.load_run(os.path.join(root, "stage1"))
-    flows = data.load_flows(cfg.data, features=scorer.features)
-    x = data.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
-    s_W, c_WxF = score.window_scores(model, meta["error_model"], x, starts, cfg.window)
+    model, meta = training.load_run(os.path.join(root, "stage1"))
+    flows = dataset.load_flows(cfg.data, features=scorer.features)
+    x = dataset.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
+    s_W, c_WxF = inference.window_scores(model, meta["error_model"], x, starts, cfg.window)
     return windows.gather(flows.x_NxF, starts, cfg.window), s_W, c_WxF, meta
 
 
@@ -199,17 +204,17 @@ def test_an_unfinished_stage2_is_not_exported(trained_workdir, tmp_path):
 def test_the_default_quantile_scaler_and_sse_score_export(tmp_path):
     """The library defaults (quantile map with its knots as inputs, sse with no fitted
     error model) give the same scores through the artifact as in process."""
-    path = synthetic.write(synthetic.generate(1200, seed=4), str(tmp_path / "flows.parquet"))
+    path = timeline.write(timeline.generate(1200, seed=4), str(tmp_path / "flows.parquet"))
     cfg = config.smoke(data=path, epochs=1, batch_size=32)
     assert (cfg.scaler, cfg.score) == ("quantile", "sse")
-    run.train_job(cfg, str(tmp_path / "run"))
+    training.train_job(cfg, str(tmp_path / "run"))
     export.export_scorer(str(tmp_path / "run"), str(tmp_path / "art"), platforms=("cpu",))
     scorer = artifact.load(str(tmp_path / "art"))
     assert "knots_x_FxK" in scorer.params["scaler"] and "error_model" not in scorer.params
-    model, meta = run.load_run(str(tmp_path / "run" / "stage1"))
-    flows = data.load_flows(path, features=scorer.features)
-    x = data.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
+    model, meta = training.load_run(str(tmp_path / "run" / "stage1"))
+    flows = dataset.load_flows(path, features=scorer.features)
+    x = dataset.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
     starts = np.arange(0, 1000, 7)
-    ref, _ = score.window_scores(model, meta["error_model"], x, starts, cfg.window)
+    ref, _ = inference.window_scores(model, meta["error_model"], x, starts, cfg.window)
     out = scorer(windows.gather(flows.x_NxF, starts, cfg.window))
     np.testing.assert_allclose(out["score_B"], ref, rtol=1e-4)

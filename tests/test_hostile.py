@@ -27,7 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import config, convert, data, run, schema, windows
+from lstmae_jax import config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.ingest import convert, schema
+from lstmae_jax.jobs import training
 
 S17, S18 = "cicids2017", "csecicids2018"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -462,36 +465,36 @@ def test_loader_refuses_columns_without_numbers(tmp_path, arr, kind):
     path.write_bytes(pq_feature(arr))
     message = rf"day\.parquet: column 'Flow Duration' \(flow_duration\) is {kind}, expected numbers"
     with pytest.raises(ValueError, match=message):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
 
 
 def test_loader_reads_uint64_and_refuses_bad_label_and_metadata_types(tmp_path):
     path = tmp_path / "day.parquet"
     path.write_bytes(pq_feature(pa.array([1, 2**64 - 1], pa.uint64())))
-    flows = data.load_flows(str(path))
+    flows = dataset.load_flows(str(path))
     assert flows.x_NxF[:, flows.features.index("flow_duration")].tolist() == [1.0, 2.0**64]
     n = 2
     base = {"Flow Duration": pa.array([1.0] * n), "Dst Port": pa.array([80.0] * n)}
     path.write_bytes(parquet_bytes({**base, "Label": pa.array([[1], [2]])}))
     with pytest.raises(ValueError, match=r"day\.parquet: column 'Label' is list<.*expected text"):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
     bad_ip = {"Src IP": pa.array([[1], [2]]), "Label": ["BENIGN"] * n}
     path.write_bytes(parquet_bytes({**base, **bad_ip}))
     with pytest.raises(ValueError, match=r"day\.parquet: column 'Src IP' is list<"):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
 
 
 def test_loader_refuses_corrupt_label_encoded_and_featureless_files(tmp_path):
     path = tmp_path / "day.parquet"
     path.write_bytes(b"PAR1 not really")
     with pytest.raises(ValueError, match=r"day\.parquet: cannot read as Parquet"):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
     path.write_bytes(parquet_bytes({"Dst Port": pa.array([80.0, 81.0]), "Label": ["0", "1"]}))
     with pytest.raises(ValueError, match="labels are numbers"):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
     path.write_bytes(parquet_bytes({"foo": pa.array([1.0]), "Label": ["BENIGN"]}))
     with pytest.raises(ValueError, match="no feature columns common"):
-        data.load_flows(str(path))
+        dataset.load_flows(str(path))
 
 
 def test_mixed_styles_in_one_folder_load_on_their_common_features(tmp_path):
@@ -499,7 +502,7 @@ def test_mixed_styles_in_one_folder_load_on_their_common_features(tmp_path):
     (tmp_path / "b.csv").write_text(csv_text(ok_rows(3)))
     reports = convert.convert([str(tmp_path / "*.csv")], str(tmp_path / "out"))
     assert [r.style for r in reports] == [S17, S18]
-    flows = data.load_flows(str(tmp_path / "out"))
+    flows = dataset.load_flows(str(tmp_path / "out"))
     common = set(reports[0].features) & set(reports[1].features)
     assert set(flows.features) == common and len(flows) == 6
     assert flows.file_N.tolist() == [0, 0, 0, 1, 1, 1]
@@ -508,9 +511,9 @@ def test_mixed_styles_in_one_folder_load_on_their_common_features(tmp_path):
 # --------------------------------------------------------------------- the windows
 
 
-def _flows(rows_per_file: list[int]) -> data.Flows:
+def _flows(rows_per_file: list[int]) -> dataset.Flows:
     n = sum(rows_per_file)
-    return data.Flows(
+    return dataset.Flows(
         x_NxF=np.arange(n, dtype=np.float32)[:, None],
         label_N=np.zeros(n, np.int32),
         file_N=np.repeat(np.arange(len(rows_per_file), dtype=np.int32), rows_per_file),
@@ -530,7 +533,7 @@ def test_a_window_longer_than_the_file_is_a_clear_error():
         windows.build(flows, window=10, split="random")
     # Two files of 4 rows: the window fits neither, though 8 rows are there in all.
     with pytest.raises(ValueError, match=r"window=5 needs .* has 4; split=random"):
-        run.build_windows(config.smoke(window=5, split="random"), _flows([4, 4]))
+        training.build_windows(config.smoke(window=5, split="random"), _flows([4, 4]))
 
 
 # ------------------------------------------------------------------------- Ctrl-C

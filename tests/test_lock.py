@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from lstmae_jax import config, lock, run
+from lstmae_jax import config
+from lstmae_jax.jobs import training
+from lstmae_jax.train import lock
 
 
 def _plant(workdir, pid, host=None):
@@ -33,7 +35,7 @@ def test_a_live_holder_is_refused_naming_host_and_pid(tmp_path):
             pass
     cfg = config.smoke(data=str(tmp_path / "flows.parquet"))
     with pytest.raises(ValueError, match=message):  # what launch/train.py prints in one line
-        run.train_job(cfg, str(tmp_path))
+        training.train_job(cfg, str(tmp_path))
     assert json.loads((tmp_path / lock.FILE).read_text())["pid"] == holder  # left alone
 
 
@@ -58,7 +60,7 @@ def test_a_dead_holders_lock_is_taken_over_and_released(tmp_path, caplog):
 def test_the_lock_is_released_on_an_exception(tmp_path):
     cfg = config.smoke(data=str(tmp_path / "missing.parquet"))
     with pytest.raises(FileNotFoundError):
-        run.train_job(cfg, str(tmp_path))
+        training.train_job(cfg, str(tmp_path))
     assert not (tmp_path / lock.FILE).exists()
     with pytest.raises(RuntimeError):
         with lock.WorkdirLock(str(tmp_path)):

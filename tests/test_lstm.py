@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax.lstm import LSTM
+from lstmae_jax.model.lstm import LSTM
 
 B, T, F, H = 3, 7, 5, 8
 TOL = 1e-5

@@ -1,4 +1,4 @@
-"""lstmae_jax.metrics against scikit-learn (a test-only dependency) and exact oracles.
+"""lstmae_jax.detect.metrics against scikit-learn (a test-only dependency) and exact oracles.
 
 Floats are compared exactly wherever both sides perform the same correctly rounded
 operations on the same integer counts. The one tolerance, 1e-12 for ROC AUC and AP against
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from lstmae_jax import metrics as M
+from lstmae_jax.detect import metrics as M
 
 SEEDS = range(40)
 SK_TOL = 1e-12  # see the module docstring: summation order only

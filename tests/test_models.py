@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import models
-from lstmae_jax.models import (
+from lstmae_jax.model import models
+from lstmae_jax.model.models import (
     CNN,
     DNN,
     LSTMAE,

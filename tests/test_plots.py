@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from lstmae_jax import metrics, plots  # noqa: E402
+from lstmae_jax.detect import metrics  # noqa: E402
+from lstmae_jax.jobs import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lstmae_jax import clean, convert, data, schema, windows
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.ingest import clean, convert, schema
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LABELS = ("BENIGN", " DDoS ", "Bot", "Web Attack \u2013 XSS", "DoS Hulk", "Infilteration")
@@ -211,7 +212,7 @@ def flows_and_args(draw):
     sizes = draw(st.lists(st.integers(0, 40), min_size=1, max_size=4))
     n = sum(sizes)
     label = np.asarray(draw(st.lists(st.sampled_from([0, 0, 0, 1]), min_size=n, max_size=n)))
-    flows = data.Flows(
+    flows = dataset.Flows(
         x_NxF=np.asarray(
             draw(st.lists(st.floats(0, 1e6, width=32), min_size=n, max_size=n)), np.float32
         ).reshape(n, 1),
@@ -253,7 +254,7 @@ def _expected_starts(seg_N: np.ndarray, window: int, stride: int) -> list[int]:
 def test_window_builder_invariants(case):
     flows, args = case
     n, t = len(flows), args["window"]
-    split_N = data.temporal_split(n, args["fractions"])
+    split_N = dataset.temporal_split(n, args["fractions"])
     keys = (flows.file_N, split_N) if args["split"] == "temporal" else (flows.file_N,)
     every = _expected_starts(windows.segment_ids(*keys), t, args["stride"])  # brute force
     attack = {s: bool(flows.label_N[s : s + t].any()) for s in every}
@@ -261,10 +262,10 @@ def test_window_builder_invariants(case):
         code_W = [split_N[s] for s in every]
     else:  # stratified by the label of the window's last flow
         last = flows.label_N[np.asarray(every, np.int64) + t - 1]
-        code_W = data.random_split(last, args["fractions"], args["seed"]).tolist()
+        code_W = dataset.random_split(last, args["fractions"], args["seed"]).tolist()
     expected = {
         name: [s for s, c in zip(every, code_W, strict=True) if c == code]
-        for code, name in enumerate(data.SPLITS)
+        for code, name in enumerate(dataset.SPLITS)
     }
     before_filter = len(expected["train"])
     if args["train_benign_only"]:
@@ -277,10 +278,10 @@ def test_window_builder_invariants(case):
         return
     w = windows.build(flows, **args)
     # The count formula, the split of each window and the benign-only filter, exactly.
-    assert {name: w.starts[name].tolist() for name in data.SPLITS} == expected
-    all_starts = np.concatenate([w.starts[name] for name in data.SPLITS])
+    assert {name: w.starts[name].tolist() for name in dataset.SPLITS} == expected
+    all_starts = np.concatenate([w.starts[name] for name in dataset.SPLITS])
     assert len(np.unique(all_starts)) == len(all_starts)  # splits are disjoint
-    for code, name in enumerate(data.SPLITS):
+    for code, name in enumerate(dataset.SPLITS):
         starts = w.starts[name]
         assert ((starts >= 0) & (starts <= n - t)).all()
         for s in starts:

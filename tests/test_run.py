@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import (
-    anomaly,
-    config,
-    data,
-    evaluate,
-    metrics,
-    run,
-    score,
-    stage1,
-    synthetic,
-    windows,
-)
+from lstmae_jax import config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.detect import anomaly, calibration, inference, metrics
+from lstmae_jax.jobs import evaluate, training
+from lstmae_jax.synthetic import timeline
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +27,31 @@ def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
     t = s1["threshold"]
     assert t["method"] == "fpr" and t["params"]["target_fpr"] == 0.01
     assert t["params"]["benign_fpr"] <= 0.01
-    saved = json.loads(open(os.path.join(root, "stage1", run.THRESHOLD_FILE)).read())
+    saved = json.loads(open(os.path.join(root, "stage1", training.THRESHOLD_FILE)).read())
     assert saved == t
     # Recompute: the error model is fitted on the benign training windows, the threshold
     # is fpr_threshold of the benign validation scores under it.
-    model, meta = run.load_run(os.path.join(root, "stage1"))
-    flows = data.load_flows(cfg.data)
-    w = run.build_windows(cfg, flows)
+    model, meta = training.load_run(os.path.join(root, "stage1"))
+    flows = dataset.load_flows(cfg.data)
+    w = training.build_windows(cfg, flows)
     em = meta["error_model"]
     assert em.kind == cfg.score == "zscore"  # the fixture's score is a fitted model
     train = w.starts["train"][~w.any_attack["train"]]
     assert em.fitted_on == len(train)
     bs = cfg.eval_batch_size  # as calibration did: float sums depend on the batch shape
-    refit = anomaly.fit(score.member_errors(model, w.x_NxF, train, cfg.window, bs), em.kind)
+    refit = anomaly.fit(inference.member_errors(model, w.x_NxF, train, cfg.window, bs), em.kind)
     np.testing.assert_allclose(refit.mean_KxF, em.mean_KxF, rtol=1e-5, atol=1e-7)
     benign = w.starts["val"][~w.any_attack["val"]]
-    s_W, contrib_WxF = score.window_scores(model, em, w.x_NxF, benign, cfg.window, bs)
+    s_W, contrib_WxF = inference.window_scores(model, em, w.x_NxF, benign, cfg.window, bs)
     np.testing.assert_allclose(contrib_WxF.sum(axis=1), s_W, rtol=1e-4, atol=1e-6)
     assert t["value"] == metrics.fpr_threshold(s_W, 0.01)
-    assert stage1.load(os.path.join(root, "stage1"))[0] == em
+    assert calibration.load(os.path.join(root, "stage1"))[0] == em
 
 
 def test_stage2_uses_stage1_encoder_frozen(workdir):
     root, _, _, s2 = workdir
-    ae, _ = run.load_run(os.path.join(root, "stage1"))
-    clf, meta = run.load_run(os.path.join(root, "stage2"))
+    ae, _ = training.load_run(os.path.join(root, "stage1"))
+    clf, meta = training.load_run(os.path.join(root, "stage2"))
     for a, b in zip(
         jax.tree.leaves(nnx.state(ae.encoder, nnx.Param)),
         jax.tree.leaves(nnx.state(clf.encoder, nnx.Param)),
@@ -76,9 +69,9 @@ def test_evaluate_report(workdir, tmp_path):
     assert saved == json.loads(json.dumps(report))
     s1 = saved["runs"]["stage1"]
     assert s1["n"] == s1["n_benign"] + s1["n_attack"]
-    assert set(s1["per_attack"]) <= set(synthetic.DEFAULT_ATTACK_MIX)
+    assert set(s1["per_attack"]) <= set(timeline.DEFAULT_ATTACK_MIX)
     assert all(len(v) == evaluate.TOP_FEATURES for v in s1["feature_contribution"].values())
-    assert s1["score"] == stage1.load(os.path.join(root, "stage1"))[0].describe()
+    assert s1["score"] == calibration.load(os.path.join(root, "stage1"))[0].describe()
     s2 = saved["runs"]["stage2"]
     assert 0.0 <= s2["accuracy"] <= 1.0 and "confusion_matrix" in s2
     md = (tmp_path / "report.md").read_text()
@@ -86,18 +79,18 @@ def test_evaluate_report(workdir, tmp_path):
 
 
 def test_ensemble_trains_members_together(tmp_path):
-    path = synthetic.write(synthetic.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
+    path = timeline.write(timeline.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
     cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3, score="zscore")
-    summary = run.train_job(cfg, str(tmp_path))
-    model, _ = run.load_run(os.path.join(tmp_path, "stage1"))
+    summary = training.train_job(cfg, str(tmp_path))
+    model, _ = training.load_run(os.path.join(tmp_path, "stage1"))
     w = model.members.encoder.layers[0].w_ih[...]
     assert w.shape[0] == 3 and not np.allclose(w[0], w[1])  # different initialisations
-    flows = data.load_flows(path)
+    flows = dataset.load_flows(path)
     wd = windows.build(flows, window=cfg.window, train_benign_only=True)
-    err_K = score.member_errors(model, wd.x_NxF, wd.starts["test"][:50], cfg.window)
+    err_K = inference.member_errors(model, wd.x_NxF, wd.starts["test"][:50], cfg.window)
     assert err_K.shape == (3, 50, len(flows.features))
     # Members combine through the one score: each member its own error model.
-    _, meta = run.load_run(os.path.join(tmp_path, "stage1"))
+    _, meta = training.load_run(os.path.join(tmp_path, "stage1"))
     em = meta["error_model"]
     assert len(em.mean_KxF) == 3
     per_member = [
@@ -117,16 +110,16 @@ def test_ensemble_trains_members_together(tmp_path):
 def test_stage2_refuses_another_split_than_stage1(workdir):
     root, cfg, _, _ = workdir
     with pytest.raises(ValueError, match="stage 2 --split=random differs from stage 1's per_file"):
-        run.train_job(cfg.replace(stage=2, split="random"), str(root))
+        training.train_job(cfg.replace(stage=2, split="random"), str(root))
 
 
 def test_rerun_with_another_score_recalibrates_without_training(tmp_path):
-    path = synthetic.write(synthetic.generate(1500, seed=3), str(tmp_path / "flows.parquet"))
+    path = timeline.write(timeline.generate(1500, seed=3), str(tmp_path / "flows.parquet"))
     cfg = config.smoke(data=path, epochs=1, batch_size=32)
-    first = run.train_job(cfg, str(tmp_path))
-    again = run.train_job(cfg.replace(score="mae"), str(tmp_path))
+    first = training.train_job(cfg, str(tmp_path))
+    again = training.train_job(cfg.replace(score="mae"), str(tmp_path))
     assert again["resumed_from"] == first["steps"] and again["steps"] == first["steps"]
-    em, threshold = stage1.load(os.path.join(tmp_path, "stage1"))
+    em, threshold = calibration.load(os.path.join(tmp_path, "stage1"))
     assert em.kind == "mae" and threshold.value == again["threshold"]["value"]
     assert again["threshold"]["value"] != first["threshold"]["value"]
 
@@ -137,9 +130,9 @@ def test_stage2_refuses_an_unfinished_stage1(workdir, tmp_path):
 
     root, cfg, _, _ = workdir
     shutil.copytree(root / "stage1", tmp_path / "stage1")
-    os.remove(tmp_path / "stage1" / run.THRESHOLD_FILE)
+    os.remove(tmp_path / "stage1" / training.THRESHOLD_FILE)
     with pytest.raises(FileNotFoundError, match="stage 1 in .* did not finish"):
-        run.train_job(cfg.replace(stage=2), str(tmp_path))
+        training.train_job(cfg.replace(stage=2), str(tmp_path))
 
 
 def test_launcher_exits_nonzero_when_preempted(tmp_path):
@@ -150,8 +143,8 @@ def test_launcher_exits_nonzero_when_preempted(tmp_path):
 
     launcher = os.path.join(os.path.dirname(__file__), "..", "launch", "train.py")
     code = (
-        "import runpy, sys; from lstmae_jax import run; "
-        "run.train_job = lambda cfg, workdir: {'preempted': True, 'steps': 6}; "
+        "import runpy, sys; from lstmae_jax.jobs import training; "
+        "training.train_job = lambda cfg, workdir: {'preempted': True, 'steps': 6}; "
         f"sys.argv = ['train.py', '--workdir={tmp_path}', '--data=x.parquet']; "
         f"runpy.run_path({launcher!r}, run_name='__main__')"
     )
@@ -167,7 +160,7 @@ def test_evaluate_checks_its_output_before_scoring(workdir, tmp_path, monkeypatc
     def must_not_load(*args, **kwargs):
         raise AssertionError("loaded data before checking --output")
 
-    monkeypatch.setattr(evaluate.data, "load_flows", must_not_load)
+    monkeypatch.setattr(evaluate.dataset, "load_flows", must_not_load)
     with pytest.raises(ValueError, match="is a directory"):
         evaluate.evaluate_job(str(root), cfg.data, str(tmp_path))
 
@@ -186,7 +179,7 @@ def test_load_run_refuses_an_older_step_than_the_run_finished_at(workdir, tmp_pa
     raw[len(raw) // 2] ^= 0x01
     data_file.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="newest intact checkpoint is step .*; re-run"):
-        run.load_run(str(tmp_path / "stage1"))
+        training.load_run(str(tmp_path / "stage1"))
 
 
 def _extend_and_preempt(cfg, workdir, monkeypatch, at_batch=3):
@@ -203,7 +196,7 @@ def _extend_and_preempt(cfg, workdir, monkeypatch, at_batch=3):
         return real_next(self)
 
     monkeypatch.setattr(windows.BatchOrder, "next", next_and_preempt)
-    summary = run.train_job(cfg.replace(epochs=cfg.epochs + 2), str(workdir))
+    summary = training.train_job(cfg.replace(epochs=cfg.epochs + 2), str(workdir))
     monkeypatch.setattr(windows.BatchOrder, "next", real_next)
     assert summary["preempted"]
     return summary
@@ -214,10 +207,10 @@ def test_calibration_is_tied_to_the_step_it_was_fitted_for(workdir, tmp_path, mo
     # and threshold were fitted for: export, evaluate and stage 2 must not pair them.
     import shutil
 
-    from lstmae_jax import export
+    from lstmae_jax.jobs import export
 
     root, cfg, s1, _ = workdir
-    for name in (stage1.ERROR_MODEL_FILE, stage1.THRESHOLD_FILE):
+    for name in (calibration.ERROR_MODEL_FILE, calibration.THRESHOLD_FILE):
         saved = json.loads((root / "stage1" / name).read_text())
         assert saved["fitted_for"] == {"checkpoint": "best", "step": s1["steps"]}
     shutil.copytree(root / "stage1", tmp_path / "stage1")
@@ -231,11 +224,11 @@ def test_calibration_is_tied_to_the_step_it_was_fitted_for(workdir, tmp_path, mo
     with pytest.raises(ValueError, match=message):
         evaluate.evaluate_job(str(tmp_path), cfg.data, str(tmp_path / "r.json"), plots=False)
     with pytest.raises(ValueError, match=message):
-        run.train_job(cfg.replace(stage=2), str(tmp_path))
+        training.train_job(cfg.replace(stage=2), str(tmp_path))
     # Finishing the stage recalibrates for the new step; then all is consistent again.
-    finished = run.train_job(cfg.replace(epochs=cfg.epochs + 2), str(tmp_path))
+    finished = training.train_job(cfg.replace(epochs=cfg.epochs + 2), str(tmp_path))
     assert finished["threshold"]["fitted_for"]["step"] == finished["steps"] > s1["steps"]
-    run.load_run(str(tmp_path / "stage1"))
+    training.load_run(str(tmp_path / "stage1"))
 
 
 def test_calibration_files_without_a_step_load_with_a_warning(workdir, tmp_path, caplog):
@@ -244,14 +237,14 @@ def test_calibration_files_without_a_step_load_with_a_warning(workdir, tmp_path,
 
     root = workdir[0]
     shutil.copytree(root / "stage1", tmp_path / "stage1")
-    for name in (stage1.ERROR_MODEL_FILE, stage1.THRESHOLD_FILE):
+    for name in (calibration.ERROR_MODEL_FILE, calibration.THRESHOLD_FILE):
         path = tmp_path / "stage1" / name
         path.write_text(
             json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "fitted_for"})
         )
     with caplog.at_level(logging.WARNING):
-        _, meta = run.load_run(str(tmp_path / "stage1"))
-    assert meta["error_model"] == run.load_run(str(root / "stage1"))[1]["error_model"]
+        _, meta = training.load_run(str(tmp_path / "stage1"))
+    assert meta["error_model"] == training.load_run(str(root / "stage1"))[1]["error_model"]
     assert any("no record of the checkpoint step" in r.getMessage() for r in caplog.records)
 
 
@@ -259,7 +252,7 @@ def test_evaluating_the_test_split_of_other_data_warns(workdir, tmp_path, caplog
     import logging
 
     root, cfg, _, _ = workdir
-    other = synthetic.write(synthetic.generate(1500, seed=9), str(tmp_path / "other.parquet"))
+    other = timeline.write(timeline.generate(1500, seed=9), str(tmp_path / "other.parquet"))
     with caplog.at_level(logging.WARNING):
         evaluate.evaluate_job(str(root), other, str(tmp_path / "r.json"), plots=False)
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -272,13 +265,13 @@ def test_evaluating_the_test_split_of_other_data_warns(workdir, tmp_path, caplog
 
 def test_a_classifier_needs_two_classes_to_train(tmp_path):
     # One class trains to loss 0 and labels everything with it: refused, naming the class.
-    benign = synthetic.generate(1200, seed=5, attack_fraction=0.0)
-    path = synthetic.write(benign, str(tmp_path / "benign.parquet"))
+    benign = timeline.generate(1200, seed=5, attack_fraction=0.0)
+    path = timeline.write(benign, str(tmp_path / "benign.parquet"))
     cfg = config.smoke(data=path, epochs=1, batch_size=32)
-    run.train_job(cfg, str(tmp_path))  # stage 1 trains on benign windows: fine
+    training.train_job(cfg, str(tmp_path))  # stage 1 trains on benign windows: fine
     message = r"training windows hold one class \('Benign'\).*at least 2"
     with pytest.raises(ValueError, match=message):
-        run.train_job(cfg.replace(stage=2), str(tmp_path))
+        training.train_job(cfg.replace(stage=2), str(tmp_path))
     with pytest.raises(ValueError, match=message):
-        run.train_job(cfg.replace(model="dnn"), str(tmp_path))
+        training.train_job(cfg.replace(model="dnn"), str(tmp_path))
     assert not os.path.exists(tmp_path / "stage2" / "checkpoints")

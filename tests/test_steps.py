@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import config, steps
+from lstmae_jax import config
+from lstmae_jax.train import steps
 
 F, N = 6, 300
 

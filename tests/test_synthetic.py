@@ -17,7 +17,8 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmae_jax import clean, schema, synthetic, synthetic_io
+from lstmae_jax.ingest import clean, schema
+from lstmae_jax.synthetic import timeline, writers
 
 N = 6000
 META = ["timestamp", "src_ip", "dst_ip", "src_port", "flow_id"]
@@ -28,7 +29,7 @@ RTOL = 1e-12
 
 @pytest.fixture(scope="module")
 def table() -> pa.Table:
-    return synthetic.generate(N, 3)
+    return timeline.generate(N, 3)
 
 
 def cols(t: pa.Table) -> dict[str, np.ndarray]:
@@ -36,7 +37,7 @@ def cols(t: pa.Table) -> dict[str, np.ndarray]:
 
 
 def meta(t: pa.Table) -> dict:
-    return json.loads(t.schema.metadata[synthetic.METADATA_KEY])
+    return json.loads(t.schema.metadata[timeline.METADATA_KEY])
 
 
 def ipc_bytes(t: pa.Table) -> bytes:
@@ -47,14 +48,12 @@ def ipc_bytes(t: pa.Table) -> bytes:
 
 
 def test_same_seed_same_bytes(tmp_path, table):
-    again = synthetic.generate(N, 3)
+    again = timeline.generate(N, 3)
     assert ipc_bytes(again) == ipc_bytes(table)  # NaN-safe, metadata included
-    assert (
-        not synthetic.generate(N, 4).column("flow_duration").equals(table.column("flow_duration"))
-    )
+    assert not timeline.generate(N, 4).column("flow_duration").equals(table.column("flow_duration"))
     for style in ("canonical", "cicids2017"):
-        a = synthetic.write(table, str(tmp_path / f"a_{style}.parquet"), style=style)
-        b = synthetic.write(again, str(tmp_path / f"b_{style}.parquet"), style=style)
+        a = timeline.write(table, str(tmp_path / f"a_{style}.parquet"), style=style)
+        b = timeline.write(again, str(tmp_path / f"b_{style}.parquet"), style=style)
         assert pathlib.Path(a).read_bytes() == pathlib.Path(b).read_bytes()
     assert len(os.listdir(tmp_path)) == 4  # no temporary files left behind
 
@@ -80,7 +79,7 @@ def check_identities(d: dict[str, np.ndarray]) -> None:
     nf, nb, dur = d["tot_fwd_pkts"], d["tot_bwd_pkts"], d["flow_duration"]
     n = nf + nb
     for f in schema.FEATURES:
-        if f in d and not synthetic_io._is_float(f):
+        if f in d and not writers._is_float(f):
             assert np.array_equal(d[f], np.rint(d[f])), f  # counts, bytes, microseconds
     assert np.all(nf >= 1) and np.all(nb >= 0) and np.all(dur >= 0)
     for side, cnt in (("fwd", nf), ("bwd", nb)):
@@ -138,9 +137,9 @@ def check_identities(d: dict[str, np.ndarray]) -> None:
     for g in ("flow_iat", "active", "idle"):
         assert np.all(d[f"{g}_min"] <= d[f"{g}_mean"]) and np.all(d[f"{g}_mean"] <= d[f"{g}_max"])
         assert np.all(d[f"{g}_std"] >= 0)
-    assert np.all(d["idle_min"][d["idle_mean"] > 0] > synthetic.ACTIVITY_TIMEOUT_US)
+    assert np.all(d["idle_min"][d["idle_mean"] > 0] > timeline.ACTIVITY_TIMEOUT_US)
     assert np.all(d["idle_max"] + d["active_max"] <= dur)
-    assert np.all(dur < synthetic.FLOW_TIMEOUT_US)
+    assert np.all(dur < timeline.FLOW_TIMEOUT_US)
     # Flags, windows, data packets.
     for f in ("fin", "syn", "rst", "psh", "ack", "urg", "cwr", "ece"):
         assert np.all(d[f"{f}_flag_cnt"] <= n) and np.all(d[f"{f}_flag_cnt"] >= 0), f
@@ -171,7 +170,7 @@ def test_cicflowmeter_identities(table):
     attack_fraction=st.floats(0.0, 0.7),
 )
 def test_identities_and_counts_any_size(num_flows, seed, attack_fraction):
-    t = synthetic.generate(num_flows, seed, attack_fraction=attack_fraction)
+    t = timeline.generate(num_flows, seed, attack_fraction=attack_fraction)
     assert t.num_rows == num_flows
     check_identities(cols(t))
     n_attack = int(np.sum(cols(t)[schema.LABEL] != schema.BENIGN))
@@ -182,8 +181,8 @@ def test_identities_and_counts_any_size(num_flows, seed, attack_fraction):
 def test_episodes_are_bursts_after_a_clean_prefix(table):
     labels = cols(table)[schema.LABEL]
     episodes = meta(table)["episodes"]
-    assert {e["label"] for e in episodes} == set(synthetic.DEFAULT_ATTACK_MIX)
-    assert int(np.sum(labels != schema.BENIGN)) == round(synthetic.DEFAULT_ATTACK_FRACTION * N)
+    assert {e["label"] for e in episodes} == set(timeline.DEFAULT_ATTACK_MIX)
+    assert int(np.sum(labels != schema.BENIGN)) == round(timeline.DEFAULT_ATTACK_FRACTION * N)
     assert episodes[0]["first_row"] >= math.ceil(0.3 * N)
     assert np.all(labels[: math.ceil(0.3 * N)] == schema.BENIGN)
     in_episode = np.zeros(N, dtype=bool)
@@ -226,15 +225,15 @@ def test_attacks_differ_from_benign(table):
     x = np.log1p(np.clip(np.nan_to_num(np.stack([d[f] for f in features], 1), posinf=0), 0, None))
     benign = x[d[schema.LABEL] == schema.BENIGN]
     scale = benign.std(0) + 1e-9
-    for label in synthetic.DEFAULT_ATTACK_MIX:
+    for label in timeline.DEFAULT_ATTACK_MIX:
         shift = np.abs(x[d[schema.LABEL] == label].mean(0) - benign.mean(0)) / scale
         assert np.sum(shift > 0.5) >= 5, (label, dict(zip(features, shift.round(2), strict=True)))
 
 
 def test_cicids2017_csv_round_trips_through_the_cleaner(tmp_path, table):
-    path = synthetic.write(table, str(tmp_path / "day.csv"), style="cicids2017")
+    path = timeline.write(table, str(tmp_path / "day.csv"), style="cicids2017")
     text = pathlib.Path(path).read_text(encoding="utf-8")
-    header = [name for name, _ in synthetic.raw_header("cicids2017")]
+    header = [name for name, _ in timeline.raw_header("cicids2017")]
     assert text.split("\n", 1)[0] == ",".join(header)
     assert header.count(" Fwd Header Length") == 2 and header[-1] == " Label"
     assert ",Infinity," in text and ",NaN," in text and ",BENIGN\n" in text
@@ -252,21 +251,21 @@ def test_cicids2017_csv_round_trips_through_the_cleaner(tmp_path, table):
 
 def test_header_matches_the_real_2017_release(shared_data):
     real = pq.read_schema(shared_data / "cicids2017" / "monday_head.parquet").names
-    mine = [name for name, _ in synthetic.raw_header("cicids2017")]
+    mine = [name for name, _ in timeline.raw_header("cicids2017")]
     assert [n.replace(".1", "") for n in real] == mine
 
 
 def test_web_attack_labels_keep_the_en_dash(tmp_path, table):
     t = table.slice(0, 5)
     t = t.set_column(t.num_columns - 1, schema.LABEL, pa.array(["Web Attack - XSS"] * 5))
-    path = synthetic.write(t, str(tmp_path / "web.csv"), style="cicids2017")
+    path = timeline.write(t, str(tmp_path / "web.csv"), style="cicids2017")
     assert "Web Attack \u2013 XSS" in pathlib.Path(path).read_text(encoding="utf-8")
     got, _ = clean.canonicalize(pa_csv.read_csv(path), source=path, nonfinite="zero")
     assert got.column(schema.LABEL).to_pylist() == ["Web Attack - XSS"] * 5
 
 
 def test_csecicids2018_csv(tmp_path, table):
-    path = synthetic.write(table, str(tmp_path / "day.csv"), style="csecicids2018")
+    path = timeline.write(table, str(tmp_path / "day.csv"), style="csecicids2018")
     raw = pa_csv.read_csv(path)
     assert raw.column_names[:4] == ["Dst Port", "Protocol", "Timestamp", "Flow Duration"]
     stamp = raw.column("Timestamp")[0].as_py()
@@ -281,7 +280,7 @@ def test_csecicids2018_csv(tmp_path, table):
 
 
 def test_canonical_parquet_is_the_cleaned_table(tmp_path, table):
-    path = synthetic.write(table, str(tmp_path / "synthetic.parquet"))
+    path = timeline.write(table, str(tmp_path / "timeline.parquet"))
     got = pq.read_table(path)
     want, _ = clean.canonicalize(table, source="generated")
     assert got.drop_columns([]).equals(want)
@@ -291,15 +290,15 @@ def test_canonical_parquet_is_the_cleaned_table(tmp_path, table):
 
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="attack_fraction"):
-        synthetic.generate(100, 0, attack_fraction=0.8)
+        timeline.generate(100, 0, attack_fraction=0.8)
     with pytest.raises(ValueError, match="unknown attack labels"):
-        synthetic.generate(100, 0, attack_mix={"Heartbleed": 1.0})
+        timeline.generate(100, 0, attack_mix={"Heartbleed": 1.0})
     with pytest.raises(ValueError, match="style"):
-        synthetic.write(synthetic.generate(10, 0), "/tmp/x.parquet", style="cicids2018")
+        timeline.write(timeline.generate(10, 0), "/tmp/x.parquet", style="cicids2018")
 
 
 def test_launcher_writes_into_a_directory(tmp_path):
     cmd = [sys.executable, str(REPO / "launch" / "synth.py"), f"--output={tmp_path}", "--flows=500"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-    got = pq.read_table(tmp_path / "synthetic.parquet")
+    got = pq.read_table(tmp_path / "timeline.parquet")
     assert 480 < got.num_rows <= 500 and set(got.column(schema.LABEL).to_pylist()) > {"Benign"}

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import config, data, sharding, train, windows
+from lstmae_jax import config
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.train import loop, sharding
 
 
 def _windowed(window=4, n=600, seed=0):
@@ -21,7 +23,7 @@ def _windowed(window=4, n=600, seed=0):
     label[520:560] = 1
     x = rng.exponential(100.0, (n, 3)).astype(np.float32)
     x[label == 1, 0] *= 50
-    flows = data.Flows(
+    flows = dataset.Flows(
         x_NxF=x,
         label_N=label,
         file_N=np.zeros(n, np.int32),
@@ -46,7 +48,7 @@ def _assert_same(a, b):
 def uninterrupted(tmp_path_factory):
     cfg = config.smoke(epochs=3, patience=5)
     run_dir = str(tmp_path_factory.mktemp("full"))
-    return cfg, train.fit(cfg, run_dir, _windowed())
+    return cfg, loop.fit(cfg, run_dir, _windowed())
 
 
 @pytest.mark.device_check
@@ -61,9 +63,9 @@ def test_loss_decreases_and_metrics_written(uninterrupted):
 def test_resume_is_exact(uninterrupted, tmp_path):
     cfg, full = uninterrupted
     run_dir = str(tmp_path)
-    first = train.fit(cfg, run_dir, _windowed(), max_steps=13)  # mid-epoch 2 (9 steps/epoch)
+    first = loop.fit(cfg, run_dir, _windowed(), max_steps=13)  # mid-epoch 2 (9 steps/epoch)
     assert first.steps == 13
-    resumed = train.fit(cfg, run_dir, _windowed())
+    resumed = loop.fit(cfg, run_dir, _windowed())
     assert resumed.resumed_from == 13
     assert resumed.steps == full.steps
     _assert_same(resumed.model, full.model)
@@ -74,9 +76,9 @@ def test_resume_is_exact(uninterrupted, tmp_path):
 
 def test_resume_refuses_another_config(uninterrupted, tmp_path):
     cfg, _ = uninterrupted
-    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
     with pytest.raises(ValueError, match="another config"):
-        train.fit(cfg.replace(learning_rate=0.5), str(tmp_path), _windowed())
+        loop.fit(cfg.replace(learning_rate=0.5), str(tmp_path), _windowed())
 
 
 def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
@@ -91,10 +93,10 @@ def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
         return real_next(self)
 
     monkeypatch.setattr(windows.BatchOrder, "next", next_and_preempt)
-    stopped = train.fit(cfg, str(tmp_path), _windowed())
+    stopped = loop.fit(cfg, str(tmp_path), _windowed())
     assert stopped.preempted and stopped.steps == 6
     monkeypatch.setattr(windows.BatchOrder, "next", real_next)
-    resumed = train.fit(cfg, str(tmp_path), _windowed())
+    resumed = loop.fit(cfg, str(tmp_path), _windowed())
     assert resumed.resumed_from == 6
     _assert_same(resumed.model, full.model)
 
@@ -102,10 +104,10 @@ def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
 def test_four_devices_equal_one_device(tmp_path):
     assert jax.device_count() == 4  # tests/conftest.py fakes 4 CPU devices
     cfg = config.smoke(epochs=1)
-    one = train.fit(
+    one = loop.fit(
         cfg, str(tmp_path / "one"), _windowed(), mesh=sharding.make_mesh(jax.devices()[:1])
     )
-    four = train.fit(cfg, str(tmp_path / "four"), _windowed(), mesh=sharding.make_mesh())
+    four = loop.fit(cfg, str(tmp_path / "four"), _windowed(), mesh=sharding.make_mesh())
     # Same global batch and mean loss; only the order of the cross-device gradient sum
     # differs, so parameters agree to float32 rounding accumulated over 9 Adam steps.
     for a, b in zip(_params(one.model), _params(four.model), strict=True):
@@ -114,13 +116,13 @@ def test_four_devices_equal_one_device(tmp_path):
 
 def test_uneven_batch_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not split evenly over 4 devices"):
-        train.fit(config.smoke(batch_size=10), str(tmp_path), _windowed())
+        loop.fit(config.smoke(batch_size=10), str(tmp_path), _windowed())
 
 
 def test_early_stopping_restores_best(tmp_path):
     # A vanishing learning rate: no epoch after the first improves by min_delta.
     cfg = config.smoke(epochs=10, patience=2, learning_rate=1e-12, warmup_steps=0)
-    result = train.fit(cfg, str(tmp_path), _windowed())
+    result = loop.fit(cfg, str(tmp_path), _windowed())
     assert result.stopped_early and result.ended.startswith("early stopping")
     assert len(result.history) == 3  # epoch 1 sets the best, 2 and 3 do not improve
 
@@ -132,7 +134,7 @@ def test_no_bad_epochs_while_the_learning_rate_warms_up(tmp_path):
     # during warmup and kept its initial weights.)
     cfg = config.smoke(epochs=4, patience=2, lr_patience=1, learning_rate=1e-12)
     assert cfg.warmup_steps > 4 * len(_windowed().starts["train"]) // cfg.batch_size
-    result = train.fit(cfg, str(tmp_path), _windowed())
+    result = loop.fit(cfg, str(tmp_path), _windowed())
     assert not result.stopped_early and result.ended.startswith("epoch cap")
     assert [h["learning_rate"] for h in result.history] == pytest.approx([1e-12] * 4)
 
@@ -141,7 +143,7 @@ def test_learning_rate_drops_on_a_plateau(tmp_path):
     cfg = config.smoke(
         epochs=10, patience=3, lr_patience=1, lr_decay=0.5, learning_rate=1e-12, warmup_steps=0
     )
-    result = train.fit(cfg, str(tmp_path), _windowed())
+    result = loop.fit(cfg, str(tmp_path), _windowed())
     # Each epoch records the rate it trained with; each bad epoch halves it afterwards.
     assert [h["learning_rate"] for h in result.history] == pytest.approx(
         [1e-12, 1e-12, 5e-13, 2.5e-13]
@@ -159,7 +161,7 @@ def test_warmup_and_clipping_shape_the_first_step():
     import jax.numpy as jnp
     import optax
 
-    from lstmae_jax import steps
+    from lstmae_jax.train import steps
 
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # global norm 50
@@ -182,19 +184,19 @@ def test_non_finite_loss_stops_with_step(tmp_path):
     x[w.starts["train"]] = np.nan  # every training window
     bad = dataclasses.replace(w, x_NxF=x)
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+"):
-        train.fit(config.smoke(epochs=1), str(tmp_path), bad)
+        loop.fit(config.smoke(epochs=1), str(tmp_path), bad)
 
 
 def test_stage2_frozen_encoder_is_unchanged(tmp_path):
     w = _windowed()
     s1_cfg = config.smoke(epochs=1)
-    ae = train.fit(s1_cfg, str(tmp_path / "stage1"), w).model
+    ae = loop.fit(s1_cfg, str(tmp_path / "stage1"), w).model
     cfg = config.smoke(epochs=1, stage=2, freeze_encoder=True)
 
     def init(model):
         nnx.update(model.encoder, nnx.state(ae.encoder))
 
-    s2 = train.fit(cfg, str(tmp_path / "stage2"), w, init=init).model
+    s2 = loop.fit(cfg, str(tmp_path / "stage2"), w, init=init).model
     for a, b in zip(
         jax.tree.leaves(nnx.state(ae.encoder, nnx.Param)),
         jax.tree.leaves(nnx.state(s2.encoder, nnx.Param)),
@@ -208,7 +210,7 @@ def test_no_validation_windows_is_a_clear_error(tmp_path):
     cfg = config.smoke(split_fractions=(0.8, 0.0, 0.2))
     w = _windowed()
     w = windows.build(
-        data.Flows(
+        dataset.Flows(
             w.x_NxF,
             w.label_N,
             np.zeros(len(w.label_N), np.int32),
@@ -222,13 +224,13 @@ def test_no_validation_windows_is_a_clear_error(tmp_path):
         train_benign_only=True,
     )
     with pytest.raises(ValueError, match="no validation windows without attacks"):
-        train.fit(cfg, str(tmp_path), w)
+        loop.fit(cfg, str(tmp_path), w)
 
 
 def test_resume_ignores_bookkeeping_options(uninterrupted, tmp_path):
     cfg, _ = uninterrupted
-    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
-    resumed = train.fit(
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    resumed = loop.fit(
         cfg.replace(log_every_steps=3, process_id=0), str(tmp_path), _windowed(), max_steps=4
     )
     assert resumed.resumed_from == 2 and resumed.steps == 4
@@ -236,8 +238,8 @@ def test_resume_ignores_bookkeeping_options(uninterrupted, tmp_path):
 
 def test_resume_ignores_speed_options(uninterrupted, tmp_path):
     cfg, _ = uninterrupted
-    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
-    resumed = train.fit(
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    resumed = loop.fit(
         cfg.replace(unroll=1, lstm_backward="fused"), str(tmp_path), _windowed(), max_steps=4
     )
     assert resumed.resumed_from == 2 and resumed.steps == 4
@@ -255,21 +257,21 @@ def test_resume_reads_options_added_since_as_defaults(uninterrupted, tmp_path, m
         return d
 
     monkeypatch.setattr(config.Config, "to_json", without_dtype)
-    train.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=2)
     monkeypatch.setattr(config.Config, "to_json", real)
-    resumed = train.fit(cfg, str(tmp_path), _windowed(), max_steps=3)
+    resumed = loop.fit(cfg, str(tmp_path), _windowed(), max_steps=3)
     assert resumed.resumed_from == 2
     with pytest.raises(ValueError, match="another config.*dtype"):
-        train.fit(cfg.replace(dtype="bfloat16"), str(tmp_path), _windowed(), max_steps=4)
+        loop.fit(cfg.replace(dtype="bfloat16"), str(tmp_path), _windowed(), max_steps=4)
 
 
 def test_steps_per_call_trains_the_same(uninterrupted, tmp_path):
     # K steps per call, with boundaries (log, checkpoint, epoch end) falling inside a
     # K-block handled by single steps: the same parameters, history and checkpoints.
     base = config.smoke(epochs=3, patience=5, log_every_steps=6, checkpoint_every_steps=6)
-    full = train.fit(base, str(tmp_path / "one"), _windowed())
+    full = loop.fit(base, str(tmp_path / "one"), _windowed())
     k = base.replace(steps_per_call=3)
-    result = train.fit(k, str(tmp_path / "k"), _windowed())
+    result = loop.fit(k, str(tmp_path / "k"), _windowed())
     assert result.steps == full.steps
     _assert_same(result.model, full.model)
     assert [h["val_loss"] for h in result.history] == [h["val_loss"] for h in full.history]
@@ -281,8 +283,8 @@ def test_steps_per_call_trains_the_same(uninterrupted, tmp_path):
         s % base.log_every_steps == 0 or s in {h["step"] for h in full.history} for s in logged
     )
     # Resuming a K-step run with single steps continues exactly.
-    train.fit(k, str(tmp_path / "r"), _windowed(), max_steps=7)
-    resumed = train.fit(base, str(tmp_path / "r"), _windowed())
+    loop.fit(k, str(tmp_path / "r"), _windowed(), max_steps=7)
+    resumed = loop.fit(base, str(tmp_path / "r"), _windowed())
     _assert_same(resumed.model, full.model)
 
 
@@ -295,8 +297,8 @@ def test_a_finished_run_can_be_extended(uninterrupted, tmp_path):
     # More epochs (and more patience) on resume: accepted, training continues from there.
     cfg, _ = uninterrupted
     short = cfg.replace(epochs=1)
-    first = train.fit(short, str(tmp_path), _windowed())
-    longer = train.fit(short.replace(epochs=2, patience=7), str(tmp_path), _windowed())
+    first = loop.fit(short, str(tmp_path), _windowed())
+    longer = loop.fit(short.replace(epochs=2, patience=7), str(tmp_path), _windowed())
     assert longer.resumed_from == first.steps and longer.steps == 2 * first.steps
     assert len(longer.history) == 2
 
@@ -304,9 +306,9 @@ def test_a_finished_run_can_be_extended(uninterrupted, tmp_path):
 def test_more_patience_extends_an_early_stopped_run(tmp_path):
     # min_delta=0.9: every epoch after the first counts as no improvement; patience=1 stops.
     cfg = config.smoke(epochs=6, patience=1, lr_patience=1, min_delta=0.9, warmup_steps=0)
-    first = train.fit(cfg, str(tmp_path), _windowed())
+    first = loop.fit(cfg, str(tmp_path), _windowed())
     assert first.stopped_early
-    more = train.fit(cfg.replace(patience=3), str(tmp_path), _windowed())
+    more = loop.fit(cfg.replace(patience=3), str(tmp_path), _windowed())
     assert more.steps > first.steps and len(more.history) > len(first.history)
 
 
@@ -314,17 +316,17 @@ def test_resume_cuts_metrics_back_to_the_checkpoint(uninterrupted, tmp_path):
     # Steps logged after the last checkpoint (a kill before the next save) run again on
     # resume: their records are dropped first, as is a line torn by the kill.
     cfg, _ = uninterrupted
-    train.fit(cfg, str(tmp_path), _windowed(), max_steps=4)
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=4)
     path = tmp_path / "metrics.jsonl"
     with open(path, "a") as f:
         f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
-    train.fit(cfg, str(tmp_path), _windowed(), max_steps=6)
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=6)
     steps = [json.loads(x)["step"] for x in open(path) if '"loss"' in x]
     assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 6
 
 
 def test_read_jsonl_skips_only_a_torn_last_line(tmp_path):
-    from lstmae_jax import monitor
+    from lstmae_jax.train import monitor
 
     path = tmp_path / "m.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"st')

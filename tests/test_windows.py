@@ -5,14 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmae_jax import data, schema, windows
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.ingest import schema
 
 
 def _flows(labels_per_file, num_features=3, seed=0):
     rng = np.random.default_rng(seed)
     label = np.concatenate([np.asarray(lab, np.int32) for lab in labels_per_file])
     n = len(label)
-    return data.Flows(
+    return dataset.Flows(
         x_NxF=rng.exponential(100.0, (n, num_features)).astype(np.float32),
         label_N=label,
         file_N=np.repeat(
@@ -59,14 +60,14 @@ def test_window_labels_last_flow_and_any_attack():
 def test_temporal_build_no_window_spans_splits_or_files():
     flows = _flows([[0] * 40, [0] * 30 + [1] * 10 + [0] * 20])
     w = windows.build(flows, window=4, split="temporal", fractions=(0.5, 0.25, 0.25))
-    split_N = data.temporal_split(len(flows), (0.5, 0.25, 0.25))
-    for code, name in enumerate(data.SPLITS):
+    split_N = dataset.temporal_split(len(flows), (0.5, 0.25, 0.25))
+    for code, name in enumerate(dataset.SPLITS):
         for s in w.starts[name]:
             assert set(split_N[s : s + 4]) == {code}
             assert len(set(flows.file_N[s : s + 4])) == 1
     # The scaler is fitted on training rows only.
     train_rows = windows.rows_covered(len(flows), w.starts["train"], 4)
-    ref = data.fit_scaler(flows.x_NxF[train_rows], flows.features)
+    ref = dataset.fit_scaler(flows.x_NxF[train_rows], flows.features)
     assert w.scaler == ref
     assert train_rows.sum() == 50  # rows 0..49, none from val/test
 
@@ -79,8 +80,8 @@ def test_train_benign_only_and_random_split():
     assert not w.any_attack["train"].any()
     assert len(w.starts["train"]) > 0
     r = windows.build(flows, window=1, split="random", fractions=(0.6, 0.2, 0.2), seed=3)
-    assert sum(len(r.starts[s]) for s in data.SPLITS) == len(flows)
-    allstarts = np.concatenate([r.starts[s] for s in data.SPLITS])
+    assert sum(len(r.starts[s]) for s in dataset.SPLITS) == len(flows)
+    allstarts = np.concatenate([r.starts[s] for s in dataset.SPLITS])
     assert len(np.unique(allstarts)) == len(flows)  # a partition
     assert (r.label["test"] == 1).sum() == 2  # 10 attacks -> 6/2/2
 
@@ -132,7 +133,7 @@ def test_eval_batches_cover_everything_once():
 
 
 def test_real_contiguous_day_windows(shared_data):
-    flows = data.load_flows(str(shared_data / "cicids2017_friday_ddos_day"))
+    flows = dataset.load_flows(str(shared_data / "cicids2017_friday_ddos_day"))
     w = windows.build(flows, window=10, split="temporal", train_benign_only=True)
     # The first 60% of the day: the first 18,588-flow run is benign, DDoS starts after it.
     assert not w.any_attack["train"].any()

@@ -22,7 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstmae_jax import __version__, anomaly, artifact, data
+from lstmae_jax import __version__
+from lstmae_jax.data import dataset
+from lstmae_jax.deploy import artifact
+from lstmae_jax.detect import anomaly
 
 ARTIFACT, SIDECAR = artifact.ARTIFACT, artifact.SIDECAR
 
@@ -39,7 +42,7 @@ def scoring_function(ae, kind: str, combine: str, stage2=None):
     s2 = nnx.split(stage2) if stage2 is not None else None
 
     def scorer(x_BxTxF: jax.Array, params: dict) -> dict:
-        x = data.scale(x_BxTxF, **params["scaler"], xp=jnp)
+        x = dataset.scale(x_BxTxF, **params["scaler"], xp=jnp)
         xhat = nnx.merge(ae_def, ae_state)(x)
         err_KxBxF = anomaly.errors(x, xhat)
         score_B, contrib_BxF = anomaly.score_errors_with(
@@ -70,18 +73,19 @@ def versions() -> dict:
 
 def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
     """Error model and threshold for parameters other than the calibrated best ones."""
-    from lstmae_jax import run, stage1
+    from lstmae_jax.detect import calibration
+    from lstmae_jax.jobs import training
 
-    flows = data.load_flows(
+    flows = dataset.load_flows(
         cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
-    windowed = run.build_windows(cfg, flows, scaler=data.Scaler.from_json(meta["scaler"]))
+    windowed = training.build_windows(cfg, flows, scaler=dataset.Scaler.from_json(meta["scaler"]))
     if json.loads(json.dumps(windowed.summary())) != meta.get("data"):
         raise ValueError(
             f"{cfg.data} no longer holds the data the run was trained on (its windows"
             " differ); refitting the threshold on it would not be the run's calibration"
         )
-    error_model, threshold, _ = stage1.fit_and_choose(cfg, ae, windowed)
+    error_model, threshold, _ = calibration.fit_and_choose(cfg, ae, windowed)
     return error_model, json.loads(threshold.to_json())
 
 
@@ -104,14 +108,14 @@ def export_scorer(
 ) -> dict:
     """Exports ``workdir``'s stage 1 (and stage 2, if trained); returns the sidecar, with
     ``manifest_sha256`` added (not stored in it: the manifest covers the sidecar)."""
-    from lstmae_jax import run
     from lstmae_jax.config import Config
+    from lstmae_jax.jobs import training
 
     stage1_dir = os.path.join(workdir, "stage1")
-    ae, meta = run.load_run(stage1_dir, checkpoint=checkpoint)
+    ae, meta = training.load_run(stage1_dir, checkpoint=checkpoint)
     if "threshold" not in meta:
         raise FileNotFoundError(
-            f"{stage1_dir} has no {run.THRESHOLD_FILE}: training did not finish"
+            f"{stage1_dir} has no {training.THRESHOLD_FILE}: training did not finish"
         )
     cfg = Config.from_json(meta["config"])
     error_model, threshold = meta["error_model"], meta["threshold"]
@@ -132,9 +136,9 @@ def export_scorer(
                 " --stage=2 with the same flags to complete it, or remove stage2/ to export"
                 " stage 1 alone"
             )
-        stage2, meta2 = run.load_run(os.path.join(workdir, "stage2"))
+        stage2, meta2 = training.load_run(os.path.join(workdir, "stage2"))
         # Compared as scalers: a stage 1 saved before a field existed has no key for it.
-        same_scaler = data.Scaler.from_json(meta2["scaler"]) == data.Scaler.from_json(
+        same_scaler = dataset.Scaler.from_json(meta2["scaler"]) == dataset.Scaler.from_json(
             meta["scaler"]
         )
         if meta2["features"] != meta["features"] or not same_scaler:

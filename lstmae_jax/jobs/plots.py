@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from lstmae_jax import metrics
+from lstmae_jax.detect import metrics
 
 
 def _figure(width: float = 5.0, height: float = 4.0):
@@ -37,7 +37,7 @@ def plot_curves(out_prefix: str, y_true_W: ArrayLike, score_W: ArrayLike) -> tup
     """ROC and precision-recall curves of ``score_W`` (higher = attack) for binary labels.
 
     Writes ``{out_prefix}_roc.png`` and ``{out_prefix}_pr.png``; returns their paths. The
-    curves and areas are those of ``lstmae_jax.metrics`` (both classes must be present).
+    curves and areas are those of ``lstmae_jax.detect.metrics`` (both classes must be present).
     """
     y = np.asarray(y_true_W).astype(np.int64)
     fpr, tpr, _ = metrics.roc_curve(y, score_W)
@@ -104,7 +104,7 @@ def plot_score_histograms(
 
 def read_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
     """(train records with ``loss``, epoch records with ``val_loss``) of a run's JSONL."""
-    from lstmae_jax import monitor
+    from lstmae_jax.train import monitor
 
     train, val = [], []
     for rec in monitor.read_jsonl(os.path.join(run_dir, "metrics.jsonl")):

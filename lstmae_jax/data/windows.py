@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lstmae_jax import data
+from lstmae_jax.data import dataset
 
 
 def segment_ids(*keys_N: np.ndarray) -> np.ndarray:
@@ -86,11 +86,11 @@ class Windowed:
     any_attack: dict[str, np.ndarray]  # split -> bool
     classes: tuple[str, ...]
     features: tuple[str, ...]
-    scaler: data.Scaler
+    scaler: dataset.Scaler
 
     def summary(self) -> dict:
         out = {"window": self.window, "features": len(self.features), "flows": len(self.x_NxF)}
-        for s in data.SPLITS:
+        for s in dataset.SPLITS:
             counts = np.bincount(self.label[s], minlength=len(self.classes))
             out[s] = {
                 "windows": int(len(self.starts[s])),
@@ -101,7 +101,7 @@ class Windowed:
 
 
 def build(
-    flows: data.Flows,
+    flows: dataset.Flows,
     *,
     window: int,
     stride: int = 1,
@@ -109,7 +109,7 @@ def build(
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     train_benign_only: bool = False,
-    scaler: data.Scaler | None = None,
+    scaler: dataset.Scaler | None = None,
     scaler_kind: str = "standard",
     scaler_clip: float = 0.0,
 ) -> Windowed:
@@ -126,9 +126,9 @@ def build(
     n = len(flows)
     if split in ("temporal", "per_file"):
         split_N = (
-            data.temporal_split(n, fractions)
+            dataset.temporal_split(n, fractions)
             if split == "temporal"
-            else data.per_file_split(flows.file_N, fractions)
+            else dataset.per_file_split(flows.file_N, fractions)
         )
         seg = segment_ids(flows.file_N, split_N)
         starts_all = window_starts(seg, window, stride)
@@ -136,12 +136,12 @@ def build(
     elif split == "random":
         starts_all = window_starts(segment_ids(flows.file_N), window, stride)
         last_label, _ = window_labels(flows.label_N, starts_all, window)
-        split_W = data.random_split(last_label, fractions, seed)
+        split_W = dataset.random_split(last_label, fractions, seed)
     else:
         raise ValueError(f"split must be 'temporal', 'per_file' or 'random', got {split!r}")
     label_all, any_all = window_labels(flows.label_N, starts_all, window)
     starts, label, any_attack = {}, {}, {}
-    for code, name in enumerate(data.SPLITS):
+    for code, name in enumerate(dataset.SPLITS):
         keep = split_W == code
         if name == "train" and train_benign_only:
             keep &= ~any_all
@@ -171,7 +171,9 @@ def build(
         )
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)
-        scaler = data.fit_scaler(flows.x_NxF[train_rows], flows.features, scaler_kind, scaler_clip)
+        scaler = dataset.fit_scaler(
+            flows.x_NxF[train_rows], flows.features, scaler_kind, scaler_clip
+        )
     elif tuple(scaler.features) != tuple(flows.features):
         raise ValueError(
             f"scaler features {scaler.features} differ from the data's {flows.features}"

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lstmae_jax import schema
+from lstmae_jax.ingest import schema
 
 # The input row number a caller may carry through cleaning (the scorer does: CSV line or
 # Parquet row); not a CICFlowMeter column.

@@ -22,8 +22,10 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import anomaly, atomic, metrics, score, windows
+from lstmae_jax import atomic
 from lstmae_jax.config import Config
+from lstmae_jax.data import windows
+from lstmae_jax.detect import anomaly, inference, metrics
 
 ERROR_MODEL_FILE = "error_model.json"
 THRESHOLD_FILE = "threshold.json"
@@ -68,7 +70,7 @@ def fit_error_model(
         return anomaly.ErrorModel(
             cfg.score, cfg.ensemble_score, len(windowed.features), fitted_on=len(benign)
         )
-    err_KxWxF = score.member_errors(
+    err_KxWxF = inference.member_errors(
         model, windowed.x_NxF, benign, windowed.window, cfg.eval_batch_size
     )
     return anomaly.fit(err_KxWxF, cfg.score, cfg.ensemble_score)
@@ -81,7 +83,7 @@ def fit_and_choose(
     windows) of ``model``, and how many validation windows chose it; nothing is saved."""
     error_model = fit_error_model(cfg, model, windowed)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
-    score_W, _ = score.window_scores(
+    score_W, _ = inference.window_scores(
         model, error_model, windowed.x_NxF, benign_val, windowed.window, cfg.eval_batch_size
     )
     return error_model, threshold_from_scores(cfg, score_W), len(benign_val)

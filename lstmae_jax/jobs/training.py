@@ -3,7 +3,7 @@
 A workdir holds one experiment; each model gets its own run directory in it:
 ``stage1/`` (the LSTM-AE), ``stage2/`` (the latent classifier, which reads
 ``stage1/``'s encoder, scaler and feature list), ``dnn/``, ``cnn/``. Each run directory
-records the fingerprints of its input files (``inputs.json``); ``train.lock`` in the
+records the fingerprints of its input files (``inputs.json``); ``loop.lock`` in the
 workdir keeps a second trainer out while one runs.
 """
 
@@ -19,11 +19,14 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import atomic, data, inputs, lock, stage1, steps, train, windows
-from lstmae_jax import checkpoint as checkpoint_lib
+from lstmae_jax import atomic
 from lstmae_jax.config import Config
+from lstmae_jax.data import dataset, inputs, windows
+from lstmae_jax.detect import calibration
+from lstmae_jax.train import checkpoint as checkpoint_lib
+from lstmae_jax.train import lock, loop, steps
 
-THRESHOLD_FILE = stage1.THRESHOLD_FILE
+THRESHOLD_FILE = calibration.THRESHOLD_FILE
 
 
 def run_name(cfg: Config) -> str:
@@ -78,16 +81,16 @@ def load_run(run_dir: str, checkpoint: str = "best") -> tuple[nnx.Module, dict]:
     model.eval()
     threshold_path = os.path.join(run_dir, THRESHOLD_FILE)
     if os.path.exists(threshold_path):
-        error_model, threshold = stage1.load(run_dir)
+        error_model, threshold = calibration.load(run_dir)
         if checkpoint == "best":  # other parameters are recalibrated by their users
-            stage1.check_fitted_for(run_dir, int(state.step))
+            calibration.check_fitted_for(run_dir, int(state.step))
         meta["threshold"] = json.loads(threshold.to_json())
         meta["error_model"] = error_model
     return model, meta
 
 
 def stage1_encoder_init(stage1_dir: str) -> Callable[[nnx.Module], None]:
-    """An ``init`` for ``train.fit`` that copies a trained stage 1's encoder into stage 2."""
+    """An ``init`` for ``loop.fit`` that copies a trained stage 1's encoder into stage 2."""
     ae, _ = load_run(stage1_dir)
 
     # An ensemble hands over its first member's encoder.
@@ -100,7 +103,7 @@ def stage1_encoder_init(stage1_dir: str) -> Callable[[nnx.Module], None]:
 
 
 def build_windows(
-    cfg: Config, flows: data.Flows, *, scaler: data.Scaler | None = None
+    cfg: Config, flows: dataset.Flows, *, scaler: dataset.Scaler | None = None
 ) -> windows.Windowed:
     """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one)."""
     return windows.build(
@@ -194,11 +197,11 @@ def _train_job(cfg: Config, workdir: str) -> dict:
                     f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}"
                 )
         features = s1_meta["features"]
-        scaler = data.Scaler.from_json(s1_meta["scaler"])
+        scaler = dataset.Scaler.from_json(s1_meta["scaler"])
         init = stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
     _check_inputs(cfg, run_dir, stage1_dir)
-    flows = data.load_flows(
+    flows = dataset.load_flows(
         cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative
     )
     logging.info(
@@ -214,10 +217,10 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         names = ("Benign", "Attack") if cfg.task == "binary" else windowed.classes
         _check_classes(run_name(cfg), (labels or windowed.label)["train"], names)
     meta_extra["data"] = windowed.summary()
-    result = train.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
+    result = loop.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold, score = None, None
     if cfg.model == "lstm_ae" and cfg.stage == 1 and not result.preempted:
-        calibrated = stage1.calibrate(cfg, result.model, windowed, run_dir, result.steps)
+        calibrated = calibration.calibrate(cfg, result.model, windowed, run_dir, result.steps)
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {
         "run_dir": run_dir,

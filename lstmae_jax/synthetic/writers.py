@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from lstmae_jax import atomic, clean, schema
+from lstmae_jax import atomic
+from lstmae_jax.ingest import clean, schema
 
 # Schema metadata of generated tables: JSON with the arguments and the episodes, set by
 # ``synthetic.generate`` and kept (with the cleaning report) by a canonical ``write``.

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstmae_jax import anomaly, windows
+from lstmae_jax.data import windows
+from lstmae_jax.detect import anomaly
 
 
 def _batched(

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lstmae_jax import models
 from lstmae_jax.config import Config
+from lstmae_jax.model import models
 
 
 @flax.struct.dataclass

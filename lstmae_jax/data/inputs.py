@@ -23,7 +23,8 @@ import struct
 
 from absl import logging
 
-from lstmae_jax import atomic, data
+from lstmae_jax import atomic
+from lstmae_jax.data import dataset
 
 FILE = "inputs.json"
 _MAGIC = b"PAR1"
@@ -46,7 +47,7 @@ def fingerprint(path: str) -> dict:
 
 def fingerprints(data_spec: str) -> dict:
     """``{"data": data_spec, "files": {absolute path: fingerprint}}`` of what it names now."""
-    files = {os.path.abspath(p): fingerprint(p) for p in data.list_parquet(data_spec)}
+    files = {os.path.abspath(p): fingerprint(p) for p in dataset.list_parquet(data_spec)}
     return {"data": data_spec, "files": files}
 
 
@@ -124,7 +125,7 @@ def mismatch(run_dir: str, data_spec: str, trained_on: str) -> str | None:
     was = load(run_dir)
     if was is None:
         try:
-            paths = [os.path.abspath(p) for p in data.list_parquet(trained_on)]
+            paths = [os.path.abspath(p) for p in dataset.list_parquet(trained_on)]
         except FileNotFoundError:
             paths = []
         was = {"files": {p: now["files"].get(p) for p in paths}}

@@ -20,8 +20,11 @@ import os
 import numpy as np
 from absl import logging
 
-from lstmae_jax import atomic, data, inputs, metrics, run, score, stage1, windows
+from lstmae_jax import atomic
 from lstmae_jax.config import Config
+from lstmae_jax.data import dataset, inputs, windows
+from lstmae_jax.detect import calibration, inference, metrics
+from lstmae_jax.jobs import training
 
 TOP_FEATURES = 5
 
@@ -39,12 +42,12 @@ def feature_attribution(contrib_WxF: np.ndarray, label_W: np.ndarray, classes, f
 def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Windowed, str]:
     """The evaluation windows, scaled and cut as the run was trained."""
     cfg = Config.from_json(meta["config"])
-    flows = data.load_flows(
+    flows = dataset.load_flows(
         data_path, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
-    scaler = data.Scaler.from_json(meta["scaler"])
+    scaler = dataset.Scaler.from_json(meta["scaler"])
     if split == "test":
-        w = run.build_windows(cfg, flows, scaler=scaler)
+        w = training.build_windows(cfg, flows, scaler=scaler)
         return w, "test"
     if split == "all":
         w = windows.build(
@@ -85,15 +88,15 @@ def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray
 
 
 def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | None = None) -> dict:
-    model, meta = run.load_run(os.path.join(workdir, "stage1"))
+    model, meta = training.load_run(os.path.join(workdir, "stage1"))
     warn_if_other_data(os.path.join(workdir, "stage1"), meta, data_path, split)
     cfg = Config.from_json(meta["config"])
     if "error_model" not in meta:  # load_run reads both files when calibration finished
-        stage1.load(os.path.join(workdir, "stage1"))  # raises, naming the missing file
+        calibration.load(os.path.join(workdir, "stage1"))  # raises, naming the missing file
     error_model = meta["error_model"]
     threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
     w, s = _windows_for(meta, data_path, split)
-    score_W, contrib_WxF = score.window_scores(
+    score_W, contrib_WxF = inference.window_scores(
         model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size
     )
     y_W = w.any_attack[s].astype(np.int64)
@@ -106,7 +109,7 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
     )
     report["windows"] = w.summary()[s]
     if plot_prefix is not None:
-        from lstmae_jax import plots
+        from lstmae_jax.jobs import plots
 
         paths = (
             plots.plot_curves(f"{plot_prefix}stage1", y_W, score_W)
@@ -129,11 +132,11 @@ def _plots_available() -> bool:
 
 
 def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
-    model, meta = run.load_run(run_dir)
+    model, meta = training.load_run(run_dir)
     warn_if_other_data(run_dir, meta, data_path, split)
     cfg = Config.from_json(meta["config"])
     w, s = _windows_for(meta, data_path, split)
-    logits_WxC = score.logits(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
+    logits_WxC = inference.logits(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
     pred_W = logits_WxC.argmax(axis=1)
     if cfg.task == "binary":
         names, y_W = ["Benign", "Attack"], (w.label[s] != 0).astype(np.int64)
@@ -197,7 +200,7 @@ def evaluate_job(
     for name, r in report["runs"].items():
         r["training"] = _training(os.path.join(workdir, name))
     if plot_prefix is not None:
-        from lstmae_jax import plots as plots_lib
+        from lstmae_jax.jobs import plots as plots_lib
 
         for name, r in report["runs"].items():
             path = plots_lib.plot_training(

@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import atomic, clean, rawparse
+from lstmae_jax import atomic
+from lstmae_jax.ingest import clean, rawparse
 
 BAD_CELL_POLICIES = ("drop", "error")
 # Measured with benchmarks/pipeline.py on 500k CICIDS2017 rows (2 shared cores): 1 MiB

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import clean, rawparse, schema
+from lstmae_jax.ingest import clean, rawparse, schema
 
 ROW = clean.ROW
 SUFFIXES = (".csv", ".csv.gz", ".parquet")

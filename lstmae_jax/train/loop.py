@@ -20,8 +20,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import checkpoint, monitor, sharding, steps, windows
 from lstmae_jax.config import Config
+from lstmae_jax.data import windows
+from lstmae_jax.train import checkpoint, monitor, sharding, steps
 
 # Options that do not change what was computed so far: a resume may change them (a new
 # coordinator after preemption, another process id, more frequent logging; the score and

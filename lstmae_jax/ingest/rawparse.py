@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from absl import logging
 
-from lstmae_jax import clean, schema
+from lstmae_jax.ingest import clean, schema
 
 # A header line longer than this without a line end is no CICFlowMeter header (~2.5 kB).
 HEADER_BYTES = 1 << 20

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstmae_jax.lstm import LSTM
+from lstmae_jax.model.lstm import LSTM
 
 # Dense / Conv kernels start as in Keras (the paper's framework), like `LSTM.w_ih`.
 _KERNEL_INIT = nnx.initializers.glorot_uniform()

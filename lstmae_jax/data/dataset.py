@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import atomic, clean, schema
+from lstmae_jax import atomic
+from lstmae_jax.ingest import clean, schema
 
 SPLITS = ("train", "val", "test")
 
@@ -125,7 +126,9 @@ def load_flows(
     else:
         unknown = [f for f in features if f not in schema.KIND]
         if unknown:
-            raise ValueError(f"unknown feature names {unknown}; see lstmae_jax.schema.FEATURES")
+            raise ValueError(
+                f"unknown feature names {unknown}; see lstmae_jax.ingest.schema.FEATURES"
+            )
         for f, p in zip(files, present, strict=True):
             missing = [c for c in features if c not in p]
             if missing:

@@ -30,7 +30,10 @@ import pyarrow.parquet as pq
 from absl import logging
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstmae_jax import artifact, atomic, clean, metrics, reader, schema
+from lstmae_jax import atomic
+from lstmae_jax.deploy import artifact
+from lstmae_jax.detect import metrics
+from lstmae_jax.ingest import clean, reader, schema
 
 BATCH = 512  # windows per call of the artifact (one compiled shape)
 ROW_GROUP_ROWS = 1 << 16  # Parquet output: rows per row group
