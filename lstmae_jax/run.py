@@ -187,7 +187,8 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         # Same data, split and cleaning as stage 1, or stage 1's encoder and scaler would
         # have seen stage 2's validation and test rows.
         same = ["window", "encoder_sizes", "decoder_sizes", "data", "split", "split_fractions"]
-        same += ["stride", "nonfinite", "negative"] + (["seed"] if cfg.split == "random" else [])
+        same += ["stride", "nonfinite", "negative", "scaler", "features"]  # stage 1 scales
+        same += ["seed"] if cfg.split == "random" else []
         for key in same:
             if getattr(s1_cfg, key) != getattr(cfg, key):
                 raise ValueError(

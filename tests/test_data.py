@@ -1,6 +1,7 @@
 """Parquet -> arrays on every genuine shared file; splits; scaler."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -415,3 +416,10 @@ def test_label_encoded_copies_are_refused(tmp_path):
 def test_minmax_refuses_clipping():
     with pytest.raises(ValueError, match="not minmax"):
         data.fit_scaler(np.ones((3, 1)), ("flow_duration",), kind="minmax", clip=1.0)
+
+
+def test_a_fifo_among_the_inputs_is_refused_before_it_blocks(tmp_path):
+    # Found by probing issue 16: training on a FIFO named .parquet hung until killed.
+    os.mkfifo(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="not a regular file"):
+        data.list_parquet(str(tmp_path))

@@ -282,3 +282,10 @@ def test_a_classifier_needs_two_classes_to_train(tmp_path):
     with pytest.raises(ValueError, match=message):
         run.train_job(cfg.replace(model="dnn"), str(tmp_path))
     assert not os.path.exists(tmp_path / "stage2" / "checkpoints")
+
+
+def test_stage2_refuses_another_scaler_than_stage1s(trained_workdir):
+    # Found by probing issue 16: stage 2 used stage 1's scaler and recorded --scaler=minmax.
+    root, cfg, _, _ = trained_workdir
+    with pytest.raises(ValueError, match="stage 2 --scaler=standard differs from stage 1's"):
+        run.train_job(cfg.replace(stage=2, scaler="standard"), str(root))
