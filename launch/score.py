@@ -46,6 +46,8 @@ EXIT_INTERRUPTED = 130
 def _score() -> int:
     if not FLAGS.input or not FLAGS.output:
         raise ValueError("--input and --output are required (or --calibrate and --output_model)")
+    if not FLAGS.poll_seconds > 0:  # also NaN: a busy loop
+        raise ValueError(f"--poll_seconds must be > 0, got {FLAGS.poll_seconds}")
     stop = alerts.Stop()
     stop.install()
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
@@ -66,7 +68,7 @@ def _score() -> int:
     print(alerts.render(summary))
     if stop.signal and not FLAGS.follow:  # a batch run cut short: the output is partial
         logging.warning(
-            "stopped by %s: %s holds the windows scored so far", stop.signal, FLAGS.output
+            "stopped by %s: %s holds the windows scored so far", stop.signal, summary["output"]
         )
         return EXIT_INTERRUPTED
     if "files_failed" in summary:  # the others were scored; say so, and fail the run
@@ -79,6 +81,11 @@ def _score() -> int:
 def _calibrate() -> int:
     if not FLAGS.output_model:
         raise ValueError("--calibrate needs --output_model (a new artifact directory)")
+    if FLAGS.input or FLAGS.output or FLAGS.follow:
+        raise ValueError(
+            "--calibrate writes a new model, it scores nothing: drop --input,"
+            " --output and --follow (score with the new model afterwards)"
+        )
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
     result = alerts.calibrate(
         scorer, FLAGS.calibrate, FLAGS.target_fpr, FLAGS.output_model, FLAGS.overwrite

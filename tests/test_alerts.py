@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from lstmae_jax import atomic
-from lstmae_jax.data import dataset, windows
+from lstmae_jax.data.dataset import dataset, windows
 from lstmae_jax.deploy import alerts, artifact
 from lstmae_jax.ingest import convert, reader
-from lstmae_jax.synthetic import timeline
+from lstmae_jax.synthetic.timeline import timeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE = os.path.join(REPO, "launch", "score.py")
@@ -614,3 +614,128 @@ def test_input_that_vanishes_in_cleaning_is_a_warning_naming_the_column(
         "399 of 399 rows (100%) dropped as nonfinite, 399 of them for column 'flow_duration'"
     )
     assert "warning: 399 of 399 rows" in alerts.render(summary)
+
+
+# -- found by probing after the issue-16 fixes (each failed before its fix)
+
+
+def test_a_directory_in_the_way_of_the_summary_is_refused_before_anything(tmp_path):
+    (tmp_path / "a.parquet").write_bytes(b"earlier")
+    (tmp_path / "a.parquet.summary.json").mkdir()
+    with pytest.raises(alerts.OutputError, match="a.parquet.summary.json is a directory"):
+        alerts.AlertWriter(str(tmp_path / "a.parquet"), alerts.output_schema(None))
+    assert (tmp_path / "a.parquet").read_bytes() == b"earlier"
+    assert sorted(os.listdir(tmp_path)) == ["a.parquet", "a.parquet.summary.json"]
+
+
+def test_a_stopped_batch_run_puts_its_rows_beside_an_earlier_output(
+    artifact_dir, flows_csv, tmp_path
+):
+    scorer = artifact.load(str(artifact_dir))
+    out = tmp_path / "a.parquet"
+    _score(scorer, flows_csv, out)
+    before = out.read_bytes()
+    stop = alerts.Stop()
+    stop.signal = "SIGTERM"
+    stop.set()  # stopped before the first chunk: a partial (empty) run
+    summary = _score(scorer, flows_csv, out, stop=stop)
+    assert out.read_bytes() == before
+    assert summary["output"] == str(tmp_path / "a.partial.parquet")
+    assert pq.read_metadata(tmp_path / "a.partial.parquet").num_rows == 0
+    assert (tmp_path / "a.partial.parquet.summary.json").exists()
+
+
+def test_a_live_jsonl_deleted_or_rotated_is_started_again(tmp_path):
+    out = tmp_path / "live.jsonl"
+    schema_ = pa.schema([("score", pa.float32())])
+    writer = alerts.AlertWriter(str(out), schema_, live=True)
+    writer.write(pa.table({"score": [1.0]}, schema=schema_))
+    os.rename(out, tmp_path / "live.jsonl.1")  # logrotate
+    writer.write(pa.table({"score": [2.0]}, schema=schema_))
+    out.unlink()  # deleted
+    writer.write(pa.table({"score": [3.0]}, schema=schema_))
+    writer.commit({})
+    assert _read(tmp_path / "live.jsonl.1") == [{"score": 1.0}]
+    assert _read(out) == [{"score": 3.0}]  # 2.0 went to the file deleted by the user
+
+
+def test_a_second_live_scorer_on_one_jsonl_is_refused(tmp_path):
+    schema_ = pa.schema([("score", pa.float32())])
+    first = alerts.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True)
+    with pytest.raises(alerts.OutputError, match="another live scorer"):
+        alerts.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True)
+    first.commit({})
+    alerts.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True).commit({})
+
+
+def test_follow_reads_a_parquet_file_again_when_it_is_replaced(tmp_path):
+    features = ["flow_duration", "tot_fwd_pkts"]
+    cleaning = {"nonfinite": "drop", "negative": "clamp"}
+    path = tmp_path / "x.parquet"
+    synthetic.write(synthetic.generate(200, seed=1), str(path))
+    src = reader.Source(str(path), features, cleaning)
+
+    def settled():  # polls as live mode does, until the file has held still once
+        return list(src.poll(settle=True)) + list(src.poll(settle=True))
+
+    def rows(chunks):
+        return sum(c.table.num_rows for c in chunks)
+
+    def fresh():  # what a new reader reads from the file now
+        return rows(reader.Source(str(path), features, cleaning).poll(final=True))
+
+    assert rows(settled()) == fresh() > 150
+    assert not settled()  # read once
+    synthetic.write(synthetic.generate(300, seed=2), str(tmp_path / ".new"))
+    os.replace(tmp_path / ".new", path)  # an atomic replacement
+    chunks = settled()
+    assert chunks[0].restart and rows(chunks) == fresh() > 250
+
+
+def test_inputs_that_can_never_be_read_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory: nodir"):
+        alerts.check_inputs("nodir/*.csv", follow=True)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        alerts.check_inputs(str(tmp_path / "nodir2") + os.sep, follow=True)
+    os.mkfifo(tmp_path / "fifo.csv")
+    with pytest.raises(ValueError, match="not a regular file"):
+        alerts.check_inputs(str(tmp_path / "fifo.csv"))
+    synthetic.write(synthetic.generate(50, seed=1), str(tmp_path / "f.parquet"))
+    os.rename(tmp_path / "f.parquet", tmp_path / "f.csv")
+    src = reader.Source(str(tmp_path / "f.csv"), ["flow_duration"], {})
+    with pytest.raises(ValueError, match="Parquet data in a file not named .parquet"):
+        list(src.poll(final=True))
+
+
+def test_the_rows_before_an_unreadable_header_are_scored(artifact_dir, flows_csv, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    lines = flows_csv.read_text().splitlines()
+    without = ",".join(c for c in lines[0].split(",") if c.strip() != "Flow Duration")
+    (tmp_path / "f.csv").write_text("\n".join([*lines[:300], without, "1,2,3"]) + "\n")
+    summary = _score(scorer, tmp_path / "f.csv", tmp_path / "a.jsonl")
+    (error,) = summary["files_failed"].values()
+    assert "f.csv: line 301" in error and "Flow Duration" in error
+    (tmp_path / "head.csv").write_text("\n".join(lines[:300]) + "\n")
+    head = _score(scorer, tmp_path / "head.csv", tmp_path / "h.jsonl")
+    assert summary["windows_scored"] == head["windows_scored"] > 250  # the rows above it
+    # A header inside a labelled file without the Label column: labels are optional.
+    unlabelled = ",".join(c for c in lines[0].split(",") if c.strip() != "Label")
+    rows = [",".join(r.split(",")[:-1]) for r in lines[300:600]]
+    (tmp_path / "g.csv").write_text("\n".join([*lines[:300], unlabelled, *rows]) + "\n")
+    summary = _score(scorer, tmp_path / "g.csv", tmp_path / "b.jsonl")
+    assert "files_failed" not in summary and summary["flows_read"] == 600
+
+
+def test_launcher_flags_that_cannot_work_are_refused(artifact_dir, flows_csv, tmp_path):
+    out = tmp_path / "a.jsonl"
+    busy = _run_score(
+        f"--model={artifact_dir}", f"--input={flows_csv}", f"--output={out}", "--follow",
+        "--poll_seconds=-1",
+    )  # fmt: skip
+    assert busy.returncode == 1 and "--poll_seconds must be > 0" in busy.stderr
+    both = _run_score(
+        f"--model={artifact_dir}", f"--calibrate={flows_csv}", f"--output_model={tmp_path}/m",
+        f"--input={flows_csv}", f"--output={out}",
+    )  # fmt: skip
+    assert both.returncode == 1 and "drop --input, --output" in both.stderr
+    assert not out.exists() and not (tmp_path / "m").exists()

@@ -3,6 +3,7 @@
 (Scoring equality, tampering and shape checks are in test_export.py.)
 """
 
+import errno
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 
+from lstmae_jax import atomic
 from lstmae_jax.deploy import artifact
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,3 +79,143 @@ def test_a_kill_during_a_rewrite_leaves_the_old_artifact_working(artifact_dir, t
     assert len(leftovers) == 1 and leftovers[0].endswith(".tmp-dir")
     artifact.write_dir(str(model), old.payload, {**old.meta})  # the next write cleans up
     assert os.listdir(tmp_path) == ["model"]
+
+
+def _set(*keys_value):
+    """An edit of the sidecar that sets meta[k0][k1]... to the last argument."""
+    *keys, value = keys_value
+
+    def edit(meta):
+        for k in keys[:-1]:
+            meta = meta[k]
+        meta[keys[-1]] = value(meta[keys[-1]]) if callable(value) else value
+
+    return edit
+
+
+def _row0(fn):
+    """Applies ``fn`` to the first feature's row of a per-feature table (knots)."""
+    return lambda rows: [fn(rows[0])] + rows[1:]
+
+
+def _first(value):
+    return lambda xs: [value] + xs[1:]
+
+
+# Values a re-signed sidecar could carry that would make the detector silently wrong.
+HOSTILE = {
+    "threshold nan": (_set("threshold", "value", float("nan")), "threshold.value", "got nan"),
+    "threshold inf": (_set("threshold", "value", float("inf")), "threshold.value", "got inf"),
+    "threshold -inf": (_set("threshold", "value", float("-inf")), "threshold.value", "got -inf"),
+    "threshold text": (_set("threshold", "value", "0.5"), "threshold.value", "got '0.5'"),
+    "threshold bool": (_set("threshold", "value", True), "threshold.value", "got True"),
+    "window float": (_set("window", 4.7), "window", "got 4.7"),
+    "window text": (_set("window", "4"), "window", "got '4'"),
+    "window 0": (_set("window", 0), "window", "got 0"),
+    "window negative": (_set("window", -4), "window", "got -4"),
+    "window bool": (_set("window", True), "window", "got True"),
+    "features duplicated": (
+        _set("features", lambda f: [f[1]] + f[1:]),
+        "features",
+        "more than once",
+    ),
+    "features unknown": (_set("features", _first("Flow Bites/s")), "features", "Flow Bites/s"),
+    "classes duplicated": (_set("classes", lambda c: [c[1]] + c[1:]), "classes", "more than once"),
+    "scaler mean nan": (_set("scaler", "mean", _first(float("nan"))), "scaler.mean", "finite"),
+    "scaler mean float32 overflow": (
+        _set("scaler", "mean", _first(1e300)),
+        "scaler.mean",
+        "finite",
+    ),
+    "scaler log nan": (_set("scaler", "log", _first(float("nan"))), "scaler.log", "finite"),
+    "scaler std inf": (_set("scaler", "std", _first(float("inf"))), "scaler.std", "finite"),
+    "scaler std 0": (_set("scaler", "std", _first(0.0)), "scaler.std", "> 0"),
+    "scaler std negative": (_set("scaler", "std", _first(-1.0)), "scaler.std", "> 0"),
+    "scaler clip nan": (_set("scaler", "clip", float("nan")), "scaler.clip", "finite"),
+    "knots_x nan": (
+        _set("scaler", "knots_x", _row0(_first(float("nan")))),
+        "scaler.knots_x",
+        "finite",
+    ),
+    "knots_z inf": (
+        _set("scaler", "knots_z", _row0(_first(float("-inf")))),
+        "scaler.knots_z",
+        "finite",
+    ),
+    "knots_x reversed": (
+        _set("scaler", "knots_x", lambda k: [r[::-1] for r in k]),
+        "scaler.knots_x",
+        "decreas",
+    ),
+    "knots_z reversed": (
+        _set("scaler", "knots_z", _row0(lambda r: r[::-1])),
+        "scaler.knots_z",
+        "decreas",
+    ),
+    "cleaning nonfinite": (_set("cleaning", "nonfinite", "keep"), "cleaning.nonfinite", "'keep'"),
+    "cleaning negative": (_set("cleaning", "negative", "zero"), "cleaning.negative", "'zero'"),
+    "error model mean nan": (
+        _set("error_model", "mean_KxF", _row0(_first(float("nan")))),
+        "error_model.mean_KxF",
+        "finite",
+    ),
+    "error model precision inf": (
+        _set("error_model", "precision_KxFxF", _row0(_row0(_first(float("inf"))))),
+        "error_model.precision_KxFxF",
+        "finite",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit, field, detail", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_resigned_sidecar_with_hostile_values_is_refused_by_field(
+    artifact_dir, tmp_path, monkeypatch, edit, field, detail
+):
+    model = _copy(artifact_dir, tmp_path)
+    _rewrite(model, artifact.SIDECAR, edit)
+    # Refused before the exported function is even read, let alone called.
+    monkeypatch.setattr(artifact.jax.export, "deserialize", lambda *a: pytest.fail("deserialized"))
+    with pytest.raises(artifact.ArtifactError) as e:
+        artifact.load(str(model))
+    message = str(e.value)
+    assert message.startswith(f"{model / artifact.SIDECAR}: {field} "), message
+    assert detail in message and "\n" not in message, message
+
+
+def test_a_large_but_finite_threshold_is_accepted(artifact_dir, tmp_path):
+    model = _copy(artifact_dir, tmp_path)
+    _rewrite(model, artifact.SIDECAR, _set("threshold", "value", 1e300))
+    assert artifact.load(str(model)).threshold == 1e300
+
+
+def test_write_dir_through_a_symlink_to_a_directory(artifact_dir, tmp_path):
+    scorer = artifact.load(str(artifact_dir))
+    real = _copy(artifact_dir, tmp_path)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    meta = {**scorer.meta, "threshold": {**scorer.meta["threshold"], "value": 1.5}}
+    artifact.write_dir(str(tmp_path / "link"), scorer.payload, meta)
+    assert (tmp_path / "link").is_symlink()  # the link is kept, its directory replaced
+    assert artifact.load(str(tmp_path / "link")).threshold == 1.5
+    assert artifact.load(str(real)).threshold == 1.5
+    assert sorted(os.listdir(tmp_path)) == ["link", "model"]
+
+
+def test_a_failed_write_dir_names_the_directory_and_keeps_the_old_artifact(
+    artifact_dir, tmp_path, monkeypatch
+):
+    scorer = artifact.load(str(artifact_dir))
+    model = _copy(artifact_dir, tmp_path)
+
+    def too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(atomic, "write_bytes", too_large)
+    meta = {**scorer.meta, "threshold": {**scorer.meta["threshold"], "value": 1.5}}
+    with pytest.raises(ValueError) as e:
+        artifact.write_dir(str(model), scorer.payload, meta)
+    assert str(e.value) == (
+        f"cannot write the artifact {model}: File too large (EFBIG); the earlier artifact"
+        " there, if any, is unchanged"
+    )
+    assert artifact.load(str(model)).threshold == scorer.threshold  # the old one, whole
+    assert os.listdir(tmp_path) == ["model"]  # no temporary left behind

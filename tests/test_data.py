@@ -1,13 +1,14 @@
 """Parquet -> arrays on every genuine shared file; splits; scaler."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax.data import dataset
+from lstmae_jax.data.dataset import dataset
 from lstmae_jax.ingest import clean, schema
 
 # Expected per-file results of the default cleaning (nonfinite="drop", negative="clamp"),
@@ -229,7 +230,7 @@ def test_feature_subset_and_errors(shared_data, tmp_path):
 
 def _with_nan(tmp_path, column, share):
     """A generated day whose ``column`` is NaN in its first ``share`` of rows."""
-    from lstmae_jax.synthetic import timeline
+    from lstmae_jax.synthetic.timeline import timeline
 
     table = pa.Table.from_batches(
         clean.canonicalize(timeline.generate(400, seed=0), source="g")[0].to_batches()
@@ -420,3 +421,10 @@ def test_label_encoded_copies_are_refused(tmp_path):
 def test_minmax_refuses_clipping():
     with pytest.raises(ValueError, match="not minmax"):
         dataset.fit_scaler(np.ones((3, 1)), ("flow_duration",), kind="minmax", clip=1.0)
+
+
+def test_a_fifo_among_the_inputs_is_refused_before_it_blocks(tmp_path):
+    # Found by probing issue 16: training on a FIFO named .parquet hung until killed.
+    os.mkfifo(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="not a regular file"):
+        dataset.list_parquet(str(tmp_path))

@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.data import dataset, windows
+from lstmae_jax.data.dataset import dataset, windows
 from lstmae_jax.detect import anomaly, calibration, inference, metrics
 from lstmae_jax.jobs import evaluate, training
-from lstmae_jax.synthetic import timeline
+from lstmae_jax.synthetic.timeline import timeline
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +275,10 @@ def test_a_classifier_needs_two_classes_to_train(tmp_path):
     with pytest.raises(ValueError, match=message):
         training.train_job(cfg.replace(model="dnn"), str(tmp_path))
     assert not os.path.exists(tmp_path / "stage2" / "checkpoints")
+
+
+def test_stage2_refuses_another_scaler_than_stage1s(trained_workdir):
+    # Found by probing issue 16: stage 2 used stage 1's scaler and recorded --scaler=minmax.
+    root, cfg, _, _ = trained_workdir
+    with pytest.raises(ValueError, match="stage 2 --scaler=standard differs from stage 1's"):
+        run.train_job(cfg.replace(stage=2, scaler="standard"), str(root))

@@ -70,6 +70,8 @@ def list_parquet(path: str | Sequence[str]) -> list[str]:
         raise FileNotFoundError(f"no such file or directory: {path}")
     if not files:
         raise FileNotFoundError(f"no .parquet files in {path}")
+    if special := [f for f in files if not os.path.isfile(f)]:  # a FIFO would block forever
+        raise ValueError(f"not a regular file (a FIFO, a device?): {special[:5]}")
     return files
 
 

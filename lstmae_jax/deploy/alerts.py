@@ -17,6 +17,7 @@ No JAX or training code here beyond the artifact's ``call``.
 from __future__ import annotations
 
 import collections
+import fcntl
 import fnmatch
 import glob
 import json
@@ -99,26 +100,31 @@ class AlertWriter:
     A batch run writes a temporary beside the output (row groups, or one line per
     window) and ``commit`` renames it, and then the summary, into place; a failed run
     (``abort``) removes the temporary and leaves the earlier output and its summary as
-    they were. A live run (``live``) to ``.jsonl`` appends to the output itself, flushed
-    after each batch, so it can be tailed; an error truncates it back to its last
-    complete line. Temporaries are created with ``O_EXCL`` (``atomic.temporary``).
+    they were, and a run stopped early (``partial``) puts its rows beside an earlier
+    output (``NAME.partial.parquet``) instead of over it. A live run (``live``) to
+    ``.jsonl`` appends to the output itself, flushed after each batch, so it can be
+    tailed; it holds an exclusive lock on it (a second live scorer is refused), starts a
+    new file when the output is deleted or rotated away, and an error truncates it back to
+    its last complete line. Temporaries are created with ``O_EXCL`` (``atomic.temporary``).
     """
 
     def __init__(self, path: str, schema_: pa.Schema, live: bool = False):
         if not path.endswith((".parquet", ".jsonl")):
             raise ValueError(f"--output must end in .parquet or .jsonl, got {path}")
-        if os.path.isdir(path):
-            raise OutputError(f"--output {path} is a directory; name a file in it")
         self.path, self.schema, self.rows = path, schema_, 0
         self.summary_path = path + ".summary.json"
+        for p in (path, self.summary_path):
+            if os.path.isdir(p):
+                raise OutputError(
+                    f"--output: {p} is a directory in the way; move it or name another file"
+                )
         self.in_place = live and path.endswith(".jsonl")
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
             atomic.remove_stale(folder, os.path.basename(path))
             if self.in_place:
-                self.file, self.tmp = open(path, "ab"), None
-                self._end_at_line()
+                self._open_in_place()
             else:
                 self.file, self.tmp = atomic.temporary(path)
         except OSError as e:
@@ -128,6 +134,35 @@ class AlertWriter:
         if path.endswith(".parquet"):
             self._pq = pq.ParquetWriter(self.file, schema_, compression="zstd")
             self._parts: list[pa.Table] = []
+
+    def _open_in_place(self) -> None:
+        """Opens (or re-opens) the live output for appending, locked against a second
+        live scorer, cut back to its last complete line."""
+        self.file, self.tmp = open(self.path, "ab"), None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise OutputError(
+                f"--output {self.path} is being written by another live scorer; give each its"
+                " own output"
+            ) from None
+        self._end_at_line()
+        self.good_bytes = self.file.tell()
+
+    def _still_there(self) -> None:
+        """Live output deleted or rotated away (``mv``, logrotate): a new file at the path,
+        so alerts never go to a file nobody can read."""
+        try:
+            same = os.path.samestat(os.stat(self.path), os.fstat(self.file.fileno()))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            logging.warning(
+                "%s was moved or deleted; writing alerts to a new %s", self.path, self.path
+            )
+            self.file.close()
+            self._open_in_place()
 
     def _end_at_line(self) -> None:
         """An appended-to file that ends in a torn line (a killed run) is cut back to
@@ -155,6 +190,8 @@ class AlertWriter:
                 if sum(t.num_rows for t in self._parts) >= ROW_GROUP_ROWS:
                     self._flush_group()
             else:
+                if self.in_place:
+                    self._still_there()
                 self.file.write("".join(json.dumps(r) + "\n" for r in table.to_pylist()).encode())
                 self.file.flush()
                 self.good_bytes = self.file.tell()
@@ -170,30 +207,39 @@ class AlertWriter:
     def _failed(self, e: OSError):
         self.abort()
         kept = (
-            f"{self.path} holds the {self.rows:,} windows written before"
+            f"{self.path} holds the windows written before"
             if self.in_place
             else f"the earlier {self.path}, if any, is unchanged"
         )
         raise OutputError(f"cannot write {self.path}: {atomic.cause(e)}; {kept}") from e
 
-    def commit(self, summary: dict) -> None:
+    def commit(self, summary: dict, partial: bool = False) -> str:
         """Completes the output with every row written so far and puts it, then its
-        summary (``<output>.summary.json``), in place."""
+        summary (``<output>.summary.json``), in place; returns where. ``partial`` (a run
+        stopped early): beside an earlier output, never over it."""
+        path = self.path
+        if partial and self.tmp is not None and os.path.exists(path):
+            stem, suffix = os.path.splitext(path)
+            path = f"{stem}.partial{suffix}"
+        summary, summary_tmp = {**summary, "output": path}, None
         try:
             if self._pq is not None:
                 self._flush_group()
                 self._pq.close()
                 self._pq = None
             self.file.close()
-            summary_file, summary_tmp = atomic.temporary(self.summary_path)
+            summary_file, summary_tmp = atomic.temporary(path + ".summary.json")
             with summary_file:
                 summary_file.write(json.dumps(summary, indent=1).encode())
+            if self.tmp is not None:
+                os.replace(self.tmp, path)
+                self.tmp = None
+            os.replace(summary_tmp, path + ".summary.json")
         except OSError as e:
+            if summary_tmp is not None:
+                atomic.discard(summary_tmp)
             self._failed(e)
-        if self.tmp is not None:
-            os.replace(self.tmp, self.path)
-            self.tmp = None
-        os.replace(summary_tmp, self.summary_path)
+        return path
 
     def abort(self) -> None:
         """After a failure: removes the temporary (an in-place file is cut back to its
@@ -473,9 +519,13 @@ def check_inputs(inputs: str, follow: bool = False) -> None:
         return
     if not follow:
         raise FileNotFoundError(f"no CSV, CSV.gz or Parquet files in {inputs}")
-    if not (os.path.isdir(inputs) or glob.has_magic(inputs)):
-        if not os.path.isdir(os.path.dirname(os.path.abspath(inputs))):
-            raise FileNotFoundError(f"no such file or directory: {inputs}")
+    if os.path.isdir(inputs):
+        return
+    folder = inputs.rstrip(os.sep) if inputs.endswith(os.sep) else os.path.dirname(inputs)
+    while glob.has_magic(folder):  # the folder a glob's files would appear in
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder or "."):  # a mistyped folder: nothing would ever appear
+        raise FileNotFoundError(f"no such directory: {folder} (for --input {inputs})")
 
 
 def check_output(output: str, inputs: str) -> None:
@@ -592,8 +642,7 @@ def score_files(
     if failed:
         summary["files_failed"] = {p: e for p, (e, _) in failed.items()}
     if writer is not None:
-        summary["output"] = writer.path
-        writer.commit(summary)
+        summary["output"] = writer.commit(summary, partial=bool(stop.signal) and not follow)
     return summary, run
 
 

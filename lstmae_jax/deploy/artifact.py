@@ -1,4 +1,5 @@
-"""The detector artifact on the scoring side: verify, load, call. jax and numpy only.
+"""The detector artifact on the scoring side: verify, load, call. jax and numpy, and the
+scorer's own light modules (schema, clean: no model or training code).
 
 An artifact directory holds three files:
 
@@ -10,8 +11,10 @@ An artifact directory holds three files:
   It also states features, window, classes, cleaning policy, how the threshold was chosen,
   the training data and validation metrics, and library versions.
 * ``MANIFEST.json``: the SHA-256 and size of every file. ``load`` checks it before it
-  reads anything else and refuses any mismatch, naming the file; it then checks that the
-  sidecar fits the exported function (input and output shapes). The manifest detects
+  reads anything else and refuses any mismatch, naming the file; it then checks the
+  sidecar's values (finite numbers, canonical features, known cleaning policies,
+  non-decreasing quantile knots, positive window and std) and that they fit the exported
+  function (input and output shapes). The manifest detects
   accidental and naive changes; against a deliberate attacker who rewrites the manifest
   too, compare its own SHA-256 (``manifest_sha256``, printed at export) with a copy kept
   elsewhere (``launch/score.py --manifest_sha256``).
@@ -26,22 +29,28 @@ No pickle anywhere: JSON and the ``jax.export`` serialization (flatbuffers).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import math
 import os
 import shutil
 
 import jax
 import numpy as np
 
-from lstmae_jax import atomic  # stdlib and absl only
+# atomic: stdlib and absl; clean and schema: numpy and pyarrow, which the scorer loads anyway
+from lstmae_jax import atomic
+from lstmae_jax.ingest import clean, schema
 
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = 3  # 3: the scaler may carry quantile knots, the score may be sse
 READS_VERSIONS = (2, 3)  # 2 has neither: its inputs are a subset of 3's
-CLEANING_KEYS = ("nonfinite", "negative")  # the sidecar's cleaning policy (clean.canonicalize)
+# The sidecar's cleaning policy (clean.canonicalize's arguments) and the values each takes.
+CLEANING = {"nonfinite": clean.NONFINITE_POLICIES, "negative": clean.NEGATIVE_POLICIES}
+CLEANING_KEYS = tuple(CLEANING)
 
 
 class ArtifactError(ValueError):
@@ -52,7 +61,8 @@ def float32_at_or_below(value: float) -> np.float32:
     """The largest float32 <= ``value``: for every float32 score s, ``s > result`` exactly
     when ``s > value`` (the float64 rule of ``metrics.Threshold.predict``), so the artifact
     flags the windows the in-process model flags."""
-    v32 = np.float32(value)
+    with np.errstate(over="ignore"):  # beyond float32 (1e300): inf, then its largest finite
+        v32 = np.float32(value)
     # float(): numpy would compare a float32 with a Python float in float32.
     return np.nextafter(v32, np.float32(-np.inf)) if float(v32) > value else v32
 
@@ -90,28 +100,37 @@ def write_dir(directory: str, payload: bytes, sidecar: dict) -> str:
     """Writes an artifact directory (function, sidecar, manifest) whole: it is built beside
     ``directory`` and swapped in at once, so a reader (or a kill) never meets a mix of an
     old artifact and a new one. An existing ``directory`` must be empty or an artifact:
-    other files in it are never deleted. Returns the manifest's SHA-256. Used by the
-    export and by recalibration."""
-    if os.path.isdir(directory):
-        others = sorted(set(os.listdir(directory)) - {ARTIFACT, SIDECAR, MANIFEST})
+    other files in it are never deleted; a symlink to a directory is followed (the link is
+    kept, its directory replaced). Returns the manifest's SHA-256. Used by the export and by
+    recalibration. A failure to write (no space, file-size limit, read-only place) is a
+    one-line ``ValueError`` naming ``directory``."""
+    target = os.path.realpath(directory)
+    if os.path.isdir(target):
+        others = sorted(set(os.listdir(target)) - {ARTIFACT, SIDECAR, MANIFEST})
         if others:
             raise ValueError(
                 f"{directory} holds files that are not a detector artifact's ({others[:5]});"
                 " write the artifact to a new or empty directory"
             )
-    elif os.path.lexists(directory):
+    elif os.path.lexists(target):
         raise ValueError(f"{directory} exists and is not a directory")
-    atomic.remove_stale(os.path.dirname(os.path.abspath(directory)), os.path.basename(directory))
-    tmp = atomic.temporary_dir(directory)
     try:
-        atomic.write_bytes(os.path.join(tmp, ARTIFACT), payload)
-        atomic.write_json(os.path.join(tmp, SIDECAR), sidecar)
-        digest = write_manifest(tmp, [ARTIFACT, SIDECAR])
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        atomic.replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic.remove_stale(os.path.dirname(target), os.path.basename(target))
+        tmp = atomic.temporary_dir(target)
+        try:
+            atomic.write_bytes(os.path.join(tmp, ARTIFACT), payload)
+            atomic.write_json(os.path.join(tmp, SIDECAR), sidecar)
+            digest = write_manifest(tmp, [ARTIFACT, SIDECAR])
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private
+            atomic.replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except OSError as e:  # the cause alone: the temporary's name would only confuse
+        raise ValueError(
+            f"cannot write the artifact {directory}: {atomic.cause(e)}; the earlier artifact"
+            " there, if any, is unchanged"
+        ) from e
     return digest
 
 
@@ -136,7 +155,12 @@ def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, byte
         raise ArtifactError(f"{path}: missing; not a detector artifact (export it again)")
     with open(path, "rb") as f:
         text = f.read()
-    if manifest_sha256 is not None and hashlib.sha256(text).hexdigest() != manifest_sha256.lower():
+    if manifest_sha256 is not None and not manifest_sha256.strip():
+        raise ArtifactError("--manifest_sha256 is empty: give the 64 hex digits printed at export")
+    if (
+        manifest_sha256 is not None
+        and hashlib.sha256(text).hexdigest() != manifest_sha256.strip().lower()
+    ):
         raise ArtifactError(f"{path}: SHA-256 differs from the expected {manifest_sha256}")
     try:
         manifest = json.loads(text)
@@ -168,6 +192,63 @@ def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, byte
 # --------------------------------------------------------------------------- scorer
 
 
+def _check_values(meta: dict, where: str) -> None:
+    """Refuses sidecar values that would make the detector silently wrong (a NaN threshold
+    flags nothing, reversed knots flag nearly everything), naming the field; the shapes are
+    ``Scorer._check_fits``'s. Values the function takes are checked as the float32 it
+    computes with (1e300 is inf there)."""
+
+    def refuse(field: str, why: str) -> ArtifactError:
+        return ArtifactError(f"{where}: {field} {why}")
+
+    def repeated(names: list) -> list:
+        return sorted(n for n, k in collections.Counter(names).items() if k > 1)
+
+    features = meta["features"]
+
+    def feature(i: int) -> str:  # the name of row i of a per-feature array
+        return repr(features[i]) if i < len(features) else f"#{i}"
+
+    value = meta["threshold"]["value"]
+    if type(value) not in (int, float) or not math.isfinite(value):  # bool is no number here
+        raise refuse("threshold.value", f"must be a finite number, got {value!r}")
+    if type(meta["window"]) is not int or meta["window"] <= 0:
+        raise refuse("window", f"must be a positive integer, got {meta['window']!r}")
+    if twice := repeated(features):
+        raise refuse("features", f"lists {twice} more than once")
+    if unknown := [f for f in features if f not in schema.FEATURES]:
+        raise refuse("features", f"are not all canonical feature names: {unknown[:5]}")
+    if isinstance(meta.get("classes"), list) and (twice := repeated(meta["classes"])):
+        raise refuse("classes", f"lists {twice} more than once")
+    for key, allowed in CLEANING.items():
+        if key in meta["cleaning"] and meta["cleaning"][key] not in allowed:
+            raise refuse(
+                f"cleaning.{key}", f"must be one of {allowed}, got {meta['cleaning'][key]!r}"
+            )
+
+    sc, em = meta["scaler"], meta["error_model"]
+    names = ["log", "mean", "std", "clip"] + (["knots_x", "knots_z"] if sc.get("knots_x") else [])
+    with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+        arrays = {f"scaler.{k}": np.asarray(sc[k], np.float32) for k in names}
+        arrays |= {
+            f"error_model.{k}": np.asarray(em[k], np.float32)
+            for k in ("mean_KxF", "precision_KxFxF")
+            if k in em
+        }
+    for field, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise refuse(field, f"must hold finite float32 numbers, has {a[~np.isfinite(a)][0]}")
+    if ((std := arrays["scaler.std"].ravel()) <= 0).any():
+        i = int(np.argmax(std <= 0))
+        raise refuse("scaler.std", f"must be > 0, got {std[i]} for {feature(i)}")
+    for field in ("scaler.knots_x", "scaler.knots_z"):
+        if field in arrays and (falls := np.diff(arrays[field], axis=-1) < 0).any():
+            i = int(np.argmax(falls.any(axis=-1)))
+            raise refuse(
+                field, f"must be non-decreasing along each feature's row (not {feature(i)})"
+            )
+
+
 class Scorer:
     """A verified, loaded artifact: ``scorer(x_BxTxF)`` -> dict of numpy arrays."""
 
@@ -178,6 +259,7 @@ class Scorer:
         self.payload: bytes = contents[ARTIFACT]  # the verified bytes (recalibration copies)
         try:
             self.meta = json.loads(contents[SIDECAR])
+            _check_values(self.meta, sidecar_path)
             self.features: list[str] = list(self.meta["features"])
             self.window: int = int(self.meta["window"])
             self.classes: list[str] | None = self.meta.get("classes")
@@ -185,7 +267,9 @@ class Scorer:
             self.cleaning: dict = dict(self.meta["cleaning"])
             if unknown := sorted(set(self.cleaning) - set(CLEANING_KEYS)):
                 raise KeyError(f"cleaning has unknown keys {unknown} (known: {CLEANING_KEYS})")
-        except (ValueError, KeyError, TypeError) as e:
+        except ArtifactError:
+            raise
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
             raise ArtifactError(f"{sidecar_path}: unreadable sidecar: {e!r}") from e
         artifact_path = os.path.join(directory, ARTIFACT)
         try:

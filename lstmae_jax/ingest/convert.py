@@ -122,7 +122,9 @@ def _csv_jobs(plan: rawparse.Plan, blocks, on_bad_cell: str, policies: dict):
     """One job per CSV block (per part of a block cut at a header line inside it): parse,
     clean; rows with a wrong field count and header lines are counted."""
     for whole, whole_first in blocks:
-        parts, headers, reordered, plan = rawparse.cut_at_headers(plan, whole, whole_first)
+        parts, headers, reordered, plan, error = rawparse.cut_at_headers(plan, whole, whole_first)
+        if error is not None:  # one schema per output file: the file fails
+            raise error
         for k, (part_plan, block, first) in enumerate(parts or [(plan, b"", whole_first)]):
 
             def job(

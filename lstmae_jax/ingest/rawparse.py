@@ -144,8 +144,8 @@ class Plan:
         """The plan for a header met at ``line`` inside the file. ``same_columns``: it must
         name the same columns as this one, in any order or naming style (the converter's
         output has one schema per file); else it needs only what ``Plan`` needs."""
-        try:
-            new = Plan(self.src, raw, require_label=self.label is not None)
+        try:  # the converter keeps a label column it had; the scorer needs none
+            new = Plan(self.src, raw, require_label=same_columns and self.label is not None)
         except ValueError as e:
             raise ValueError(f"{self.src}: line {line}: a header inside the file: {e}") from e
         # The duplicated Fwd Header Length is checked and dropped: not a column of the output.
@@ -178,7 +178,10 @@ def _read_line(stream: pa.NativeFile, block_size: int) -> tuple[bytes, bytes]:
 def csv_header(src: str) -> list[str]:
     """The header's column names; ``ValueError`` naming the file for what is no CSV text."""
     with open(src, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
+        magic = f.read(4)
+    if magic == b"PAR1":
+        raise ValueError(f"{src}: Parquet data in a file not named .parquet; rename it")
+    gzipped = magic[:2] == b"\x1f\x8b"
     if gzipped != src.lower().endswith(".gz"):
         raise ValueError(
             f"{src}: gzip-compressed data in a file not named .gz; rename it to .csv.gz"
@@ -237,8 +240,8 @@ HEADER_WORDS = (b"Fwd", b"Bwd", b"Flow", b"Dst", b"Destination", b"Protocol", b"
 def _header_names(line: bytes) -> list[str] | None:
     """A line's cells if it is a header (at least half of them, and two, name known
     columns), else None."""
-    try:
-        cells = next(csv.reader([_decode(line.rstrip(b"\r"))]))
+    try:  # a byte-order mark where two exports were concatenated
+        cells = next(csv.reader([_decode(line.rstrip(b"\r").removeprefix(b"\xef\xbb\xbf"))]))
     except (csv.Error, StopIteration):
         return None
     known = sum(schema.canonical_name(c) is not None for c in cells)
@@ -247,11 +250,13 @@ def _header_names(line: bytes) -> list[str] | None:
 
 def cut_at_headers(plan: Plan, block: bytes, first: int, same_columns: bool = True):
     """A block of lines cut at the header lines inside it: ``(parts, headers, reordered,
-    plan)``, where ``parts`` are ``(plan, bytes, first line)`` each to be read with the
-    header above it, ``headers`` counts the header lines left out, ``reordered`` those with
-    another column order or naming style, and ``plan`` is the one for the next block."""
+    plan, error)``, where ``parts`` are ``(plan, bytes, first line)`` each to be read with
+    the header above it, ``headers`` counts the header lines left out, ``reordered`` those
+    with another column order or naming style, ``plan`` is the one for the next block, and
+    ``error`` the ValueError of a header that cannot be read (the parts before it are
+    good: the caller raises it after them)."""
     if not any(word in block for word in HEADER_WORDS):
-        return [(plan, block, first)], 0, 0, plan
+        return [(plan, block, first)], 0, 0, plan, None
     parts, start, start_line, headers, reordered = [], 0, first, 0, 0
     offset = 0
     for number, line in enumerate(block.split(b"\n"), first):
@@ -264,7 +269,10 @@ def cut_at_headers(plan: Plan, block: bytes, first: int, same_columns: bool = Tr
             if [schema.canonical_name(c) for c in names] != [
                 schema.canonical_name(c) for c in plan.header
             ]:
-                plan = plan.reheader(names, number, same_columns)
+                try:
+                    plan = plan.reheader(names, number, same_columns)
+                except ValueError as e:
+                    return parts, headers, reordered, plan, e
                 reordered += 1
                 logging.warning(
                     "%s: line %d: a header in another column order or naming style; the"
@@ -274,7 +282,7 @@ def cut_at_headers(plan: Plan, block: bytes, first: int, same_columns: bool = Tr
         offset = end
     if start < len(block) and block[start:].strip():
         parts.append((plan, block[start:], start_line))
-    return parts, headers, reordered, plan
+    return parts, headers, reordered, plan, None
 
 
 def line_of(block: bytes, first: int, row: int) -> int:

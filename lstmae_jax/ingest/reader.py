@@ -119,12 +119,12 @@ class Source:
         """The chunks of a block of whole lines, cut at any header line inside it (each
         part read with the header above it; ``rawparse.cut_at_headers``)."""
         before = self.plan
-        parts, headers, reordered, self.plan = rawparse.cut_at_headers(
+        parts, headers, reordered, self.plan, error = rawparse.cut_at_headers(
             before, whole, whole_first, same_columns=False
         )
-        if self.plan is not before:  # a new header: it must still have the features
-            _check_features(self.path, self.plan.header, self.features)
         for k, (plan, block, first) in enumerate(parts or [(self.plan, b"", whole_first)]):
+            if plan is not before:  # a new header: it must still have the features
+                _check_features(f"{self.path}: line {first - 1}", plan.header, self.features)
             extra = clean.CleanReport(self.path)
             if k == 0 and headers:  # the block's header lines, once
                 extra.rows_in = headers
@@ -146,6 +146,8 @@ class Source:
                 dropped.dropped["wrong_field_count"] += n_invalid
             dropped.merge(extra)
             yield self._chunk(raw, dropped, read_at)
+        if error is not None:  # after the rows above the header that cannot be read
+            raise error
 
     # -- formats
 
@@ -153,17 +155,26 @@ class Source:
         """The chunks readable now. ``final``: take a last line without its newline.
         ``settle`` (live mode): read a Parquet or CSV.gz file only once its size and
         modification time held still between two polls (it may still be being written).
-        ``FileNotFoundError`` when the file is gone."""
-        if self.done:
+        ``FileNotFoundError`` when the file is gone. In live mode a Parquet or CSV.gz
+        file read in full is read again, from a restart, when it is replaced or changes."""
+        if self.done and not settle:
             return
         if final and os.path.getsize(self.path) == 0:  # the converter's rule (live: not yet)
             raise ValueError(f"{self.path}: empty file (0 bytes, no header)")
         if self.kind == ".csv":
             yield from self._csv(final)
             return
-        st = os.stat(self.path)
-        stamp = (st.st_size, st.st_mtime_ns)
+        st = os.stat(self.path)  # FileNotFoundError: gone (the caller drops it)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         previous, self.stamp = self.stamp, stamp
+        if self.done:
+            if stamp == previous:
+                return
+            logging.warning("%s was replaced or changed; scoring it again", self.path)
+            self.done, self.plan = False, None
+            yield Chunk(
+                self.path, pa.table({}), clean.CleanReport(self.path), time.monotonic(), True
+            )
         if settle and stamp != previous:
             return
         try:
@@ -249,6 +260,11 @@ class Source:
                 if cut == 0:
                     if not final:
                         return  # a partial last line: wait for its newline
+                    logging.warning(
+                        "%s: line %d has no line end: scored as it is (a file still being"
+                        " written may have its last flow cut)",
+                        self.path, self.lineno,
+                    )  # fmt: skip
                     cut = len(data)
                 block = data[:cut]
                 first = self.lineno
@@ -270,6 +286,8 @@ def expand(inputs: str, missing_ok: bool = False) -> list[str]:
         candidates = glob.glob(inputs)
     elif os.path.isfile(inputs):
         return [inputs]
+    elif os.path.exists(inputs):
+        raise ValueError(f"{inputs}: not a regular file (a FIFO, a device?): give a file of flows")
     elif missing_ok:
         return []
     else:

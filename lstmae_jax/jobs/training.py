@@ -21,10 +21,10 @@ from flax import nnx
 
 from lstmae_jax import atomic
 from lstmae_jax.config import Config
-from lstmae_jax.data import dataset, inputs, windows
+from lstmae_jax.data.dataset import dataset, inputs, windows
 from lstmae_jax.detect import calibration
-from lstmae_jax.train import checkpoint as checkpoint_lib
-from lstmae_jax.train import lock, loop, steps
+from lstmae_jax.train.loop import checkpoint as checkpoint_lib
+from lstmae_jax.train.loop import lock, loop, steps
 
 THRESHOLD_FILE = calibration.THRESHOLD_FILE
 
@@ -190,7 +190,8 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         # Same data, split and cleaning as stage 1, or stage 1's encoder and scaler would
         # have seen stage 2's validation and test rows.
         same = ["window", "encoder_sizes", "decoder_sizes", "data", "split", "split_fractions"]
-        same += ["stride", "nonfinite", "negative"] + (["seed"] if cfg.split == "random" else [])
+        same += ["stride", "nonfinite", "negative", "scaler", "features"]  # stage 1 scales
+        same += ["seed"] if cfg.split == "random" else []
         for key in same:
             if getattr(s1_cfg, key) != getattr(cfg, key):
                 raise ValueError(
