@@ -672,7 +672,7 @@ def test_follow_reads_a_parquet_file_again_when_it_is_replaced(tmp_path):
     features = ["flow_duration", "tot_fwd_pkts"]
     cleaning = {"nonfinite": "drop", "negative": "clamp"}
     path = tmp_path / "x.parquet"
-    synthetic.write(synthetic.generate(200, seed=1), str(path))
+    timeline.write(timeline.generate(200, seed=1), str(path))
     src = reader.Source(str(path), features, cleaning)
 
     def settled():  # polls as live mode does, until the file has held still once
@@ -686,7 +686,7 @@ def test_follow_reads_a_parquet_file_again_when_it_is_replaced(tmp_path):
 
     assert rows(settled()) == fresh() > 150
     assert not settled()  # read once
-    synthetic.write(synthetic.generate(300, seed=2), str(tmp_path / ".new"))
+    timeline.write(timeline.generate(300, seed=2), str(tmp_path / ".new"))
     os.replace(tmp_path / ".new", path)  # an atomic replacement
     chunks = settled()
     assert chunks[0].restart and rows(chunks) == fresh() > 250
@@ -700,7 +700,7 @@ def test_inputs_that_can_never_be_read_are_named(tmp_path):
     os.mkfifo(tmp_path / "fifo.csv")
     with pytest.raises(ValueError, match="not a regular file"):
         alerts.check_inputs(str(tmp_path / "fifo.csv"))
-    synthetic.write(synthetic.generate(50, seed=1), str(tmp_path / "f.parquet"))
+    timeline.write(timeline.generate(50, seed=1), str(tmp_path / "f.parquet"))
     os.rename(tmp_path / "f.parquet", tmp_path / "f.csv")
     src = reader.Source(str(tmp_path / "f.csv"), ["flow_duration"], {})
     with pytest.raises(ValueError, match="Parquet data in a file not named .parquet"):

@@ -281,4 +281,4 @@ def test_stage2_refuses_another_scaler_than_stage1s(trained_workdir):
     # Found by probing issue 16: stage 2 used stage 1's scaler and recorded --scaler=minmax.
     root, cfg, _, _ = trained_workdir
     with pytest.raises(ValueError, match="stage 2 --scaler=standard differs from stage 1's"):
-        run.train_job(cfg.replace(stage=2, scaler="standard"), str(root))
+        training.train_job(cfg.replace(stage=2, scaler="standard"), str(root))
