@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from absl import app, flags, logging
 
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import calibration, inference, metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -24,10 +24,10 @@ import numpy as np
 from flax import nnx
 
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import windows
+from lstmae_jax.data import windows
 from lstmae_jax.detect import anomaly, calibration, inference, metrics
 from lstmae_jax.jobs import training
-from lstmae_jax.train.loop import loop
+from lstmae_jax.train import loop
 
 
 def sequence_cuts(label_N: np.ndarray, train_fraction: float) -> tuple[int, int, int]:

@@ -226,7 +226,7 @@ def bench_batches(tmp: pathlib.Path, batch_size: int = 512, window: int = 10) ->
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lstmae_jax.data.dataset import dataset, windows
+    from lstmae_jax.data import dataset, windows
 
     table = pq.read_table(SAMPLE)
     reps = -(-_ROWS.value // table.num_rows)
@@ -283,8 +283,8 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
     from flax import nnx
 
     from lstmae_jax import config
-    from lstmae_jax.data.dataset import windows
-    from lstmae_jax.train.loop import steps as steps_lib
+    from lstmae_jax.data import windows
+    from lstmae_jax.train import steps as steps_lib
 
     cfg = config.Config(window=w.window)
     model = steps_lib.build_model(cfg, len(w.features), 2, nnx.Rngs(0))

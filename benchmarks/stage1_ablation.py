@@ -27,7 +27,7 @@ import detection_harness as harness
 from absl import app, flags, logging
 
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import metrics
 
 _QUICK = detection._QUICK  # --quick: a few steps per variant (smoke test)

@@ -52,11 +52,11 @@ from absl import app, flags, logging
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.data.dataset import dataset
+from lstmae_jax.data import dataset
 from lstmae_jax.detect import anomaly
 from lstmae_jax.jobs import export
 from lstmae_jax.model import models
-from lstmae_jax.train.loop import steps
+from lstmae_jax.train import steps
 
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats and shorter timings (< 2 min on CPU).")
 _OUT = flags.DEFINE_string(
@@ -440,7 +440,7 @@ def dtype_loss_effect(num_steps: int, batch: int = 256) -> dict:
     """The reconstruction loss after ``num_steps`` Adam steps on generated flows (scaled as
     the trainer scales them), float32 against bfloat16 matmuls, same seed and batches."""
     from lstmae_jax.ingest import schema
-    from lstmae_jax.synthetic.timeline import timeline
+    from lstmae_jax.synthetic import timeline
 
     flows = timeline.generate(40_000, seed=0)
     features = [f for f in schema.FEATURES if f in flows.column_names][:F]

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from absl import app, flags, logging
 
 from lstmae_jax.ingest import schema
-from lstmae_jax.synthetic.timeline import timeline
+from lstmae_jax.synthetic import timeline
 
 _OUTPUT = flags.DEFINE_string(
     "output", None, "A .parquet or .csv file, or a directory (gets timeline.parquet)."

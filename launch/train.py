@@ -13,7 +13,7 @@ from absl import app, flags, logging
 
 from lstmae_jax import config
 from lstmae_jax.jobs import training
-from lstmae_jax.train.loop import sharding
+from lstmae_jax.train import sharding
 
 flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints, metrics, summaries).")
 flags.mark_flag_as_required("workdir")

@@ -26,7 +26,7 @@ def trained_workdir(tmp_path_factory):
     scorer tests): (workdir, config, stage-1 summary, stage-2 summary)."""
     from lstmae_jax import config
     from lstmae_jax.jobs import training
-    from lstmae_jax.synthetic.timeline import timeline
+    from lstmae_jax.synthetic import timeline
 
     root = tmp_path_factory.mktemp("run")
     path = timeline.write(timeline.generate(3000, seed=1), str(root / "flows.parquet"))

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from lstmae_jax import atomic
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import alerts, artifact
 from lstmae_jax.ingest import convert, reader
-from lstmae_jax.synthetic.timeline import timeline
+from lstmae_jax.synthetic import timeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE = os.path.join(REPO, "launch", "score.py")

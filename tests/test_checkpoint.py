@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstmae_jax.train.loop import checkpoint
+from lstmae_jax.train import checkpoint
 
 STEPS = (1, 2, 3)
 

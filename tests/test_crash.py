@@ -20,8 +20,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from lstmae_jax.synthetic.timeline import timeline
-from lstmae_jax.train.loop import checkpoint, monitor
+from lstmae_jax.synthetic import timeline
+from lstmae_jax.train import checkpoint, monitor
 
 LAUNCHER = os.path.join(os.path.dirname(__file__), "..", "launch", "train.py")
 DELAY_S = 0.5  # the hold before each commit in killed runs; a kill lands well within it

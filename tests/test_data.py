@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax.data.dataset import dataset
+from lstmae_jax.data import dataset
 from lstmae_jax.ingest import clean, schema
 
 # Expected per-file results of the default cleaning (nonfinite="drop", negative="clamp"),
@@ -230,7 +230,7 @@ def test_feature_subset_and_errors(shared_data, tmp_path):
 
 def _with_nan(tmp_path, column, share):
     """A generated day whose ``column`` is NaN in its first ``share`` of rows."""
-    from lstmae_jax.synthetic.timeline import timeline
+    from lstmae_jax.synthetic import timeline
 
     table = pa.Table.from_batches(
         clean.canonicalize(timeline.generate(400, seed=0), source="g")[0].to_batches()

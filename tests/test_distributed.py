@@ -31,8 +31,8 @@ import pytest
 from flax import nnx
 
 from lstmae_jax.jobs import training
-from lstmae_jax.synthetic.timeline import timeline
-from lstmae_jax.train.loop import monitor, sharding
+from lstmae_jax.synthetic import timeline
+from lstmae_jax.train import monitor, sharding
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "launch" / "train.py"
 TIMEOUT_S = 180  # all runs together (about 35 s on 2 cores); then the rest are killed

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from lstmae_jax import atomic, config
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact
 from lstmae_jax.detect import inference
 from lstmae_jax.jobs import export, training
-from lstmae_jax.synthetic.timeline import timeline
+from lstmae_jax.synthetic import timeline
 
 
 def _reference(trained_workdir, scorer, starts):

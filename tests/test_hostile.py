@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lstmae_jax import config
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.ingest import convert, schema
 from lstmae_jax.jobs import training
 

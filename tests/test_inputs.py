@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lstmae_jax import config
-from lstmae_jax.data.dataset import inputs
+from lstmae_jax.data import inputs
 from lstmae_jax.jobs import training
-from lstmae_jax.synthetic.timeline import timeline
+from lstmae_jax.synthetic import timeline
 
 
 def _write(path, seed, n=1200):

@@ -11,7 +11,7 @@ import pytest
 
 from lstmae_jax import config
 from lstmae_jax.jobs import training
-from lstmae_jax.train.loop import lock
+from lstmae_jax.train import lock
 
 
 def _plant(workdir, pid, host=None):

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.ingest import clean, convert, schema
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

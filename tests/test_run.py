@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.data.dataset import dataset, windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import anomaly, calibration, inference, metrics
 from lstmae_jax.jobs import evaluate, training
-from lstmae_jax.synthetic.timeline import timeline
+from lstmae_jax.synthetic import timeline
 
 
 @pytest.fixture(scope="module")

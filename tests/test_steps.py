@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.train.loop import steps
+from lstmae_jax.train import steps
 
 F, N = 6, 300
 

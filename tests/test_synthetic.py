@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lstmae_jax.ingest import clean, schema
-from lstmae_jax.synthetic.timeline import timeline, writers
+from lstmae_jax.synthetic import timeline, writers
 
 N = 6000
 META = ["timestamp", "src_ip", "dst_ip", "src_port", "flow_id"]

@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.data.dataset import dataset, windows
-from lstmae_jax.train.loop import loop, sharding
+from lstmae_jax.data import dataset, windows
+from lstmae_jax.train import loop, sharding
 
 
 def _windowed(window=4, n=600, seed=0):
@@ -161,7 +161,7 @@ def test_warmup_and_clipping_shape_the_first_step():
     import jax.numpy as jnp
     import optax
 
-    from lstmae_jax.train.loop import steps
+    from lstmae_jax.train import steps
 
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # global norm 50
@@ -326,7 +326,7 @@ def test_resume_cuts_metrics_back_to_the_checkpoint(uninterrupted, tmp_path):
 
 
 def test_read_jsonl_skips_only_a_torn_last_line(tmp_path):
-    from lstmae_jax.train.loop import monitor
+    from lstmae_jax.train import monitor
 
     path = tmp_path / "m.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"st')

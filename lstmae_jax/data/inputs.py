@@ -24,7 +24,7 @@ import struct
 from absl import logging
 
 from lstmae_jax import atomic
-from lstmae_jax.data.dataset import dataset
+from lstmae_jax.data import dataset
 
 FILE = "inputs.json"
 _MAGIC = b"PAR1"

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lstmae_jax.data.dataset import dataset
+from lstmae_jax.data import dataset
 
 
 def segment_ids(*keys_N: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from flax import nnx
 
 from lstmae_jax import atomic
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import windows
+from lstmae_jax.data import windows
 from lstmae_jax.detect import anomaly, inference, metrics
 
 ERROR_MODEL_FILE = "error_model.json"

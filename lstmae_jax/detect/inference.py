@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstmae_jax.data.dataset import windows
+from lstmae_jax.data import windows
 from lstmae_jax.detect import anomaly
 
 

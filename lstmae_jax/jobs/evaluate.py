@@ -22,7 +22,7 @@ from absl import logging
 
 from lstmae_jax import atomic
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import dataset, inputs, windows
+from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration, inference, metrics
 from lstmae_jax.jobs import training
 

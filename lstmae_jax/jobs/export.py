@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstmae_jax import __version__
-from lstmae_jax.data.dataset import dataset
+from lstmae_jax.data import dataset
 from lstmae_jax.deploy import artifact
 from lstmae_jax.detect import anomaly
 

@@ -104,7 +104,7 @@ def plot_score_histograms(
 
 def read_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
     """(train records with ``loss``, epoch records with ``val_loss``) of a run's JSONL."""
-    from lstmae_jax.train.loop import monitor
+    from lstmae_jax.train import monitor
 
     train, val = [], []
     for rec in monitor.read_jsonl(os.path.join(run_dir, "metrics.jsonl")):

@@ -21,10 +21,10 @@ from flax import nnx
 
 from lstmae_jax import atomic
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import dataset, inputs, windows
+from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration
-from lstmae_jax.train.loop import checkpoint as checkpoint_lib
-from lstmae_jax.train.loop import lock, loop, steps
+from lstmae_jax.train import checkpoint as checkpoint_lib
+from lstmae_jax.train import lock, loop, steps
 
 THRESHOLD_FILE = calibration.THRESHOLD_FILE
 

@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lstmae_jax.ingest import schema
+from lstmae_jax.synthetic import flow as flows
 from lstmae_jax.synthetic.flow import (
     ACTIVITY_TIMEOUT_US,
     ATTACK_PROFILES,
     BENIGN_PROFILES,
     FLOW_TIMEOUT_US,
 )
-from lstmae_jax.synthetic.timeline import flow as flows
 from lstmae_jax.synthetic.writers import FORMATS, METADATA_KEY, WRITE_STYLES, raw_header, write
 
 # The public API, re-exports included: callers need only ``synthetic``.

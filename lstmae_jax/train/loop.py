@@ -21,8 +21,8 @@ from absl import logging
 from flax import nnx
 
 from lstmae_jax.config import Config
-from lstmae_jax.data.dataset import windows
-from lstmae_jax.train.loop import checkpoint, monitor, sharding, steps
+from lstmae_jax.data import windows
+from lstmae_jax.train import checkpoint, monitor, sharding, steps
 
 # Options that do not change what was computed so far: a resume may change them (a new
 # coordinator after preemption, another process id, more frequent logging; the score and
