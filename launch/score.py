@@ -13,9 +13,10 @@ A batch run puts the output and its summary in place only when complete (a faile
 leaves an earlier output as it was); ``--follow`` appends to a ``.jsonl`` output. An
 output that is an input, or that a later run would read back, is refused.
 
-Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, reader,
-alerts, schema, cleaning and threshold (metrics) modules; tests/test_alerts.py runs it with
-flax, optax and orbax unimportable and checks which project modules it loaded.
+Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, stream,
+output, recalibrate, reader, schema, cleaning and threshold (metrics) modules;
+tests/test_alerts.py runs it with flax, optax and orbax unimportable and checks which
+project modules it loaded.
 """
 
 import json
@@ -23,7 +24,7 @@ import sys
 
 from absl import app, flags, logging
 
-from lstmae_jax.deploy import alerts, artifact
+from lstmae_jax.deploy import artifact, output, recalibrate, stream
 
 flags.DEFINE_string("model", None, "Artifact directory written by launch/export.py.")
 flags.DEFINE_string("input", None, "Flows to score: a file, a directory or a glob.")
@@ -48,15 +49,15 @@ def _score() -> int:
         raise ValueError("--input and --output are required (or --calibrate and --output_model)")
     if not FLAGS.poll_seconds > 0:  # also NaN: a busy loop
         raise ValueError(f"--poll_seconds must be > 0, got {FLAGS.poll_seconds}")
-    stop = alerts.Stop()
+    stop = stream.Stop()
     stop.install()
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
-    alerts.check_inputs(FLAGS.input, FLAGS.follow)  # before the output is opened
-    alerts.check_output(FLAGS.output, FLAGS.input)
-    writer = alerts.AlertWriter(
-        FLAGS.output, alerts.output_schema(scorer.classes), live=FLAGS.follow
+    stream.check_inputs(FLAGS.input, FLAGS.follow)  # before the output is opened
+    stream.check_output(FLAGS.output, FLAGS.input)
+    writer = output.AlertWriter(
+        FLAGS.output, output.output_schema(scorer.classes), live=FLAGS.follow
     )
-    summary, _ = alerts.score_files(
+    summary, _ = stream.score_files(
         scorer,
         FLAGS.input,
         writer,
@@ -65,7 +66,7 @@ def _score() -> int:
         stop=stop,
     )
     print(json.dumps(summary, indent=1))
-    print(alerts.render(summary))
+    print(stream.render(summary))
     if stop.signal and not FLAGS.follow:  # a batch run cut short: the output is partial
         logging.warning(
             "stopped by %s: %s holds the windows scored so far", stop.signal, summary["output"]
@@ -87,7 +88,7 @@ def _calibrate() -> int:
             " --output and --follow (score with the new model afterwards)"
         )
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
-    result = alerts.calibrate(
+    result = recalibrate.calibrate(
         scorer, FLAGS.calibrate, FLAGS.target_fpr, FLAGS.output_model, FLAGS.overwrite
     )
     print(json.dumps(result, indent=1))

@@ -16,36 +16,68 @@ from typing import Any
 from absl import flags
 
 
-def _opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best in the table
-    if isinstance(default, (list, tuple)):
-        return dataclasses.field(default=tuple(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+def _opt(
+    default: Any,
+    help: str,  # noqa: A002 - "help" reads best in the table
+    *,
+    resume_may_change: bool = False,
+    stage2_from_stage1: bool = False,
+) -> Any:
+    """A config field. ``resume_may_change``: a resume may give another value (it does not
+    change what was computed so far: coordinates of a multi-host run, logging, speed-only
+    options, when to stop, what is fitted after training). ``stage2_from_stage1``: stage 2
+    must use stage 1's value (stage 1's encoder and scaler saw that data, split, cleaning)."""
+    metadata = {
+        "help": help,
+        "resume_may_change": resume_may_change,
+        "stage2_from_stage1": stage2_from_stage1,
+    }
+    default = tuple(default) if isinstance(default, (list, tuple)) else default
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     # -- data
-    data: str = _opt("", "Parquet file, directory, glob, or comma-separated list in time order.")
+    data: str = _opt(
+        "",
+        "Parquet file, directory, glob, or comma-separated list in time order.",
+        stage2_from_stage1=True,
+    )
     features: tuple[str, ...] = _opt(
-        (), "Canonical feature names; empty: all common to every file."
+        (),
+        "Canonical feature names; empty: all common to every file.",
+        stage2_from_stage1=True,
     )
-    nonfinite: str = _opt("drop", "Inf/NaN feature values: drop the row, or zero the value.")
+    nonfinite: str = _opt(
+        "drop", "Inf/NaN feature values: drop the row, or zero the value.", stage2_from_stage1=True
+    )
     negative: str = _opt(
-        "clamp", "Negative values in non-negative columns: clamp to 0, or drop row."
+        "clamp",
+        "Negative values in non-negative columns: clamp to 0, or drop row.",
+        stage2_from_stage1=True,
     )
-    window: int = _opt(10, "T, flows per window (1 = per-flow mode for sampled files).")
-    stride: int = _opt(1, "Rows between the starts of consecutive windows.")
+    window: int = _opt(
+        10, "T, flows per window (1 = per-flow mode for sampled files).", stage2_from_stage1=True
+    )
+    stride: int = _opt(
+        1, "Rows between the starts of consecutive windows.", stage2_from_stage1=True
+    )
     split: str = _opt(
         "per_file",
         "temporal (leakage-free: earliest rows of the whole list train), per_file (the same"
         " inside each file, so every day has train, validation and test rows) or random"
         " (stratified).",
+        stage2_from_stage1=True,
     )
-    split_fractions: tuple[float, ...] = _opt((0.6, 0.2, 0.2), "Train, validation, test fractions.")
+    split_fractions: tuple[float, ...] = _opt(
+        (0.6, 0.2, 0.2), "Train, validation, test fractions.", stage2_from_stage1=True
+    )
     scaler: str = _opt(
         "quantile",
         "quantile (benign training quantiles -> normal scores), standard (log1p + z-score),"
         " robust (log1p + median/IQR) or minmax ([0, 1]).",
+        stage2_from_stage1=True,
     )
     input_clip: float = _opt(0.0, "Clip scaled inputs to [-c, c] (0: no clipping).")
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
@@ -53,21 +85,29 @@ class Config:
         False,
         "Resume although an input file changed, appeared or vanished since the run started"
         " (refused otherwise).",
+        resume_may_change=True,
     )
     # -- model
     model: str = _opt("lstm_ae", "lstm_ae (two-stage), dnn or cnn (baselines).")
     stage: int = _opt(1, "lstm_ae only: 1 = autoencoder, 2 = classifier on the latent code.")
     encoder_sizes: tuple[int, ...] = _opt(
-        (64,), "LSTM-AE encoder layer sizes; the last is the latent."
+        (64,),
+        "LSTM-AE encoder layer sizes; the last is the latent.",
+        stage2_from_stage1=True,
     )
-    decoder_sizes: tuple[int, ...] = _opt((32,), "LSTM-AE decoder layer sizes.")
+    decoder_sizes: tuple[int, ...] = _opt(
+        (32,), "LSTM-AE decoder layer sizes.", stage2_from_stage1=True
+    )
     unroll: int = _opt(
-        0, "lax.scan unroll of the LSTM layers (0: auto, min(window, 16)); speed only."
+        0,
+        "lax.scan unroll of the LSTM layers (0: auto, min(window, 16)); speed only.",
+        resume_may_change=True,
     )
     lstm_backward: str = _opt(
         "autodiff",
         "LSTM gradients: autodiff (lax.scan's transpose) or fused (weight gradients as large"
         " matmuls after the backward scan, as cuDNN does); speed only.",
+        resume_may_change=True,
     )
     dtype: str = _opt(
         "float32", "Matmul operands: float32 or bfloat16 (parameters and LSTM state stay float32)."
@@ -82,27 +122,46 @@ class Config:
     class_weights: bool = _opt(False, "Weight the cross-entropy by inverse class frequency.")
     dropout: float = _opt(0.1, "Dropout rate of the classifier heads and baselines.")
     ensemble: int = _opt(1, "Stage 1: K LSTM-AEs (different seeds) trained together in one step.")
-    ensemble_score: str = _opt("mean", "How member scores combine: mean or max.")
+    ensemble_score: str = _opt(
+        "mean", "How member scores combine: mean or max.", resume_may_change=True
+    )
     # -- anomaly score (stage 1)
     score: str = _opt(
         "sse",
         "sse (sum of squared per-feature errors), mae (mean abs. error), zscore or"
         " mahalanobis (diagonal / full Gaussian on the per-feature error vector).",
+        resume_may_change=True,
     )
     # -- anomaly threshold (stage 1)
     threshold: str = _opt(
-        "fpr", "fpr (target FPR on benign val), quantile, or fixed (the paper's)."
+        "fpr",
+        "fpr (target FPR on benign val), quantile, or fixed (the paper's).",
+        resume_may_change=True,
     )
-    target_fpr: float = _opt(0.01, "threshold=fpr: the false-positive rate allowed on benign val.")
-    threshold_quantile: float = _opt(0.99, "threshold=quantile: quantile of benign val scores.")
-    threshold_value: float = _opt(0.1, "threshold=fixed: the value (the paper's MAE threshold).")
+    target_fpr: float = _opt(
+        0.01,
+        "threshold=fpr: the false-positive rate allowed on benign val.",
+        resume_may_change=True,
+    )
+    threshold_quantile: float = _opt(
+        0.99, "threshold=quantile: quantile of benign val scores.", resume_may_change=True
+    )
+    threshold_value: float = _opt(
+        0.1, "threshold=fixed: the value (the paper's MAE threshold).", resume_may_change=True
+    )
     # -- optimisation
     batch_size: int = _opt(256, "Global batch size (split across all devices).")
-    eval_batch_size: int = _opt(1024, "Global batch size for evaluation.")
+    eval_batch_size: int = _opt(1024, "Global batch size for evaluation.", resume_may_change=True)
     steps_per_call: int = _opt(
-        1, "Train steps per jitted call (lax.scan over stacked batches; same results); speed only."
+        1,
+        "Train steps per jitted call (lax.scan over stacked batches; same results); speed only.",
+        resume_may_change=True,
     )
-    epochs: int = _opt(100, "Maximum epochs (a cap: early stopping normally ends training).")
+    epochs: int = _opt(
+        100,
+        "Maximum epochs (a cap: early stopping normally ends training).",
+        resume_may_change=True,
+    )
     learning_rate: float = _opt(1e-3, "Adam learning rate (peak, after warmup).")
     warmup_steps: int = _opt(100, "Linear learning-rate warmup from 0 over this many steps.")
     lr_patience: int = _opt(2, "Epochs without validation improvement before the LR drops.")
@@ -112,18 +171,28 @@ class Config:
     input_noise: float = _opt(
         1.0, "Stage 1: std of Gaussian noise on the scaled inputs (denoising AE; 0: off)."
     )
-    patience: int = _opt(6, "Early stopping: epochs without validation improvement.")
+    patience: int = _opt(
+        6, "Early stopping: epochs without validation improvement.", resume_may_change=True
+    )
     min_delta: float = _opt(1e-3, "Relative val-loss decrease that counts as improvement.")
     seed: int = _opt(0, "Seed of initialisation, data order and random splits.")
     # -- bookkeeping
-    log_every_steps: int = _opt(50, "Steps between JSONL metric lines.")
-    checkpoint_every_steps: int = _opt(500, "Steps between checkpoints (also saved every epoch).")
-    keep_checkpoints: int = _opt(3, "Latest checkpoints kept (the best one is kept as well).")
+    log_every_steps: int = _opt(50, "Steps between JSONL metric lines.", resume_may_change=True)
+    checkpoint_every_steps: int = _opt(
+        500, "Steps between checkpoints (also saved every epoch).", resume_may_change=True
+    )
+    keep_checkpoints: int = _opt(
+        3, "Latest checkpoints kept (the best one is kept as well).", resume_may_change=True
+    )
     # -- multi-host
-    distributed: bool = _opt(False, "Call jax.distributed.initialize (multi-host).")
-    coordinator_address: str = _opt("", "host:port of process 0 (empty: auto-detect).")
-    num_processes: int = _opt(0, "Number of processes (0: auto-detect).")
-    process_id: int = _opt(-1, "This process's id (-1: auto-detect).")
+    distributed: bool = _opt(
+        False, "Call jax.distributed.initialize (multi-host).", resume_may_change=True
+    )
+    coordinator_address: str = _opt(
+        "", "host:port of process 0 (empty: auto-detect).", resume_may_change=True
+    )
+    num_processes: int = _opt(0, "Number of processes (0: auto-detect).", resume_may_change=True)
+    process_id: int = _opt(-1, "This process's id (-1: auto-detect).", resume_may_change=True)
 
     def __post_init__(self) -> None:
         """Rejects bad values now, not after an hour of training."""
@@ -198,6 +267,18 @@ class Config:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=True)
+
+
+def resume_may_change() -> frozenset[str]:
+    """The options a resume may change (fields marked ``resume_may_change``)."""
+    return frozenset(f.name for f in dataclasses.fields(Config) if f.metadata["resume_may_change"])
+
+
+def stage2_from_stage1(cfg: Config) -> list[str]:
+    """The options stage 2 must share with stage 1 (fields marked ``stage2_from_stage1``,
+    and the seed where it draws a random split)."""
+    names = [f.name for f in dataclasses.fields(Config) if f.metadata["stage2_from_stage1"]]
+    return names + (["seed"] if cfg.split == "random" else [])
 
 
 def smoke(**overrides: Any) -> Config:

@@ -1,4 +1,5 @@
-"""Scoring files and live streams with the artifact (lstmae_jax.alerts, launch/score.py)."""
+"""Scoring files and live streams with the artifact (deploy.stream, deploy.output,
+deploy.recalibrate and launch/score.py)."""
 
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 
 from lstmae_jax import atomic
 from lstmae_jax.data import dataset, windows
-from lstmae_jax.deploy import alerts, artifact
+from lstmae_jax.deploy import artifact, output, recalibrate, stream
 from lstmae_jax.ingest import convert, reader
 from lstmae_jax.synthetic import timeline
 
@@ -39,7 +40,7 @@ NO_TRAINING = (
 # The project modules the scorer may load: no model, training or checkpoint code.
 SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
     "atomic",
-    "deploy", "deploy.alerts", "deploy.artifact",
+    "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
     "detect", "detect.metrics",
     "ingest", "ingest.clean", "ingest.rawparse", "ingest.reader", "ingest.schema",
 }  # fmt: skip
@@ -55,8 +56,8 @@ def flows_csv(tmp_path_factory):
 
 def _score(scorer, path, out, **kw):
     live = kw.get("follow", False)
-    writer = alerts.AlertWriter(str(out), alerts.output_schema(scorer.classes), live=live)
-    summary, _ = alerts.score_files(scorer, str(path), writer, **kw)
+    writer = output.AlertWriter(str(out), output.output_schema(scorer.classes), live=live)
+    summary, _ = stream.score_files(scorer, str(path), writer, **kw)
     return summary
 
 
@@ -154,7 +155,7 @@ def test_follow_scores_a_growing_csv_as_it_grows(artifact_dir, flows_csv, tmp_pa
     lines = flows_csv.read_text().splitlines(keepends=True)
     live = tmp_path / "live.csv"
     live.write_text("".join(lines[:50]))
-    stop = alerts.Stop()
+    stop = stream.Stop()
     result = {}
 
     def follow():
@@ -197,7 +198,7 @@ def test_follow_picks_up_new_files_in_a_directory(artifact_dir, flows_csv, tmp_p
     scorer = artifact.load(str(artifact_dir))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    stop = alerts.Stop()
+    stop = stream.Stop()
     thread = threading.Thread(
         target=_score,
         args=(scorer, inbox, tmp_path / "dir.jsonl"),
@@ -341,7 +342,7 @@ def test_a_rotated_csv_starts_fresh_windows(artifact_dir, flows_csv, tmp_path):
     first = _score(scorer, tmp_path / "ref" / "first.csv", tmp_path / "r1.jsonl")
     second = _score(scorer, tmp_path / "ref" / "second.csv", tmp_path / "r2.jsonl")
     live.write_text("".join(lines[:200]))
-    stop = alerts.Stop()
+    stop = stream.Stop()
     thread = _follow(scorer, live, out, stop)
     try:
         _wait_rows(out, first["windows_scored"])
@@ -367,7 +368,7 @@ def test_live_mode_survives_deleted_and_half_written_files(artifact_dir, flows_c
     inbox.mkdir()
     timeline.write(timeline.generate(600, seed=8), str(tmp_path / "whole.parquet"))
     whole = (tmp_path / "whole.parquet").read_bytes()
-    stop = alerts.Stop()
+    stop = stream.Stop()
     thread = _follow(scorer, inbox, out, stop)
     try:
         (inbox / "a.csv").write_bytes(flows_csv.read_bytes())
@@ -420,10 +421,10 @@ def test_an_output_that_is_an_input_is_refused_before_reading(artifact_dir, flow
         str(inbox / "alerts.parquet"): str(inbox),
         str(inbox / "alerts.parquet") + "": str(inbox / "*.parquet"),
     }
-    for output, inputs in refused.items():
+    for out, inputs in refused.items():
         with pytest.raises(ValueError, match="--output"):
-            alerts.check_output(output, inputs)
-    alerts.check_output(str(inbox / "alerts.jsonl"), str(inbox))  # .jsonl is never input
+            stream.check_output(out, inputs)
+    stream.check_output(str(inbox / "alerts.jsonl"), str(inbox))  # .jsonl is never input
     proc = _run_score(f"--model={artifact_dir}", f"--input={flows}", f"--output={flows}")
     assert proc.returncode == 1 and "is an input file" in proc.stderr.splitlines()[-1]
     assert "Traceback" not in proc.stderr and flows.read_bytes() == before
@@ -451,7 +452,7 @@ def test_a_full_disk_keeps_the_earlier_output_and_its_summary(
     before = {p: p.read_bytes() for p in tmp_path.iterdir()}
     assert len(before) == 2  # the output and its summary
     _full_disk(monkeypatch)
-    with pytest.raises(alerts.OutputError, match=r"No space left on device \(ENOSPC\)") as e:
+    with pytest.raises(output.OutputError, match=r"No space left on device \(ENOSPC\)") as e:
         _score(scorer, flows_csv, out)
     assert str(out) in str(e.value) and "unchanged" in str(e.value)
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
@@ -492,13 +493,13 @@ def test_a_planted_symlink_at_the_old_temporary_name_is_not_followed(
 
 
 def test_output_problems_are_one_line_and_stale_temporaries_go(artifact_dir, flows_csv, tmp_path):
-    schema_ = alerts.output_schema(None)
+    schema_ = output.output_schema(None)
     (tmp_path / "dir.parquet").mkdir()
-    with pytest.raises(alerts.OutputError, match="is a directory"):
-        alerts.AlertWriter(str(tmp_path / "dir.parquet"), schema_)
+    with pytest.raises(output.OutputError, match="is a directory"):
+        output.AlertWriter(str(tmp_path / "dir.parquet"), schema_)
     stale = tmp_path / f".alerts.parquet.{2**22 + 1}.ab12cd.tmp"  # a killed --follow run's
     stale.write_bytes(b"partial")
-    alerts.AlertWriter(str(tmp_path / "alerts.parquet"), schema_).abort()
+    output.AlertWriter(str(tmp_path / "alerts.parquet"), schema_).abort()
     assert sorted(os.listdir(tmp_path)) == ["dir.parquet"]
 
 
@@ -564,18 +565,18 @@ def test_recalibration_refuses_too_few_windows_and_an_existing_artifact(artifact
     benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
     path = timeline.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
     with pytest.raises(ValueError, match=r"needs at least 10000 \(10 expected false positives"):
-        alerts.calibrate(scorer, path, 0.001, str(tmp_path / "new"))
+        recalibrate.calibrate(scorer, path, 0.001, str(tmp_path / "new"))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="exists and is not empty"):
-        alerts.calibrate(scorer, path, 0.05, str(tmp_path / "taken"))
+        recalibrate.calibrate(scorer, path, 0.05, str(tmp_path / "taken"))
     with pytest.raises(ValueError, match="not a detector artifact's"):  # --overwrite or not
-        alerts.calibrate(scorer, path, 0.05, str(tmp_path / "taken"), overwrite=True)
+        recalibrate.calibrate(scorer, path, 0.05, str(tmp_path / "taken"), overwrite=True)
     assert os.listdir(tmp_path / "taken") == ["notes.txt"]
-    alerts.calibrate(scorer, path, 0.05, str(tmp_path / "new"))
+    recalibrate.calibrate(scorer, path, 0.05, str(tmp_path / "new"))
     with pytest.raises(ValueError, match="--overwrite"):
-        alerts.calibrate(scorer, path, 0.05, str(tmp_path / "new"))
-    result = alerts.calibrate(scorer, path, 0.02, str(tmp_path / "new"), overwrite=True)
+        recalibrate.calibrate(scorer, path, 0.05, str(tmp_path / "new"))
+    result = recalibrate.calibrate(scorer, path, 0.02, str(tmp_path / "new"), overwrite=True)
     assert artifact.load(str(tmp_path / "new")).threshold == result["threshold"]["value"]
 
 
@@ -586,11 +587,11 @@ def test_recalibration_warns_when_the_threshold_moves_far(
     benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
     path = timeline.write(benign, str(tmp_path / "benign.csv"), style="csecicids2018")
     caplog.set_level("WARNING")
-    monkeypatch.setattr(alerts, "THRESHOLD_MOVE_WARNING", 1e30)
-    alerts.calibrate(scorer, path, 0.05, str(tmp_path / "a"))
+    monkeypatch.setattr(recalibrate, "THRESHOLD_MOVE_WARNING", 1e30)
+    recalibrate.calibrate(scorer, path, 0.05, str(tmp_path / "a"))
     assert not [r for r in caplog.records if "-fold" in r.getMessage()]
-    monkeypatch.setattr(alerts, "THRESHOLD_MOVE_WARNING", 1.0 + 1e-12)  # any move is far
-    result = alerts.calibrate(scorer, path, 0.05, str(tmp_path / "b"))
+    monkeypatch.setattr(recalibrate, "THRESHOLD_MOVE_WARNING", 1.0 + 1e-12)  # any move is far
+    result = recalibrate.calibrate(scorer, path, 0.05, str(tmp_path / "b"))
     (warning,) = [r.getMessage() for r in caplog.records if "-fold" in r.getMessage()]
     assert f"{result['threshold_moved']:.3g}-fold" in warning and "benign.csv" in warning
 
@@ -613,7 +614,7 @@ def test_input_that_vanishes_in_cleaning_is_a_warning_naming_the_column(
     assert summary["warning"] == (
         "399 of 399 rows (100%) dropped as nonfinite, 399 of them for column 'flow_duration'"
     )
-    assert "warning: 399 of 399 rows" in alerts.render(summary)
+    assert "warning: 399 of 399 rows" in stream.render(summary)
 
 
 # -- found by probing after the issue-16 fixes (each failed before its fix)
@@ -622,8 +623,8 @@ def test_input_that_vanishes_in_cleaning_is_a_warning_naming_the_column(
 def test_a_directory_in_the_way_of_the_summary_is_refused_before_anything(tmp_path):
     (tmp_path / "a.parquet").write_bytes(b"earlier")
     (tmp_path / "a.parquet.summary.json").mkdir()
-    with pytest.raises(alerts.OutputError, match="a.parquet.summary.json is a directory"):
-        alerts.AlertWriter(str(tmp_path / "a.parquet"), alerts.output_schema(None))
+    with pytest.raises(output.OutputError, match="a.parquet.summary.json is a directory"):
+        output.AlertWriter(str(tmp_path / "a.parquet"), output.output_schema(None))
     assert (tmp_path / "a.parquet").read_bytes() == b"earlier"
     assert sorted(os.listdir(tmp_path)) == ["a.parquet", "a.parquet.summary.json"]
 
@@ -635,7 +636,7 @@ def test_a_stopped_batch_run_puts_its_rows_beside_an_earlier_output(
     out = tmp_path / "a.parquet"
     _score(scorer, flows_csv, out)
     before = out.read_bytes()
-    stop = alerts.Stop()
+    stop = stream.Stop()
     stop.signal = "SIGTERM"
     stop.set()  # stopped before the first chunk: a partial (empty) run
     summary = _score(scorer, flows_csv, out, stop=stop)
@@ -648,7 +649,7 @@ def test_a_stopped_batch_run_puts_its_rows_beside_an_earlier_output(
 def test_a_live_jsonl_deleted_or_rotated_is_started_again(tmp_path):
     out = tmp_path / "live.jsonl"
     schema_ = pa.schema([("score", pa.float32())])
-    writer = alerts.AlertWriter(str(out), schema_, live=True)
+    writer = output.AlertWriter(str(out), schema_, live=True)
     writer.write(pa.table({"score": [1.0]}, schema=schema_))
     os.rename(out, tmp_path / "live.jsonl.1")  # logrotate
     writer.write(pa.table({"score": [2.0]}, schema=schema_))
@@ -661,11 +662,11 @@ def test_a_live_jsonl_deleted_or_rotated_is_started_again(tmp_path):
 
 def test_a_second_live_scorer_on_one_jsonl_is_refused(tmp_path):
     schema_ = pa.schema([("score", pa.float32())])
-    first = alerts.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True)
-    with pytest.raises(alerts.OutputError, match="another live scorer"):
-        alerts.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True)
+    first = output.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True)
+    with pytest.raises(output.OutputError, match="another live scorer"):
+        output.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True)
     first.commit({})
-    alerts.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True).commit({})
+    output.AlertWriter(str(tmp_path / "live.jsonl"), schema_, live=True).commit({})
 
 
 def test_follow_reads_a_parquet_file_again_when_it_is_replaced(tmp_path):
@@ -694,12 +695,12 @@ def test_follow_reads_a_parquet_file_again_when_it_is_replaced(tmp_path):
 
 def test_inputs_that_can_never_be_read_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such directory: nodir"):
-        alerts.check_inputs("nodir/*.csv", follow=True)
+        stream.check_inputs("nodir/*.csv", follow=True)
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        alerts.check_inputs(str(tmp_path / "nodir2") + os.sep, follow=True)
+        stream.check_inputs(str(tmp_path / "nodir2") + os.sep, follow=True)
     os.mkfifo(tmp_path / "fifo.csv")
     with pytest.raises(ValueError, match="not a regular file"):
-        alerts.check_inputs(str(tmp_path / "fifo.csv"))
+        stream.check_inputs(str(tmp_path / "fifo.csv"))
     timeline.write(timeline.generate(50, seed=1), str(tmp_path / "f.parquet"))
     os.rename(tmp_path / "f.parquet", tmp_path / "f.csv")
     src = reader.Source(str(tmp_path / "f.csv"), ["flow_duration"], {})

@@ -291,8 +291,8 @@ def test_scaler_log_standardise_roundtrip(tmp_path):
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)  # float32 output of float64 stats
     np.testing.assert_allclose(z.std(0), 1, atol=1e-5)
     path = tmp_path / "scaler.json"
-    sc.save(str(path))
-    assert dataset.Scaler.load(str(path)) == sc
+    path.write_text(json.dumps(sc.to_json()))  # the JSON the run and the sidecar hold
+    assert dataset.Scaler.from_json(json.loads(path.read_text())) == sc
     assert json.loads(path.read_text())["features"] == list(features)
     # Constant column: centred, not divided by zero.
     const = dataset.fit_scaler(np.ones((5, 1), np.float32), ("syn_flag_cnt",))
@@ -367,8 +367,8 @@ def test_quantile_scaler_maps_benign_quantiles_to_normal_scores(tmp_path):
         z,
         atol=1e-6,
     )
-    sc.save(str(tmp_path / "scaler.json"))
-    assert dataset.Scaler.load(str(tmp_path / "scaler.json")) == sc
+    text = json.dumps(sc.to_json())
+    assert dataset.Scaler.from_json(json.loads(text)) == sc
     assert set(sc.arrays()) >= {"knots_x_FxK", "knots_z_FxK"}
     assert "knots_x_FxK" not in dataset.fit_scaler(x, features).arrays()  # standard: no knots
     # Chunked on the host: the same numbers whatever the number of rows.

@@ -153,6 +153,15 @@ def test_bfloat16_compute_keeps_float32_state():
     _close(y.astype(jnp.float32), ref, tol=5e-2)
 
 
+def test_from_optimized_cell_rejects_non_float32_params():
+    # Shapes only: XLA:CPU has no bfloat16 orthogonal initialiser.
+    cell = nnx.eval_shape(
+        lambda: nnx.OptimizedLSTMCell(F, H, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(1))
+    )
+    with pytest.raises(ValueError):
+        LSTM.from_optimized_cell(cell)
+
+
 def test_rejects_wrong_shapes():
     layer = LSTM(F, H, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError):

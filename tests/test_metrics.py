@@ -210,7 +210,7 @@ def test_fpr_threshold_rounding_and_edges():
 
 def test_threshold_json_round_trip_and_frozen():
     thr = M.Threshold(np.nextafter(0.1, 1.0), "fpr", {"target_fpr": 0.01, "n_benign": 7})
-    back = M.Threshold.from_json(thr.to_json())
+    back = M.Threshold.from_json(json.loads(json.dumps(thr.to_json())))
     assert back == thr and back.value == thr.value  # bit-exact float through JSON
     assert isinstance(back.value, float) and hash(back) == hash(thr)
     with pytest.raises(dataclasses.FrozenInstanceError):

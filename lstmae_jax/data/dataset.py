@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 from collections.abc import Sequence
 
@@ -24,7 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import atomic
 from lstmae_jax.ingest import clean, schema
 
 SPLITS = ("train", "val", "test")
@@ -41,10 +39,6 @@ class Flows:
     features: tuple[str, ...]
     files: tuple[str, ...]
     reports: tuple[clean.CleanReport, ...]
-
-    @property
-    def is_attack_N(self) -> np.ndarray:
-        return self.label_N != 0
 
     def __len__(self) -> int:
         return len(self.label_N)
@@ -293,14 +287,6 @@ class Scaler:
             return tuple(tup(x) for x in v) if isinstance(v, list) else v
 
         return cls(**{k: tup(v) for k, v in d.items()})
-
-    def save(self, path: str) -> None:
-        atomic.write_json(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: str) -> Scaler:
-        with open(path) as f:
-            return cls.from_json(json.load(f))
 
 
 SCALERS = ("standard", "robust", "minmax", "quantile")

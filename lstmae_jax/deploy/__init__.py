@@ -1,4 +1,4 @@
-"""The shipped detector: the artifact (verify, load, call; jax and numpy only) and the
-streaming scorer (files and live logs -> alerts, recalibration). Imports no flax,
-optax or orbax.
+"""The shipped detector: the artifact (verify, load, call; jax and numpy only), the
+streaming scorer (files and live logs -> alerts), the alert file and its summary, and
+recalibration. Imports no flax, optax or orbax.
 """

@@ -96,7 +96,7 @@ def calibrate(
     each recording that it was fitted for the best parameters of checkpoint ``step``."""
     error_model, threshold, n_val = fit_and_choose(cfg, model, windowed)
     fitted_for = {"checkpoint": "best", "step": int(step)}
-    record = {**json.loads(threshold.to_json()), FITTED_FOR: fitted_for}
+    record = {**threshold.to_json(), FITTED_FOR: fitted_for}
     if jax.process_index() == 0:  # one writer across hosts
         em_record = {**error_model.to_json(), FITTED_FOR: fitted_for}
         atomic.write_json(os.path.join(run_dir, ERROR_MODEL_FILE), em_record)
@@ -127,7 +127,7 @@ def load(run_dir: str) -> tuple[anomaly.ErrorModel, metrics.Threshold]:
         em_record.pop(FITTED_FOR, None)
         error_model = anomaly.ErrorModel.from_json(em_record)
         with open(paths[1]) as f:
-            threshold = metrics.Threshold.from_json(f.read())
+            threshold = metrics.Threshold.from_json(json.load(f))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(
             f"{run_dir}: unreadable {ERROR_MODEL_FILE} or {THRESHOLD_FILE}: {e}"

@@ -63,13 +63,6 @@ def member_errors(
     return np.swapaxes(err_WxKxF, 0, 1)
 
 
-def reconstruction_errors(
-    model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
-) -> np.ndarray:
-    """err_WxF: per-feature mean absolute error, averaged over ensemble members."""
-    return member_errors(model, x_NxF, starts_W, window, batch_size).mean(axis=0)
-
-
 def window_scores(
     model: nnx.Module,
     error_model: anomaly.ErrorModel,

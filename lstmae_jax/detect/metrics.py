@@ -27,7 +27,6 @@ Conventions, chosen once and used everywhere:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
@@ -233,13 +232,13 @@ class Threshold:
         """Attack (True) where ``score > value``; the rule every threshold is calibrated for."""
         return _scores(score, "score") > self.value
 
-    def to_json(self) -> str:
-        # json writes floats with repr, so the value round-trips bit for bit.
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, allow_nan=False)
+    def to_json(self) -> dict:
+        """A JSON-ready dict, like every ``to_json`` here; json writes floats with repr, so
+        the value round-trips bit for bit."""
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, text: str) -> Threshold:
-        d = json.loads(text)
+    def from_json(cls, d: dict) -> Threshold:
         return cls(value=d["value"], method=d["method"], params=d["params"])
 
 

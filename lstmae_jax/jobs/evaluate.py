@@ -94,7 +94,7 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
     if "error_model" not in meta:  # load_run reads both files when calibration finished
         calibration.load(os.path.join(workdir, "stage1"))  # raises, naming the missing file
     error_model = meta["error_model"]
-    threshold = metrics.Threshold.from_json(json.dumps(meta["threshold"]))
+    threshold = metrics.Threshold.from_json(meta["threshold"])
     w, s = _windows_for(meta, data_path, split)
     score_W, contrib_WxF = inference.window_scores(
         model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size

@@ -86,7 +86,7 @@ def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
             " differ); refitting the threshold on it would not be the run's calibration"
         )
     error_model, threshold, _ = calibration.fit_and_choose(cfg, ae, windowed)
-    return error_model, json.loads(threshold.to_json())
+    return error_model, threshold.to_json()
 
 
 def _validation(meta: dict) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import atomic
+from lstmae_jax import atomic, config
 from lstmae_jax.config import Config
 from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration
@@ -84,7 +84,7 @@ def load_run(run_dir: str, checkpoint: str = "best") -> tuple[nnx.Module, dict]:
         error_model, threshold = calibration.load(run_dir)
         if checkpoint == "best":  # other parameters are recalibrated by their users
             calibration.check_fitted_for(run_dir, int(state.step))
-        meta["threshold"] = json.loads(threshold.to_json())
+        meta["threshold"] = threshold.to_json()
         meta["error_model"] = error_model
     return model, meta
 
@@ -189,10 +189,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         s1_cfg = Config.from_json(s1_meta["config"])
         # Same data, split and cleaning as stage 1, or stage 1's encoder and scaler would
         # have seen stage 2's validation and test rows.
-        same = ["window", "encoder_sizes", "decoder_sizes", "data", "split", "split_fractions"]
-        same += ["stride", "nonfinite", "negative", "scaler", "features"]  # stage 1 scales
-        same += ["seed"] if cfg.split == "random" else []
-        for key in same:
+        for key in config.stage2_from_stage1(cfg):
             if getattr(s1_cfg, key) != getattr(cfg, key):
                 raise ValueError(
                     f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}"

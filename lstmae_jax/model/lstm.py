@@ -22,8 +22,9 @@ Parameter layout (the same as ``OptimizedLSTMCell`` and Keras, so conversion is 
 
 Initialisation follows Keras (the paper's reference is a Keras model): ``w_ih``
 glorot-uniform, ``w_hh`` orthogonal, ``bias`` zeros except the forget gate, which starts
-at ``forget_bias=1.0`` (Keras ``unit_forget_bias=True``; Jozefowicz et al. 2015), so that
+at ``FORGET_BIAS = 1.0`` (Keras ``unit_forget_bias=True``; Jozefowicz et al. 2015), so that
 early in training the cell keeps its memory. Flax's cell starts the forget bias at 0.
+Parameters are stored in float32 (``PARAM_DTYPE``).
 
 The carry is ``(c_BxH, h_BxH)``, the order Flax's cells use, so a carry can be passed
 between this layer and ``nnx.RNN(OptimizedLSTMCell)``.
@@ -41,6 +42,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 Carry = tuple[jax.Array, jax.Array]  # (c_BxH, h_BxH)
+
+PARAM_DTYPE = jnp.float32  # the stored parameters
+FORGET_BIAS = 1.0  # initial forget-gate bias (Keras `unit_forget_bias=True`)
 
 
 def _matmul(spec: str, a: jax.Array, b: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -209,14 +213,13 @@ class LSTM(nnx.Module):
       hidden: H.
       rngs: parameter initialisation.
       unroll: `lax.scan` unroll factor (a speed knob only; results are identical).
-      param_dtype: dtype of the stored parameters.
-      dtype: matmul operand dtype (None: `param_dtype`); gates, cell state and the
-        accumulation stay float32, outputs are cast to `dtype`.
-      forget_bias: initial forget-gate bias (Keras: 1.0).
+      dtype: matmul operand dtype (None: `PARAM_DTYPE`, float32); gates, cell state and
+        the accumulation stay float32, outputs are cast to `dtype`.
       hoist: project the inputs of all steps before the scan (one large matmul), or
         inside each step. None: hoist except on CPU, where XLA runs the per-step form
-        faster (training 1.16 / 1.05 / 1.05x at B = 256 / 512 / 4096, T=10, F=77;
-        `benchmarks/throughput.py`, variant ``flip_hoist``); accelerators favour the one large matmul.
+        faster; accelerators favour the one large matmul. Measured in
+        `benchmarks/throughput.py` (variant ``flip_hoist``); see the README's Performance
+        section.
       fused_backward: differentiate through `_fused_bwd` (a custom VJP: the reverse scan
         keeps only the dh/dc recurrence, and the weight gradients of all steps are large
         matmuls after it, as cuDNN does) instead of `lax.scan`'s own transpose. Same
@@ -231,9 +234,7 @@ class LSTM(nnx.Module):
         *,
         rngs: nnx.Rngs,
         unroll: int = 1,
-        param_dtype: jnp.dtype = jnp.float32,
         dtype: jnp.dtype | None = None,
-        forget_bias: float = 1.0,
         hoist: bool | None = None,
         fused_backward: bool = False,
     ):
@@ -241,15 +242,14 @@ class LSTM(nnx.Module):
         self.in_features = in_features
         self.hidden = hidden
         self.unroll = unroll
-        self.param_dtype = param_dtype
         self.dtype = dtype
         self.hoist = jax.default_backend() != "cpu" if hoist is None else hoist
         H = hidden
         self.w_ih = nnx.Param(
-            nnx.initializers.glorot_uniform()(rngs.params(), (in_features, 4 * H), param_dtype)
+            nnx.initializers.glorot_uniform()(rngs.params(), (in_features, 4 * H), PARAM_DTYPE)
         )
-        self.w_hh = nnx.Param(nnx.initializers.orthogonal()(rngs.params(), (H, 4 * H), param_dtype))
-        bias_4H = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
+        self.w_hh = nnx.Param(nnx.initializers.orthogonal()(rngs.params(), (H, 4 * H), PARAM_DTYPE))
+        bias_4H = jnp.zeros((4 * H,), PARAM_DTYPE).at[H : 2 * H].set(FORGET_BIAS)
         self.bias = nnx.Param(bias_4H)
 
     @classmethod
@@ -263,16 +263,18 @@ class LSTM(nnx.Module):
     ) -> LSTM:
         """An `LSTM` computing what `nnx.RNN(cell)` computes (same gate order and layout).
 
-        Only the default cell activations (sigmoid gates, tanh) are representable.
+        Only the default cell activations (sigmoid gates, tanh) and float32 parameters
+        (`PARAM_DTYPE`) are representable.
         """
         if cell.gate_fn is not jax.nn.sigmoid or cell.activation_fn is not jnp.tanh:
             raise ValueError("only OptimizedLSTMCell with sigmoid gates and tanh is supported")
+        if jnp.dtype(cell.param_dtype) != jnp.dtype(PARAM_DTYPE):
+            raise ValueError(f"only float32 parameters are supported, got {cell.param_dtype}")
         layer = cls(
             cell.in_features,
             cell.hidden_features,
             rngs=nnx.Rngs(0),
             unroll=unroll,
-            param_dtype=cell.param_dtype,
             dtype=cell.dtype,
             hoist=hoist,
             fused_backward=fused_backward,
@@ -294,7 +296,7 @@ class LSTM(nnx.Module):
         return c_BxH.astype(jnp.float32), h_BxH.astype(jnp.float32)
 
     def _compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.param_dtype if self.dtype is None else self.dtype)
+        return jnp.dtype(PARAM_DTYPE if self.dtype is None else self.dtype)
 
     def _finish(
         self, carry: Carry, h_TxBxH: jax.Array | None, return_sequences: bool

@@ -1,11 +1,11 @@
 """LSTM autoencoder, latent classifier (stage 2), and the DNN / CNN baselines.
 
-Shape letters are those of `lstmae_jax.lstm`: B batch, T time (window), F features,
+Shape letters are those of `lstmae_jax.model.lstm`: B batch, T time (window), F features,
 H hidden, L latent (last encoder size), C classes, K ensemble members.
 
-Each model takes one frozen dataclass config; `make_model(config, rngs=...)` picks the
-class by config type. Models with dropout are built in training mode (NNX default);
-evaluate through `nnx.view(model, deterministic=True)` or `model.eval()`.
+Each model takes one frozen dataclass config, built from the run's `Config` by
+`lstmae_jax.train.steps.build_model`. Models with dropout are built in training mode (NNX
+default); evaluate through `nnx.view(model, deterministic=True)` or `model.eval()`.
 """
 
 from __future__ import annotations
@@ -67,53 +67,29 @@ class CNNConfig:
     num_features: int  # F
     window: int  # T
     num_classes: int  # C
-    channels: tuple[int, ...] = (64, 64)  # Conv1D(k, SAME) -> ReLU, one per entry
     kernel_size: int = 3
-    hidden: int = 64  # Dense -> ReLU -> dropout after global pooling
+    hidden: int = 64  # Dense -> ReLU -> dropout after global max pooling
     dropout: float = 0.2
-    pool: str = "max"  # global pooling over the convolved axis: "max" or "avg"
-    # Which axis to convolve: "time" (F channels), "features" (T channels), or "auto":
-    # "features" when window == 1, else "time". With T = 1 a time convolution only ever
-    # sees its centre tap, so it degenerates to a per-flow MLP (the DNN baseline again);
-    # per-flow 1-D CNN baselines in the NIDS literature convolve over the feature vector.
-    conv_over: str = "auto"
 
     @property
     def conv_axis(self) -> str:
-        if self.conv_over == "auto":
-            return "features" if self.window == 1 else "time"
-        return self.conv_over
+        """The convolved axis: "features" (T channels) when window == 1, else "time" (F
+        channels). With T = 1 a time convolution only ever sees its centre tap, so it
+        degenerates to a per-flow MLP (the DNN baseline again); per-flow 1-D CNN baselines
+        in the NIDS literature convolve over the feature vector."""
+        return "features" if self.window == 1 else "time"
 
 
-# ------------------------------------------------------------------ reconstruction error
-
-
-def reconstruction_error(x_BxTxF: jax.Array, xhat_BxTxF: jax.Array) -> jax.Array:
-    """Per-window, per-feature squared error, mean over time: err_BxF."""
-    return jnp.mean(jnp.square(x_BxTxF - xhat_BxTxF), axis=1)
-
-
-def reconstruction_abs_error(x_BxTxF: jax.Array, xhat_BxTxF: jax.Array) -> jax.Array:
-    """Per-window, per-feature absolute error, mean over time: err_BxF."""
-    return jnp.mean(jnp.abs(x_BxTxF - xhat_BxTxF), axis=1)
-
-
-# The paper flags a window as anomalous when its mean absolute reconstruction error
-# (`anomaly_score`) exceeds this value (features min-max scaled to [0, 1]).
-PAPER_MAE_THRESHOLD = 0.1
-
-
-def anomaly_score(x_BxTxF: jax.Array, xhat_BxTxF: jax.Array) -> jax.Array:
-    """The paper's score: mean absolute error over time and features, score_B."""
-    return jnp.mean(reconstruction_abs_error(x_BxTxF, xhat_BxTxF), axis=-1)
+# The CNN's Conv1D(k, SAME) -> ReLU layers, one per entry.
+CNN_CHANNELS = (64, 64)
 
 
 # ------------------------------------------------------------------------ autoencoder
 
 
-# Full unrolling lets XLA fuse across steps: 1.06 / 1.04 / 1.17x the training rate of
-# unroll=1 on CPU at B = 256 / 512 / 4096 (T=10; `benchmarks/throughput.py`), for about
-# twice the compile time; past ~16 steps compile time grows faster than the rate.
+# Full unrolling lets XLA fuse across steps: a faster training step for a longer compile;
+# past ~16 steps compile time grows faster than the rate. Measured in
+# `benchmarks/throughput.py`; see the README's Performance section.
 MAX_AUTO_UNROLL = 16
 
 
@@ -212,8 +188,7 @@ class LatentClassifier(nnx.Module):
         return self.mlp(z_BxL)
 
 
-# Parameter filters for stage 2 (paths start with "encoder" or "head").
-ENCODER_PARAMS = nnx.All(nnx.Param, nnx.PathContains("encoder"))
+# Stage 2's head parameters (paths start with "encoder" or "head").
 HEAD_PARAMS = nnx.All(nnx.Param, nnx.PathContains("head"))
 
 
@@ -225,29 +200,16 @@ def trainable_params(freeze_encoder: bool) -> nnx.filterlib.Filter:
 class Stage2Model(nnx.Module):
     """Autoencoder encoder + latent classifier: x_BxTxF -> logits_BxC.
 
-    Freeze the encoder either by differentiating only `trainable_params(True)` (encoder
-    gradients are then absent), or with `freeze_encoder=True` at call time (a
-    `stop_gradient` on z: encoder gradients exist but are exactly zero).
+    Freeze the encoder by differentiating only `trainable_params(True)` (encoder
+    gradients are then absent).
     """
 
     def __init__(self, encoder: Encoder, head: LatentClassifier):
         self.encoder = encoder
         self.head = head
 
-    @classmethod
-    def from_autoencoder(
-        cls, ae: LSTMAE, config: LatentClassifierConfig, *, rngs: nnx.Rngs
-    ) -> Stage2Model:
-        """A copy of `ae`'s encoder (fine-tuning must not move the stage-1 anomaly scorer)."""
-        if config.latent != ae.config.latent:
-            raise ValueError(f"latent {config.latent} != autoencoder latent {ae.config.latent}")
-        return cls(nnx.clone(ae.encoder), LatentClassifier(config, rngs=rngs))
-
-    def __call__(self, x_BxTxF: jax.Array, *, freeze_encoder: bool = False) -> jax.Array:
-        z_BxL = self.encoder(x_BxTxF)
-        if freeze_encoder:
-            z_BxL = jax.lax.stop_gradient(z_BxL)
-        return self.head(z_BxL)
+    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
+        return self.head(self.encoder(x_BxTxF))
 
 
 # ------------------------------------------------------------------------- baselines
@@ -266,14 +228,12 @@ class DNN(nnx.Module):
 
 
 class CNN(nnx.Module):
-    """[Conv1D(64, k=3, SAME) -> ReLU] x 2 -> global pool -> Dense(64) -> ReLU -> C."""
+    """[Conv1D(64, k=3, SAME) -> ReLU] x 2 -> global max pool -> Dense(64) -> ReLU -> C."""
 
     def __init__(self, config: CNNConfig, *, rngs: nnx.Rngs):
-        if config.conv_axis not in ("time", "features") or config.pool not in ("max", "avg"):
-            raise ValueError(f"bad conv_over / pool in {config}")
         self.config = config
         in_channels = config.num_features if config.conv_axis == "time" else config.window
-        chans, k = (in_channels, *config.channels), (config.kernel_size,)
+        chans, k = (in_channels, *CNN_CHANNELS), (config.kernel_size,)
         self.convs = nnx.List(
             [
                 nnx.Conv(i, o, k, padding="SAME", kernel_init=_KERNEL_INIT, rngs=rngs)
@@ -289,41 +249,11 @@ class CNN(nnx.Module):
         h = x_BxTxF if self.config.conv_axis == "time" else jnp.swapaxes(x_BxTxF, 1, 2)
         for conv in self.convs:
             h = jax.nn.relu(conv(h))
-        pooled = jnp.max(h, axis=1) if self.config.pool == "max" else jnp.mean(h, axis=1)
+        pooled = jnp.max(h, axis=1)
         return self.logits(self.dropout(jax.nn.relu(self.dense(pooled))))  # logits_BxC
 
 
-# --------------------------------------------------------------------------- helpers
-
-_MODELS = {
-    LSTMAEConfig: LSTMAE,
-    LatentClassifierConfig: LatentClassifier,
-    DNNConfig: DNN,
-    CNNConfig: CNN,
-}
-
-
-def make_model(config, *, rngs: nnx.Rngs) -> nnx.Module:
-    """The model for a config, chosen by the config's type."""
-    return _MODELS[type(config)](config, rngs=rngs)
-
-
-def count_params(model: nnx.Module) -> int:
-    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def init_stacked(config, keys_K: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
-    """K independently initialised members, their state stacked on a leading K axis.
-
-    Member k is exactly `make_model(config, rngs=nnx.Rngs(keys_K[k]))`. Apply with
-    `jax.vmap(lambda s, x: nnx.merge(graphdef, s)(x), in_axes=(0, None))`.
-    """
-    # Built one by one and stacked: cheaper to compile than a vmapped initialiser, and
-    # initialisation runs once per ensemble.
-    splits = [nnx.split(make_model(config, rngs=nnx.Rngs(key))) for key in keys_K]
-    graphdef = splits[0][0]
-    state_K = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(state for _, state in splits))
-    return graphdef, state_K
+# -------------------------------------------------------------------------- ensemble
 
 
 class LSTMAEEnsemble(nnx.Module):

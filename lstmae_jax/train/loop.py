@@ -20,25 +20,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from lstmae_jax import config
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
 from lstmae_jax.train import checkpoint, monitor, sharding, steps
 
-# Options that do not change what was computed so far: a resume may change them (a new
-# coordinator after preemption, another process id, more frequent logging; the score and
-# threshold, which are fitted after training: re-running recalibrates them; speed-only
-# options; the epoch cap and patience, which only decide when to stop, so a finished run
-# can be extended; the permission to resume on changed data, checked in ``run``).
-RESUME_IGNORES = frozenset(
-    {
-        "distributed", "coordinator_address", "num_processes", "process_id", "eval_batch_size",
-        "allow_data_change",
-        "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "unroll", "lstm_backward",
-        "steps_per_call", "epochs", "patience",
-        "score", "ensemble_score", "threshold", "target_fpr", "threshold_quantile",
-        "threshold_value",
-    }
-)  # fmt: skip
+RESUME_MAY_CHANGE = config.resume_may_change()  # the rest must match the run resumed
 
 
 @dataclasses.dataclass
@@ -183,7 +170,7 @@ class _Fit:
         diff = {
             k: (was.get(k), v)
             for k, v in now.items()
-            if k not in RESUME_IGNORES and was.get(k) != v
+            if k not in RESUME_MAY_CHANGE and was.get(k) != v
         }
         if diff:
             changed = {"scaler", "split"} & set(diff)  # their defaults changed (issue 15)

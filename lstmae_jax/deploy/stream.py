@@ -1,11 +1,9 @@
-"""Score flows with a detector artifact: windows across chunks, alerts out, a summary.
+"""The scoring pass: flows from files or live logs -> windows across chunks -> the
+artifact -> alert rows (``output.AlertWriter``) and a summary.
 
-One output row per scored window, placed at its last flow: the file, the input row,
-timestamp and identifiers where the input has them, the score, ``alert`` (score above the
-artifact's threshold), the stage-2 class and its probability where the artifact has a
-stage 2, the three features that contributed most to the score, and the true label where
-the input is labelled. A window is ``window`` consecutive cleaned flows of one file, as in
-training; the first ``window - 1`` flows of a file end no window.
+One output row per scored window, placed at its last flow (the columns: ``output``). A
+window is ``window`` consecutive cleaned flows of one file, as in training; the first
+``window - 1`` flows of a file end no window.
 
 Chunking does not change the result: each file keeps its last ``window - 1`` flows
 between chunks, and windows are scored in batches of one fixed shape (the last one
@@ -17,44 +15,25 @@ No JAX or training code here beyond the artifact's ``call``.
 from __future__ import annotations
 
 import collections
-import fcntl
 import fnmatch
 import glob
-import json
 import os
 import signal
 import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from absl import logging
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstmae_jax import atomic
 from lstmae_jax.deploy import artifact
-from lstmae_jax.detect import metrics
+from lstmae_jax.deploy.output import IDENTIFIERS, TOP, AlertWriter
 from lstmae_jax.ingest import clean, reader, schema
 
 BATCH = 512  # windows per call of the artifact (one compiled shape)
-ROW_GROUP_ROWS = 1 << 16  # Parquet output: rows per row group
-TOP = 3
 PROGRESS_SECONDS = 10.0
-IDENTIFIERS = ("timestamp", "flow_id", "src_ip", "src_port", "dst_ip")
 # Label cells that label nothing: CICFlowMeter's live output writes "NeedManualLabel".
 UNLABELLED = frozenset({"", "NeedManualLabel"})
-
-
-def output_schema(classes: list[str] | None) -> pa.Schema:
-    fields = [("file", pa.string()), ("row", pa.int64())]
-    fields += [(name, pa.string()) for name in IDENTIFIERS]
-    fields += [("dst_port", pa.int64()), ("score", pa.float32()), ("alert", pa.bool_())]
-    if classes:
-        fields += [("predicted", pa.string()), ("probability", pa.float32())]
-    for k in range(1, TOP + 1):
-        fields += [(f"top{k}", pa.string()), (f"top{k}_contribution", pa.float32())]
-    fields += [("label", pa.string())]
-    return pa.schema(fields)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -88,177 +67,6 @@ class _FileWindows:
             attack[len(x) - min(len(x), t - 1) :],
         )
         return x_WxTxF, np.arange(len(any_attack)) + t - 1 - carried, any_attack
-
-
-class OutputError(OSError):
-    """The alerts could not be written (names the path and the cause)."""
-
-
-class AlertWriter:
-    """Alerts to ``.parquet`` or ``.jsonl``, never at the cost of an earlier output.
-
-    A batch run writes a temporary beside the output (row groups, or one line per
-    window) and ``commit`` renames it, and then the summary, into place; a failed run
-    (``abort``) removes the temporary and leaves the earlier output and its summary as
-    they were, and a run stopped early (``partial``) puts its rows beside an earlier
-    output (``NAME.partial.parquet``) instead of over it. A live run (``live``) to
-    ``.jsonl`` appends to the output itself, flushed after each batch, so it can be
-    tailed; it holds an exclusive lock on it (a second live scorer is refused), starts a
-    new file when the output is deleted or rotated away, and an error truncates it back to
-    its last complete line. Temporaries are created with ``O_EXCL`` (``atomic.temporary``).
-    """
-
-    def __init__(self, path: str, schema_: pa.Schema, live: bool = False):
-        if not path.endswith((".parquet", ".jsonl")):
-            raise ValueError(f"--output must end in .parquet or .jsonl, got {path}")
-        self.path, self.schema, self.rows = path, schema_, 0
-        self.summary_path = path + ".summary.json"
-        for p in (path, self.summary_path):
-            if os.path.isdir(p):
-                raise OutputError(
-                    f"--output: {p} is a directory in the way; move it or name another file"
-                )
-        self.in_place = live and path.endswith(".jsonl")
-        folder = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-            atomic.remove_stale(folder, os.path.basename(path))
-            if self.in_place:
-                self._open_in_place()
-            else:
-                self.file, self.tmp = atomic.temporary(path)
-        except OSError as e:
-            raise OutputError(f"cannot write {path}: {atomic.cause(e)}") from e
-        self.good_bytes = self.file.tell()  # the end of the last complete batch
-        self._pq = None
-        if path.endswith(".parquet"):
-            self._pq = pq.ParquetWriter(self.file, schema_, compression="zstd")
-            self._parts: list[pa.Table] = []
-
-    def _open_in_place(self) -> None:
-        """Opens (or re-opens) the live output for appending, locked against a second
-        live scorer, cut back to its last complete line."""
-        self.file, self.tmp = open(self.path, "ab"), None
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.close()
-            raise OutputError(
-                f"--output {self.path} is being written by another live scorer; give each its"
-                " own output"
-            ) from None
-        self._end_at_line()
-        self.good_bytes = self.file.tell()
-
-    def _still_there(self) -> None:
-        """Live output deleted or rotated away (``mv``, logrotate): a new file at the path,
-        so alerts never go to a file nobody can read."""
-        try:
-            same = os.path.samestat(os.stat(self.path), os.fstat(self.file.fileno()))
-        except FileNotFoundError:
-            same = False
-        if not same:
-            logging.warning(
-                "%s was moved or deleted; writing alerts to a new %s", self.path, self.path
-            )
-            self.file.close()
-            self._open_in_place()
-
-    def _end_at_line(self) -> None:
-        """An appended-to file that ends in a torn line (a killed run) is cut back to
-        its last complete line, so every line stays one JSON record."""
-        size = self.file.tell()
-        if not size:
-            return
-        with open(self.path, "rb") as f:
-            f.seek(max(0, size - (1 << 16)))
-            tail = f.read()
-        if tail.endswith(b"\n"):
-            return
-        keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
-        logging.warning("%s: ends in an incomplete line (a killed run?); cut back to %d bytes",
-                        self.path, keep)  # fmt: skip
-        self.file.truncate(keep)
-        self.file.seek(keep)
-
-    def write(self, table: pa.Table) -> None:
-        if not table.num_rows:
-            return
-        try:
-            if self._pq is not None:
-                self._parts.append(table)
-                if sum(t.num_rows for t in self._parts) >= ROW_GROUP_ROWS:
-                    self._flush_group()
-            else:
-                if self.in_place:
-                    self._still_there()
-                self.file.write("".join(json.dumps(r) + "\n" for r in table.to_pylist()).encode())
-                self.file.flush()
-                self.good_bytes = self.file.tell()
-        except OSError as e:
-            self._failed(e)
-        self.rows += table.num_rows
-
-    def _flush_group(self) -> None:
-        if self._parts:
-            self._pq.write_table(pa.concat_tables(self._parts))
-            self._parts = []
-
-    def _failed(self, e: OSError):
-        self.abort()
-        kept = (
-            f"{self.path} holds the windows written before"
-            if self.in_place
-            else f"the earlier {self.path}, if any, is unchanged"
-        )
-        raise OutputError(f"cannot write {self.path}: {atomic.cause(e)}; {kept}") from e
-
-    def commit(self, summary: dict, partial: bool = False) -> str:
-        """Completes the output with every row written so far and puts it, then its
-        summary (``<output>.summary.json``), in place; returns where. ``partial`` (a run
-        stopped early): beside an earlier output, never over it."""
-        path = self.path
-        if partial and self.tmp is not None and os.path.exists(path):
-            stem, suffix = os.path.splitext(path)
-            path = f"{stem}.partial{suffix}"
-        summary, summary_tmp = {**summary, "output": path}, None
-        try:
-            if self._pq is not None:
-                self._flush_group()
-                self._pq.close()
-                self._pq = None
-            self.file.close()
-            summary_file, summary_tmp = atomic.temporary(path + ".summary.json")
-            with summary_file:
-                summary_file.write(json.dumps(summary, indent=1).encode())
-            if self.tmp is not None:
-                os.replace(self.tmp, path)
-                self.tmp = None
-            os.replace(summary_tmp, path + ".summary.json")
-        except OSError as e:
-            if summary_tmp is not None:
-                atomic.discard(summary_tmp)
-            self._failed(e)
-        return path
-
-    def abort(self) -> None:
-        """After a failure: removes the temporary (an in-place file is cut back to its
-        last complete batch). Never raises."""
-        try:
-            if self._pq is not None:
-                self._pq.close()
-        except (OSError, pa.ArrowException):
-            pass
-        self._pq = None
-        try:
-            if self.in_place and not self.file.closed:
-                self.file.truncate(self.good_bytes)
-            self.file.close()
-        except OSError:
-            pass
-        if self.tmp is not None:
-            atomic.discard(self.tmp)
-            self.tmp = None
 
 
 class Stop:
@@ -644,75 +452,3 @@ def score_files(
     if writer is not None:
         summary["output"] = writer.commit(summary, partial=bool(stop.signal) and not follow)
     return summary, run
-
-
-# Recalibration needs this many benign windows per unit of target FPR: ten expected false
-# positives above the new threshold, so the rate it is chosen for is not one or two windows.
-MIN_FALSE_POSITIVES = 10
-# A new threshold this many times above or below the exported one is worth a second look.
-THRESHOLD_MOVE_WARNING = 10.0
-
-
-def calibrate(
-    scorer: artifact.Scorer,
-    benign: str,
-    target_fpr: float,
-    output_dir: str,
-    overwrite: bool = False,
-) -> dict:
-    """Re-chooses the threshold on the operator's benign flows; writes a new artifact
-    directory (same exported function, new sidecar and manifest). Windows holding a flow
-    labelled as an attack, where the input is labelled, are left out and counted. Needs
-    ``MIN_FALSE_POSITIVES / target_fpr`` benign windows; warns when the threshold moves
-    more than ``THRESHOLD_MOVE_WARNING``-fold (an unlabelled file with attacks in it, or
-    flows of another network, move it); an existing artifact at ``output_dir`` is replaced
-    only with ``overwrite``."""
-    if not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"--target_fpr must be in (0, 1), got {target_fpr}")
-    if os.path.realpath(output_dir) == os.path.realpath(scorer.directory):
-        raise ValueError(f"--output_model {output_dir} is the input model; give a new directory")
-    if os.path.lexists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        if not overwrite:
-            raise ValueError(
-                f"--output_model {output_dir} exists and is not empty; give a new directory,"
-                " or --overwrite to replace the artifact there"
-            )
-    summary, run = score_files(scorer, benign, None, keep_scores=True)
-    if "files_failed" in summary:
-        raise ValueError(f"cannot calibrate on {benign}: {summary['files_failed']}")
-    scores = np.concatenate(run.scores) if run.scores else np.zeros(0, np.float32)
-    benign_w = np.concatenate(run.benign) if run.benign else np.zeros(0, bool)
-    needed = int(np.ceil(MIN_FALSE_POSITIVES / target_fpr))
-    if benign_w.sum() < needed:
-        raise ValueError(
-            f"{benign}: {int(benign_w.sum())} benign windows; a threshold at FPR {target_fpr:g}"
-            f" needs at least {needed} ({MIN_FALSE_POSITIVES} expected false positives): give"
-            " more benign flows or a larger --target_fpr"
-        )
-    threshold = metrics.calibrate("fpr", scores[benign_w].astype(np.float64), target_fpr=target_fpr)
-    record = json.loads(threshold.to_json())
-    old = scorer.meta["threshold"]
-    record["calibrated_on"] = (
-        f"{int(benign_w.sum())} benign windows of {benign} (recalibrated by the operator;"
-        f" {int((~benign_w).sum())} windows with attack-labelled flows left out); the"
-        f" exported threshold was {old['value']!r} ({old.get('calibrated_on', old['method'])})"
-    )
-    move = max(record["value"], 1e-30) / max(float(old["value"]), 1e-30)
-    if not 1 / THRESHOLD_MOVE_WARNING <= move <= THRESHOLD_MOVE_WARNING:
-        logging.warning(
-            "the threshold moves %.3g-fold (%.6g -> %.6g): are %s benign flows of the network"
-            " this detector was trained for? Attacks in an unlabelled file raise it, flows of"
-            " another network move it either way",
-            move, float(old["value"]), record["value"], benign,
-        )  # fmt: skip
-    sidecar = {**scorer.meta, "threshold": record}
-    digest = artifact.write_dir(output_dir, scorer.payload, sidecar)  # the verified bytes
-    artifact.load(output_dir)  # the new directory must verify and load
-    return {
-        "threshold": record,
-        "threshold_moved": round(move, 6),
-        "windows_used": int(benign_w.sum()),
-        "windows_left_out": int((~benign_w).sum()),
-        "flows_read": summary["flows_read"],
-        "manifest_sha256": digest,
-    }
