@@ -39,6 +39,13 @@ def cause(e: OSError) -> str:
     return f"{e.strerror or e} ({code})" if code else str(e)
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file or folder, also through symlinks and hard links."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
 def temporary(path: str) -> tuple[BinaryIO, str]:
     """(open binary file, its name): a new temporary beside ``path``, created with
     ``O_EXCL`` (never an existing file or symlink), readable like a normal output."""

@@ -50,7 +50,6 @@ FORMAT_VERSION = 3  # 3: the scaler may carry quantile knots, the score may be s
 READS_VERSIONS = (2, 3)  # 2 has neither: its inputs are a subset of 3's
 # The sidecar's cleaning policy (clean.canonicalize's arguments) and the values each takes.
 CLEANING = {"nonfinite": clean.NONFINITE_POLICIES, "negative": clean.NEGATIVE_POLICIES}
-CLEANING_KEYS = tuple(CLEANING)
 
 
 class ArtifactError(ValueError):
@@ -220,6 +219,8 @@ def _check_values(meta: dict, where: str) -> None:
         raise refuse("features", f"are not all canonical feature names: {unknown[:5]}")
     if isinstance(meta.get("classes"), list) and (twice := repeated(meta["classes"])):
         raise refuse("classes", f"lists {twice} more than once")
+    if unknown := sorted(set(meta["cleaning"]) - set(CLEANING)):
+        raise refuse("cleaning", f"has unknown keys {unknown} (known: {list(CLEANING)})")
     for key, allowed in CLEANING.items():
         if key in meta["cleaning"] and meta["cleaning"][key] not in allowed:
             raise refuse(
@@ -265,8 +266,6 @@ class Scorer:
             self.classes: list[str] | None = self.meta.get("classes")
             self.params = call_params(self.meta)
             self.cleaning: dict = dict(self.meta["cleaning"])
-            if unknown := sorted(set(self.cleaning) - set(CLEANING_KEYS)):
-                raise KeyError(f"cleaning has unknown keys {unknown} (known: {CLEANING_KEYS})")
         except ArtifactError:
             raise
         except (ValueError, KeyError, TypeError, OverflowError) as e:

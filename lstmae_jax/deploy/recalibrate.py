@@ -12,6 +12,7 @@ import os
 import numpy as np
 from absl import logging
 
+from lstmae_jax import atomic
 from lstmae_jax.deploy import artifact, stream
 from lstmae_jax.detect import metrics
 
@@ -38,7 +39,7 @@ def calibrate(
     only with ``overwrite``."""
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"--target_fpr must be in (0, 1), got {target_fpr}")
-    if os.path.realpath(output_dir) == os.path.realpath(scorer.directory):
+    if atomic.same_file(output_dir, scorer.directory):
         raise ValueError(f"--output_model {output_dir} is the input model; give a new directory")
     if os.path.lexists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         if not overwrite:

@@ -26,6 +26,7 @@ import pyarrow as pa
 from absl import logging
 from numpy.lib.stride_tricks import sliding_window_view
 
+from lstmae_jax import atomic
 from lstmae_jax.deploy import artifact
 from lstmae_jax.deploy.output import IDENTIFIERS, TOP, AlertWriter
 from lstmae_jax.ingest import clean, reader, schema
@@ -342,9 +343,7 @@ def check_output(output: str, inputs: str) -> None:
     through symlinks and hard links."""
     out = os.path.realpath(output)
     for path in reader.expand(inputs, missing_ok=True):
-        if os.path.realpath(path) == out or (
-            os.path.exists(output) and os.path.samefile(path, output)
-        ):
+        if atomic.same_file(path, output):
             raise ValueError(f"--output {output} is an input file ({path}); it would be replaced")
     if not out.lower().endswith(reader.SUFFIXES):
         return  # .jsonl: never read as flows

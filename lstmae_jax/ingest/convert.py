@@ -209,8 +209,7 @@ def _convert_file(
     dst = output_path(src, dst_dir)
     # realpath and samefile: an output folder that is a symlink to the input's folder
     # (or a hard link to the input) must not replace the raw file.
-    same = os.path.realpath(dst) == os.path.realpath(src)
-    if same or (os.path.exists(dst) and os.path.samefile(dst, src)):
+    if atomic.same_file(dst, src):
         raise ValueError(f"{src}: the output would overwrite the input")
     if os.path.getsize(src) == 0:
         raise ValueError(f"{src}: empty file (0 bytes, no header)")

@@ -221,11 +221,13 @@ class Source:
                 return True
         return False
 
-    def _remember(self, f) -> None:
-        f.seek(0)
-        self.head_mark = f.read(min(MARK, self.offset))
-        f.seek(self.offset - min(MARK, self.offset))
-        self.tail_mark = f.read(min(MARK, self.offset))
+    def _remember(self, consumed: bytes) -> None:
+        """Keeps the marks ``_rewritten`` compares, from bytes just consumed (no file read
+        in the reading loop): the file's first ``MARK`` and the ``MARK`` before ``offset``."""
+        if len(self.head_mark) < MARK:
+            self.head_mark = (self.head_mark + consumed[:MARK])[:MARK]
+        tail = consumed[-MARK:]
+        self.tail_mark = tail if len(tail) == MARK else (self.tail_mark + tail)[-MARK:]
 
     def _csv(self, final: bool):
         st = os.stat(self.path)
@@ -249,7 +251,7 @@ class Source:
                     return  # the header line is not complete yet
                 self._open_plan(rawparse.csv_header(self.path))
                 self.offset = head.index(b"\n") + 1 if b"\n" in head else len(head)
-                self._remember(f)
+                self._remember(head[: self.offset])
             f.seek(self.offset)
             while data := f.read(self.block_size):
                 read_at = time.monotonic()
@@ -270,7 +272,7 @@ class Source:
                 first = self.lineno
                 self.offset += cut
                 self.lineno += block.count(b"\n")
-                self._remember(f)
+                self._remember(block)
                 f.seek(self.offset)
                 if block.strip():
                     yield from self._csv_chunks(block, first, read_at)

@@ -70,7 +70,7 @@ def write_failure(e: BaseException) -> str | None:
     ValueError carrying an OS error code (``RESOURCE_EXHAUSTED ... [os_error_code='28']``);
     None for anything else (a bug, which keeps its traceback)."""
     if isinstance(e, OSError):
-        return e.strerror or str(e)
+        return atomic.cause(e)
     if isinstance(e, ValueError):
         if code := re.search(r"os_error_code='(\d+)'", str(e)):
             return os.strerror(int(code.group(1)))
