@@ -272,10 +272,8 @@ def stage1_windowed(p: Protocol, cfg: Config, ports: str = "") -> windows.Window
 def latent_knn(t: harness.Trained, w: windows.Windowed, rows: np.ndarray) -> np.ndarray:
     """Variant score: mean distance of the encoder's code to its 5 nearest benign training
     codes (a kNN in the learned space instead of the input space)."""
-    fn = lambda m, x: (m.encode(x),)  # noqa: E731
-    latent = t.cfg.encoder_sizes[-1]
-    (z_tr,) = inference._batched(t.model, fn, w.x_NxF, w.starts["train"], 1, 2048, ((latent,),))
-    (z,) = inference._batched(t.model, fn, w.x_NxF, rows, 1, 2048, ((latent,),))
+    z_tr = inference.latents(t.model, w.x_NxF, w.starts["train"], 1, 2048)
+    z = inference.latents(t.model, w.x_NxF, rows, 1, 2048)
     return peers.fit("knn", z_tr)(z)
 
 

@@ -10,7 +10,7 @@ busy machine), compilation timed apart from the rates.
 Training (forward, backward, Adam; windows gathered on the device from a flow table, as
 the trainer does), windows/s:
 
-* ``lstmae_jax``: the project's own jitted train step (``steps.make_steps``) with the
+* ``lstmae_jax``: the project's own jitted train step (``steps.make_train_step``) with the
   library's LSTM defaults, no input noise and no gradient clipping (the work the peers
   do); variants of it, one technique changed each (see ``VARIANTS``), and
   ``lstmae_jax_trainer_defaults``: the step ``launch/train.py`` runs by default
@@ -53,7 +53,7 @@ from flax import nnx
 
 from lstmae_jax import config
 from lstmae_jax.data import dataset
-from lstmae_jax.detect import anomaly
+from lstmae_jax.detect import anomaly, inference
 from lstmae_jax.jobs import export
 from lstmae_jax.model import models
 from lstmae_jax.train import steps
@@ -235,7 +235,7 @@ def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
             layer.hoist = not layer.hoist
     tx = steps.optimizer(cfg)
     graphdef, state = steps.init_state(model, tx, nnx.Param)
-    train_step, _ = steps.make_steps(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
+    train_step = steps.make_train_step(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
     fn = steps.repeat_step(train_step, per_call) if per_call > 1 else train_step
     batches = []
     for i, s in enumerate(d.starts(batch)):
@@ -456,14 +456,16 @@ def dtype_loss_effect(num_steps: int, batch: int = 256) -> dict:
         model = steps.build_model(cfg, len(features), 2, nnx.Rngs(0))
         tx = steps.optimizer(cfg)
         graphdef, state = steps.init_state(model, tx, nnx.Param)
-        train_step, eval_step = steps.make_steps(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
-        train_step = jax.jit(train_step)
+        task = steps.task_for(cfg, 2)
+        train_step = jax.jit(steps.make_train_step(graphdef, tx, task, nnx.Param))
         for s in starts:
             state, m = train_step(state, table, {"starts": s, "label": np.zeros(batch, np.int32)})
         # The final loss on fixed held-out windows, in float32 arithmetic for both.
         held = rng.integers(0, len(x) - T, 4096).astype(np.int32)
-        b = {"starts": held, "label": np.zeros(4096, np.int32), "valid": np.ones(4096, np.float32)}
-        ev = jax.jit(eval_step)(state, table, b, state.params)
+        ((ev, _),) = inference.batches(
+            graphdef, (state.params, state.frozen, state.rest), steps.ValidationLoss(task),
+            table, held, T, 4096, label_W=np.zeros(4096, np.int32),
+        )  # fmt: skip
         out[f"loss_{dtype}"] = float(ev["loss_sum"] / ev["weight_sum"])
     out["bfloat16_over_float32"] = round(out["loss_bfloat16"] / out["loss_float32"], 4)
     return out

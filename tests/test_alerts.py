@@ -40,8 +40,9 @@ NO_TRAINING = (
 # The project modules the scorer may load: no model, training or checkpoint code.
 SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
     "atomic",
+    "data", "data.dataset", "data.windows",  # the scaler's arrays and the window cut
     "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
-    "detect", "detect.metrics",
+    "detect", "detect.anomaly", "detect.metrics",  # the error model's arrays
     "ingest", "ingest.clean", "ingest.rawparse", "ingest.reader", "ingest.schema",
 }  # fmt: skip
 

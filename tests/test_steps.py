@@ -16,7 +16,7 @@ def _setup(cfg):
     model = steps.build_model(cfg, F, 2, nnx.Rngs(cfg.seed))
     tx = steps.optimizer(cfg)
     graphdef, state = steps.init_state(model, tx, nnx.Param)
-    train_step, _ = steps.make_steps(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
+    train_step = steps.make_train_step(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
     table = jnp.asarray(np.random.default_rng(0).standard_normal((N, F)), jnp.float32)
     rng = np.random.default_rng(1)
     batches = [

@@ -41,6 +41,8 @@ import numpy as np
 
 # atomic: stdlib and absl; clean and schema: numpy and pyarrow, which the scorer loads anyway
 from lstmae_jax import atomic
+from lstmae_jax.data import dataset
+from lstmae_jax.detect import anomaly
 from lstmae_jax.ingest import clean, schema
 
 ARTIFACT = "scorer.jaxexport"
@@ -67,28 +69,16 @@ def float32_at_or_below(value: float) -> np.float32:
 
 
 def call_params(sidecar: dict, threshold: float | None = None) -> dict:
-    """The exported function's second input, from the sidecar (the one copy of each value)."""
-    sc = sidecar["scaler"]
+    """The exported function's second input, from the sidecar (the one copy of each value),
+    through the functions the in-process score uses (``Scaler.arrays``,
+    ``anomaly.gaussian_arrays``)."""
+    value = sidecar["threshold"]["value"] if threshold is None else threshold
     params = {
-        "threshold": float32_at_or_below(
-            sidecar["threshold"]["value"] if threshold is None else threshold
-        ),
-        "scaler": {
-            "log_F": np.asarray(sc["log"], np.float32),
-            "mean_F": np.asarray(sc["mean"], np.float32),
-            "std_F": np.asarray(sc["std"], np.float32),
-            "clip": np.asarray(sc["clip"], np.float32),
-        },
+        "threshold": float32_at_or_below(value),
+        "scaler": dataset.Scaler.from_json(sidecar["scaler"]).arrays(np.float32),
     }
-    if sc.get("knots_x"):  # the quantile scaler (data.Scaler.arrays)
-        params["scaler"]["knots_x_FxK"] = np.asarray(sc["knots_x"], np.float32)
-        params["scaler"]["knots_z_FxK"] = np.asarray(sc["knots_z"], np.float32)
-    em = sidecar["error_model"]
-    if em["kind"] in ("zscore", "mahalanobis"):  # anomaly.GAUSSIAN: fitted arrays
-        params["error_model"] = {
-            "mean_KxF": np.asarray(em["mean_KxF"], np.float32),
-            "precision_KxFxF": np.asarray(em["precision_KxFxF"], np.float32),
-        }
+    if arrays := anomaly.gaussian_arrays(anomaly.ErrorModel.from_json(sidecar["error_model"])):
+        params["error_model"] = arrays
     return params
 
 

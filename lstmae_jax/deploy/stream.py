@@ -24,9 +24,9 @@ import time
 import numpy as np
 import pyarrow as pa
 from absl import logging
-from numpy.lib.stride_tricks import sliding_window_view
 
 from lstmae_jax import atomic
+from lstmae_jax.data import windows
 from lstmae_jax.deploy import artifact
 from lstmae_jax.deploy.output import IDENTIFIERS, TOP, AlertWriter
 from lstmae_jax.ingest import clean, reader, schema
@@ -53,21 +53,17 @@ class _FileWindows:
         self.attack = np.zeros(0, bool)
 
     def push(self, x_NxF: np.ndarray, attack_N: np.ndarray):
-        """Windows ending at the new flows: (x_WxTxF, index of each window's last flow
-        among the new ones, whether any flow of the window is an attack)."""
+        """Windows ending at the new flows: (the flows x_MxF they are cut from, their
+        first rows starts_W in it, the index of each window's last flow among the new
+        ones, whether any flow of the window is an attack)."""
         x = np.concatenate([self.x, x_NxF])
         attack = np.concatenate([self.attack, attack_N])
         carried, t = len(self.x), self.window  # carried <= t - 1: every window is new
-        if len(x) >= t:
-            x_WxTxF = np.moveaxis(sliding_window_view(x, t, axis=0), -1, 1)
-            any_attack = sliding_window_view(attack, t).any(axis=-1)
-        else:
-            x_WxTxF, any_attack = np.zeros((0, t, x.shape[1]), np.float32), np.zeros(0, bool)
-        self.x, self.attack = (
-            x[len(x) - min(len(x), t - 1) :],
-            attack[len(x) - min(len(x), t - 1) :],
-        )
-        return x_WxTxF, np.arange(len(any_attack)) + t - 1 - carried, any_attack
+        starts_W = np.arange(max(len(x) - t + 1, 0))
+        _, any_attack_W = windows.window_labels(attack, starts_W, t)
+        keep = len(x) - min(len(x), t - 1)
+        self.x, self.attack = x[keep:], attack[keep:]
+        return x, starts_W, starts_W + t - 1 - carried, any_attack_W
 
 
 class Stop:
@@ -150,14 +146,14 @@ class Run:
         labels = _column(table, schema.LABEL)
         labels = np.array([None if lb in UNLABELLED else lb for lb in labels], object)
         attack = np.array([lb is not None and schema.is_attack(lb) for lb in labels], bool)
-        x_WxTxF, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
+        x_MxF, starts_W, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
         if not len(last_W):
             return
         last = table.take(pa.array(last_W))
         info = {"file": np.full(len(last_W), chunk.source, object), "label": labels[last_W]}
         for name in (reader.ROW, *IDENTIFIERS, "dst_port"):
             info[name] = _column(last, name)
-        self.pending.append((info, x_WxTxF, any_attack_W, chunk.read_at))
+        self.pending.append((info, (x_MxF, starts_W), any_attack_W, chunk.read_at))
         self.pending_n += len(last_W)
         while self.pending_n >= self.batch:
             self._score(self.batch)
@@ -172,14 +168,15 @@ class Run:
     def _take(self, n: int):
         parts, got = [], 0
         while got < n:
-            info, x, any_attack, read_at = self.pending[0]
-            k = min(n - got, len(x))
-            parts.append(({key: v[:k] for key, v in info.items()}, x[:k], any_attack[:k], read_at))
-            if k == len(x):
+            info, (x, starts), any_attack, read_at = self.pending[0]
+            k = min(n - got, len(starts))
+            head = windows.gather(x, starts[:k], self.scorer.window)
+            parts.append(({key: v[:k] for key, v in info.items()}, head, any_attack[:k], read_at))
+            if k == len(starts):
                 self.pending.pop(0)
             else:
                 rest = {key: v[k:] for key, v in info.items()}
-                self.pending[0] = (rest, x[k:], any_attack[k:], read_at)
+                self.pending[0] = (rest, (x, starts[k:]), any_attack[k:], read_at)
             got += k
         self.pending_n -= n
         return parts

@@ -18,6 +18,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -61,18 +62,18 @@ def spread(starts_W: np.ndarray, limit: int) -> np.ndarray:
 
 
 def fit_error_model(
-    cfg: Config, model: nnx.Module, windowed: windows.Windowed
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed, table_NxF=None
 ) -> anomaly.ErrorModel:
-    """``cfg.score``'s error model on the benign training windows of ``windowed``."""
+    """``cfg.score``'s error model on the benign training windows of ``windowed``
+    (``table_NxF``: its table already on the device, if the caller put it there)."""
     benign = windowed.starts["train"][~windowed.any_attack["train"]]
     benign = spread(benign, ERROR_MODEL_WINDOWS)
     if cfg.score in ("mae", "sse"):  # nothing to fit
         return anomaly.ErrorModel(
             cfg.score, cfg.ensemble_score, len(windowed.features), fitted_on=len(benign)
         )
-    err_KxWxF = inference.member_errors(
-        model, windowed.x_NxF, benign, windowed.window, cfg.eval_batch_size
-    )
+    table = windowed.x_NxF if table_NxF is None else table_NxF
+    err_KxWxF = inference.member_errors(model, table, benign, windowed.window, cfg.eval_batch_size)
     return anomaly.fit(err_KxWxF, cfg.score, cfg.ensemble_score)
 
 
@@ -81,10 +82,11 @@ def fit_and_choose(
 ) -> tuple[anomaly.ErrorModel, metrics.Threshold, int]:
     """The error model (benign training windows) and the threshold (benign validation
     windows) of ``model``, and how many validation windows chose it; nothing is saved."""
-    error_model = fit_error_model(cfg, model, windowed)
+    table_NxF = jnp.asarray(windowed.x_NxF)  # on the device once, for both passes
+    error_model = fit_error_model(cfg, model, windowed, table_NxF)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
     score_W, _ = inference.window_scores(
-        model, error_model, windowed.x_NxF, benign_val, windowed.window, cfg.eval_batch_size
+        model, error_model, table_NxF, benign_val, windowed.window, cfg.eval_batch_size
     )
     return error_model, threshold_from_scores(cfg, score_W), len(benign_val)
 

@@ -1,16 +1,26 @@
-"""Batched, jitted scoring of windows with a trained model.
+"""The one batched apply of a model over windows: validation, calibration, evaluation and
+the benchmarks all go through ``batches``.
+
+A batch is the first rows of its windows (plus labels and a valid mask); the windows are
+cut on the device from the flow table (``windows.gather``), which the caller puts there
+once. ``_apply`` is jitted at module level with the model's graph, the function and the
+window length static, so each (model structure, function, batch shape) compiles once per
+process, whoever asks; functions are module-level or frozen dataclasses (equal by value).
+Batches have one fixed shape (the last is padded), so a pass over any number of windows
+compiles once.
 
 Stage 1: ``member_errors`` gives each member's per-feature error err_KxWxF (the input of
 the error model's fit), and ``window_scores`` the anomaly score and per-feature
 contributions through ``anomaly.score``, the one definition of the score. Classifiers
-give logits_WxC.
-
-Batches have one fixed shape (the last is padded), so each function compiles once.
+give ``logits_WxC``; ``latents`` the encoder's code.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,68 +30,129 @@ from flax import nnx
 from lstmae_jax.data import windows
 from lstmae_jax.detect import anomaly
 
+# fn(model, x_BxTxF, batch, args) -> a pytree of arrays (per window, leading axis B, or
+# per batch, e.g. sums).
+BatchFn = Callable[[nnx.Module, jax.Array, dict, Any], Any]
 
-def _batched(
-    model: nnx.Module,
-    fn: Callable[[nnx.Module, jax.Array], tuple[jax.Array, ...]],
-    x_NxF: np.ndarray,
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _apply(graphdef, fn: BatchFn, window: int, state: tuple, table_NxF, batch: dict, args):
+    model = nnx.merge(graphdef, *state)
+    model.eval()
+    return fn(model, windows.gather(table_NxF, batch["starts"], window), batch, args)
+
+
+def batches(
+    graphdef: nnx.GraphDef,
+    state: tuple[nnx.State, ...],
+    fn: BatchFn,
+    table_NxF: jax.Array,
     starts_W: np.ndarray,
     window: int,
     batch_size: int,
-    empty: tuple[tuple[int, ...], ...],
-) -> tuple[np.ndarray, ...]:
-    """``fn`` over batches of windows; returns its outputs concatenated over windows
-    (``empty``: their trailing shapes, for the case of no windows)."""
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def step(state, table_NxF, starts_B):
-        m = nnx.merge(graphdef, state)
-        x_BxTxF = table_NxF[starts_B[:, None] + jnp.arange(window)]
-        return fn(m, x_BxTxF)
-
-    table = jnp.asarray(x_NxF)
+    *,
+    label_W: np.ndarray | None = None,
+    args: Any = None,
+    put: Callable[[dict], dict] = jax.device_put,
+) -> list[tuple[Any, int]]:
+    """``fn``'s output for each fixed-size batch of the windows ``starts_W``, in order, with
+    the batch's count of real windows (the rest is padding). All batches are dispatched
+    before any result is read. ``put`` moves a host batch (``starts``, ``valid``, ``label``
+    when given) to the devices: the default device, or the trainer's mesh."""
     outs = []
     for idx, valid in windows.eval_batches(len(starts_W), batch_size):
-        out = step(state, table, jnp.asarray(starts_W[idx], jnp.int32))
+        batch = {"starts": starts_W[idx].astype(np.int32), "valid": valid.astype(np.float32)}
+        if label_W is not None:
+            batch["label"] = label_W[idx].astype(np.int32)
+        out = _apply(graphdef, fn, window, state, table_NxF, put(batch), args)
         outs.append((out, int(valid.sum())))
+    return outs
+
+
+def per_window(outs: list[tuple[Any, int]], empty: tuple[tuple[int, ...], ...]) -> tuple:
+    """Per-window outputs of ``batches`` (a tuple of arrays), padding cut and batches joined;
+    ``empty``: their trailing shapes, for a pass over no windows."""
     if not outs:
         return tuple(np.zeros((0, *shape), np.float32) for shape in empty)
-    return tuple(np.concatenate([np.asarray(o[i])[:n] for o, n in outs]) for i in range(len(empty)))
+    got = jax.device_get([o for o, _ in outs])
+    return tuple(
+        np.concatenate([o[i][:n] for o, (_, n) in zip(got, outs, strict=True)])
+        for i in range(len(empty))
+    )
+
+
+def _over_model(model, fn, table_NxF, starts_W, window, batch_size, empty, args=None) -> tuple:
+    graphdef, state = nnx.split(model)
+    outs = batches(graphdef, (state,), fn, jnp.asarray(table_NxF), starts_W, window, batch_size,
+                   args=args)  # fmt: skip
+    return per_window(outs, empty)
+
+
+def _member_errors(m, x_BxTxF, batch, args):
+    return (jnp.swapaxes(anomaly.errors(x_BxTxF, m(x_BxTxF)), 0, 1),)  # B x K x F
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scores:
+    """The anomaly score of an error model of this kind; its fitted arrays are ``args``."""
+
+    kind: str
+    combine: str
+
+    def __call__(self, m, x_BxTxF, batch, arrays):
+        err_KxBxF = anomaly.errors(x_BxTxF, m(x_BxTxF))
+        return anomaly.score_errors_with(err_KxBxF, self.kind, self.combine, **arrays)
+
+
+def _logits(m, x_BxTxF, batch, args):
+    return (m(x_BxTxF),)
+
+
+def _latents(m, x_BxTxF, batch, args):
+    return (m.encode(x_BxTxF),)
 
 
 def member_errors(
-    model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
+    model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
 ) -> np.ndarray:
-    """err_KxWxF: per-member, per-feature mean absolute error (K = 1 for one LSTM-AE)."""
-
-    def fn(m, x_BxTxF):
-        return (jnp.swapaxes(anomaly.errors(x_BxTxF, m(x_BxTxF)), 0, 1),)  # B x K x F
-
+    """err_KxWxF: per-member, per-feature mean absolute error (K = 1 for one LSTM-AE).
+    ``x_NxF``: the scaled table, on the host or already on the device."""
     k = getattr(model, "num_members", 1)
-    (err_WxKxF,) = _batched(model, fn, x_NxF, starts_W, window, batch_size, ((k, x_NxF.shape[1]),))
+    empty = ((k, x_NxF.shape[1]),)
+    (err_WxKxF,) = _over_model(model, _member_errors, x_NxF, starts_W, window, batch_size, empty)
     return np.swapaxes(err_WxKxF, 0, 1)
 
 
 def window_scores(
     model: nnx.Module,
     error_model: anomaly.ErrorModel,
-    x_NxF: np.ndarray,
+    x_NxF,
     starts_W: np.ndarray,
     window: int,
     batch_size: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(score_W, contrib_WxF): the stage-1 anomaly score of each window (``anomaly.score``)."""
-
-    def fn(m, x_BxTxF):
-        return anomaly.score(x_BxTxF, m(x_BxTxF), error_model)
-
-    return _batched(model, fn, x_NxF, starts_W, window, batch_size, ((), (x_NxF.shape[1],)))
+    if x_NxF.shape[1] != error_model.num_features:
+        raise ValueError(
+            f"windows have {x_NxF.shape[1]} features, the error model {error_model.num_features}"
+        )
+    fn = _Scores(error_model.kind, error_model.combine)
+    arrays = anomaly.gaussian_arrays(error_model)
+    empty = ((), (x_NxF.shape[1],))
+    return _over_model(model, fn, x_NxF, starts_W, window, batch_size, empty, arrays)
 
 
 def logits(
-    model: nnx.Module, x_NxF: np.ndarray, starts_W: np.ndarray, window: int, batch_size: int = 1024
+    model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
 ) -> np.ndarray:
     """logits_WxC of a classifier."""
-    (out,) = _batched(model, lambda m, x: (m(x),), x_NxF, starts_W, window, batch_size, ((0,),))
+    (out,) = _over_model(model, _logits, x_NxF, starts_W, window, batch_size, ((0,),))
+    return out
+
+
+def latents(
+    model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
+) -> np.ndarray:
+    """z_WxL: the encoder's code of each window (an LSTM-AE, or stage 2's encoder)."""
+    (out,) = _over_model(model, _latents, x_NxF, starts_W, window, batch_size, ((0,),))
     return out

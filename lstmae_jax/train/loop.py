@@ -23,6 +23,7 @@ from flax import nnx
 from lstmae_jax import config
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
+from lstmae_jax.detect import inference
 from lstmae_jax.train import checkpoint, monitor, sharding, steps
 
 RESUME_MAY_CHANGE = config.resume_may_change()  # the rest must match the run resumed
@@ -105,13 +106,13 @@ class _Fit:
         repl = sharding.replicated(mesh)
         self.state = jax.device_put(state, repl)
         self.table = jax.device_put(jnp.asarray(data.x_NxF), repl)
-        train_step, eval_step = steps.make_steps(self.graphdef, tx, task, trainable)
+        train_step = steps.make_train_step(self.graphdef, tx, task, trainable)
         self.train_jit = jax.jit(train_step, donate_argnums=0)
         k = cfg.steps_per_call
         self.repeat_jit = (
             jax.jit(steps.repeat_step(train_step, k), donate_argnums=0) if k > 1 else None
         )
-        self.eval_jit = jax.jit(eval_step)
+        self.validation_loss = steps.ValidationLoss(task)
         self.pick_best = jax.jit(
             lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0
         )
@@ -214,16 +215,18 @@ class _Fit:
 
     # ----------------------------------------------------------- the step loop
 
-    def _host_batch(self, idx: np.ndarray, starts_W, label_W, valid=None) -> dict:
-        """Window indices idx_B (one batch) or idx_KxB (K stacked) -> this process's share
-        of the batch axis (the last), on the devices. Every process draws the same global
-        indices; each looks up and sends only its own rows."""
-        rows = (..., sharding.process_slice(idx.shape[-1], self.mesh))
-        idx = idx[rows]
+    def _host_batch(self, idx: np.ndarray, starts_W, label_W) -> dict:
+        """Window indices idx_B (one batch) or idx_KxB (K stacked) -> the batch on the
+        devices. Every process draws the same global indices."""
         b = {"starts": starts_W[idx].astype(np.int32), "label": label_W[idx].astype(np.int32)}
-        if valid is not None:
-            b["valid"] = valid[rows].astype(np.float32)
-        return sharding.to_global(b, self.mesh, batch_axis=idx.ndim - 1)
+        return self._to_devices(b)
+
+    def _to_devices(self, host_batch: dict) -> dict:
+        """A global host batch -> this process's share of its batch axis (the last) on the
+        devices: each process sends only its own rows."""
+        axis = host_batch["starts"].ndim - 1
+        rows = (..., sharding.process_slice(host_batch["starts"].shape[-1], self.mesh))
+        return sharding.to_global({k: v[rows] for k, v in host_batch.items()}, self.mesh, axis)
 
     def _next_batches(self, num: int) -> dict:
         """The next ``num`` train batches, stacked on a leading axis when ``num`` > 1."""
@@ -336,16 +339,18 @@ class _Fit:
     # ------------------------------------------------------------- epoch end
 
     def val_loss(self, params) -> float:
-        sums = [
-            self.eval_jit(
-                self.state,
-                self.table,
-                self._host_batch(idx, self.val_starts, self.val_labels, valid),
-                params,
-            )  # fmt: skip
-            for idx, valid in windows.eval_batches(len(self.val_starts), self.cfg.eval_batch_size)
-        ]
-        sums = jax.device_get(sums)
+        outs = inference.batches(
+            self.graphdef,
+            (params, self.state.frozen, self.state.rest),
+            self.validation_loss,
+            self.table,
+            self.val_starts,
+            self.cfg.window,
+            self.cfg.eval_batch_size,
+            label_W=self.val_labels,
+            put=self._to_devices,
+        )
+        sums = jax.device_get([s for s, _ in outs])
         return float(
             sum(s["loss_sum"] for s in sums) / max(sum(s["weight_sum"] for s in sums), 1e-12)
         )

@@ -22,6 +22,7 @@ import optax
 from flax import nnx
 
 from lstmae_jax.config import Config
+from lstmae_jax.data import windows
 from lstmae_jax.model import models
 
 
@@ -161,10 +162,6 @@ def _global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
-def _gather(table_NxF: jax.Array, starts_B: jax.Array, window: int) -> jax.Array:
-    return table_NxF[starts_B[:, None] + jnp.arange(window)]
-
-
 def per_window_loss(
     model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task, noisy_BxTxF=None
 ):
@@ -188,10 +185,23 @@ def per_window_loss(
     return loss_B, weight_B
 
 
-def make_steps(
+@dataclasses.dataclass(frozen=True)
+class ValidationLoss:
+    """A batch's summed loss over its valid windows and their summed weight, for
+    ``inference.batches`` (validation goes through the one batched apply)."""
+
+    task: Task
+
+    def __call__(self, model: nnx.Module, x_BxTxF: jax.Array, batch: dict, args) -> dict:
+        loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], self.task)
+        w_B = weight_B * batch["valid"]
+        return {"loss_sum": jnp.sum(loss_B * w_B), "weight_sum": jnp.sum(w_B)}
+
+
+def make_train_step(
     graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: Task, trainable: Any
 ):
-    """Pure ``train_step(state, table, batch)`` and ``eval_step(state, table, batch, params)``.
+    """The pure ``train_step(state, table, batch) -> (state, metrics)``.
 
     The model is rebuilt from its state inside the step (``nnx.merge``) and differentiated
     with ``nnx.value_and_grad`` w.r.t. the ``trainable`` parameters only, which also
@@ -201,7 +211,7 @@ def make_steps(
     def train_step(state: TrainState, table_NxF: jax.Array, batch: dict) -> tuple[TrainState, dict]:
         model = nnx.merge(graphdef, state.params, state.frozen, state.rest)
         model.train()
-        x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
+        x_BxTxF = windows.gather(table_NxF, batch["starts"], task.window)
         noisy = None
         if task.kind == "reconstruct" and task.input_noise > 0:
             key = jax.random.fold_in(jax.random.key(task.seed), state.step)
@@ -219,15 +229,7 @@ def make_steps(
         new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
         return new, {"loss": loss / task.members, "grad_norm": _global_norm(grads)}
 
-    def eval_step(state: TrainState, table_NxF: jax.Array, batch: dict, params: nnx.State) -> dict:
-        model = nnx.merge(graphdef, params, state.frozen, state.rest)
-        model.eval()
-        x_BxTxF = _gather(table_NxF, batch["starts"], task.window)
-        loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task)
-        w_B = weight_B * batch["valid"]
-        return {"loss_sum": jnp.sum(loss_B * w_B), "weight_sum": jnp.sum(w_B)}
-
-    return train_step, eval_step
+    return train_step
 
 
 def repeat_step(train_step, num_steps: int):
