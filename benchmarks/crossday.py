@@ -44,6 +44,7 @@ import time
 import crossday_report
 import detection_harness as harness
 import jax
+import machine
 import numpy as np
 import peers
 import pyarrow.compute as pc
@@ -412,7 +413,7 @@ def main(argv):
         "command": "python benchmarks/crossday.py"
         + (" --quick" if quick else "")
         + (" --ablation" if _ABLATION.value else ""),
-        "machine": harness.machine_info(),
+        "machine": machine.machine_info(),
         "seeds": seeds,
         "stage1_config": harness.config_delta(stage1_config(quick)),
         "min_family": MIN_FAMILY,

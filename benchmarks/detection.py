@@ -35,6 +35,7 @@ import time
 import detection_harness as harness
 import detection_report
 import jax
+import machine
 import numpy as np
 import pca_baseline
 import peers
@@ -699,7 +700,7 @@ def main(argv):
     report = {
         "command": "python benchmarks/detection.py" + (" --quick" if quick else ""),
         "quick": quick,
-        "machine": harness.machine_info(),
+        "machine": machine.machine_info(),
         "settings": {
             k: (harness.config_delta(v) if isinstance(v, Config) else v) for k, v in S.items()
         },
