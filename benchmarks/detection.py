@@ -509,22 +509,9 @@ def flow_windows(flows: dataset.Flows, test_file: int) -> windows.Windowed:
         rows = np.flatnonzero(flows.file_N == f)
         cut = int(FLOW_TRAIN_OF_HEAD * len(rows))
         split_N[rows[:cut]], split_N[rows[cut:]] = 0, 1
-    attack_N = flows.label_N != 0
-    if attack_N[split_N < 2].any():
+    if (flows.label_N[split_N < 2] != 0).any():
         raise ValueError("a 2017 head holds attack flows; the protocol needs benign heads")
-    scaler = dataset.fit_scaler(flows.x_NxF[split_N == 0], flows.features)
-    starts = {s: np.flatnonzero(split_N == i) for i, s in enumerate(dataset.SPLITS)}
-    return windows.Windowed(
-        x_NxF=scaler.transform(flows.x_NxF),
-        label_N=flows.label_N,
-        window=1,
-        starts=starts,
-        label={s: flows.label_N[v].astype(np.int32) for s, v in starts.items()},
-        any_attack={s: attack_N[v] for s, v in starts.items()},
-        classes=flows.classes,
-        features=flows.features,
-        scaler=scaler,
-    )
+    return windows.build(flows, window=1, split_N=split_N)
 
 
 def flows_experiment(H, S) -> dict:
