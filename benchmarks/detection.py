@@ -271,12 +271,6 @@ def paper_experiment(H, S, name: str, files: list[str]) -> dict:
     return out
 
 
-def _any_attack(label_N: np.ndarray, starts_W: np.ndarray, T: int) -> np.ndarray:
-    """Stage-1 ground truth: a window is an attack window when any of its flows is one
-    (the definition its threshold is calibrated with: benign windows hold benign flows)."""
-    return (label_N[starts_W[:, None] + np.arange(T)] != 0).any(axis=1)
-
-
 def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, dict, dict]:
     """Trains each network of ``grid`` once and scores it with every error model; the
     selection chunk chooses the (network, score) pair. Returns the chosen pair, the
@@ -386,7 +380,10 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
         starts = w1.starts["test"]
         sel = starts[starts + T - 1 < select_end]
         tst = starts[starts >= select_end]
-        y_sel, y_tst = _any_attack(flows.label_N, sel, T), _any_attack(flows.label_N, tst, T)
+        # Stage-1 ground truth: a window is an attack window when any of its flows is one
+        # (the definition its threshold is calibrated with: benign windows hold benign flows).
+        y_sel = windows.window_labels(flows.label_N, sel, T)[1]
+        y_tst = windows.window_labels(flows.label_N, tst, T)[1]
         names_tst = np.asarray(flows.classes, dtype=object)[
             windows.last_attack_label(flows.label_N, tst, T)
         ]

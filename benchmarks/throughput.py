@@ -50,7 +50,7 @@ from absl import app, flags, logging
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.data import dataset
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import anomaly
 from lstmae_jax.jobs import export
 from lstmae_jax.model import models
@@ -253,7 +253,7 @@ def flax_train(d: Data, batch: int):
 
     def step(state, table, starts_B):
         params, rest, opt_state = state
-        x = table[starts_B[:, None] + jnp.arange(T)]
+        x = windows.gather(table, starts_B, T)  # the trainer's window cut, on the device
         model = nnx.merge(graphdef, params, rest)
         loss, g = nnx.value_and_grad(lambda m: jnp.mean((m(x) - x) ** 2))(model)
         updates, opt_state = tx.update(g, opt_state, params)

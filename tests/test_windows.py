@@ -174,6 +174,16 @@ def test_given_split_errors():
         windows.build(flows, window=1, split_N=np.full(10, 2))
 
 
+@pytest.mark.parametrize("T", [1, 4])
+def test_gather_cuts_the_same_windows_on_device_under_jit(T):
+    import jax
+
+    x = np.arange(60, dtype=np.float32).reshape(20, 3)
+    starts = np.array([0, 5, len(x) - T], np.int32)  # the last window too
+    got = jax.jit(lambda t, s: windows.gather(t, s, T))(jax.numpy.asarray(x), starts)
+    assert np.array_equal(np.asarray(got), windows.gather(x, starts, T))
+
+
 def test_all_attack_training_data_says_no_benign_windows():
     # Stage 1 trains on benign windows only: with none, the cause is the labels, not a
     # too-short stretch of rows (the message used to name "the longest training stretch").

@@ -60,7 +60,10 @@ def last_attack_label(label_N: np.ndarray, starts_W: np.ndarray, window: int) ->
 
 
 def gather(x_NxF: np.ndarray, starts_B: np.ndarray, window: int) -> np.ndarray:
-    """Host-side gather of windows: x_BxTxF[b, t] = x_NxF[starts_B[b] + t]."""
+    """Windows by their first rows: x_BxTxF[b, t] = x_NxF[starts_B[b] + t].
+
+    It only indexes, so it cuts numpy windows on the host and, given a jax array, windows
+    on the device inside jit (the table a jax array, ``starts_B`` traced) alike."""
     if window == 1:
         return x_NxF[starts_B][:, None, :]
     return x_NxF[starts_B[:, None] + np.arange(window)]
