@@ -44,6 +44,7 @@ import time
 import crossday_report
 import detection_harness as harness
 import jax
+import machine
 import numpy as np
 import peers
 import pyarrow.compute as pc
@@ -247,26 +248,23 @@ def port_transform(p: Protocol, x_NxF: np.ndarray, how: str) -> np.ndarray:
 
 
 def stage1_windowed(p: Protocol, cfg: Config, ports: str = "") -> windows.Windowed:
-    fl = p.flows
-    scaler = dataset.fit_scaler(fl.x_NxF[p.train], fl.features, cfg.scaler, cfg.input_clip)
-    x = scaler.transform(fl.x_NxF)
-    features = fl.features
-    if ports:
-        x = port_transform(p, x, ports)
-        features = tuple(f"c{i}" for i in range(x.shape[1]))
-        scaler = dataclasses.replace(scaler, features=features)  # not used to transform again
-    starts = {"train": p.train, "val": p.val, "test": np.concatenate(list(p.tests.values()))}
-    return windows.Windowed(
-        x_NxF=x,
-        label_N=fl.label_N,
-        window=1,
-        starts=starts,
-        label={k: fl.label_N[v] for k, v in starts.items()},
-        any_attack={k: fl.label_N[v] != 0 for k, v in starts.items()},
-        classes=fl.classes,
-        features=features,
-        scaler=scaler,
+    """T = 1 windows of the protocol's rows, scaled as fitted on its training rows."""
+    split = {"train": p.train, "val": p.val, "test": np.concatenate(list(p.tests.values()))}
+    split_N = np.full(len(p.flows), -1, np.int8)  # rows of no split: training days' attacks
+    for code, name in enumerate(dataset.SPLITS):
+        split_N[split[name]] = code
+    w = windows.build(
+        p.flows, window=1, split_N=split_N, scaler_kind=cfg.scaler, scaler_clip=cfg.input_clip
     )
+    # The protocol's rows come in file order: each split's windows are its rows, in order.
+    assert all(np.array_equal(w.starts[k], v) for k, v in split.items())
+    if ports:
+        x = port_transform(p, w.x_NxF, ports)
+        features = tuple(f"c{i}" for i in range(x.shape[1]))
+        # The scaler is not used to transform again: only its feature names follow.
+        scaler = dataclasses.replace(w.scaler, features=features)
+        w = dataclasses.replace(w, x_NxF=x, features=features, scaler=scaler)
+    return w
 
 
 def latent_knn(t: harness.Trained, w: windows.Windowed, rows: np.ndarray) -> np.ndarray:
@@ -410,7 +408,7 @@ def main(argv):
         "command": "python benchmarks/crossday.py"
         + (" --quick" if quick else "")
         + (" --ablation" if _ABLATION.value else ""),
-        "machine": harness.machine_info(),
+        "machine": machine.machine_info(),
         "seeds": seeds,
         "stage1_config": harness.config_delta(stage1_config(quick)),
         "min_family": MIN_FAMILY,

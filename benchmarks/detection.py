@@ -35,6 +35,7 @@ import time
 import detection_harness as harness
 import detection_report
 import jax
+import machine
 import numpy as np
 import pca_baseline
 import peers
@@ -270,12 +271,6 @@ def paper_experiment(H, S, name: str, files: list[str]) -> dict:
     return out
 
 
-def _any_attack(label_N: np.ndarray, starts_W: np.ndarray, T: int) -> np.ndarray:
-    """Stage-1 ground truth: a window is an attack window when any of its flows is one
-    (the definition its threshold is calibrated with: benign windows hold benign flows)."""
-    return (label_N[starts_W[:, None] + np.arange(T)] != 0).any(axis=1)
-
-
 def stage1_scored(H, S, w1, cfg0, sel, y_sel, grid) -> tuple[harness.Trained, dict, dict]:
     """Trains each network of ``grid`` once and scores it with every error model; the
     selection chunk chooses the (network, score) pair. Returns the chosen pair, the
@@ -385,7 +380,10 @@ def sequence_experiment(H, S, progress=lambda out: None) -> dict:
         starts = w1.starts["test"]
         sel = starts[starts + T - 1 < select_end]
         tst = starts[starts >= select_end]
-        y_sel, y_tst = _any_attack(flows.label_N, sel, T), _any_attack(flows.label_N, tst, T)
+        # Stage-1 ground truth: a window is an attack window when any of its flows is one
+        # (the definition its threshold is calibrated with: benign windows hold benign flows).
+        y_sel = windows.window_labels(flows.label_N, sel, T)[1]
+        y_tst = windows.window_labels(flows.label_N, tst, T)[1]
         names_tst = np.asarray(flows.classes, dtype=object)[
             windows.last_attack_label(flows.label_N, tst, T)
         ]
@@ -508,22 +506,9 @@ def flow_windows(flows: dataset.Flows, test_file: int) -> windows.Windowed:
         rows = np.flatnonzero(flows.file_N == f)
         cut = int(FLOW_TRAIN_OF_HEAD * len(rows))
         split_N[rows[:cut]], split_N[rows[cut:]] = 0, 1
-    attack_N = flows.label_N != 0
-    if attack_N[split_N < 2].any():
+    if (flows.label_N[split_N < 2] != 0).any():
         raise ValueError("a 2017 head holds attack flows; the protocol needs benign heads")
-    scaler = dataset.fit_scaler(flows.x_NxF[split_N == 0], flows.features)
-    starts = {s: np.flatnonzero(split_N == i) for i, s in enumerate(dataset.SPLITS)}
-    return windows.Windowed(
-        x_NxF=scaler.transform(flows.x_NxF),
-        label_N=flows.label_N,
-        window=1,
-        starts=starts,
-        label={s: flows.label_N[v].astype(np.int32) for s, v in starts.items()},
-        any_attack={s: attack_N[v] for s, v in starts.items()},
-        classes=flows.classes,
-        features=flows.features,
-        scaler=scaler,
-    )
+    return windows.build(flows, window=1, split_N=split_N)
 
 
 def flows_experiment(H, S) -> dict:
@@ -699,7 +684,7 @@ def main(argv):
     report = {
         "command": "python benchmarks/detection.py" + (" --quick" if quick else ""),
         "quick": quick,
-        "machine": harness.machine_info(),
+        "machine": machine.machine_info(),
         "settings": {
             k: (harness.config_delta(v) if isinstance(v, Config) else v) for k, v in S.items()
         },

@@ -12,9 +12,7 @@ Shape letters as in the library: W windows, C classes, K ensemble members.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -40,30 +38,6 @@ def sequence_cuts(label_N: np.ndarray, train_fraction: float) -> tuple[int, int,
     attack_end = first_run + int(np.argmax(label_N[first_run:] == 0))
     select_end = attack_end + int(np.argmax(label_N[attack_end:] != 0))
     return train_end, first_run, select_end
-
-
-def machine_info() -> dict:
-    import flax
-    import jax
-
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "numpy": np.__version__,
-        "jax_devices": [str(d) for d in jax.devices()],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def config_delta(cfg: Config) -> dict:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 import numpy as np
 import pca_baseline
 
+from lstmae_jax.data import windows
+
 Scorer = Callable[[np.ndarray], np.ndarray]  # x_WxD -> score_W (higher: more anomalous)
 KNN_NEIGHBOURS = 5
 KNN_MAX_TRAIN = 50_000  # brute-force distances stay bounded; evenly spaced rows
@@ -37,8 +39,7 @@ def represent(x_NxF: np.ndarray, starts_W: np.ndarray, window: int, how: str) ->
     """x_WxD: the window's last flow (``flow``) or its T flows flattened (``window``)."""
     if how == "flow":
         return x_NxF[starts_W + window - 1]
-    rows = starts_W[:, None] + np.arange(window)
-    return x_NxF[rows].reshape(len(starts_W), -1)
+    return windows.gather(x_NxF, starts_W, window).reshape(len(starts_W), -1)
 
 
 def _pca(train_WxD: np.ndarray) -> Scorer:

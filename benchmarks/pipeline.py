@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -52,33 +51,6 @@ _CHILD = flags.DEFINE_enum(
 _BATCHES_ONLY = flags.DEFINE_bool("batches_only", False, "Skip the conversion part.")
 _CSV = flags.DEFINE_string("csv", None, "Internal: the CSV a child converts.")
 _OUT = flags.DEFINE_string("out", None, "Internal: the directory a child writes to.")
-
-
-def machine_info() -> dict:
-    import numpy
-    import pyarrow
-
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        import pandas
-
-        pandas_version = pandas.__version__
-    except ImportError:
-        pandas_version = None
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu,
-        "python": sys.version.split()[0],
-        "numpy": numpy.__version__,
-        "pyarrow": pyarrow.__version__,
-        "pandas": pandas_version,
-    }
 
 
 def write_csv(path: pathlib.Path, min_rows: int) -> int:
@@ -321,7 +293,9 @@ def main(argv: list[str]) -> None:
         sys.exit(f"benchmark data not found: {SAMPLE}")
     output = pathlib.Path(_OUTPUT.value)
     results = json.loads(output.read_text()) if output.exists() else {}
-    results["machine"] = machine_info()
+    import machine  # here, not at the top: a contender's child process stays as it was
+
+    results["machine"] = machine.machine_info(("numpy", "pyarrow", "pandas"))
     results["machine"]["load_average_before"] = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         if not _BATCHES_ONLY.value:

@@ -24,6 +24,7 @@ import time
 
 import detection
 import detection_harness as harness
+import machine
 from absl import app, flags, logging
 
 from lstmae_jax.config import Config
@@ -112,7 +113,7 @@ def main(argv):
     H.close(keep=False)
     report = {
         "command": "python benchmarks/stage1_ablation.py" + (" --quick" if _QUICK.value else ""),
-        "machine": harness.machine_info(),
+        "machine": machine.machine_info(),
         "window": T,
         "rows": rows,
         "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -37,14 +37,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
 import resource
-import sys
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
+import machine
 import numpy as np
 import optax
 import throughput_report
@@ -52,7 +50,7 @@ from absl import app, flags, logging
 from flax import nnx
 
 from lstmae_jax import config
-from lstmae_jax.data import dataset
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import anomaly, inference
 from lstmae_jax.jobs import export
 from lstmae_jax.model import models
@@ -150,35 +148,21 @@ def _sgemm_gflops(n: int, seconds: float) -> float:
     return best
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _machine(torch) -> dict:
+def _machine() -> dict:
+    """``machine.machine_info`` in this benchmark's historic layout (``cpu_cores``, the
+    versions nested), so new results compare with the committed ones; plus the backend."""
     dev = jax.devices()[0]
+    m = machine.machine_info(("jax", "flax", "optax", "torch"))
     return {
         "backend": jax.default_backend(),
         "device": dev.device_kind,
         "devices": jax.device_count(),
-        "cpu_model": _cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "platform": platform.platform(),
+        "cpu_model": m["cpu_model"],
+        "cpu_cores": m["cpu_count"],
+        "platform": m["platform"],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "versions": {
-            "python": sys.version.split()[0],
-            "jax": jax.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "torch": getattr(torch, "__version__", None),
-        },
+        "versions": {k: m[k] for k in ("python", "jax", "flax", "optax", "torch")},
     }
 
 
@@ -269,7 +253,7 @@ def flax_train(d: Data, batch: int):
 
     def step(state, table, starts_B):
         params, rest, opt_state = state
-        x = table[starts_B[:, None] + jnp.arange(T)]
+        x = windows.gather(table, starts_B, T)  # the trainer's window cut, on the device
         model = nnx.merge(graphdef, params, rest)
         loss, g = nnx.value_and_grad(lambda m: jnp.mean((m(x) - x) ** 2))(model)
         updates, opt_state = tx.update(g, opt_state, params)
@@ -567,7 +551,7 @@ def main(argv):
             rows[key]["rates"].append(round(rate, 1))
         sgemm.append(_sgemm_gflops(gemm_n, seconds / 2))
         # Written after every repeat: a run cut short (a time limit) keeps what it measured.
-        report = _report(torch, rows, sgemm, train_batches, large, settings, f"{r + 1}/{repeats}")
+        report = _report(rows, sgemm, train_batches, large, settings, f"{r + 1}/{repeats}")
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"repeat {r + 1}/{repeats} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
     if _BF16.value:
@@ -577,7 +561,7 @@ def main(argv):
     print(f"wrote {path}")
 
 
-def _report(torch, rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
+def _report(rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
     """The JSON report from the rates measured so far."""
     gflops = max(sgemm)
     flops = matmul_flops_per_window()
@@ -614,7 +598,7 @@ def _report(torch, rows, sgemm, train_batches, large, settings, repeats_done) ->
         )
     return {
         "benchmark": "LSTM-AE throughput: encoder 64, decoder 32, T=10, F=77; windows/s",
-        "machine": _machine(torch),
+        "machine": _machine(),
         "settings": settings,
         "repeats_done": repeats_done,
         "matmul_flops_per_window": flops,

@@ -94,6 +94,96 @@ def test_build_errors():
         windows.build(flows, window=1, split="nope")
 
 
+def _windows_by_hand(flows, split_N, T):
+    """What the cross-day benchmarks assembled themselves: every window of T rows of one
+    file and one split, labels of its flows, the scaler fitted on the training rows."""
+    n, label = len(flows), flows.label_N
+    starts = {}
+    for code, name in enumerate(dataset.SPLITS):
+        starts[name] = np.array(
+            [
+                s
+                for s in range(n - T + 1)
+                if (split_N[s : s + T] == code).all() and len(set(flows.file_N[s : s + T])) == 1
+            ],
+            np.int64,
+        )
+    train_rows = np.zeros(n, bool)
+    for s in starts["train"]:
+        train_rows[s : s + T] = True
+    scaler = dataset.fit_scaler(flows.x_NxF[train_rows], flows.features)
+    return windows.Windowed(
+        x_NxF=scaler.transform(flows.x_NxF),
+        label_N=label,
+        window=T,
+        starts=starts,
+        label={k: label[v + T - 1] for k, v in starts.items()},
+        any_attack={
+            k: np.array([(label[s : s + T] != 0).any() for s in v], bool) for k, v in starts.items()
+        },
+        classes=flows.classes,
+        features=flows.features,
+        scaler=scaler,
+    )
+
+
+def _assert_same_windowed(a, b):
+    assert (a.window, a.classes, a.features, a.scaler) == (
+        b.window,
+        b.classes,
+        b.features,
+        b.scaler,
+    )
+    assert np.array_equal(a.x_NxF, b.x_NxF) and np.array_equal(a.label_N, b.label_N)
+    for s in dataset.SPLITS:
+        for got, want in ((a.starts, b.starts), (a.label, b.label), (a.any_attack, b.any_attack)):
+            assert got[s].dtype == want[s].dtype and np.array_equal(got[s], want[s]), s
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_given_split_is_the_hand_built_windowed(T):
+    # Cross-day: file 0 trains (early and late rows) and validates, its attack run is in no
+    # split (-1); file 1 is test.
+    flows = _flows([[0] * 25 + [1] * 5 + [0] * 10, [0] * 10 + [1] * 10 + [0] * 10])
+    split_N = np.array([0] * 20 + [1] * 5 + [-1] * 5 + [1] * 4 + [0] * 6 + [2] * 30, np.int8)
+    w = windows.build(flows, window=T, split_N=split_N)
+    _assert_same_windowed(w, _windows_by_hand(flows, split_N, T))
+    for code, name in enumerate(dataset.SPLITS):  # inside (file, split) segments
+        for s in w.starts[name]:
+            assert set(split_N[s : s + T]) == {code} and len(set(flows.file_N[s : s + T])) == 1
+    # The scaler saw the training rows only: rows 0..19 and 34..39.
+    train_rows = windows.rows_covered(len(flows), w.starts["train"], T)
+    assert np.flatnonzero(train_rows).tolist() == [*range(20), *range(34, 40)]
+    # A split given per row is the temporal split when it is the temporal split.
+    fr = (0.5, 0.2, 0.3)
+    _assert_same_windowed(
+        windows.build(flows, window=T, split_N=dataset.temporal_split(len(flows), fr)),
+        windows.build(flows, window=T, split="temporal", fractions=fr),
+    )
+
+
+def test_given_split_errors():
+    flows = _flows([[0] * 10])
+    with pytest.raises(ValueError, match="takes no split_N"):
+        windows.build(flows, window=1, split="random", split_N=np.zeros(10, np.int8))
+    with pytest.raises(ValueError, match=r"one integer split code per flow, shape \(10,\)"):
+        windows.build(flows, window=1, split_N=np.zeros(9, np.int8))
+    with pytest.raises(ValueError, match=r"got \[3\]"):
+        windows.build(flows, window=1, split_N=np.full(10, 3))
+    with pytest.raises(ValueError, match="split given per row"):
+        windows.build(flows, window=1, split_N=np.full(10, 2))
+
+
+@pytest.mark.parametrize("T", [1, 4])
+def test_gather_cuts_the_same_windows_on_device_under_jit(T):
+    import jax
+
+    x = np.arange(60, dtype=np.float32).reshape(20, 3)
+    starts = np.array([0, 5, len(x) - T], np.int32)  # the last window too
+    got = jax.jit(lambda t, s: windows.gather(t, s, T))(jax.numpy.asarray(x), starts)
+    assert np.array_equal(np.asarray(got), windows.gather(x, starts, T))
+
+
 def test_all_attack_training_data_says_no_benign_windows():
     # Stage 1 trains on benign windows only: with none, the cause is the labels, not a
     # too-short stretch of rows (the message used to name "the longest training stretch").

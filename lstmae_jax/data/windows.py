@@ -60,7 +60,10 @@ def last_attack_label(label_N: np.ndarray, starts_W: np.ndarray, window: int) ->
 
 
 def gather(x_NxF: np.ndarray, starts_B: np.ndarray, window: int) -> np.ndarray:
-    """Host-side gather of windows: x_BxTxF[b, t] = x_NxF[starts_B[b] + t]."""
+    """Windows by their first rows: x_BxTxF[b, t] = x_NxF[starts_B[b] + t].
+
+    It only indexes, so it cuts numpy windows on the host and, given a jax array, windows
+    on the device inside jit (the table a jax array, ``starts_B`` traced) alike."""
     if window == 1:
         return x_NxF[starts_B][:, None, :]
     return x_NxF[starts_B[:, None] + np.arange(window)]
@@ -100,6 +103,23 @@ class Windowed:
         return out
 
 
+def _given_split(split_N: np.ndarray, num_rows: int, split: str) -> np.ndarray:
+    """``build``'s ``split_N``, checked: one code per row, each -1, 0, 1 or 2."""
+    if split == "random":
+        raise ValueError("split='random' splits windows at random; it takes no split_N")
+    split_N = np.asarray(split_N)
+    if split_N.shape != (num_rows,) or not np.issubdtype(split_N.dtype, np.integer):
+        raise ValueError(
+            f"split_N must hold one integer split code per flow, shape ({num_rows},);"
+            f" got {split_N.dtype} of shape {split_N.shape}"
+        )
+    if bad := sorted(set(np.unique(split_N).tolist()) - {-1, 0, 1, 2}):
+        raise ValueError(
+            f"split_N codes are 0 (train), 1 (val), 2 (test) or -1 (no split); got {bad[:5]}"
+        )
+    return split_N
+
+
 def build(
     flows: dataset.Flows,
     *,
@@ -108,6 +128,7 @@ def build(
     split: str = "temporal",
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     seed: int = 0,
+    split_N: np.ndarray | None = None,
     train_benign_only: bool = False,
     scaler: dataset.Scaler | None = None,
     scaler_kind: str = "standard",
@@ -119,17 +140,24 @@ def build(
     cut inside each (file, split) segment. ``split="random"``: windows are cut inside
     each file, then split at random stratified by window label (the reference paper's
     protocol; with T > 1 neighbouring windows share flows across splits, which leaks).
+    ``split_N`` gives the split of every row instead, for a protocol these names cannot
+    say (cross-day: these files train, those test): its code as ``dataset.SPLITS``
+    indexes it (0 train, 1 val, 2 test), or -1 for a row in no split; windows are cut
+    inside each (file, split) segment as for ``temporal``, and ``split`` and
+    ``fractions`` are not used.
     ``train_benign_only`` keeps only training windows with no attack flow (stage 1).
     ``scaler`` reuses a fitted scaler (stage 2 must scale as stage 1 did) instead of
     fitting one (of ``scaler_kind``) on the training rows.
     """
     n = len(flows)
-    if split in ("temporal", "per_file"):
-        split_N = (
-            dataset.temporal_split(n, fractions)
-            if split == "temporal"
-            else dataset.per_file_split(flows.file_N, fractions)
-        )
+    given = split_N is not None
+    if given:
+        split_N = _given_split(split_N, n, split)
+    elif split == "temporal":
+        split_N = dataset.temporal_split(n, fractions)
+    elif split == "per_file":
+        split_N = dataset.per_file_split(flows.file_N, fractions)
+    if split_N is not None:  # a split per row: windows inside each (file, split) segment
         seg = segment_ids(flows.file_N, split_N)
         starts_all = window_starts(seg, window, stride)
         split_W = split_N[starts_all] if len(starts_all) else np.zeros(0, np.int8)
@@ -162,12 +190,13 @@ def build(
         )
     if scaler is None and len(starts["train"]) == 0:  # a given scaler needs no training rows
         # Why: say how long the longest stretch of training rows in one file is.
-        train_seg = seg[split_N == 0] if split != "random" else segment_ids(flows.file_N)
+        train_seg = seg[split_N == 0] if split_N is not None else segment_ids(flows.file_N)
         longest = int(np.bincount(train_seg).max()) if len(train_seg) else 0
+        how = "split given per row" if given else f"split={split}, fractions={fractions}"
         raise ValueError(
             f"no training windows: {n} flows, window={window} needs {window} consecutive rows"
-            f" of one file and the longest training stretch has {longest}; split={split},"
-            f" fractions={fractions}, train_benign_only={train_benign_only}"
+            f" of one file and the longest training stretch has {longest}; {how},"
+            f" train_benign_only={train_benign_only}"
         )
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)
