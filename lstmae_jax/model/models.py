@@ -58,7 +58,6 @@ class DNNConfig:
     num_features: int  # F
     window: int  # T; the input is the flattened T*F window
     num_classes: int  # C
-    hidden: tuple[int, ...] = (128, 64, 32)  # ReLU layers, each followed by dropout
     dropout: float = 0.2
 
 
@@ -67,8 +66,6 @@ class CNNConfig:
     num_features: int  # F
     window: int  # T
     num_classes: int  # C
-    kernel_size: int = 3
-    hidden: int = 64  # Dense -> ReLU -> dropout after global max pooling
     dropout: float = 0.2
 
     @property
@@ -80,8 +77,11 @@ class CNNConfig:
         return "features" if self.window == 1 else "time"
 
 
-# The CNN's Conv1D(k, SAME) -> ReLU layers, one per entry.
-CNN_CHANNELS = (64, 64)
+# The baselines' fixed shapes (no flag reaches them; the comparison is with these).
+DNN_HIDDEN = (128, 64, 32)  # the DNN's ReLU layers, each followed by dropout
+CNN_CHANNELS = (64, 64)  # the CNN's Conv1D(CNN_KERNEL_SIZE, SAME) -> ReLU layers
+CNN_KERNEL_SIZE = 3
+CNN_HIDDEN = 64  # Dense -> ReLU -> dropout after global max pooling
 
 
 # ------------------------------------------------------------------------ autoencoder
@@ -221,7 +221,7 @@ class DNN(nnx.Module):
     def __init__(self, config: DNNConfig, *, rngs: nnx.Rngs):
         self.config = config
         din = config.window * config.num_features
-        self.mlp = _MLP(din, config.hidden, config.num_classes, config.dropout, rngs=rngs)
+        self.mlp = _MLP(din, DNN_HIDDEN, config.num_classes, config.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
         return self.mlp(x_BxTxF.reshape(x_BxTxF.shape[0], -1))
@@ -233,16 +233,16 @@ class CNN(nnx.Module):
     def __init__(self, config: CNNConfig, *, rngs: nnx.Rngs):
         self.config = config
         in_channels = config.num_features if config.conv_axis == "time" else config.window
-        chans, k = (in_channels, *CNN_CHANNELS), (config.kernel_size,)
+        chans, k = (in_channels, *CNN_CHANNELS), (CNN_KERNEL_SIZE,)
         self.convs = nnx.List(
             [
                 nnx.Conv(i, o, k, padding="SAME", kernel_init=_KERNEL_INIT, rngs=rngs)
                 for i, o in zip(chans[:-1], chans[1:], strict=True)
             ]
         )
-        self.dense = _linear(chans[-1], config.hidden, rngs=rngs)
+        self.dense = _linear(chans[-1], CNN_HIDDEN, rngs=rngs)
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.logits = _linear(config.hidden, config.num_classes, rngs=rngs)
+        self.logits = _linear(CNN_HIDDEN, config.num_classes, rngs=rngs)
 
     def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
         # Conv input is B x length x channels: time-major as given, or features as length.
