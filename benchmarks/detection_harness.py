@@ -24,7 +24,7 @@ from flax import nnx
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
 from lstmae_jax.detect import anomaly, calibration, inference, metrics
-from lstmae_jax.jobs import training
+from lstmae_jax.jobs import rundir
 from lstmae_jax.train import loop
 
 
@@ -126,7 +126,7 @@ class Harness:
 
 def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
     """Stage 2 starts from the stage-1 encoder (an ensemble hands over member 0's)."""
-    return training.stage1_encoder_init(stage1.run_dir)
+    return rundir.stage1_encoder_init(stage1.run_dir)
 
 
 # ------------------------------------------------------------------------ scoring

@@ -115,7 +115,7 @@ def test_corrupt_latest_step_falls_back_to_the_previous(copy, caplog, case):
     damage(path)
     ckpt = _open(copy)
     with caplog.at_level(logging.WARNING):
-        meta = ckpt.restore_meta()  # as run.load_run: meta first, then the state
+        meta = ckpt.restore_meta()  # as rundir.load_run: meta first, then the state
         state, meta2 = ckpt.restore(None, checkpoint.abstract(_tree(0)))
     assert meta == meta2 == _meta(2)
     _assert_tree(state, 2)

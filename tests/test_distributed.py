@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax.jobs import training
+from lstmae_jax.jobs import rundir
 from lstmae_jax.synthetic import timeline
 from lstmae_jax.train import monitor, sharding
 
@@ -118,7 +118,7 @@ def runs(tmp_path_factory):
 
 
 def _params(run_dir: pathlib.Path) -> list[np.ndarray]:
-    model, _ = training.load_run(str(run_dir))
+    model, _ = rundir.load_run(str(run_dir))
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 

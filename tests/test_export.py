@@ -11,14 +11,14 @@ from lstmae_jax import atomic, config
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact
 from lstmae_jax.detect import inference
-from lstmae_jax.jobs import export, training
+from lstmae_jax.jobs import export, rundir, training
 from lstmae_jax.synthetic import timeline
 
 
 def _reference(trained_workdir, scorer, starts):
     """Raw windows and the in-process model's scores and contributions for them."""
     root, cfg, _, _ = trained_workdir
-    model, meta = training.load_run(os.path.join(root, "stage1"))
+    model, meta = rundir.load_run(os.path.join(root, "stage1"))
     flows = dataset.load_flows(cfg.data, features=scorer.features)
     x = dataset.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
     s_W, c_WxF = inference.window_scores(model, meta["error_model"], x, starts, cfg.window)
@@ -211,7 +211,7 @@ def test_the_default_quantile_scaler_and_sse_score_export(tmp_path):
     export.export_scorer(str(tmp_path / "run"), str(tmp_path / "art"), platforms=("cpu",))
     scorer = artifact.load(str(tmp_path / "art"))
     assert "knots_x_FxK" in scorer.params["scaler"] and "error_model" not in scorer.params
-    model, meta = training.load_run(str(tmp_path / "run" / "stage1"))
+    model, meta = rundir.load_run(str(tmp_path / "run" / "stage1"))
     flows = dataset.load_flows(path, features=scorer.features)
     x = dataset.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
     starts = np.arange(0, 1000, 7)

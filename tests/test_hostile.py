@@ -30,7 +30,6 @@ import pytest
 from lstmae_jax import config
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.ingest import convert, schema
-from lstmae_jax.jobs import training
 
 S17, S18 = "cicids2017", "csecicids2018"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -533,7 +532,7 @@ def test_a_window_longer_than_the_file_is_a_clear_error():
         windows.build(flows, window=10, split="random")
     # Two files of 4 rows: the window fits neither, though 8 rows are there in all.
     with pytest.raises(ValueError, match=r"window=5 needs .* has 4; split=random"):
-        training.build_windows(config.smoke(window=5, split="random"), _flows([4, 4]))
+        windows.for_config(config.smoke(window=5, split="random"), _flows([4, 4]))
 
 
 # ------------------------------------------------------------------------- Ctrl-C

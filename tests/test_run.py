@@ -12,7 +12,7 @@ from flax import nnx
 from lstmae_jax import config
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import anomaly, calibration, inference, metrics
-from lstmae_jax.jobs import evaluate, training
+from lstmae_jax.jobs import evaluate, rundir, training
 from lstmae_jax.synthetic import timeline
 
 
@@ -27,13 +27,13 @@ def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
     t = s1["threshold"]
     assert t["method"] == "fpr" and t["params"]["target_fpr"] == 0.01
     assert t["params"]["benign_fpr"] <= 0.01
-    saved = json.loads(open(os.path.join(root, "stage1", training.THRESHOLD_FILE)).read())
+    saved = json.loads(open(os.path.join(root, "stage1", calibration.THRESHOLD_FILE)).read())
     assert saved == t
     # Recompute: the error model is fitted on the benign training windows, the threshold
     # is fpr_threshold of the benign validation scores under it.
-    model, meta = training.load_run(os.path.join(root, "stage1"))
+    model, meta = rundir.load_run(os.path.join(root, "stage1"))
     flows = dataset.load_flows(cfg.data)
-    w = training.build_windows(cfg, flows)
+    w = windows.for_config(cfg, flows)
     em = meta["error_model"]
     assert em.kind == cfg.score == "zscore"  # the fixture's score is a fitted model
     train = w.starts["train"][~w.any_attack["train"]]
@@ -50,8 +50,8 @@ def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
 
 def test_stage2_uses_stage1_encoder_frozen(workdir):
     root, _, _, s2 = workdir
-    ae, _ = training.load_run(os.path.join(root, "stage1"))
-    clf, meta = training.load_run(os.path.join(root, "stage2"))
+    ae, _ = rundir.load_run(os.path.join(root, "stage1"))
+    clf, meta = rundir.load_run(os.path.join(root, "stage2"))
     for a, b in zip(
         jax.tree.leaves(nnx.state(ae.encoder, nnx.Param)),
         jax.tree.leaves(nnx.state(clf.encoder, nnx.Param)),
@@ -82,7 +82,7 @@ def test_ensemble_trains_members_together(tmp_path):
     path = timeline.write(timeline.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
     cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3, score="zscore")
     summary = training.train_job(cfg, str(tmp_path))
-    model, _ = training.load_run(os.path.join(tmp_path, "stage1"))
+    model, _ = rundir.load_run(os.path.join(tmp_path, "stage1"))
     w = model.members.encoder.layers[0].w_ih[...]
     assert w.shape[0] == 3 and not np.allclose(w[0], w[1])  # different initialisations
     flows = dataset.load_flows(path)
@@ -90,7 +90,7 @@ def test_ensemble_trains_members_together(tmp_path):
     err_K = inference.member_errors(model, wd.x_NxF, wd.starts["test"][:50], cfg.window)
     assert err_K.shape == (3, 50, len(flows.features))
     # Members combine through the one score: each member its own error model.
-    _, meta = training.load_run(os.path.join(tmp_path, "stage1"))
+    _, meta = rundir.load_run(os.path.join(tmp_path, "stage1"))
     em = meta["error_model"]
     assert len(em.mean_KxF) == 3
     per_member = [
@@ -130,7 +130,7 @@ def test_stage2_refuses_an_unfinished_stage1(workdir, tmp_path):
 
     root, cfg, _, _ = workdir
     shutil.copytree(root / "stage1", tmp_path / "stage1")
-    os.remove(tmp_path / "stage1" / training.THRESHOLD_FILE)
+    os.remove(tmp_path / "stage1" / calibration.THRESHOLD_FILE)
     with pytest.raises(FileNotFoundError, match="stage 1 in .* did not finish"):
         training.train_job(cfg.replace(stage=2), str(tmp_path))
 
@@ -179,7 +179,7 @@ def test_load_run_refuses_an_older_step_than_the_run_finished_at(workdir, tmp_pa
     raw[len(raw) // 2] ^= 0x01
     data_file.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="newest intact checkpoint is step .*; re-run"):
-        training.load_run(str(tmp_path / "stage1"))
+        rundir.load_run(str(tmp_path / "stage1"))
 
 
 def _extend_and_preempt(cfg, workdir, monkeypatch, at_batch=3):
@@ -228,7 +228,7 @@ def test_calibration_is_tied_to_the_step_it_was_fitted_for(workdir, tmp_path, mo
     # Finishing the stage recalibrates for the new step; then all is consistent again.
     finished = training.train_job(cfg.replace(epochs=cfg.epochs + 2), str(tmp_path))
     assert finished["threshold"]["fitted_for"]["step"] == finished["steps"] > s1["steps"]
-    training.load_run(str(tmp_path / "stage1"))
+    rundir.load_run(str(tmp_path / "stage1"))
 
 
 def test_calibration_files_without_a_step_load_with_a_warning(workdir, tmp_path, caplog):
@@ -243,8 +243,8 @@ def test_calibration_files_without_a_step_load_with_a_warning(workdir, tmp_path,
             json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "fitted_for"})
         )
     with caplog.at_level(logging.WARNING):
-        _, meta = training.load_run(str(tmp_path / "stage1"))
-    assert meta["error_model"] == training.load_run(str(root / "stage1"))[1]["error_model"]
+        _, meta = rundir.load_run(str(tmp_path / "stage1"))
+    assert meta["error_model"] == rundir.load_run(str(root / "stage1"))[1]["error_model"]
     assert any("no record of the checkpoint step" in r.getMessage() for r in caplog.records)
 
 

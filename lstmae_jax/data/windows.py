@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from lstmae_jax.config import Config
 from lstmae_jax.data import dataset
 
 
@@ -291,3 +292,24 @@ def eval_batches(num_items: int, batch_size: int) -> Iterator[tuple[np.ndarray, 
         idx = np.arange(i, i + batch_size)
         valid = idx < num_items
         yield np.where(valid, idx, 0), valid
+
+
+# ------------------------------------------------------------------------ from a config
+
+
+def for_config(
+    cfg: Config, flows: dataset.Flows, *, scaler: dataset.Scaler | None = None
+) -> Windowed:
+    """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one)."""
+    return build(
+        flows,
+        window=cfg.window,
+        stride=cfg.stride,
+        split=cfg.split,
+        fractions=cfg.split_fractions,
+        seed=cfg.seed,
+        train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
+        scaler=scaler,
+        scaler_kind=cfg.scaler,
+        scaler_clip=cfg.input_clip,
+    )

@@ -1,3 +1,3 @@
-"""The jobs behind ``launch/``: training (one run directory per model), evaluation,
-export of the artifact, plots.
+"""The jobs behind ``launch/``: training, evaluation, export of the artifact, plots; and
+the run directory they share (the workdir layout, loading a run, whether it finished).
 """

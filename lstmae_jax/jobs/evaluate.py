@@ -24,7 +24,7 @@ from lstmae_jax import atomic
 from lstmae_jax.config import Config
 from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration, inference, metrics
-from lstmae_jax.jobs import training
+from lstmae_jax.jobs import rundir
 
 TOP_FEATURES = 5
 
@@ -47,7 +47,7 @@ def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Window
     )
     scaler = dataset.Scaler.from_json(meta["scaler"])
     if split == "test":
-        w = training.build_windows(cfg, flows, scaler=scaler)
+        w = windows.for_config(cfg, flows, scaler=scaler)
         return w, "test"
     if split == "all":
         w = windows.build(
@@ -88,11 +88,12 @@ def _map_classes(label_W: np.ndarray, eval_classes, train_classes) -> np.ndarray
 
 
 def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | None = None) -> dict:
-    model, meta = training.load_run(os.path.join(workdir, "stage1"))
-    warn_if_other_data(os.path.join(workdir, "stage1"), meta, data_path, split)
+    run_dir = rundir.path(workdir, rundir.STAGE1)
+    model, meta = rundir.load_run(run_dir)
+    warn_if_other_data(run_dir, meta, data_path, split)
     cfg = Config.from_json(meta["config"])
-    if "error_model" not in meta:  # load_run reads both files when calibration finished
-        calibration.load(os.path.join(workdir, "stage1"))  # raises, naming the missing file
+    if rundir.unfinished(workdir, rundir.STAGE1):  # load_run read no calibration
+        calibration.load(run_dir)  # raises, naming the missing file
     error_model = meta["error_model"]
     threshold = metrics.Threshold.from_json(meta["threshold"])
     w, s = _windows_for(meta, data_path, split)
@@ -132,7 +133,7 @@ def _plots_available() -> bool:
 
 
 def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
-    model, meta = training.load_run(run_dir)
+    model, meta = rundir.load_run(run_dir)
     warn_if_other_data(run_dir, meta, data_path, split)
     cfg = Config.from_json(meta["config"])
     w, s = _windows_for(meta, data_path, split)
@@ -189,22 +190,23 @@ def evaluate_job(
         plot_prefix = os.path.splitext(output)[0] + "_"
     elif plots:
         logging.info("matplotlib not installed (pip install -e '.[plots]'): no plots")
-    if os.path.isdir(os.path.join(workdir, "stage1", "checkpoints")):
-        report["runs"]["stage1"] = stage1_report(workdir, data_path, split, plot_prefix)
-    for name in ("stage2", "dnn", "cnn"):
-        run_dir = os.path.join(workdir, name)
-        if os.path.isdir(os.path.join(run_dir, "checkpoints")):
+    if rundir.trained(rundir.path(workdir, rundir.STAGE1)):
+        report["runs"][rundir.STAGE1] = stage1_report(workdir, data_path, split, plot_prefix)
+    for name in rundir.CLASSIFIERS:
+        run_dir = rundir.path(workdir, name)
+        if rundir.trained(run_dir):
             report["runs"][name] = classifier_report(run_dir, data_path, split)
     if not report["runs"]:
-        raise FileNotFoundError(f"no trained runs (stage1/, stage2/, dnn/, cnn/) in {workdir}")
+        names = ", ".join(f"{name}/" for name in rundir.RUNS)
+        raise FileNotFoundError(f"no trained runs ({names}) in {workdir}")
     for name, r in report["runs"].items():
-        r["training"] = _training(os.path.join(workdir, name))
+        r["training"] = _training(rundir.path(workdir, name))
     if plot_prefix is not None:
         from lstmae_jax.jobs import plots as plots_lib
 
         for name, r in report["runs"].items():
             path = plots_lib.plot_training(
-                os.path.join(workdir, name), f"{plot_prefix}{name}_training.png"
+                rundir.path(workdir, name), f"{plot_prefix}{name}_training.png"
             )
             r.setdefault("plots", []).append(path)
     atomic.write_json(output, report, allow_nan=False)
@@ -216,11 +218,9 @@ def evaluate_job(
 
 def _training(run_dir: str) -> dict:
     """How the run's training ended, from its summary.json (absent: interrupted)."""
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        return {"ended": "unknown: no summary.json (training did not finish)"}
-    with open(path) as f:
-        s = json.load(f)
+    s = rundir.summary(run_dir)
+    if s is None:
+        return {"ended": f"unknown: no {rundir.SUMMARY} (training did not finish)"}
     keys = ("ended", "epochs_run", "steps", "best_val_loss")
     return {k: s[k] for k in keys if k in s}
 
@@ -237,8 +237,8 @@ def markdown(report: dict) -> str:
         "",
     ]
     runs = report["runs"]
-    if "stage1" in runs:
-        r = runs["stage1"]
+    if rundir.STAGE1 in runs:
+        r = runs[rundir.STAGE1]
         t = r["threshold"]
         lines += [
             "## Stage 1: LSTM-AE anomaly detection",
@@ -261,7 +261,7 @@ def markdown(report: dict) -> str:
             for name, v in r["per_attack"].items():
                 lines.append(f"| {name} | {v['n']} | {v['detected']} | {_pct(v['recall'])} |")
             lines.append("")
-    for name in ("stage2", "dnn", "cnn"):
+    for name in rundir.CLASSIFIERS:
         if name in runs:
             r = runs[name]
             b = r["binary"]

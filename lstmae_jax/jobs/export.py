@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstmae_jax import __version__
-from lstmae_jax.data import dataset
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact
 from lstmae_jax.detect import anomaly
 
@@ -74,12 +74,12 @@ def versions() -> dict:
 def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
     """Error model and threshold for parameters other than the calibrated best ones."""
     from lstmae_jax.detect import calibration
-    from lstmae_jax.jobs import training
 
     flows = dataset.load_flows(
         cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
-    windowed = training.build_windows(cfg, flows, scaler=dataset.Scaler.from_json(meta["scaler"]))
+    scaler = dataset.Scaler.from_json(meta["scaler"])
+    windowed = windows.for_config(cfg, flows, scaler=scaler)
     if json.loads(json.dumps(windowed.summary())) != meta.get("data"):
         raise ValueError(
             f"{cfg.data} no longer holds the data the run was trained on (its windows"
@@ -109,14 +109,12 @@ def export_scorer(
     """Exports ``workdir``'s stage 1 (and stage 2, if trained); returns the sidecar, with
     ``manifest_sha256`` added (not stored in it: the manifest covers the sidecar)."""
     from lstmae_jax.config import Config
-    from lstmae_jax.jobs import training
+    from lstmae_jax.jobs import rundir
 
-    stage1_dir = os.path.join(workdir, "stage1")
-    ae, meta = training.load_run(stage1_dir, checkpoint=checkpoint)
-    if "threshold" not in meta:
-        raise FileNotFoundError(
-            f"{stage1_dir} has no {training.THRESHOLD_FILE}: training did not finish"
-        )
+    stage1_dir = rundir.path(workdir, rundir.STAGE1)
+    ae, meta = rundir.load_run(stage1_dir, checkpoint=checkpoint)
+    if why := rundir.unfinished(workdir, rundir.STAGE1):  # its calibration is missing
+        raise FileNotFoundError(f"{stage1_dir} has {why}: training did not finish")
     cfg = Config.from_json(meta["config"])
     error_model, threshold = meta["error_model"], meta["threshold"]
     calibrated_on = "benign validation windows of the run (after training)"
@@ -124,19 +122,15 @@ def export_scorer(
         error_model, threshold = _recalibrate_on_run_data(cfg, ae, meta)
         calibrated_on += f"; refitted at export for checkpoint {checkpoint!r}"
     stage2, classes, validation = None, None, {"stage1": _validation(meta)}
-    if os.path.isdir(os.path.join(workdir, "stage2", "checkpoints")):
-        summary2 = os.path.join(workdir, "stage2", "summary.json")
-        finished = False
-        if os.path.exists(summary2):
-            with open(summary2) as f:
-                finished = not json.load(f)["preempted"]
-        if not finished:
-            raise ValueError(
-                f"{workdir}/stage2 did not finish (no summary.json, or preempted): re-run"
-                " --stage=2 with the same flags to complete it, or remove stage2/ to export"
-                " stage 1 alone"
-            )
-        stage2, meta2 = training.load_run(os.path.join(workdir, "stage2"))
+    why2 = rundir.unfinished(workdir, rundir.STAGE2)  # NOT_TRAINED: stage 1 alone
+    if why2 not in (None, rundir.NOT_TRAINED):
+        raise ValueError(
+            f"{workdir}/stage2 did not finish (no summary.json, or preempted): re-run"
+            " --stage=2 with the same flags to complete it, or remove stage2/ to export"
+            " stage 1 alone"
+        )
+    if why2 is None:
+        stage2, meta2 = rundir.load_run(rundir.path(workdir, rundir.STAGE2))
         # Compared as scalers: a stage 1 saved before a field existed has no key for it.
         same_scaler = dataset.Scaler.from_json(meta2["scaler"]) == dataset.Scaler.from_json(
             meta["scaler"]

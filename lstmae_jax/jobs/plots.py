@@ -107,7 +107,7 @@ def read_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
     from lstmae_jax.train import monitor
 
     train, val = [], []
-    for rec in monitor.read_jsonl(os.path.join(run_dir, "metrics.jsonl")):
+    for rec in monitor.read_jsonl(os.path.join(run_dir, monitor.METRICS_FILE)):
         if "val_loss" in rec:
             val.append(rec)
         elif "loss" in rec:

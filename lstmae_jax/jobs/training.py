@@ -1,10 +1,7 @@
-"""One training job from a config: load, window, fit, write a summary.
+"""One training job from a config: load, window, fit, calibrate (stage 1), summarize.
 
-A workdir holds one experiment; each model gets its own run directory in it:
-``stage1/`` (the LSTM-AE), ``stage2/`` (the latent classifier, which reads
-``stage1/``'s encoder, scaler and feature list), ``dnn/``, ``cnn/``. Each run directory
-records the fingerprints of its input files (``inputs.json``); ``loop.lock`` in the
-workdir keeps a second trainer out while one runs.
+It writes the run directory ``rundir.run_name(cfg)`` of the workdir (the layout:
+``rundir``); stage 2 starts from a finished stage 1's encoder, scaler and features.
 """
 
 from __future__ import annotations
@@ -12,116 +9,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
 
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from lstmae_jax import atomic, config
 from lstmae_jax.config import Config
 from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration
-from lstmae_jax.train import checkpoint as checkpoint_lib
-from lstmae_jax.train import lock, loop, steps
-
-THRESHOLD_FILE = calibration.THRESHOLD_FILE
-
-
-def run_name(cfg: Config) -> str:
-    return f"stage{cfg.stage}" if cfg.model == "lstm_ae" else cfg.model
-
-
-def load_run(run_dir: str, checkpoint: str = "best") -> tuple[nnx.Module, dict]:
-    """A trained model of a finished or interrupted run, and its meta.
-
-    ``checkpoint``: ``best`` (the best parameters so far, kept in the latest checkpoint),
-    ``latest`` (the parameters of the latest checkpoint) or a step number (its parameters).
-    """
-    if checkpoint not in ("best", "latest") and not str(checkpoint).isdigit():
-        raise ValueError(f"checkpoint must be best, latest or a step number, got {checkpoint!r}")
-    step = int(checkpoint) if str(checkpoint).isdigit() else None
-    if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
-        raise FileNotFoundError(f"no trained run in {run_dir} (no checkpoints/ there)")
-    ckpt = checkpoint_lib.Checkpointer(
-        os.path.join(run_dir, "checkpoints"), save_every_steps=1, keep=1
-    )
-    try:
-        if step is not None and step not in ckpt.all_steps():
-            raise FileNotFoundError(
-                f"{run_dir}: no checkpoint at step {step}; kept steps: {ckpt.all_steps()}"
-            )
-        meta = ckpt.restore_meta(step)
-        cfg = Config.from_json(meta["config"])
-        model = steps.build_model(
-            cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed)
-        )
-        graphdef, abstract = steps.init_state(
-            model, steps.optimizer(cfg), steps.trainable_filter(cfg)
-        )
-        state, meta = ckpt.restore(step, checkpoint_lib.abstract(jax.device_put(abstract)))
-    finally:
-        ckpt.close()
-    summary_path = os.path.join(run_dir, "summary.json")
-    if step is None and os.path.exists(summary_path):
-        with open(summary_path) as f:
-            finished_at = json.load(f).get("steps")
-        if finished_at is not None and int(state.step) < finished_at:
-            # The latest step was corrupt and an older one was restored: its parameters are
-            # not those the threshold and the summary were computed on.
-            raise ValueError(
-                f"{run_dir}: the run finished at step {finished_at} but the newest intact"
-                f" checkpoint is step {int(state.step)}; re-run the same training command"
-                " to recompute the lost steps (exactly) and recalibrate"
-            )
-    best = checkpoint == "best" and meta["history"]
-    final = state.best_params if best else state.params
-    model = nnx.merge(graphdef, final, state.frozen, state.rest)
-    model.eval()
-    threshold_path = os.path.join(run_dir, THRESHOLD_FILE)
-    if os.path.exists(threshold_path):
-        error_model, threshold = calibration.load(run_dir)
-        if checkpoint == "best":  # other parameters are recalibrated by their users
-            calibration.check_fitted_for(run_dir, int(state.step))
-        meta["threshold"] = threshold.to_json()
-        meta["error_model"] = error_model
-    return model, meta
-
-
-def stage1_encoder_init(stage1_dir: str) -> Callable[[nnx.Module], None]:
-    """An ``init`` for ``loop.fit`` that copies a trained stage 1's encoder into stage 2."""
-    ae, _ = load_run(stage1_dir)
-
-    # An ensemble hands over its first member's encoder.
-    encoder = nnx.state(ae.encoder) if hasattr(ae, "encoder") else ae.member_state(0)["encoder"]
-
-    def init(model: nnx.Module) -> None:
-        nnx.update(model.encoder, encoder)
-
-    return init
-
-
-def build_windows(
-    cfg: Config, flows: dataset.Flows, *, scaler: dataset.Scaler | None = None
-) -> windows.Windowed:
-    """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one)."""
-    return windows.build(
-        flows,
-        window=cfg.window,
-        stride=cfg.stride,
-        split=cfg.split,
-        fractions=cfg.split_fractions,
-        seed=cfg.seed,
-        train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
-        scaler=scaler,
-        scaler_kind=cfg.scaler,
-        scaler_clip=cfg.input_clip,
-    )
+from lstmae_jax.jobs import rundir
+from lstmae_jax.train import lock, loop
 
 
 def _has_checkpoints(run_dir: str) -> bool:
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    ckpt_dir = rundir.checkpoints(run_dir)
     return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
 
 
@@ -166,26 +68,23 @@ def train_job(cfg: Config, workdir: str) -> dict:
 
 
 def _train_job(cfg: Config, workdir: str) -> dict:
-    run_dir = os.path.join(workdir, run_name(cfg))
+    run_dir = rundir.path(workdir, rundir.run_name(cfg))
     stage1_dir = None
     scaler, init, meta_extra = None, None, {}
     features = cfg.features or None
     if cfg.model == "lstm_ae" and cfg.stage == 2:
-        stage1_dir = os.path.join(workdir, "stage1")
-        if not os.path.isdir(os.path.join(stage1_dir, "checkpoints")):
+        stage1_dir = rundir.path(workdir, rundir.STAGE1)
+        why = rundir.unfinished(workdir, rundir.STAGE1)
+        if why == rundir.NOT_TRAINED:
             raise FileNotFoundError(
                 f"stage 2 needs a trained stage 1 in {stage1_dir}; run --stage=1 first"
             )
-        if not os.path.exists(os.path.join(stage1_dir, THRESHOLD_FILE)):
+        if why is not None:
             raise FileNotFoundError(
-                f"stage 1 in {stage1_dir} did not finish (no {THRESHOLD_FILE}: preempted or"
+                f"stage 1 in {stage1_dir} did not finish ({why}: preempted or"
                 " interrupted); re-run --stage=1 with the same flags to resume it first"
             )
-        s1 = checkpoint_lib.Checkpointer(
-            os.path.join(stage1_dir, "checkpoints"), save_every_steps=1, keep=1
-        )
-        s1_meta = s1.restore_meta()
-        s1.close()
+        s1_meta = rundir.latest_meta(stage1_dir)
         s1_cfg = Config.from_json(s1_meta["config"])
         # Same data, split and cleaning as stage 1, or stage 1's encoder and scaler would
         # have seen stage 2's validation and test rows.
@@ -196,7 +95,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
                 )
         features = s1_meta["features"]
         scaler = dataset.Scaler.from_json(s1_meta["scaler"])
-        init = stage1_encoder_init(stage1_dir)
+        init = rundir.stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
     _check_inputs(cfg, run_dir, stage1_dir)
     flows = dataset.load_flows(
@@ -205,7 +104,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     logging.info(
         "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
     )
-    windowed = build_windows(cfg, flows, scaler=scaler)
+    windowed = windows.for_config(cfg, flows, scaler=scaler)
     logging.info("windows: %s", json.dumps(windowed.summary()))
     os.makedirs(run_dir, exist_ok=True)
     labels = None
@@ -213,7 +112,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
     if not (cfg.model == "lstm_ae" and cfg.stage == 1):
         names = ("Benign", "Attack") if cfg.task == "binary" else windowed.classes
-        _check_classes(run_name(cfg), (labels or windowed.label)["train"], names)
+        _check_classes(rundir.run_name(cfg), (labels or windowed.label)["train"], names)
     meta_extra["data"] = windowed.summary()
     result = loop.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold, score = None, None
@@ -222,7 +121,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {
         "run_dir": run_dir,
-        "model": run_name(cfg),
+        "model": rundir.run_name(cfg),
         "steps": result.steps,
         "best_val_loss": result.best_val_loss,
         "epochs_run": len(result.history),
@@ -235,5 +134,5 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         "data": windowed.summary(),
     }
     if jax.process_index() == 0:  # one writer across hosts
-        atomic.write_json(os.path.join(run_dir, "summary.json"), summary)
+        atomic.write_json(os.path.join(run_dir, rundir.SUMMARY), summary)
     return summary

@@ -52,6 +52,7 @@ from orbax.checkpoint import checkpoint_managers as cm
 
 from lstmae_jax import atomic
 
+DIRECTORY = "checkpoints"  # in each run directory (the layout: jobs/rundir.py)
 CHECKSUMS = "sha256.json"  # in each step directory
 COMMIT_DELAY_ENV = "LSTMAE_DEBUG_COMMIT_DELAY_S"
 _UNSEALED = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt", CHECKSUMS})  # top level

@@ -121,7 +121,7 @@ class _Fit:
         self.early = {"best_val_loss": float("inf"), "bad_epochs": 0, "stopped": False}
         self.history: list[dict] = []
         self.ckpt = checkpoint.Checkpointer(
-            os.path.join(run_dir, "checkpoints"),
+            os.path.join(run_dir, checkpoint.DIRECTORY),
             save_every_steps=cfg.checkpoint_every_steps,
             keep=cfg.keep_checkpoints,
         )
@@ -263,7 +263,7 @@ class _Fit:
         K > 1, one call runs K steps wherever no boundary falls inside them."""
         cfg = self.cfg
         self.step = step = int(jax.device_get(self.state.step))
-        self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, "metrics.jsonl"))
+        self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, monitor.METRICS_FILE))
         # Steps logged after the checkpoint run again; so do those of a run killed before
         # its first checkpoint (step 0 here).
         self.writer.cut_after(step)

@@ -14,6 +14,8 @@ from absl import logging
 
 from lstmae_jax import atomic
 
+METRICS_FILE = "metrics.jsonl"  # in each run directory (the layout: jobs/rundir.py)
+
 
 class Preemption:
     """SIGTERM sets a flag; the loop saves a checkpoint and returns cleanly."""
