@@ -54,8 +54,13 @@ def temporary(path: str) -> tuple[BinaryIO, str]:
     fd, tmp = tempfile.mkstemp(
         dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp"
     )
-    os.fchmod(fd, 0o644)  # mkstemp makes it private
-    return os.fdopen(fd, "wb"), tmp
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private
+        return os.fdopen(fd, "wb"), tmp
+    except BaseException:  # an interrupt (or error) before the caller holds the name
+        os.close(fd)
+        discard(tmp)
+        raise
 
 
 def discard(tmp: str) -> None:

@@ -221,10 +221,11 @@ def _convert_file(
         jobs = _csv_jobs(plan, rawparse.csv_blocks(src, block_size), on_bad_cell, policies)
     report = clean.CleanReport(source=src, unknown_columns=plan.unknown)
     os.makedirs(dst_dir, exist_ok=True)
-    file, tmp = atomic.temporary(dst)  # O_EXCL: no planted file or symlink is followed
-    sink = _Sink(file)
     start = last_log = time.monotonic()
-    try:
+    tmp, sink = None, None
+    try:  # from the temporary's creation on: an interrupt may come at any point
+        file, tmp = atomic.temporary(dst)  # O_EXCL: no planted file or symlink is followed
+        sink = _Sink(file)
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             pending = collections.deque()
             for job in jobs:
@@ -245,10 +246,12 @@ def _convert_file(
         os.replace(tmp, dst)
     except BaseException as e:
         try:
-            sink.close(None)
+            if sink is not None:
+                sink.close(None)
         except OSError:
             pass  # the error that stopped the write is the one to report
-        atomic.discard(tmp)
+        if tmp is not None:
+            atomic.discard(tmp)
         if isinstance(e, OSError) and e.errno in atomic.WRITE_ERRORS:
             raise ValueError(
                 f"{src}: cannot write {dst}: {atomic.cause(e)}; an earlier"
