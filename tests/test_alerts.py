@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import atomic
+from lstmae_jax import atomic, console
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact, output, recalibrate, stream
 from lstmae_jax.ingest import convert, reader
@@ -39,7 +39,7 @@ NO_TRAINING = (
 )
 # The project modules the scorer may load: no model, training or checkpoint code.
 SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
-    "atomic",
+    "atomic", "console",
     "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
     "detect", "detect.metrics",
     "ingest", "ingest.clean", "ingest.rawparse", "ingest.reader", "ingest.schema",
@@ -155,7 +155,7 @@ def test_follow_scores_a_growing_csv_as_it_grows(artifact_dir, flows_csv, tmp_pa
     lines = flows_csv.read_text().splitlines(keepends=True)
     live = tmp_path / "live.csv"
     live.write_text("".join(lines[:50]))
-    stop = stream.Stop()
+    stop = console.Stop()
     result = {}
 
     def follow():
@@ -198,7 +198,7 @@ def test_follow_picks_up_new_files_in_a_directory(artifact_dir, flows_csv, tmp_p
     scorer = artifact.load(str(artifact_dir))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    stop = stream.Stop()
+    stop = console.Stop()
     thread = threading.Thread(
         target=_score,
         args=(scorer, inbox, tmp_path / "dir.jsonl"),
@@ -342,7 +342,7 @@ def test_a_rotated_csv_starts_fresh_windows(artifact_dir, flows_csv, tmp_path):
     first = _score(scorer, tmp_path / "ref" / "first.csv", tmp_path / "r1.jsonl")
     second = _score(scorer, tmp_path / "ref" / "second.csv", tmp_path / "r2.jsonl")
     live.write_text("".join(lines[:200]))
-    stop = stream.Stop()
+    stop = console.Stop()
     thread = _follow(scorer, live, out, stop)
     try:
         _wait_rows(out, first["windows_scored"])
@@ -368,7 +368,7 @@ def test_live_mode_survives_deleted_and_half_written_files(artifact_dir, flows_c
     inbox.mkdir()
     timeline.write(timeline.generate(600, seed=8), str(tmp_path / "whole.parquet"))
     whole = (tmp_path / "whole.parquet").read_bytes()
-    stop = stream.Stop()
+    stop = console.Stop()
     thread = _follow(scorer, inbox, out, stop)
     try:
         (inbox / "a.csv").write_bytes(flows_csv.read_bytes())
@@ -636,7 +636,7 @@ def test_a_stopped_batch_run_puts_its_rows_beside_an_earlier_output(
     out = tmp_path / "a.parquet"
     _score(scorer, flows_csv, out)
     before = out.read_bytes()
-    stop = stream.Stop()
+    stop = console.Stop()
     stop.signal = "SIGTERM"
     stop.set()  # stopped before the first chunk: a partial (empty) run
     summary = _score(scorer, flows_csv, out, stop=stop)
