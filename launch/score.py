@@ -14,7 +14,8 @@ leaves an earlier output as it was); ``--follow`` appends to a ``.jsonl`` output
 output that is an input, or that a later run would read back, is refused.
 
 Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, stream,
-output, recalibrate, reader, schema, cleaning and threshold (metrics) modules;
+output, recalibrate, reader, schema, cleaning, threshold (metrics) and console (progress
+line, stop flag) modules;
 tests/test_alerts.py runs it with flax, optax and orbax unimportable and checks which
 project modules it loaded.
 """
@@ -24,6 +25,7 @@ import sys
 
 from absl import app, flags, logging
 
+from lstmae_jax import console
 from lstmae_jax.deploy import artifact, output, recalibrate, stream
 
 flags.DEFINE_string("model", None, "Artifact directory written by launch/export.py.")
@@ -49,8 +51,7 @@ def _score() -> int:
         raise ValueError("--input and --output are required (or --calibrate and --output_model)")
     if not FLAGS.poll_seconds > 0:  # also NaN: a busy loop
         raise ValueError(f"--poll_seconds must be > 0, got {FLAGS.poll_seconds}")
-    stop = stream.Stop()
-    stop.install()
+    stop = console.Stop().install()  # SIGINT, SIGTERM; a second one kills
     scorer = artifact.load(FLAGS.model, FLAGS.manifest_sha256)
     stream.check_inputs(FLAGS.input, FLAGS.follow)  # before the output is opened
     stream.check_output(FLAGS.output, FLAGS.input)

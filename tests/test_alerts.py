@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import atomic
+from lstmae_jax import atomic, console
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact, output, recalibrate, stream
 from lstmae_jax.ingest import convert, reader
@@ -39,7 +39,7 @@ NO_TRAINING = (
 )
 # The project modules the scorer may load: no model, training or checkpoint code.
 SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
-    "atomic",
+    "atomic", "console",
     "data", "data.dataset", "data.windows",  # the scaler's arrays and the window cut
     "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
     "detect", "detect.anomaly", "detect.metrics",  # the error model's arrays
@@ -66,6 +66,15 @@ def _read(path):
     if str(path).endswith(".parquet"):
         return pq.read_table(path).to_pylist()
     return [json.loads(line) for line in open(path)]
+
+
+def _rows_so_far(path) -> int:
+    """Complete rows of a ``.jsonl`` a live scorer is still appending to (its last line
+    may be half-written at the moment it is read)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as f:
+        return f.read().count(b"\n")
 
 
 def test_scores_equal_the_artifact_on_the_cleaned_windows(artifact_dir, flows_csv, tmp_path):
@@ -156,7 +165,7 @@ def test_follow_scores_a_growing_csv_as_it_grows(artifact_dir, flows_csv, tmp_pa
     lines = flows_csv.read_text().splitlines(keepends=True)
     live = tmp_path / "live.csv"
     live.write_text("".join(lines[:50]))
-    stop = stream.Stop()
+    stop = console.Stop()
     result = {}
 
     def follow():
@@ -179,12 +188,7 @@ def test_follow_scores_a_growing_csv_as_it_grows(artifact_dir, flows_csv, tmp_pa
     _score(scorer, flows_csv, tmp_path / "once.jsonl")
     expected = len(_read(tmp_path / "once.jsonl"))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if (
-            os.path.exists(tmp_path / "live.jsonl")
-            and len(_read(tmp_path / "live.jsonl")) >= expected
-        ):
-            break
+    while time.monotonic() < deadline and _rows_so_far(tmp_path / "live.jsonl") < expected:
         time.sleep(0.1)
     stop.set()
     thread.join(timeout=60)
@@ -199,7 +203,7 @@ def test_follow_picks_up_new_files_in_a_directory(artifact_dir, flows_csv, tmp_p
     scorer = artifact.load(str(artifact_dir))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    stop = stream.Stop()
+    stop = console.Stop()
     thread = threading.Thread(
         target=_score,
         args=(scorer, inbox, tmp_path / "dir.jsonl"),
@@ -211,9 +215,7 @@ def test_follow_picks_up_new_files_in_a_directory(artifact_dir, flows_csv, tmp_p
     tmp.write_bytes(flows_csv.read_bytes())
     os.replace(tmp, inbox / "a.csv")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        os.path.exists(tmp_path / "dir.jsonl") and len(_read(tmp_path / "dir.jsonl")) > 1000
-    ):
+    while time.monotonic() < deadline and _rows_so_far(tmp_path / "dir.jsonl") <= 1000:
         time.sleep(0.1)
     stop.set()
     thread.join(timeout=60)
@@ -326,7 +328,7 @@ def _follow(scorer, inputs, out, stop):
 def _wait_rows(out, n, seconds=60):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if os.path.exists(out) and len(_read(out)) >= n:
+        if _rows_so_far(out) >= n:
             return
         time.sleep(0.05)
     raise AssertionError(f"{out}: fewer than {n} rows after {seconds} s")
@@ -343,7 +345,7 @@ def test_a_rotated_csv_starts_fresh_windows(artifact_dir, flows_csv, tmp_path):
     first = _score(scorer, tmp_path / "ref" / "first.csv", tmp_path / "r1.jsonl")
     second = _score(scorer, tmp_path / "ref" / "second.csv", tmp_path / "r2.jsonl")
     live.write_text("".join(lines[:200]))
-    stop = stream.Stop()
+    stop = console.Stop()
     thread = _follow(scorer, live, out, stop)
     try:
         _wait_rows(out, first["windows_scored"])
@@ -369,7 +371,7 @@ def test_live_mode_survives_deleted_and_half_written_files(artifact_dir, flows_c
     inbox.mkdir()
     timeline.write(timeline.generate(600, seed=8), str(tmp_path / "whole.parquet"))
     whole = (tmp_path / "whole.parquet").read_bytes()
-    stop = stream.Stop()
+    stop = console.Stop()
     thread = _follow(scorer, inbox, out, stop)
     try:
         (inbox / "a.csv").write_bytes(flows_csv.read_bytes())
@@ -637,7 +639,7 @@ def test_a_stopped_batch_run_puts_its_rows_beside_an_earlier_output(
     out = tmp_path / "a.parquet"
     _score(scorer, flows_csv, out)
     before = out.read_bytes()
-    stop = stream.Stop()
+    stop = console.Stop()
     stop.signal = "SIGTERM"
     stop.set()  # stopped before the first chunk: a partial (empty) run
     summary = _score(scorer, flows_csv, out, stop=stop)

@@ -18,14 +18,13 @@ import collections
 import fnmatch
 import glob
 import os
-import signal
 import time
 
 import numpy as np
 import pyarrow as pa
 from absl import logging
 
-from lstmae_jax import atomic
+from lstmae_jax import atomic, console
 from lstmae_jax.data import windows
 from lstmae_jax.deploy import artifact
 from lstmae_jax.deploy.output import IDENTIFIERS, TOP, AlertWriter
@@ -66,38 +65,6 @@ class _FileWindows:
         return x, starts_W, starts_W + t - 1 - carried, any_attack_W
 
 
-class Stop:
-    """Set by SIGINT / SIGTERM: the loop finishes the chunk in hand and closes cleanly.
-    A second signal gets the default behaviour (Ctrl-C twice forces the exit)."""
-
-    def __init__(self):
-        self.signal: str | None = None
-        self._set = False
-
-    def install(self) -> None:
-        def handler(signum, frame):
-            del frame
-            # Only a flag: a lock taken in a handler could be held by the interrupted code.
-            self.signal, self._set = signal.Signals(signum).name, True
-            for s in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(s, signal.SIG_DFL)
-
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, handler)
-
-    def set(self) -> None:
-        self._set = True
-
-    def __bool__(self) -> bool:
-        return self._set
-
-    def sleep(self, seconds: float) -> None:
-        """Sleeps up to ``seconds``, waking early when set."""
-        end = time.monotonic() + seconds
-        while not self._set and (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, 0.05))
-
-
 class Run:
     """One scoring run: sources -> windows -> the artifact -> the writer and the summary."""
 
@@ -118,7 +85,7 @@ class Run:
         self.pending: list[tuple] = []  # (chunk info, x_WxTxF, ...) awaiting a full batch
         self.pending_n = 0
         self.start = time.monotonic()
-        self.last_log = self.start
+        self.progress = console.Progress("flows", every=PROGRESS_SECONDS)
         self.flows = 0
         self.scored = 0
         self.alerts = 0
@@ -236,24 +203,16 @@ class Run:
 
     # -- reporting
 
-    def progress(
-        self, done_bytes: int | None = None, total_bytes: int | None = None, force=False
-    ) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_log < PROGRESS_SECONDS:
-            return
-        self.last_log = now
-        rate = self.flows / max(now - self.start, 1e-9)
-        eta = ""
-        if done_bytes and total_bytes and done_bytes < total_bytes:
-            eta = f", ETA {(total_bytes - done_bytes) / (done_bytes / (now - self.start)):.0f} s"
-        lat = ""
+    def report_progress(self, fraction: float | None = None, force: bool = False) -> None:
+        """A progress line (at most every PROGRESS_SECONDS unless forced); ``fraction``:
+        the share of the input read, for the ETA."""
+        extra = f"{self.scored} windows scored, {self.alerts} alerts"
         if self.latency:
-            lat = f", latency p50 {np.median(self.latency) * 1e3:.0f} ms max {max(self.latency) * 1e3:.0f} ms"
-        logging.info(
-            "%d flows (%.0f flows/s), %d windows scored, %d alerts%s%s",
-            self.flows, rate, self.scored, self.alerts, eta, lat,
-        )  # fmt: skip
+            extra += (
+                f", latency p50 {np.median(self.latency) * 1e3:.0f} ms"
+                f" max {max(self.latency) * 1e3:.0f} ms"
+            )
+        self.progress.update(self.flows, extra, fraction=fraction, force=force)
 
     def summary(self, stopped_by: str | None = None) -> dict:
         seconds = time.monotonic() - self.start
@@ -355,11 +314,12 @@ def check_output(output: str, inputs: str) -> None:
         raise ValueError(f"--output {output} matches the input glob {inputs}; write it elsewhere")
 
 
-def _progress_bytes(sources: dict) -> tuple[int | None, int | None]:
-    """(bytes read, bytes in all) for the ETA: plain CSV inputs only."""
+def _fraction_read(sources: dict) -> float | None:
+    """The share of the input's bytes read, for the ETA: plain CSV inputs only."""
     if not sources or any(s.kind != ".csv" for s in sources.values()):
-        return None, None
-    return sum(s.offset for s in sources.values()), sum(s.bytes_total for s in sources.values())
+        return None
+    total = sum(s.bytes_total for s in sources.values())
+    return sum(s.offset for s in sources.values()) / total if total else None
 
 
 def score_files(
@@ -369,7 +329,7 @@ def score_files(
     *,
     follow: bool = False,
     poll_seconds: float = 0.5,
-    stop: Stop | None = None,
+    stop: console.Stop | None = None,
     block_size: int = reader.BLOCK_SIZE,
     keep_scores: bool = False,
 ) -> tuple[dict, Run]:
@@ -383,7 +343,7 @@ def score_files(
     up afresh if it comes back.
     """
     check_inputs(inputs, follow)
-    stop = stop if stop is not None else Stop()
+    stop = stop if stop is not None else console.Stop()
     run = Run(scorer, writer, keep_scores=keep_scores, live=follow)
     cleaning = scorer.cleaning
     sources: dict[str, reader.Source] = {}
@@ -415,7 +375,7 @@ def score_files(
                 try:
                     for chunk in src.poll(final=not follow, settle=follow):
                         run.add(chunk)
-                        run.progress(*_progress_bytes(sources))
+                        run.report_progress(_fraction_read(sources))
                         if stop:
                             break
                 except FileNotFoundError:
@@ -431,14 +391,14 @@ def score_files(
             run.flush()
             if not follow:
                 break
-            run.progress()
+            run.report_progress()
             stop.sleep(poll_seconds)
         run.flush()
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    run.progress(force=True)
+    run.report_progress(force=True)
     summary = run.summary(stop.signal)
     if run.report.drops_most():  # input that silently vanishes: say why, naming the column
         summary["warning"] = run.report.dropped_note()

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl import logging
 
-from lstmae_jax import atomic
+from lstmae_jax import atomic, console
 from lstmae_jax.ingest import clean, rawparse
 
 BAD_CELL_POLICIES = ("drop", "error")
@@ -221,7 +221,8 @@ def _convert_file(
         jobs = _csv_jobs(plan, rawparse.csv_blocks(src, block_size), on_bad_cell, policies)
     report = clean.CleanReport(source=src, unknown_columns=plan.unknown)
     os.makedirs(dst_dir, exist_ok=True)
-    start = last_log = time.monotonic()
+    start = time.monotonic()
+    progress = console.Progress("rows", label=f"{src}: ", every=PROGRESS_SECONDS)
     tmp, sink = None, None
     try:  # from the temporary's creation on: an interrupt may come at any point
         file, tmp = atomic.temporary(dst)  # O_EXCL: no planted file or symlink is followed
@@ -232,10 +233,7 @@ def _convert_file(
                 pending.append(pool.submit(job))
                 while len(pending) > WORKERS or (pending and pending[0].done()):
                     _collect(pending.popleft().result(), report, sink)
-                if time.monotonic() - last_log > PROGRESS_SECONDS:
-                    last_log = time.monotonic()
-                    rate = report.rows_in / (last_log - start)
-                    logging.info("%s: %d rows, %.0f rows/s", src, report.rows_in, rate)
+                progress.update(report.rows_in)
             while pending:
                 _collect(pending.popleft().result(), report, sink)
         # An empty block carries the schema, so a header-only file gives a valid file.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import config
+from lstmae_jax import config, console
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
 from lstmae_jax.detect import inference
@@ -267,14 +268,16 @@ class _Fit:
         # Steps logged after the checkpoint run again; so do those of a run killed before
         # its first checkpoint (step 0 here).
         self.writer.cut_after(step)
-        self.progress = monitor.Progress(self.total, step, "steps")
+        self.progress = console.Progress("steps", total=self.total, start=step, inplace=True)
         self.pending: list[tuple[int, int, dict]] = []  # (last step, steps, metrics)
         if step >= self.total or self.early["stopped"]:
             self.progress.close()
             return
         compiled: dict[int, object] = {}  # steps per call -> executable, compiled on first use
         self.window_t0, self.window_steps = time.perf_counter(), 0
-        with monitor.Preemption() as preemption:
+        # SIGTERM only, and kept for the whole run (once=False): a second one must not kill
+        # the process while it writes the checkpoint the first one asked for.
+        with console.Stop((signal.SIGTERM,), once=False) as sigterm:
             while True:
                 k = self._call_size(step)
                 batch = self._next_batches(k)
@@ -293,7 +296,8 @@ class _Fit:
                     self.end_epoch()
                 else:
                     self.save(step)
-                if preemption.requested:
+                if sigterm:
+                    logging.warning("SIGTERM received: saving a checkpoint and stopping")
                     self._drain()
                     if step not in self.saved_steps:
                         self.save(step, force=True)

@@ -1,13 +1,10 @@
-"""What a long job shows while it runs: progress with rate and ETA, a JSONL metrics
-writer (process 0 only), and the SIGTERM flag that turns preemption into a clean stop."""
+"""Training metrics: the JSONL writer (process 0 only) and its reader. The progress line
+and the SIGTERM flag are ``lstmae_jax.console``'s."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
-import time
 
 import jax
 from absl import logging
@@ -15,54 +12,6 @@ from absl import logging
 from lstmae_jax import atomic
 
 METRICS_FILE = "metrics.jsonl"  # in each run directory (the layout: jobs/rundir.py)
-
-
-class Preemption:
-    """SIGTERM sets a flag; the loop saves a checkpoint and returns cleanly."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old = None
-
-    def __enter__(self) -> Preemption:
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, no preemption support
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
-class Progress:
-    """A progress line with rate and ETA on a terminal; periodic log lines elsewhere."""
-
-    def __init__(self, total: int, start: int, unit: str) -> None:
-        self.total, self.start, self.unit = total, start, unit
-        self.t0 = time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, step: int, extra: str = "") -> None:
-        done = step - self.start
-        elapsed = time.perf_counter() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        line = f"step {step}/{self.total} {rate:.1f} {self.unit}/s ETA {eta:.0f}s {extra}"
-        if self.tty:
-            sys.stderr.write("\r" + line + " " * 8)
-            sys.stderr.flush()
-        else:
-            logging.info(line)
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
 
 
 class JsonlWriter:
