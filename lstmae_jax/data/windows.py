@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lstmae_jax.config import Config
 from lstmae_jax.data import dataset
+
+if TYPE_CHECKING:  # an annotation only: the scorer, which cuts windows, needs no config
+    from lstmae_jax.config import Config
 
 
 def segment_ids(*keys_N: np.ndarray) -> np.ndarray:
