@@ -45,9 +45,9 @@ tests_rc=skipped
 if "$PY" -c "import pytest" 2>/dev/null; then
   # Only the modules holding device_check tests: the others import test-only extras
 # (scikit-learn, hypothesis) that a bare CUDA image may lack.
-  timeout 200 "$PY" -m pytest -q -m device_check -p no:cacheprovider tests/test_lstm.py \
-    tests/test_models.py tests/test_steps.py tests/test_train.py tests/test_run.py \
-    tests/test_export.py; tests_rc=$?
+  timeout 200 "$PY" -m pytest -q -m device_check -p no:cacheprovider tests/model/test_lstm.py \
+    tests/model/test_models.py tests/train/test_steps.py tests/train/test_loop.py tests/jobs/test_training.py \
+    tests/jobs/test_export.py; tests_rc=$?
 else
   echo "pytest is not installed here: tests skipped (the benchmark still runs)"
 fi

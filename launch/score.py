@@ -16,7 +16,7 @@ output that is an input, or that a later run would read back, is refused.
 Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, stream,
 output, recalibrate, reader, schema, cleaning, threshold (metrics) and console (progress
 line, stop flag) modules;
-tests/test_alerts.py runs it with flax, optax and orbax unimportable and checks which
+tests/deploy/test_stream.py runs it with flax, optax and orbax unimportable and checks which
 project modules it loaded.
 """
 

@@ -6,7 +6,7 @@ lines, parses each block into a table of the kept columns (``Plan``), and turns 
 dropping and counting the rows it cannot use (``prepare``). Cleaning and writing are
 ``convert``'s job.
 
-Raw CSV quirks handled on purpose (each has a test in tests/test_convert.py):
+Raw CSV quirks handled on purpose (each has a test in tests/ingest/test_convert.py):
 
 * The header is read here, not by Arrow: the raw CICIDS2017 header has ``Fwd Header
   Length`` twice and leading spaces; Arrow gets unique positional names instead.
@@ -56,7 +56,7 @@ from lstmae_jax.ingest import clean, schema
 
 # A header line longer than this without a line end is no CICFlowMeter header (~2.5 kB).
 HEADER_BYTES = 1 << 20
-# Exactly what Arrow's string->double cast accepts (tests/test_convert.py checks it), so the
+# Exactly what Arrow's string->double cast accepts (tests/ingest/test_convert.py checks it), so the
 # masked re-cast of a column with bad cells cannot fail.
 NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?|inf|infinity|nan)$"
 

@@ -223,7 +223,7 @@ class LSTM(nnx.Module):
       fused_backward: differentiate through `_fused_bwd` (a custom VJP: the reverse scan
         keeps only the dh/dc recurrence, and the weight gradients of all steps are large
         matmuls after it, as cuDNN does) instead of `lax.scan`'s own transpose. Same
-        values (tests/test_lstm.py); on CPU it is no faster than autodiff with the
+        values (tests/model/test_lstm.py); on CPU it is no faster than autodiff with the
         default full unrolling, so autodiff stays the default (README, performance).
     """
 

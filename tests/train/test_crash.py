@@ -23,7 +23,7 @@ import pytest
 from lstmae_jax.synthetic import timeline
 from lstmae_jax.train import checkpoint, monitor
 
-LAUNCHER = os.path.join(os.path.dirname(__file__), "..", "launch", "train.py")
+LAUNCHER = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "train.py")
 DELAY_S = 0.5  # the hold before each commit in killed runs; a kill lands well within it
 TMP = ocp.path.step.TMP_DIR_SUFFIX
 # 600 flows: 262 training windows, 16 steps an epoch at batch 16; 2 epochs, a checkpoint

@@ -370,7 +370,7 @@ def test_launcher(tmp_path):
     style = "csecicids2018"
     write(tmp_path / "ok.csv", style, [row(style), row(style, flow_duration="abc")])
     (tmp_path / "zero.csv").write_bytes(b"")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(
         [sys.executable, os.path.join(root, "launch", "convert.py"),
          f"--input={tmp_path}/ok.csv,{tmp_path}/zero.csv", f"--output={tmp_path}/out"],

@@ -13,7 +13,7 @@ collectives go through Gloo, whose all-reduce is a ring over the 4 devices wheth
 sit in 1 process or 2; so any difference would be ours (wrong rows fed, a batch counted
 twice, a second writer). ``plain`` uses XLA's in-process all-reduce, which adds the 4
 per-device gradients in another order; float32 addition is not associative, so it
-agrees only to rounding, with the bound of tests/test_train.py's 1-vs-4-device test.
+agrees only to rounding, with the bound of tests/train/test_loop.py's 1-vs-4-device test.
 """
 
 import json
@@ -34,7 +34,7 @@ from lstmae_jax.jobs import rundir
 from lstmae_jax.synthetic import timeline
 from lstmae_jax.train import monitor, sharding
 
-LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "launch" / "train.py"
+LAUNCHER = pathlib.Path(__file__).resolve().parents[2] / "launch" / "train.py"
 TIMEOUT_S = 180  # all runs together (about 35 s on 2 cores); then the rest are killed
 FLAGS = [
     "--window=4",

@@ -71,7 +71,7 @@ def test_shapes_and_finite(t, ae):
 
 @pytest.mark.device_check
 def test_deep_autoencoder_and_bfloat16():
-    # One compile covers stacked layers and bfloat16 matmuls (unroll: test_lstm.py).
+    # One compile covers stacked layers and bfloat16 matmuls (unroll: model/test_lstm.py).
     cfg = LSTMAEConfig(F, 5, encoder_sizes=(16, 8), decoder_sizes=(8, 16), dtype="bfloat16")
     ae = LSTMAE(cfg, rngs=nnx.Rngs(0))
     z, xhat = nnx.jit(lambda m, x: (m.encode(x), m(x)))(ae, _x(5))

@@ -1,6 +1,6 @@
 """artifact: the directory is written whole, and a hostile sidecar or manifest is one clear error.
 
-(Scoring equality, tampering and shape checks are in test_export.py.)
+(Scoring equality, tampering and shape checks are in jobs/test_export.py.)
 """
 
 import errno
@@ -15,7 +15,7 @@ import pytest
 from lstmae_jax import atomic
 from lstmae_jax.deploy import artifact
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _copy(artifact_dir, tmp_path):

@@ -20,7 +20,7 @@ from lstmae_jax.deploy import artifact, output, recalibrate, stream
 from lstmae_jax.ingest import convert, reader
 from lstmae_jax.synthetic import timeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCORE = os.path.join(REPO, "launch", "score.py")
 # Run launch/score.py with the training stack unimportable: the scorer must not need it.
 NO_TRAINING = (

@@ -1,4 +1,4 @@
-"""End to end on generated data: train stage 1 and 2, threshold, evaluate (export and scoring: test_export.py, test_alerts.py)."""
+"""End to end on generated data: train stage 1 and 2, threshold, evaluate (export and scoring: jobs/test_export.py, deploy/test_stream.py)."""
 
 import dataclasses
 import json
@@ -141,7 +141,7 @@ def test_launcher_exits_nonzero_when_preempted(tmp_path):
     import subprocess
     import sys
 
-    launcher = os.path.join(os.path.dirname(__file__), "..", "launch", "train.py")
+    launcher = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "train.py")
     code = (
         "import runpy, sys; from lstmae_jax.jobs import training; "
         "training.train_job = lambda cfg, workdir: {'preempted': True, 'steps': 6}; "
