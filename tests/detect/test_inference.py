@@ -1,0 +1,52 @@
+"""The one batched apply over windows: compiled once per (model structure, function, table and
+batch shape), the same numbers as the model applied to the windows directly, padding cut."""
+
+import numpy as np
+from flax import nnx
+
+from lstmae_jax import config
+from lstmae_jax.data import windows
+from lstmae_jax.detect import anomaly, inference
+from lstmae_jax.train import steps
+
+F, T, B = 5, 3, 8
+
+
+def _model(seed=0):
+    cfg = config.Config(window=T, encoder_sizes=(8,), decoder_sizes=(8,))
+    model = steps.build_model(cfg, F, 2, nnx.Rngs(seed))
+    model.eval()
+    return model
+
+
+def test_one_compile_serves_every_call_of_one_batch_shape():
+    x_NxF = np.random.default_rng(0).normal(size=(200, F)).astype(np.float32)
+    em = anomaly.ErrorModel("mae", "mean", F)
+    inference.window_scores(_model(0), em, x_NxF, np.arange(10), T, B)
+    compiled = inference._apply._cache_size()
+    # Another model with the same structure, another count of windows (the table's shape
+    # is part of the compiled shape: one table per pass).
+    inference.window_scores(_model(1), em, x_NxF, np.arange(37), T, B)
+    inference.window_scores(_model(2), em, x_NxF, np.arange(1), T, B)
+    assert inference._apply._cache_size() == compiled
+
+
+def test_the_batched_apply_equals_the_model_on_the_windows():
+    x_NxF = np.random.default_rng(1).normal(size=(60, F)).astype(np.float32)
+    model = _model()
+    starts = np.array([0, 5, 17, 40, 57 - T + 1, 3, 9, 11, 30, 31, 32])  # 11: two batches
+    err_KxWxF = inference.member_errors(model, x_NxF, starts, T, B)
+    x_WxTxF = windows.gather(x_NxF, starts, T)
+    want_WxF = np.abs(np.asarray(model(x_WxTxF)) - x_WxTxF).mean(axis=1)
+    np.testing.assert_allclose(err_KxWxF[0], want_WxF, rtol=1e-5, atol=1e-6)
+    score_W, contrib_WxF = inference.window_scores(
+        model, anomaly.ErrorModel("mae", "mean", F), x_NxF, starts, T, B
+    )
+    np.testing.assert_allclose(score_W, want_WxF.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(contrib_WxF.sum(axis=1), score_W, rtol=1e-5, atol=1e-6)
+
+
+def test_no_windows_give_empty_outputs_of_the_right_shape():
+    x_NxF = np.zeros((10, F), np.float32)
+    err = inference.member_errors(_model(), x_NxF, np.zeros(0, np.int64), T, B)
+    assert err.shape == (1, 0, F)
