@@ -6,14 +6,14 @@ cut on the device from the flow table (``windows.gather``), which the caller put
 once. ``_apply`` is jitted at module level with the model's graph, the function and the
 window length static, so each (model structure, function, table and batch shape)
 compiles once per process, whoever asks; functions are module-level or frozen dataclasses
-(equal by value). Batches have one fixed shape (the last is padded), so a pass over any number of windows
-compiles once.
+(equal by value). Batches have one fixed shape (the last is padded), so a pass over any
+number of windows compiles once.
 
 Stage 1: ``member_errors`` gives each member's per-feature error err_KxWxF (the input of
 the error model's fit), and ``window_scores`` the anomaly score and per-feature
 contributions through ``anomaly.score_errors_with`` with the error model's fitted arrays as
-inputs: what ``anomaly.score`` computes and what the exported scorer is called with. Classifiers
-give ``logits_WxC``; ``latents`` the encoder's code.
+inputs: what ``anomaly.score`` computes and what the exported scorer is called with.
+Classifiers give ``logits_WxC``; ``latents`` the encoder's code.
 """
 
 from __future__ import annotations
