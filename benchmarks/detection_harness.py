@@ -104,7 +104,7 @@ class Harness:
             flush=True,
         )
         em = None
-        if cfg.model == "lstm_ae" and cfg.stage == 1:
+        if cfg.is_stage1:
             em = calibration.fit_error_model(cfg, res.model, data)
         return Trained(
             name,

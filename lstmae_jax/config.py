@@ -22,15 +22,18 @@ def _opt(
     *,
     resume_may_change: bool = False,
     stage2_from_stage1: bool = False,
+    choices: tuple = (),
 ) -> Any:
     """A config field. ``resume_may_change``: a resume may give another value (it does not
     change what was computed so far: coordinates of a multi-host run, logging, speed-only
     options, when to stop, what is fitted after training). ``stage2_from_stage1``: stage 2
-    must use stage 1's value (stage 1's encoder and scaler saw that data, split, cleaning)."""
+    must use stage 1's value (stage 1's encoder and scaler saw that data, split, cleaning).
+    ``choices``: the values allowed, if only some are."""
     metadata = {
         "help": help,
         "resume_may_change": resume_may_change,
         "stage2_from_stage1": stage2_from_stage1,
+        "choices": choices,
     }
     default = tuple(default) if isinstance(default, (list, tuple)) else default
     return dataclasses.field(default=default, metadata=metadata)
@@ -50,12 +53,16 @@ class Config:
         stage2_from_stage1=True,
     )
     nonfinite: str = _opt(
-        "drop", "Inf/NaN feature values: drop the row, or zero the value.", stage2_from_stage1=True
+        "drop",
+        "Inf/NaN feature values: drop the row, or zero the value.",
+        stage2_from_stage1=True,
+        choices=("drop", "zero"),
     )
     negative: str = _opt(
         "clamp",
         "Negative values in non-negative columns: clamp to 0, or drop row.",
         stage2_from_stage1=True,
+        choices=("clamp", "drop"),
     )
     window: int = _opt(
         10, "T, flows per window (1 = per-flow mode for sampled files).", stage2_from_stage1=True
@@ -69,6 +76,7 @@ class Config:
         " inside each file, so every day has train, validation and test rows) or random"
         " (stratified).",
         stage2_from_stage1=True,
+        choices=("temporal", "per_file", "random"),
     )
     split_fractions: tuple[float, ...] = _opt(
         (0.6, 0.2, 0.2), "Train, validation, test fractions.", stage2_from_stage1=True
@@ -78,6 +86,7 @@ class Config:
         "quantile (benign training quantiles -> normal scores), standard (log1p + z-score),"
         " robust (log1p + median/IQR) or minmax ([0, 1]).",
         stage2_from_stage1=True,
+        choices=("standard", "robust", "minmax", "quantile"),
     )
     input_clip: float = _opt(0.0, "Clip scaled inputs to [-c, c] (0: no clipping).")
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
@@ -88,7 +97,11 @@ class Config:
         resume_may_change=True,
     )
     # -- model
-    model: str = _opt("lstm_ae", "lstm_ae (two-stage), dnn or cnn (baselines).")
+    model: str = _opt(
+        "lstm_ae",
+        "lstm_ae (two-stage), dnn or cnn (baselines).",
+        choices=("lstm_ae", "dnn", "cnn"),
+    )
     stage: int = _opt(1, "lstm_ae only: 1 = autoencoder, 2 = classifier on the latent code.")
     encoder_sizes: tuple[int, ...] = _opt(
         (64,),
@@ -108,9 +121,12 @@ class Config:
         "LSTM gradients: autodiff (lax.scan's transpose) or fused (weight gradients as large"
         " matmuls after the backward scan, as cuDNN does); speed only.",
         resume_may_change=True,
+        choices=("autodiff", "fused"),
     )
     dtype: str = _opt(
-        "float32", "Matmul operands: float32 or bfloat16 (parameters and LSTM state stay float32)."
+        "float32",
+        "Matmul operands: float32 or bfloat16 (parameters and LSTM state stay float32).",
+        choices=("float32", "bfloat16"),
     )
     classifier_hidden: tuple[int, ...] = _opt(
         (64,), "Hidden sizes of the stage-2 latent classifier."
@@ -118,12 +134,19 @@ class Config:
     freeze_encoder: bool = _opt(
         True, "Stage 2 keeps the stage-1 encoder fixed (else fine-tunes it)."
     )
-    task: str = _opt("multiclass", "Classifiers: multiclass (attack names) or binary.")
+    task: str = _opt(
+        "multiclass",
+        "Classifiers: multiclass (attack names) or binary.",
+        choices=("multiclass", "binary"),
+    )
     class_weights: bool = _opt(False, "Weight the cross-entropy by inverse class frequency.")
     dropout: float = _opt(0.1, "Dropout rate of the classifier heads and baselines.")
     ensemble: int = _opt(1, "Stage 1: K LSTM-AEs (different seeds) trained together in one step.")
     ensemble_score: str = _opt(
-        "mean", "How member scores combine: mean or max.", resume_may_change=True
+        "mean",
+        "How member scores combine: mean or max.",
+        resume_may_change=True,
+        choices=("mean", "max"),
     )
     # -- anomaly score (stage 1)
     score: str = _opt(
@@ -131,12 +154,14 @@ class Config:
         "sse (sum of squared per-feature errors), mae (mean abs. error), zscore or"
         " mahalanobis (diagonal / full Gaussian on the per-feature error vector).",
         resume_may_change=True,
+        choices=("mae", "sse", "zscore", "mahalanobis"),
     )
     # -- anomaly threshold (stage 1)
     threshold: str = _opt(
         "fpr",
         "fpr (target FPR on benign val), quantile, or fixed (the paper's).",
         resume_may_change=True,
+        choices=("fpr", "quantile", "fixed"),
     )
     target_fpr: float = _opt(
         0.01,
@@ -194,24 +219,22 @@ class Config:
     num_processes: int = _opt(0, "Number of processes (0: auto-detect).", resume_may_change=True)
     process_id: int = _opt(-1, "This process's id (-1: auto-detect).", resume_may_change=True)
 
+    @property
+    def is_stage1(self) -> bool:
+        """The LSTM-AE (or its ensemble): trained on reconstruction, scored for anomalies."""
+        return self.model == "lstm_ae" and self.stage == 1
+
+    @property
+    def is_stage2(self) -> bool:
+        """The classifier on a trained stage 1's latent code."""
+        return self.model == "lstm_ae" and self.stage == 2
+
     def __post_init__(self) -> None:
         """Rejects bad values now, not after an hour of training."""
-        choices = {
-            "nonfinite": ("drop", "zero"),
-            "negative": ("clamp", "drop"),
-            "split": ("temporal", "per_file", "random"),
-            "scaler": ("standard", "robust", "minmax", "quantile"),
-            "score": ("mae", "sse", "zscore", "mahalanobis"),
-            "model": ("lstm_ae", "dnn", "cnn"),
-            "task": ("multiclass", "binary"),
-            "ensemble_score": ("mean", "max"),
-            "threshold": ("fpr", "quantile", "fixed"),
-            "lstm_backward": ("autodiff", "fused"),
-            "dtype": ("float32", "bfloat16"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"--{key}={getattr(self, key)!r}: expected one of {allowed}")
+        for f in dataclasses.fields(self):
+            allowed = f.metadata["choices"]
+            if allowed and getattr(self, f.name) not in allowed:
+                raise ValueError(f"--{f.name}={getattr(self, f.name)!r}: expected one of {allowed}")
         checks = {
             "stage": self.stage in (1, 2),
             "window": self.window >= 1,

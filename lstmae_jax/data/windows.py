@@ -311,7 +311,7 @@ def for_config(
         split=cfg.split,
         fractions=cfg.split_fractions,
         seed=cfg.seed,
-        train_benign_only=cfg.model == "lstm_ae" and cfg.stage == 1 and cfg.stage1_benign_only,
+        train_benign_only=cfg.is_stage1 and cfg.stage1_benign_only,
         scaler=scaler,
         scaler_kind=cfg.scaler,
         scaler_clip=cfg.input_clip,

@@ -72,7 +72,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     stage1_dir = None
     scaler, init, meta_extra = None, None, {}
     features = cfg.features or None
-    if cfg.model == "lstm_ae" and cfg.stage == 2:
+    if cfg.is_stage2:
         stage1_dir = rundir.path(workdir, rundir.STAGE1)
         why = rundir.unfinished(workdir, rundir.STAGE1)
         if why == rundir.NOT_TRAINED:
@@ -110,13 +110,13 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     labels = None
     if cfg.task == "binary":
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
-    if not (cfg.model == "lstm_ae" and cfg.stage == 1):
+    if not cfg.is_stage1:
         names = ("Benign", "Attack") if cfg.task == "binary" else windowed.classes
         _check_classes(rundir.run_name(cfg), (labels or windowed.label)["train"], names)
     meta_extra["data"] = windowed.summary()
     result = loop.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold, score = None, None
-    if cfg.model == "lstm_ae" and cfg.stage == 1 and not result.preempted:
+    if cfg.is_stage1 and not result.preempted:
         calibrated = calibration.calibrate(cfg, result.model, windowed, run_dir, result.steps)
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {

@@ -63,11 +63,11 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
         dtype=cfg.dtype,
         fused_backward=cfg.lstm_backward == "fused",
     )
-    if cfg.model == "lstm_ae" and cfg.stage == 1:
+    if cfg.is_stage1:
         if cfg.ensemble > 1:
             return models.LSTMAEEnsemble(ae_cfg, cfg.ensemble, rngs=rngs)
         return models.LSTMAE(ae_cfg, rngs=rngs)
-    if cfg.model == "lstm_ae" and cfg.stage == 2:
+    if cfg.is_stage2:
         head = models.LatentClassifierConfig(
             latent=cfg.encoder_sizes[-1],
             num_classes=num_classes,
@@ -140,7 +140,7 @@ def init_state(
 
 
 def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
-    if cfg.model == "lstm_ae" and cfg.stage == 1:
+    if cfg.is_stage1:
         return Task(
             "reconstruct", cfg.window, members=cfg.ensemble, input_noise=cfg.input_noise,
             seed=cfg.seed,
@@ -150,7 +150,7 @@ def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = 
 
 def trainable_filter(cfg: Config) -> Any:
     """Which parameters get gradients: all, or all but the encoder (frozen stage 2)."""
-    if cfg.model == "lstm_ae" and cfg.stage == 2:
+    if cfg.is_stage2:
         return models.trainable_params(cfg.freeze_encoder)
     return nnx.Param
 
