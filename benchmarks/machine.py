@@ -51,5 +51,5 @@ def machine_info(packages: Sequence[str] = ("jax", "flax", "numpy")) -> dict:
         import jax
 
         out["jax_devices"] = [str(d) for d in jax.devices()]
-    out["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return out

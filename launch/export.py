@@ -1,39 +1,10 @@
-"""Export a detector: python launch/export.py --workdir=DIR --output=DIR [--checkpoint=best].
+"""Export a detector: python launch/export.py --workdir=DIR --output=DIR.
 
-Writes scorer.jaxexport (jax.export, symbolic batch, CPU and CUDA), scorer.json (the
-sidecar: features, window, scaler, error model, threshold, classes, cleaning, training
-data, validation metrics, versions) and MANIFEST.json (SHA-256 and size of each file).
-Score with launch/score.py, or lstmae_jax.deploy.artifact.load in Python; no Flax needed.
+The thin entry point of lstmae_jax/cli/export.py, which pip installs as ``lstmae-export``
+(also ``python -m lstmae_jax export``); all three take the same flags, --help lists them.
 """
 
-import json
-import sys
-
-from absl import app, flags
-
-from lstmae_jax.jobs import export
-
-flags.DEFINE_string("workdir", None, "Experiment directory with a trained stage1/ (and stage2/).")
-flags.DEFINE_string("output", None, "Artifact directory to write.")
-flags.DEFINE_string(
-    "checkpoint",
-    "best",
-    "Stage-1 parameters: best, latest, or a step number (the last two refit the error model"
-    " and threshold on the run's data).",
-)
-flags.mark_flags_as_required(["workdir", "output"])
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    del argv
-    try:
-        sidecar = export.export_scorer(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint)
-    except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
-        sys.exit(f"error: {e}")
-    keys = ("platforms", "window", "threshold", "classes", "manifest_sha256")
-    print(json.dumps({k: sidecar[k] for k in keys}, indent=1))
-
+from lstmae_jax.cli import export
 
 if __name__ == "__main__":
-    app.run(main)
+    export.run()

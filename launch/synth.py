@@ -1,45 +1,10 @@
 """Write generated flows: python launch/synth.py --output=DIR_OR_FILE [--flows=N] [--style=...].
 
-A directory gets ``timeline.parquet``; a ``.csv`` file name writes CSV. ``--style`` picks
-the canonical schema (cleaned, as the converter would store it) or an imitation of the raw
-CICIDS2017 / CSE-CIC-IDS2018 files. The label counts logged are those generated, before
-the canonical style drops the rows with non-finite rates.
+The thin entry point of lstmae_jax/cli/synth.py, which pip installs as ``lstmae-synth``
+(also ``python -m lstmae_jax synth``); all three take the same flags, --help lists them.
 """
 
-import os
-
-import pyarrow.compute as pc
-from absl import app, flags, logging
-
-from lstmae_jax.ingest import schema
-from lstmae_jax.synthetic import timeline
-
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "A .parquet or .csv file, or a directory (gets timeline.parquet)."
-)
-_FLOWS = flags.DEFINE_integer("flows", 200_000, "Number of flows to generate.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives identical files.")
-_STYLE = flags.DEFINE_enum(
-    "style", "canonical", timeline.WRITE_STYLES, "Column names and value format written."
-)
-_ATTACK_FRACTION = flags.DEFINE_float(
-    "attack_fraction", timeline.DEFAULT_ATTACK_FRACTION, "Share of flows in attack episodes."
-)
-flags.mark_flag_as_required("output")
-
-
-def main(argv):
-    del argv
-    path = _OUTPUT.value
-    if not path.endswith((".parquet", ".csv")):
-        path = os.path.join(path, "timeline.parquet")
-    table = timeline.generate(_FLOWS.value, _SEED.value, attack_fraction=_ATTACK_FRACTION.value)
-    timeline.write(table, path, style=_STYLE.value)
-    logging.info("generated %d flows, wrote %s (%s style)", table.num_rows, path, _STYLE.value)
-    counts = pc.value_counts(table.column(schema.LABEL)).to_pylist()
-    for c in sorted(counts, key=lambda c: -c["counts"]):
-        logging.info("  %-12s %9d", c["values"], c["counts"])
-
+from lstmae_jax.cli import synth
 
 if __name__ == "__main__":
-    app.run(main)
+    synth.run()

@@ -40,6 +40,7 @@ NO_TRAINING = (
 # The project modules the scorer may load: no model, training or checkpoint code.
 SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
     "atomic", "console",
+    "cli", "cli.entry", "cli.score",  # the command: absl flags, main, run
     "data", "data.dataset", "data.windows",  # the scaler's arrays and the window cut
     "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
     "detect", "detect.anomaly", "detect.metrics",  # the error model's arrays
