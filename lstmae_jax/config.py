@@ -203,6 +203,12 @@ class Config:
     seed: int = _opt(0, "Seed of initialisation, data order and random splits.")
     # -- bookkeeping
     log_every_steps: int = _opt(50, "Steps between JSONL metric lines.", resume_may_change=True)
+    tensorboard: bool = _opt(
+        False,
+        "Also write the metrics.jsonl records as TensorBoard events in the run directory's"
+        " tensorboard/ (needs the tensorboard extra).",
+        resume_may_change=True,
+    )
     checkpoint_every_steps: int = _opt(
         500, "Steps between checkpoints (also saved every epoch).", resume_may_change=True
     )

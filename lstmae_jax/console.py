@@ -86,9 +86,11 @@ class Progress:
 
     The rate counts from ``start`` (a resumed run's first step) over the time since the
     reporter was made; the ETA needs the share of the work done, from ``total`` or passed
-    to ``update`` (the scorer's bytes read). ``inplace``: on a terminal, one line on stderr
-    rewritten at each update; elsewhere (and by default) log lines. ``every``: the fewest
-    seconds between two lines, unless an update is forced (a closing line).
+    to ``update`` (the scorer's bytes read). ``eta_bound``: ``total`` is a cap the job may
+    stop before (training's epoch cap under early stopping), so the ETA reads
+    ``ETA <= n s``. ``inplace``: on a terminal, one line on stderr rewritten at each
+    update; elsewhere (and by default) log lines. ``every``: the fewest seconds between
+    two lines, unless an update is forced (a closing line).
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class Progress:
         label: str = "",
         every: float = 0.0,
         inplace: bool = False,
+        eta_bound: bool = False,
     ) -> None:
         self.unit, self.total, self.start, self.label, self.every = unit, total, start, label, every
+        self.eta_bound = eta_bound
         self.t0 = self.last = time.monotonic()
         self.inplace = inplace and sys.stderr.isatty()
 
@@ -120,7 +124,8 @@ class Progress:
             fraction = (done - self.start) / (self.total - self.start)
         eta = ""
         if fraction is not None and 0 < fraction < 1:
-            eta = f", ETA {elapsed * (1 - fraction) / fraction:.0f} s"
+            bound = "<= " if self.eta_bound else ""
+            eta = f", ETA {bound}{elapsed * (1 - fraction) / fraction:.0f} s"
         count = f"{done}/{self.total}" if self.total is not None else f"{done}"
         digits = 1 if rate < 10 else 0  # 2.5 steps/s, 6675 flows/s
         line = f"{self.label}{count} {self.unit} ({rate:.{digits}f} {self.unit}/s{eta})"

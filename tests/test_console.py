@@ -89,3 +89,18 @@ def test_progress_logs_at_most_every_interval_unless_forced(caplog, monkeypatch)
         progress.update(int(t * 100))
     progress.update(2100, force=True)
     assert [line.split(" ")[0] for line in _lines(caplog)] == ["1000", "2050", "2100"]
+
+
+def test_progress_eta_under_a_cap_is_a_bound(caplog, monkeypatch):
+    # Training: the total is the --epochs cap and early stopping may end the run before it.
+    now = [0.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.INFO)
+    steps = console.Progress("steps", total=100, eta_bound=True)
+    now[0] = 5.0
+    steps.update(25, "loss 0.1")  # 25 steps in 5 s, 75 left
+    steps.update(100)  # done: no ETA at all
+    assert _lines(caplog) == [
+        "25/100 steps (5.0 steps/s, ETA <= 15 s), loss 0.1",
+        "100/100 steps (20 steps/s)",
+    ]

@@ -112,16 +112,23 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
     if plot_prefix is not None:
         from lstmae_jax.jobs import plots
 
+        title = plot_title(workdir, rundir.STAGE1, split)
         paths = (
-            plots.plot_curves(f"{plot_prefix}stage1", y_W, score_W)
+            plots.plot_curves(f"{plot_prefix}stage1", y_W, score_W, threshold, title=title)
             if 0 < y_W.sum() < len(y_W)
             else ()
         )
         hist = plots.plot_score_histograms(
-            f"{plot_prefix}stage1_scores.png", score_W, names, threshold
+            f"{plot_prefix}stage1_scores.png", score_W, names, threshold, title=title
         )
         report["plots"] = [*paths, hist]
     return report
+
+
+def plot_title(workdir: str, run: str, split: str) -> str:
+    """What a figure shows: ``demo/stage1, test split`` (``all windows`` for --split=all)."""
+    name = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
+    return f"{name}/{run}, " + ("all windows" if split == "all" else f"{split} split")
 
 
 def _plots_available() -> bool:
@@ -211,7 +218,7 @@ def evaluate_job(
             r.setdefault("plots", []).append(path)
     atomic.write_json(output, report, allow_nan=False)
     md = os.path.splitext(output)[0] + ".md"
-    atomic.write_bytes(md, markdown(report).encode("utf-8"))
+    atomic.write_bytes(md, markdown(report, os.path.dirname(os.path.abspath(md))).encode("utf-8"))
     logging.info("wrote %s and %s", output, md)
     return report
 
@@ -229,7 +236,41 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def markdown(report: dict) -> str:
+def _feature_table(contribution: dict) -> list[str]:
+    """Per class, its top features by mean contribution to the score (``feature_attribution``)."""
+    if not contribution:
+        return []
+    k = max(len(top) for top in contribution.values())
+    lines = [
+        "Features with the largest mean contribution to the score, per class (the"
+        " contributions of all features sum to the window's score):",
+        "",
+        "| class | " + " | ".join(f"#{i + 1}" for i in range(k)) + " |",
+        "|---" * (k + 1) + "|",
+    ]
+    for name, top in contribution.items():
+        cells = [f"`{feature}` {value:.4g}" for feature, value in top.items()]
+        lines.append(f"| {name} | " + " | ".join(cells + [""] * (k - len(cells))) + " |")
+    return [*lines, ""]
+
+
+def _figures(runs: dict, figures_dir: str | None) -> list[str]:
+    """Every run's plots as Markdown images, relative to ``figures_dir`` when given."""
+    paths = [(name, p) for name, r in runs.items() for p in r.get("plots", ())]
+    if not paths:
+        return []
+    lines = ["## Figures", ""]
+    for name, path in paths:
+        if figures_dir is not None:
+            path = os.path.relpath(os.path.abspath(path), figures_dir)
+        what = os.path.splitext(os.path.basename(path))[0]
+        lines += [f"![{name}: {what}]({path})", ""]
+    return lines
+
+
+def markdown(report: dict, figures_dir: str | None = None) -> str:
+    """The report in Markdown. ``figures_dir``: the folder the text is written to, so its
+    image links are relative to it (None: the plot paths as the report holds them)."""
     lines = [
         f"# Evaluation of `{report['workdir']}`",
         "",
@@ -261,6 +302,7 @@ def markdown(report: dict) -> str:
             for name, v in r["per_attack"].items():
                 lines.append(f"| {name} | {v['n']} | {v['detected']} | {_pct(v['recall'])} |")
             lines.append("")
+        lines += _feature_table(r.get("feature_contribution", {}))
     for name in rundir.CLASSIFIERS:
         if name in runs:
             r = runs[name]
@@ -276,4 +318,5 @@ def markdown(report: dict) -> str:
                 f"| {_pct(b['precision'])} | {_pct(b['recall'])} | {_pct(b['f1'])} | {_pct(b['fpr'])} |",
                 "",
             ]
+    lines += _figures(runs, figures_dir)
     return "\n".join(lines)

@@ -7,6 +7,8 @@ workdir (``lock.FILE``) keeps a second trainer out while one runs. A run directo
 
 * ``checkpoints/`` (``checkpoint.DIRECTORY``): the Orbax steps, state and meta together;
 * ``metrics.jsonl`` (``monitor.METRICS_FILE``): the training and validation records;
+* with ``--tensorboard``, ``tensorboard/`` (``monitor.TENSORBOARD_DIR``): the same records
+  as TensorBoard event files;
 * ``inputs.json`` (``inputs.FILE``): the fingerprint of each input file;
 * ``summary.json`` (``SUMMARY``): how training ended, the training job's last write;
 * stage 1 only: ``error_model.json`` and ``threshold.json`` (``calibration``), fitted

@@ -19,7 +19,7 @@ from lstmae_jax.config import Config
 from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration
 from lstmae_jax.jobs import rundir
-from lstmae_jax.train import lock, loop
+from lstmae_jax.train import lock, loop, monitor
 
 
 def _has_checkpoints(run_dir: str) -> bool:
@@ -62,6 +62,8 @@ def train_job(cfg: Config, workdir: str) -> dict:
     Holds ``workdir``'s lock (process 0) for the whole job: one trainer per workdir."""
     if not cfg.data:
         raise ValueError("--data is required (a Parquet file, directory or glob)")
+    if cfg.tensorboard:  # every process: all stop here rather than wait on process 0
+        monitor.check_tensorboard()
     held = lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with held:
         return _train_job(cfg, workdir)

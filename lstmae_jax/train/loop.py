@@ -258,21 +258,41 @@ class _Fit:
         return compiled
 
     def run(self) -> None:
+        """Opens the metrics writer and the progress line, runs the steps (``_steps``)
+        unless the run is already over, and closes both whatever happens."""
+        self.step = step = int(jax.device_get(self.state.step))
+        events = (
+            os.path.join(self.run_dir, monitor.TENSORBOARD_DIR) if self.cfg.tensorboard else None
+        )
+        self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, monitor.METRICS_FILE), events)
+        # Steps logged after the checkpoint run again; so do those of a run killed before
+        # its first checkpoint (step 0 here).
+        self.writer.cut_after(step)
+        # The total is the --epochs cap: early stopping may end sooner, so the ETA is a bound.
+        self.progress = console.Progress(
+            "steps", total=self.total, start=step, inplace=True, eta_bound=True
+        )
+        self.pending: list[tuple[int, int, dict]] = []  # (last step, steps, metrics)
+        try:
+            if step < self.total and not self.early["stopped"]:
+                logging.info(
+                    "training up to step %d (--epochs=%d); early stopping"
+                    " (--patience=%d) usually ends it sooner: the ETA is an upper bound",
+                    self.total,
+                    self.cfg.epochs,
+                    self.cfg.patience,
+                )
+                self._steps(step)
+        finally:
+            self.writer.close()
+            self.progress.close()
+
+    def _steps(self, step: int) -> None:
         """Dispatches step N before reading step N-1's metrics (only every
         ``log_every_steps``), validates at each epoch end, saves on the checkpoint policy,
         and stops on early stopping, the step budget or SIGTERM. With ``steps_per_call``
         K > 1, one call runs K steps wherever no boundary falls inside them."""
         cfg = self.cfg
-        self.step = step = int(jax.device_get(self.state.step))
-        self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, monitor.METRICS_FILE))
-        # Steps logged after the checkpoint run again; so do those of a run killed before
-        # its first checkpoint (step 0 here).
-        self.writer.cut_after(step)
-        self.progress = console.Progress("steps", total=self.total, start=step, inplace=True)
-        self.pending: list[tuple[int, int, dict]] = []  # (last step, steps, metrics)
-        if step >= self.total or self.early["stopped"]:
-            self.progress.close()
-            return
         compiled: dict[int, object] = {}  # steps per call -> executable, compiled on first use
         self.window_t0, self.window_steps = time.perf_counter(), 0
         # SIGTERM only, and kept for the whole run (once=False): a second one must not kill
@@ -306,7 +326,6 @@ class _Fit:
                 if self.early["stopped"] or step >= self.total:
                     break
             self._drain()
-        self.progress.close()
 
     def _drain(self) -> None:
         """Reads the pending steps' metrics: a non-finite loss stops; one log line."""

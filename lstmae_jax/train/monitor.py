@@ -1,9 +1,15 @@
-"""Training metrics: the JSONL writer (process 0 only) and its reader. The progress line
-and the SIGTERM flag are ``lstmae_jax.console``'s."""
+"""Training metrics: the one writer (process 0 only) and the JSONL reader. The progress
+line and the SIGTERM flag are ``lstmae_jax.console``'s.
+
+``metrics.jsonl`` is the record. With ``--tensorboard`` the same records also go to
+TensorBoard event files in ``<run dir>/tensorboard/`` through tensorboardX (the optional
+extra ``tensorboard``), each number under its JSONL key at the record's step.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import jax
@@ -12,29 +18,86 @@ from absl import logging
 from lstmae_jax import atomic
 
 METRICS_FILE = "metrics.jsonl"  # in each run directory (the layout: jobs/rundir.py)
+TENSORBOARD_DIR = "tensorboard"  # beside it, with --tensorboard
+TENSORBOARD_FLUSH_S = 10  # tensorboardX's default, 120 s, is long for a user watching
+
+
+def check_tensorboard() -> None:
+    """Raises, naming the extra to install, when tensorboardX is missing (``--tensorboard``
+    is checked at the start of a job, not after its data is loaded)."""
+    try:
+        import tensorboardX  # noqa: F401  (the optional `tensorboard` extra)
+    except ImportError:
+        raise ImportError(
+            "--tensorboard needs tensorboardX: pip install 'lstmae-jax[tensorboard]'"
+            " (pip install -e '.[tensorboard]' in a checkout)"
+        ) from None
 
 
 class JsonlWriter:
-    """The one metrics writer: JSON lines, written by process 0 only."""
+    """The one metrics writer, process 0 only: JSON lines in ``path``, and with
+    ``tensorboard_dir`` the same records as TensorBoard scalars there.
 
-    def __init__(self, path: str) -> None:
+    ``cut_after`` (a resume) must come before the first ``write``; ``close`` flushes the
+    event file."""
+
+    def __init__(self, path: str, tensorboard_dir: str | None = None) -> None:
         self.enabled = jax.process_index() == 0
-        self.path = path
+        self.path, self.tensorboard_dir = path, tensorboard_dir
+        self._events = None  # the tensorboardX SummaryWriter, opened on the first write
+        self._purge_step: int | None = None
+        if tensorboard_dir is not None:
+            check_tensorboard()
         if self.enabled:
             os.makedirs(os.path.dirname(path), exist_ok=True)
 
     def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard_dir is not None:
+            self._scalars(record)
+
+    def _scalars(self, record: dict) -> None:
+        """Every number of ``record`` but its step, as a scalar at that step."""
+        if self._events is None:
+            from tensorboardX import SummaryWriter
+
+            start = self._purge_step - 1 if self._purge_step is not None else 0
+            self._events = SummaryWriter(
+                self.tensorboard_dir,
+                purge_step=self._purge_step,
+                flush_secs=TENSORBOARD_FLUSH_S,
+                # Named by the second it opens, and opened "wb": without the start step
+                # a resume in the same second would overwrite its predecessor's file.
+                filename_suffix=f".from{start:010d}",
+            )
+        step = int(record.get("step", 0))
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if math.isfinite(value):
+                    self._events.add_scalar(key, float(value), step)
 
     def cut_after(self, step: int) -> None:
         """Drops the records of steps after ``step`` (a resume runs them again, so they
-        would repeat) and a torn last line, rewriting the file atomically."""
+        would repeat) and a torn last line, rewriting the file atomically.
+
+        Event files are append-only and are not rewritten: the event file opened next
+        starts with tensorboardX's purge marker (a session start at ``step + 1``), and
+        TensorBoard itself hides, on display, the older events of steps after ``step``,
+        so its curves rewind to the checkpoint as ``metrics.jsonl`` does."""
+        self._purge_step = step + 1
         if not self.enabled or not os.path.exists(self.path):
             return
         kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
         atomic.write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def close(self) -> None:
+        """Flushes and closes the event file (JSON lines are written as they come)."""
+        if self._events is not None:
+            self._events.close()
+            self._events = None
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -29,17 +29,61 @@ def _scores(seed=0):
 
 def test_plot_curves(tmp_path):
     y, score = _scores()
-    roc, pr = plots.plot_curves(str(tmp_path / "sub" / "det"), y, score)
+    thr = metrics.calibrate("fpr", score[y == 0], target_fpr=0.01)
+    roc, pr = plots.plot_curves(str(tmp_path / "sub" / "det"), y, score, thr, title="demo/stage1")
     assert roc.endswith("det_roc.png") and pr.endswith("det_pr.png")
     _assert_png(roc)
     _assert_png(pr)
+    # Without a threshold or title, as before.
+    _assert_png(plots.plot_curves(str(tmp_path / "bare"), y, score)[0])
+
+
+def _marker(ax):
+    (line,) = [line for line in ax.lines if line.get_gid() == plots.OPERATING_POINT]
+    (x,), (y,) = line.get_data()
+    return x, y
+
+
+def test_roc_has_a_log_fpr_axis_and_marks_the_threshold():
+    y, score = _scores()
+    thr = metrics.calibrate("fpr", score[y == 0], target_fpr=0.01)
+    report = metrics.detection_report(y, score, thr)
+    ax = plots.roc_figure(y, score, thr, "demo/stage1, test split").axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlim()[0] == pytest.approx(1 / 300)  # one benign window in all
+    assert ax.get_title() == "ROC: demo/stage1, test split"
+    # The report's numbers at the threshold: FPR 1% of the 300 benign windows.
+    assert report["fpr"] == 3 / 300
+    assert _marker(ax) == (report["fpr"], report["recall"])
+    # The curve passes through the marker (score > t is a point of the score >= t curve).
+    fpr, tpr = (np.asarray(v) for v in ax.lines[0].get_data())
+    assert np.any((fpr == report["fpr"]) & (tpr == report["recall"]))
+
+
+def test_an_fpr_of_zero_is_drawn_at_the_axis_floor():
+    y, score = _scores()
+    op = plots.operating_point(y, score, score.max())  # flags nothing
+    assert op["fpr"] == op["tpr"] == 0.0
+    ax = plots.roc_figure(y, score, score.max()).axes[0]
+    assert _marker(ax) == (1 / 300, 0.0) and ax.get_title() == "ROC"
+
+
+def test_pr_marks_the_threshold_and_names_the_run():
+    y, score = _scores()
+    thr = metrics.calibrate("fpr", score[y == 0], target_fpr=0.01)
+    report = metrics.detection_report(y, score, thr)
+    ax = plots.pr_figure(y, score, thr, "demo/stage1, all windows").axes[0]
+    assert ax.get_title() == "Precision-recall: demo/stage1, all windows"
+    assert _marker(ax) == (report["recall"], report["precision"])
 
 
 def test_plot_score_histograms(tmp_path):
     y, score = _scores()
     names = np.where(y == 0, "Benign", np.where(np.arange(y.size) % 2, "DDoS", "PortScan"))
     thr = metrics.calibrate("fpr", score[y == 0], target_fpr=0.01)
-    _assert_png(plots.plot_score_histograms(str(tmp_path / "h.png"), score, names, thr))
+    _assert_png(
+        plots.plot_score_histograms(str(tmp_path / "h.png"), score, names, thr, title="demo")
+    )
     # Non-positive scores fall back to linear bins; a float threshold works too.
     _assert_png(plots.plot_score_histograms(str(tmp_path / "h2.png"), score - 0.1, names, 0.0))
 
@@ -58,10 +102,13 @@ def test_plot_training(tmp_path):
             records.append(
                 {"epoch": s // 10, "step": 5 * s, "val_loss": 1.5 / s, "best_val_loss": 0}
             )
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    train, val = plots.read_metrics(str(tmp_path))
+    run_dir = tmp_path / "demo" / "stage1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    train, val = plots.read_metrics(str(run_dir))
     assert len(train) == 40 and len(val) == 4
-    _assert_png(plots.plot_training(str(tmp_path), str(tmp_path / "training.png")))
+    _assert_png(plots.plot_training(str(run_dir), str(tmp_path / "training.png")))
+    assert plots.training_figure(str(run_dir)).axes[0].get_title() == "Training: demo/stage1"
 
 
 def test_plot_training_needs_losses(tmp_path):

@@ -1,8 +1,10 @@
 """End to end on generated data: train stage 1 and 2, threshold, evaluate (export and scoring: jobs/test_export.py, deploy/test_stream.py)."""
 
 import dataclasses
+import importlib.util
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -76,6 +78,19 @@ def test_evaluate_report(workdir, tmp_path):
     assert 0.0 <= s2["accuracy"] <= 1.0 and "confusion_matrix" in s2
     md = (tmp_path / "report.md").read_text()
     assert "Stage 1: LSTM-AE anomaly detection" in md and "stage2: classification" in md
+    # The per-class feature table: a row per class, its top features in report.json's order.
+    for name, top in s1["feature_contribution"].items():
+        cells = [f"`{f}` {v:.4g}" for f, v in top.items()]
+        assert f"| {name} | " + " | ".join(cells) + " |" in md.splitlines()
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    # Figures: every plot is a file beside the report, linked by its relative name.
+    figures = [p for r in saved["runs"].values() for p in r["plots"]]
+    names = {os.path.basename(p) for p in figures}
+    assert {"report_stage1_roc.png", "report_stage1_pr.png", "report_stage2_training.png"} <= names
+    linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.split("## Figures")[1])
+    assert sorted(linked) == sorted(names)
+    assert all((tmp_path / name).stat().st_size > 0 for name in linked)
 
 
 def test_ensemble_trains_members_together(tmp_path):

@@ -2,8 +2,11 @@
 
 import dataclasses
 import json
+import logging
 import os
+import shutil
 import signal
+import struct
 
 import jax
 import numpy as np
@@ -119,12 +122,17 @@ def test_uneven_batch_is_a_clear_error(tmp_path):
         loop.fit(config.smoke(batch_size=10), str(tmp_path), _windowed())
 
 
-def test_early_stopping_restores_best(tmp_path):
+def test_early_stopping_restores_best(tmp_path, caplog):
     # A vanishing learning rate: no epoch after the first improves by min_delta.
+    caplog.set_level(logging.INFO)
     cfg = config.smoke(epochs=10, patience=2, learning_rate=1e-12, warmup_steps=0)
     result = loop.fit(cfg, str(tmp_path), _windowed())
     assert result.stopped_early and result.ended.startswith("early stopping")
     assert len(result.history) == 3  # epoch 1 sets the best, 2 and 3 do not improve
+    # The ETA counted to the 10-epoch cap that early stopping cut short: it says so.
+    lines = [r.getMessage() for r in caplog.records if r.name == "absl"]
+    assert any(" steps/s, ETA <= " in line for line in lines), lines
+    assert any("early stopping (--patience=2) usually ends it sooner" in line for line in lines)
 
 
 def test_no_bad_epochs_while_the_learning_rate_warms_up(tmp_path):
@@ -334,3 +342,63 @@ def test_read_jsonl_skips_only_a_torn_last_line(tmp_path):
     path.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(ValueError, match="m.jsonl, line 2: not JSON"):
         monitor.read_jsonl(str(path))
+
+
+def _tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
+    """Tag -> [(step, value)] of the event files, read as TensorBoard reads them: files in
+    name order, and a session start at step S hides the events before it of steps >= S
+    (its purge of orphaned data after a restart)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for name in sorted(os.listdir(directory)):
+        data = (directory / name).read_bytes()
+        pos = 0
+        while pos < len(data):  # TFRecords: length, its CRC, the event, its CRC
+            (n,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+            pos += 12 + n + 4
+            if event.session_log.status == event_pb2.SessionLog.START:
+                for tag, points in scalars.items():
+                    scalars[tag] = [(s, v) for s, v in points if s < event.step]
+            for v in event.summary.value:
+                scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return scalars
+
+
+def test_tensorboard_events_match_metrics_jsonl(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from lstmae_jax.train import monitor
+
+    cfg = config.smoke(epochs=1, tensorboard=True)
+    loop.fit(cfg, str(tmp_path), _windowed(), max_steps=6)
+    # Killed after logging step 6 but before its checkpoint: the resume starts at step 4
+    # and runs steps 5 and 6 again; their first records must not show twice.
+    shutil.rmtree(tmp_path / "checkpoints" / "6")
+    result = loop.fit(cfg, str(tmp_path), _windowed())
+    assert result.resumed_from == 4 and result.history
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for record in monitor.read_jsonl(str(tmp_path / monitor.METRICS_FILE)):
+        for key, value in record.items():
+            if key != "step" and value is not None:
+                expected.setdefault(key, []).append((record["step"], float(np.float32(value))))
+    events = tmp_path / monitor.TENSORBOARD_DIR
+    assert len(os.listdir(events)) == 2  # one event file per run of fit
+    got = _tensorboard_scalars(events)
+    assert {"loss", "grad_norm", "steps_per_s", "val_loss", "learning_rate"} <= set(got)
+    assert got == expected
+    assert [s for s, _ in got["loss"]] == sorted({s for s, _ in got["loss"]})  # no repeats
+
+
+def test_tensorboard_missing_is_a_clear_error_at_start(tmp_path, monkeypatch):
+    import sys
+
+    from lstmae_jax.jobs import training
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if missing
+    cfg = config.smoke(data=str(tmp_path / "absent.parquet"), tensorboard=True)
+    # Before the data is read (the path does not exist) and before any training.
+    with pytest.raises(ImportError, match=r"pip install 'lstmae-jax\[tensorboard\]'"):
+        training.train_job(cfg, str(tmp_path))
+    with pytest.raises(ImportError, match=r"pip install 'lstmae-jax\[tensorboard\]'"):
+        loop.fit(cfg, str(tmp_path / "run"), _windowed())
