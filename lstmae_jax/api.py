@@ -83,6 +83,8 @@ class Detector:
         ``stage2`` (None: when the data holds more than one class), stage 2
         (the attack classifier), and exports both to ``<workdir>/artifact``. Unlabelled
         in-memory data (no label column) is taken as all benign. Returns ``self``."""
+        if self.config is None:
+            raise RuntimeError("a loaded detector has no training config: fit a new Detector")
         from lstmae_jax.ingest import convert
         from lstmae_jax.jobs import export, training
 
@@ -93,13 +95,11 @@ class Detector:
             clean = os.path.join(work, "data")
             convert.convert(raw, clean, nonfinite=cfg.nonfinite, negative=cfg.negative)
         cfg = cfg.replace(data=",".join(convert.output_path(f, clean) for f in raw))
-        runs = {"stage1": training.train_job(cfg, work)}
-        data = runs["stage1"]["data"]
-        classes = set().union(*(data[split]["labels"] for split in ("train", "val", "test")))
+        runs = {"stage1": _finished(training.train_job(cfg, work), "stage 1")}
+        split = runs["stage1"]["data"]
+        classes = set().union(*(split[s]["labels"] for s in ("train", "val", "test")))
         if stage2 or (stage2 is None and len(classes) > 1):
-            runs["stage2"] = training.train_job(cfg.replace(stage=2), work)
-        if stopped := [name for name, s in runs.items() if s["preempted"]]:
-            raise RuntimeError(f"{stopped} stopped before the end (a signal): fit again to resume")
+            runs["stage2"] = _finished(training.train_job(cfg.replace(stage=2), work), "stage 2")
         export.export_scorer(work, os.path.join(work, ARTIFACT_DIR))
         self.scorer = artifact.load(os.path.join(work, ARTIFACT_DIR))
         self.fit_summary = runs
@@ -133,12 +133,13 @@ class Detector:
         return result
 
     def decision_function(self, data: Any) -> np.ndarray:
-        """PyOD's name: the scores, float64, one per input row; NaN where not scored."""
+        """PyOD's name: the scores, float64 [N] for N input rows; NaN where not scored."""
         score = self._score_table(data).column("score")
         return pc.fill_null(score.cast(pa.float64()), np.nan).to_numpy()
 
     def predict(self, data: Any) -> np.ndarray:
-        """PyOD's name: 1 where ``alert``, else 0 (rows not scored too: see ``score``)."""
+        """PyOD's name: int8 [N], 1 where ``alert``, else 0 (rows not scored too: see
+        ``score``)."""
         alert = self._score_table(data).column("alert")
         return pc.fill_null(alert, False).to_numpy().astype(np.int8)
 
@@ -243,6 +244,12 @@ class _Collect:
         return pa.concat_tables(self.tables) if self.tables else self.schema.empty_table()
 
 
+def _finished(summary: dict, name: str) -> dict:
+    if summary["preempted"]:
+        raise RuntimeError(f"{name} stopped before the end (a signal): fit again to resume")
+    return summary
+
+
 def _is_pandas(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
 
@@ -288,37 +295,37 @@ def _files(
             raise ValueError(str(e).replace(path, "the input table")) from e
 
 
-def _reason(key: str) -> str:
-    reason, _, column = key.partition(":")
-    return f"{reason} in {column}" if column else reason
+def _why(key: str, window: int) -> tuple[str, str]:
+    """(status, reason) of a ``Run.unscored`` key."""
+    if key == "no_window":
+        return NO_WINDOW, f"first {window - 1} flows of its file: a window is {window} flows"
+    reason, _, column = key.partition(":")  # "nonfinite:flow_byts_s", "repeated_header"
+    return DROPPED, f"{reason} in {column}" if column else reason
 
 
 def _align(parts: list[tuple[pa.Table, stream.Run]], window: int) -> pa.Table:
     """The scored windows' rows and the unscored rows of each pass, in file and row order."""
     scored = pa.concat_tables([t for t, _ in parts])
     unscored = [u for _, run in parts for u in run.unscored]
-    files = list(dict.fromkeys([*scored.column("file").to_pylist(), *(u[0] for u in unscored)]))
+    files = list(
+        dict.fromkeys(pc.unique(scored.column("file")).to_pylist() + [f for f, *_ in unscored])
+    )
     order = {f: i for i, f in enumerate(files)}
     file_idx = np.concatenate(
         [pc.index_in(scored.column("file"), pa.array(files, pa.string())).to_numpy()]
         + [np.full(len(rows), order[f]) for f, _, rows in unscored]
     ).astype(np.int64)
     row = np.concatenate(
-        [scored.column("row").to_numpy()] + [rows for _, _, rows in unscored]
+        [pc.fill_null(scored.column("row"), -1).to_numpy()] + [rows for *_, rows in unscored]
     ).astype(np.int64)
-    no_window = f"first {window - 1} flows of its file: a window is {window} flows"
-    why = [None] * scored.num_rows + [
-        reason
-        for _, key, rows in unscored
-        for reason in [no_window if key == "no_window" else _reason(key)] * len(rows)
-    ]
+    counts = [scored.num_rows] + [len(rows) for *_, rows in unscored]
+    labels = [(SCORED, None)] + [_why(key, window) for _, key, _ in unscored]
     perm = np.lexsort((row, file_idx))
+    status = np.repeat(np.array([s for s, _ in labels], object), counts)[perm]
+    why = np.repeat(np.array([r for _, r in labels], object), counts)[perm]
     take = np.concatenate([np.arange(scored.num_rows), np.full(len(row) - scored.num_rows, -1)])
     take = take[perm]
     done = take >= 0
-    status = np.where(done, SCORED, DROPPED).astype(object)
-    why = np.asarray(why, object)[perm]
-    status[why == no_window] = NO_WINDOW
     got = scored.take(pa.array(take, mask=~done))
     hits = scored.take(pa.array(take[done]))  # the scored rows, in order
     k = output.TOP

@@ -120,6 +120,9 @@ def test_score_lines_up_with_the_callers_rows_and_says_why(detector, dirty):
     assert unscored["score"].isna().all() and unscored["alert"].isna().all()
     # A dropped row leaves no gap: the window ending at row 12 holds rows 7-9 and 12.
     assert status[12] == "scored"
+    short = detector.score(timeline.generate(3, seed=5))  # fewer flows than a window
+    assert short.column("status").to_pylist() == ["no_window"] * 3
+    assert short.column("row").to_pylist() == [0, 1, 2] and short.column("score").null_count == 3
     np.testing.assert_array_equal(detector.decision_function(frame), result["score"].to_numpy())
     np.testing.assert_array_equal(
         detector.predict(frame),
@@ -210,6 +213,8 @@ def test_calibrate_moves_the_threshold_to_the_target_fpr(detector, tmp_path):
     assert artifact.load(str(shipped)).threshold == detector.threshold  # untouched
     det.export(str(tmp_path / "again"))  # the calibrated artifact ships
     assert lstmae_jax.load(str(tmp_path / "again")).threshold == det.threshold
+    with pytest.raises(RuntimeError, match="no training config"):
+        det.fit(benign)
 
 
 def test_bad_arguments_are_one_clear_error(detector, tmp_path):
