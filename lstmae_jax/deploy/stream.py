@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from absl import logging
 
 from lstmae_jax import atomic, console
@@ -74,11 +75,16 @@ class Run:
         writer: AlertWriter | None,
         *,
         keep_scores: bool = False,
+        keep_rows: bool = False,
         live: bool = False,
         batch: int = BATCH,
     ):
         self.scorer, self.writer, self.batch = scorer, writer, batch
         self.keep_scores = keep_scores  # calibration: keep every score and benign flag
+        # The Python API: every input row that ends no window, with (file, reason, rows):
+        # "no_window" (the first window - 1 flows of a file) or the cleaning's reason.
+        self.keep_rows = keep_rows
+        self.unscored: list[tuple[str, str, np.ndarray]] = []
         self.live = live  # --follow: record latencies
         self.features = np.asarray(scorer.features)
         self.windows: dict[str, _FileWindows] = {}
@@ -101,7 +107,11 @@ class Run:
 
     def add(self, chunk: reader.Chunk) -> None:
         table = chunk.table
+        if self.keep_rows:
+            for reason, rows in chunk.report.dropped_rows.items():
+                self.unscored += [(chunk.source, reason, r) for r in rows]
         self.report.merge(chunk.report)
+        self.report.dropped_rows.clear()  # kept above when asked for, else not at all
         self.flows += chunk.report.rows_in
         if chunk.restart or chunk.source not in self.windows:
             self.windows[chunk.source] = _FileWindows(self.scorer.window, len(self.features))
@@ -114,6 +124,9 @@ class Run:
         labels = np.array([None if lb in UNLABELLED else lb for lb in labels], object)
         attack = np.array([lb is not None and schema.is_attack(lb) for lb in labels], bool)
         x_MxF, starts_W, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
+        if self.keep_rows and len(last_W) < table.num_rows:
+            rows = pc.fill_null(table.column(reader.ROW), -1).to_numpy()
+            self.unscored.append((chunk.source, "no_window", np.delete(rows, last_W)))
         if not len(last_W):
             return
         last = table.take(pa.array(last_W))
@@ -332,6 +345,7 @@ def score_files(
     stop: console.Stop | None = None,
     block_size: int = reader.BLOCK_SIZE,
     keep_scores: bool = False,
+    keep_rows: bool = False,
 ) -> tuple[dict, Run]:
     """Scores ``inputs`` (a file, directory or glob); with ``follow``, keeps reading new
     lines and new files until ``stop``. Commits ``writer`` with the summary (or, on an
@@ -341,10 +355,14 @@ def score_files(
     the summary's ``files_failed``; the others go on (live mode retries it when it
     changes). In live mode a file that disappears is dropped with its windows, and taken
     up afresh if it comes back.
+
+    ``keep_scores`` (calibration): ``run.scores`` and ``run.benign`` hold every window's
+    score and whether it is benign. ``keep_rows`` (the Python API): ``run.unscored`` lists
+    the input rows that end no window, and why (``Run``).
     """
     check_inputs(inputs, follow)
     stop = stop if stop is not None else console.Stop()
-    run = Run(scorer, writer, keep_scores=keep_scores, live=follow)
+    run = Run(scorer, writer, keep_scores=keep_scores, keep_rows=keep_rows, live=follow)
     cleaning = scorer.cleaning
     sources: dict[str, reader.Source] = {}
     failed: dict[str, tuple[str, tuple | None]] = {}  # path -> (error, (size, mtime))

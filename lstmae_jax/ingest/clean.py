@@ -83,6 +83,15 @@ class CleanReport:
     unknown_columns: list[str] = dataclasses.field(default_factory=list)
     features: list[str] = dataclasses.field(default_factory=list)
     duplicate_header_mismatches: int = 0
+    # Inputs with a ``ROW`` column (the scorer's): the ``ROW`` of each dropped row, per
+    # reason ("reason", or "reason:feature" naming its first bad feature in schema order),
+    # so a caller can say why each of its rows has no result (the Python API). Not in
+    # ``to_json``.
+    dropped_rows: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def drop_rows(self, reason: str, rows: np.ndarray) -> None:
+        if len(rows):
+            self.dropped_rows.setdefault(reason, []).append(rows)
 
     def dropped_note(self) -> str:
         """The main reason rows were dropped, in words, and the column behind most of it
@@ -110,6 +119,8 @@ class CleanReport:
         self.fixed.update(other.fixed)
         self.labels.update(other.labels)
         self.duplicate_header_mismatches += other.duplicate_header_mismatches
+        for reason, rows in other.dropped_rows.items():
+            self.dropped_rows.setdefault(reason, []).extend(rows)
         for c in other.unknown_columns:
             if c not in self.unknown_columns:
                 self.unknown_columns.append(c)
@@ -204,6 +215,11 @@ def canonicalize(
     if not require_label:  # scoring: an empty label cell is an unlabelled flow, kept ("")
         missing[:] = False
     report.dropped["missing_label"] = int(missing.sum())
+    rows_N = None  # the input's ROW numbers, to record which rows are dropped
+    if ROW in table.column_names:
+        rows_N = pc.fill_null(_array_of(table.column(ROW)), -1).to_numpy(zero_copy_only=False)
+        report.drop_rows("repeated_header", rows_N[is_header])
+        report.drop_rows("missing_label", rows_N[missing & ~is_header])
     keep &= ~is_header & ~missing
 
     features = [f for f in schema.FEATURES if f in cols]
@@ -251,9 +267,13 @@ def canonicalize(
             dropped_now = bad[reason] & keep
             report.dropped[reason] = int(dropped_now.sum())
             if report.dropped[reason]:  # rare: only then the per-column count
+                unnamed = dropped_now.copy()  # rows not yet given their first bad feature
                 for f, mask_of in masks.items():
                     if n := int((mask_of[reason] & dropped_now).sum()):
                         report.dropped_by[f"{reason}:{f}"] += n
+                    if rows_N is not None and (first := mask_of[reason] & unnamed).any():
+                        report.drop_rows(f"{reason}:{f}", rows_N[first])
+                        unnamed &= ~first
             keep &= ~bad[reason]
     fixes = (("nonfinite", nonfinite == "zero"), ("negative", negative == "clamp"))
     for f, mask_of in masks.items():

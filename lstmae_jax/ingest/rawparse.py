@@ -47,6 +47,7 @@ from __future__ import annotations
 import csv
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -352,6 +353,7 @@ def prepare(plan: Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean
         if any(words):
             header_rows = pc.fill_null(pc.take(pa.array(words), enc.indices), False)
     columns, bad = [], header_rows
+    unparsable_by: list[tuple[str, pa.Array]] = []  # (canonical column, its bad cells)
     for i, is_num in enumerate(plan.numeric):
         col = _array(table.column(i))
         if i == plan.label or not is_num or pa.types.is_float64(col.type):
@@ -373,15 +375,32 @@ def prepare(plan: Plan, table, where, on_bad_cell: str) -> tuple[pa.Table, clean
                     f"cannot parse {cell!r} as a number"
                 )
             bad = unparsable if bad is None else pc.or_(bad, unparsable)
+            unparsable_by.append((plan.names[i], unparsable))
         columns.append(values)
     raw = pa.Table.from_arrays(columns, names=plan.raw)
     for name in table.column_names[len(plan.numeric) :]:  # a caller's extra columns (clean.ROW)
         raw = raw.append_column(name, table.column(name))
     report = clean.CleanReport(source=plan.src)
     if bad is not None:
+        if clean.ROW in table.column_names:  # which rows, and why (``CleanReport.dropped_rows``)
+            _record_dropped(report, table.column(clean.ROW), header_rows, unparsable_by)
         raw = raw.filter(pc.invert(bad))
         n_header = pc.sum(header_rows).as_py() if header_rows is not None else 0
         report.dropped.update(repeated_header=n_header, unparsable=n - raw.num_rows - n_header)
         report.dropped = +report.dropped
         report.rows_in = n - raw.num_rows
     return raw, report
+
+
+def _record_dropped(report, rows, header_rows, unparsable_by) -> None:
+    """The ``ROW`` of each row ``prepare`` drops, by reason: a header line, or the first
+    column whose cell is no number."""
+    rows = pc.fill_null(_array(rows), -1).to_numpy(zero_copy_only=False)
+    named = np.zeros(len(rows), bool)
+    if header_rows is not None:
+        named = header_rows.to_numpy(zero_copy_only=False).astype(bool)
+        report.drop_rows("repeated_header", rows[named])
+    for name, mask in unparsable_by:
+        first = mask.to_numpy(zero_copy_only=False).astype(bool) & ~named
+        report.drop_rows(f"unparsable:{name}", rows[first])
+        named |= first

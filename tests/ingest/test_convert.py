@@ -454,3 +454,30 @@ def test_a_planted_symlink_at_the_old_temporary_name_is_not_followed(tmp_path):
     convert.convert_file(src, str(tmp_path / "out"))
     assert victim.read_text() == "keep me"
     assert pq.read_table(tmp_path / "out" / "in.parquet").num_rows == 5
+
+
+def test_rows_carrying_a_row_number_are_named_when_dropped():
+    # The scorer's path (``clean.ROW``): which rows go, and the first column to blame.
+    nan, inf = float("nan"), float("inf")
+    table = pa.table({
+        "Flow Duration": ["5", "-1", "inf", "5", "abc", "5", "Label"],
+        "Dst Port": [80.0, 80.0, nan, 70000.0, 80.0, 80.0, 80.0],
+        "Flow Bytes/s": [1.0, 1.0, 1.0, 1.0, 1.0, inf, 1.0],
+        "Label": ["BENIGN"] * 6 + ["Label"],
+        clean.ROW: [2, 3, 4, 5, 6, 7, 8],
+    })  # fmt: skip
+    plan = rawparse.Plan("t.csv", table.column_names[:-1])
+    raw, dropped = rawparse.prepare(plan, table, str, "drop")
+    out, report = clean.canonicalize(raw, source="t.csv", negative="drop")
+    report.merge(dropped)
+    rows = {k: np.concatenate(v).tolist() for k, v in report.dropped_rows.items()}
+    assert rows == {
+        "repeated_header": [8],
+        "unparsable:flow_duration": [6],
+        "negative:flow_duration": [3],
+        "nonfinite:dst_port": [4],  # flow_duration too: the first in the schema's order
+        "out_of_range:dst_port": [5],
+        "nonfinite:flow_byts_s": [7],
+    }
+    assert out.column(clean.ROW).to_pylist() == [2]
+    assert sum(report.dropped.values()) == 6 and "dropped_rows" not in report.to_json()

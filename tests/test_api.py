@@ -1,0 +1,243 @@
+"""The Python API (lstmae_jax.api): fit, aligned scores equal to launch/score.py's, load
+without training code, calibrate, export, and the README's example run as written."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import lstmae_jax
+from lstmae_jax.deploy import artifact
+from lstmae_jax.ingest import schema
+from lstmae_jax.synthetic import timeline
+
+pd = pytest.importorskip("pandas")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = {  # config.smoke's sizes: trains both stages in seconds
+    "window": 4,
+    "encoder_sizes": (8,),
+    "decoder_sizes": (8,),
+    "classifier_hidden": (8,),
+    "batch_size": 32,
+    "eval_batch_size": 32,
+    "epochs": 2,
+    "log_every_steps": 2,
+    "checkpoint_every_steps": 4,
+}
+# Rows of the dirty table (2018 raw naming) and what each is given: (column, value).
+DIRTY = {
+    10: ("Flow Byts/s", float("inf")),  # nonfinite: dropped
+    11: ("Flow Pkts/s", float("nan")),  # nonfinite: dropped
+    20: ("Dst Port", 70000.0),  # out of range: dropped
+    30: ("Init Fwd Win Byts", -1.0),  # negative: clamped, scored
+    40: ("Flow Duration", "abc"),  # no number: dropped
+}
+
+
+def _env() -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """Both stages fitted once on a generated table in the raw CICIDS2017 naming (leading
+    spaces, ``Fwd Header Length`` twice, no ``Protocol``; ``Infinity`` rates, ``-1``s)."""
+    work = tmp_path_factory.mktemp("api")
+    path = str(work / "train.parquet")
+    timeline.write(timeline.generate(3000, seed=1), path, style="cicids2017")
+    return lstmae_jax.Detector(str(work / "run"), **SMOKE).fit(pq.read_table(path))
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory):
+    """Held-back flows in the raw CSE-CIC-IDS2018 naming, the rows of ``DIRTY`` spoiled."""
+    path = tmp_path_factory.mktemp("dirty") / "raw.parquet"
+    timeline.write(timeline.generate(600, seed=7), str(path), style="csecicids2018")
+    table = pq.read_table(path)
+    for i, (name, value) in DIRTY.items():
+        col = table.column(name).to_pylist()
+        if isinstance(value, str):
+            col = [str(v) for v in col]
+        col[i] = value
+        table = table.set_column(table.column_names.index(name), name, pa.array(col))
+    pq.write_table(table, path)
+    return table, path
+
+
+def _cli_score(model, inputs, out):
+    proc = subprocess.run(
+        [sys.executable, "launch/score.py", f"--model={model}", f"--input={inputs}",
+         f"--output={out}"],
+        capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return pq.read_table(out).to_pylist()
+
+
+def test_fit_trains_both_stages_and_exports(detector):
+    assert detector.classes[0] == "Benign" and len(detector.classes) > 2
+    assert detector.window == 4 and detector.threshold > 0
+    assert set(detector.fit_summary) == {"stage1", "stage2"}
+    artifact.load(os.path.join(detector.workdir, "artifact"))  # verifies
+
+
+def test_score_lines_up_with_the_callers_rows_and_says_why(detector, dirty):
+    table, _ = dirty
+    frame = table.to_pandas()
+    frame.index = frame.index + 1000  # the caller's own index comes back
+    result = detector.score(frame)
+    assert len(result) == len(frame) and (result.index == frame.index).all()
+    assert result["row"].tolist() == list(range(len(frame)))
+    status = dict(zip(result["row"], result["status"], strict=True))
+    reason = dict(zip(result["row"], result["reason"], strict=True))
+    assert reason[10] == "nonfinite in flow_byts_s" and reason[11] == "nonfinite in flow_pkts_s"
+    assert reason[20] == "out_of_range in dst_port"
+    assert reason[40] == "unparsable in flow_duration"
+    assert {status[i] for i in (10, 11, 20, 40)} == {"dropped"}
+    assert status[30] == "scored" and pd.isna(reason[30])  # clamped, kept
+    first = "first 3 flows of its file: a window is 4 flows"
+    assert [status[i] for i in range(4)] == ["no_window"] * 3 + ["scored"]
+    assert reason[0] == first
+    dropped = result[result["status"] == "dropped"]  # the generator's Infinity rates too
+    assert len(dropped) >= 4 and dropped["reason"].str.match(r"^\w+ in \w+$").all()
+    assert (result["status"] == "scored").sum() == len(frame) - len(dropped) - 3
+    scored = result[result["status"] == "scored"]
+    assert scored["score"].notna().all() and scored["predicted_class"].isin(detector.classes).all()
+    assert all(len(t) == 3 and set(t) <= set(detector.features) for t in scored["top_features"])
+    assert ((scored["score"] > detector.threshold) == scored["alert"].astype(bool)).all()
+    unscored = result[result["status"] != "scored"]
+    assert unscored["score"].isna().all() and unscored["alert"].isna().all()
+    # A dropped row leaves no gap: the window ending at row 12 holds rows 7-9 and 12.
+    assert status[12] == "scored"
+    short = detector.score(timeline.generate(3, seed=5))  # fewer flows than a window
+    assert short.column("status").to_pylist() == ["no_window"] * 3
+    assert short.column("row").to_pylist() == [0, 1, 2] and short.column("score").null_count == 3
+    np.testing.assert_array_equal(detector.decision_function(frame), result["score"].to_numpy())
+    np.testing.assert_array_equal(
+        detector.predict(frame),
+        (result["alert"] == True).to_numpy().astype(np.int8),  # noqa: E712
+    )
+
+
+def test_scores_equal_the_command_line_row_by_row(detector, dirty, tmp_path):
+    table, path = dirty
+    cli = _cli_score(detector.scorer.directory, path, tmp_path / "alerts.parquet")
+    api = detector.score(table).to_pylist()  # the in-memory table
+    by_path = detector.score(str(path)).to_pylist()  # the same file, as a path
+    assert [r["row"] + 1 for r in api] == [r["row"] for r in by_path] == list(range(1, 601))
+    assert {r["file"] for r in by_path} == {str(path)}
+    api_scored = [r for r in api if r["status"] == "scored"]
+    assert len(cli) == len(api_scored) > 500
+    path_scored = [r for r in by_path if r["status"] == "scored"]
+    for c, a, p in zip(cli, api_scored, path_scored, strict=True):
+        assert c["row"] == a["row"] + 1 == p["row"]
+        assert c["score"] == a["score"] == p["score"]  # the same pass: equal to the bit
+        assert c["alert"] == a["alert"] and c["predicted"] == a["predicted_class"]
+        assert c["probability"] == a["class_probability"]
+        assert [c["top1"], c["top2"], c["top3"]] == a["top_features"] == p["top_features"]
+        assert c["top1_contribution"] == a["top_contributions"][0]
+
+
+def test_a_csv_path_scores_as_the_command_line_scores_it(detector, tmp_path):
+    path = tmp_path / "flows.csv"
+    timeline.write(timeline.generate(400, seed=3), str(path), style="cicids2017")
+    cli = _cli_score(detector.scorer.directory, path, tmp_path / "alerts.parquet")
+    api = detector.score([str(path)])
+    assert pc.min(api.column("row")).as_py() == 2  # line numbers: the header is line 1
+    scored = api.filter(pc.equal(api.column("status"), "scored")).to_pylist()
+    assert [(r["row"], r["score"]) for r in scored] == [(r["row"], r["score"]) for r in cli]
+
+
+def _scorer_modules() -> set:
+    """The project modules launch/score.py may load (tests/deploy/test_stream.py's list)."""
+    path = os.path.join(REPO, "tests", "deploy", "test_stream.py")
+    spec = importlib.util.spec_from_file_location("_test_stream", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SCORER_MODULES
+
+
+LOAD_AND_SCORE = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('flax', 'optax', 'orbax'):
+            raise ImportError(f'{name} is blocked: scoring must not import it')
+sys.meta_path.insert(0, Block())
+import pyarrow.parquet as pq
+import lstmae_jax
+det = lstmae_jax.load(sys.argv[1])
+pq.write_table(det.score(pq.read_table(sys.argv[2])), sys.argv[3])
+open(sys.argv[4], 'w').write('\\n'.join(sorted(sys.modules)))
+"""
+
+
+def test_load_scores_like_the_detector_without_training_code(detector, dirty, tmp_path):
+    detector.export(str(tmp_path / "shipped"))
+    out, modules = tmp_path / "scores.parquet", tmp_path / "modules.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_SCORE, str(tmp_path / "shipped"), str(dirty[1]),
+         str(out), str(modules)],
+        capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert pq.read_table(out).equals(detector.score(dirty[0]))
+    loaded = modules.read_text().split()
+    ours = {m.removeprefix("lstmae_jax.") for m in loaded if m.startswith("lstmae_jax.")}
+    assert ours == _scorer_modules() | {"api"}  # the command line's, and this module
+    assert not {m.split(".")[0] for m in loaded} & {"flax", "optax", "orbax"}
+
+
+def test_calibrate_moves_the_threshold_to_the_target_fpr(detector, tmp_path):
+    shipped = tmp_path / "shipped"
+    detector.export(str(shipped))
+    det = lstmae_jax.load(str(shipped))
+    benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
+    result = det.calibrate(benign, target_fpr=0.05)
+    assert det.threshold == result["threshold"]["value"] != detector.threshold
+    scored = det.score(benign).filter(pc.field("status") == "scored")
+    rate = pc.mean(scored.column("alert").cast(pa.float64())).as_py()
+    assert rate == pytest.approx(result["threshold"]["params"]["benign_fpr"], abs=1e-9)
+    assert rate <= 0.05 and result["windows_used"] == scored.num_rows
+    assert artifact.load(str(shipped)).threshold == detector.threshold  # untouched
+    det.export(str(tmp_path / "again"))  # the calibrated artifact ships
+    assert lstmae_jax.load(str(tmp_path / "again")).threshold == det.threshold
+    with pytest.raises(RuntimeError, match="no training config"):
+        det.fit(benign)
+
+
+def test_bad_arguments_are_one_clear_error(detector, tmp_path):
+    with pytest.raises(TypeError, match="unknown Config fields"):
+        lstmae_jax.Detector(windw=4)
+    with pytest.raises(TypeError, match="fit\\(\\) sets these"):
+        lstmae_jax.Detector(data="x.parquet")
+    with pytest.raises(ValueError, match="--window=0 is out of range"):
+        lstmae_jax.Detector(window=0)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        lstmae_jax.Detector(str(tmp_path)).score("x.csv")
+    with pytest.raises(TypeError, match="pyarrow Table or a pandas DataFrame"):
+        detector.score(np.zeros((3, 4)))
+    lacking = timeline.generate(50, seed=2).drop_columns(["flow_duration"])  # canonical names
+    with pytest.raises(ValueError, match="^the input table: lacks .*'flow_duration'"):
+        detector.score(lacking)
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    readme = open(os.path.join(REPO, "README.md")).read()
+    section = readme[readme.index("\n## Python API\n") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its temporary workdir
+    exec(compile(code, "README.md (Python API)", "exec"), {"__name__": "readme"})
+    assert lstmae_jax.load("detector").classes[0] == schema.BENIGN
