@@ -14,10 +14,12 @@ A batch run puts the output and its summary in place only when complete (a faile
 leaves an earlier output as it was); ``--follow`` appends to a ``.jsonl`` output. An
 output that is an input, or that a later run would read back, is refused.
 
-Imports no training code: jax, numpy, pyarrow, absl and the project's artifact, stream,
-output, recalibrate, reader, schema, cleaning, threshold (metrics), console (progress
-line, stop flag) and cli.entry modules; tests/deploy/test_stream.py runs it with flax,
-optax and orbax unimportable and checks which project modules it loaded.
+Imports no training code: jax, numpy, pyarrow, absl and of the project deploy/ (artifact,
+stream, output, recalibrate), ingest/ (reader, rawparse, clean, schema), data.dataset and
+data.windows (the scaler's arrays, the window cut), detect.anomaly and detect.metrics (the
+error model's arrays, the threshold rule), atomic, console and cli.entry;
+tests/deploy/test_stream.py runs it with flax, optax and orbax unimportable and checks
+that exact list.
 """
 
 import json
