@@ -68,13 +68,12 @@ def float32_at_or_below(value: float) -> np.float32:
     return np.nextafter(v32, np.float32(-np.inf)) if float(v32) > value else v32
 
 
-def call_params(sidecar: dict, threshold: float | None = None) -> dict:
+def call_params(sidecar: dict) -> dict:
     """The exported function's second input, from the sidecar (the one copy of each value),
     through the functions the in-process score uses (``Scaler.arrays``,
     ``anomaly.gaussian_arrays``)."""
-    value = sidecar["threshold"]["value"] if threshold is None else threshold
     params = {
-        "threshold": float32_at_or_below(value),
+        "threshold": float32_at_or_below(sidecar["threshold"]["value"]),
         "scaler": dataset.Scaler.from_json(sidecar["scaler"]).arrays(np.float32),
     }
     if arrays := anomaly.gaussian_arrays(anomaly.ErrorModel.from_json(sidecar["error_model"])):
@@ -307,7 +306,9 @@ class Scorer:
                 "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
                 " first (launch/score.py does)"
             )
-        params = self.params if threshold is None else call_params(self.meta, threshold)
+        params = self.params
+        if threshold is not None:  # the same arrays; only the threshold differs
+            params = {**params, "threshold": float32_at_or_below(threshold)}
         return {k: np.asarray(v) for k, v in self._exported.call(x, params).items()}
 
 
