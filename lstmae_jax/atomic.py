@@ -93,6 +93,14 @@ def write_json(path: str, obj: Any, **dump_kwargs: Any) -> None:
     write_bytes(path, json.dumps(obj, **dump_kwargs).encode("utf-8"))
 
 
+def read_json(path: str) -> Any:
+    """What ``write_json`` wrote at ``path``; None when there is no such file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def alive(pid: int) -> bool:
     """Whether a process with this id runs on this host."""
     try:

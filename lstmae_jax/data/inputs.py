@@ -17,7 +17,6 @@ not Parquet (no ``PAR1`` footer) gets the SHA-256 of its whole content.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 
@@ -53,11 +52,7 @@ def fingerprints(data_spec: str) -> dict:
 
 def load(run_dir: str) -> dict | None:
     """The recorded fingerprints of ``run_dir``; None for a run made before they existed."""
-    path = os.path.join(run_dir, FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return atomic.read_json(os.path.join(run_dir, FILE))
 
 
 def save(run_dir: str, record: dict) -> None:

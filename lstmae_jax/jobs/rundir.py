@@ -23,13 +23,13 @@ any other run when its ``summary.json`` says it was not preempted.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
 import jax
 from flax import nnx
 
+from lstmae_jax import atomic
 from lstmae_jax.config import Config
 from lstmae_jax.detect import calibration
 from lstmae_jax.train import checkpoint as checkpoint_lib
@@ -61,11 +61,7 @@ def trained(run_dir: str) -> bool:
 
 def summary(run_dir: str) -> dict | None:
     """The run's ``summary.json``, or None: training never ended (interrupted)."""
-    summary_path = os.path.join(run_dir, SUMMARY)
-    if not os.path.exists(summary_path):
-        return None
-    with open(summary_path) as f:
-        return json.load(f)
+    return atomic.read_json(os.path.join(run_dir, SUMMARY))
 
 
 def unfinished(workdir: str, name: str) -> str | None:
