@@ -54,13 +54,8 @@ def temporary(path: str) -> tuple[BinaryIO, str]:
     fd, tmp = tempfile.mkstemp(
         dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp"
     )
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private
-        return os.fdopen(fd, "wb"), tmp
-    except BaseException:  # an interrupt (or error) before the caller holds the name
-        os.close(fd)
-        discard(tmp)
-        raise
+    os.fchmod(fd, 0o644)  # mkstemp makes it private
+    return os.fdopen(fd, "wb"), tmp
 
 
 def discard(tmp: str) -> None:
@@ -110,6 +105,15 @@ def alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def discard_own(path: str) -> None:
+    """Removes this process's temporaries of ``path``, by name: also one whose creation an
+    interrupt cut short before the caller held its name."""
+    folder, name = os.path.split(os.path.abspath(path))
+    own = f".{glob.escape(name)}.{os.getpid()}.*.tmp"
+    for tmp in glob.glob(os.path.join(glob.escape(folder), own)):
+        discard(tmp)
 
 
 def remove_stale(folder: str, name: str = "*") -> list[str]:

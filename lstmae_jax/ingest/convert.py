@@ -223,7 +223,7 @@ def _convert_file(
     os.makedirs(dst_dir, exist_ok=True)
     start = time.monotonic()
     progress = console.Progress("rows", label=f"{src}: ", every=PROGRESS_SECONDS)
-    tmp, sink = None, None
+    sink = None
     try:  # from the temporary's creation on: an interrupt may come at any point
         file, tmp = atomic.temporary(dst)  # O_EXCL: no planted file or symlink is followed
         sink = _Sink(file)
@@ -248,8 +248,7 @@ def _convert_file(
                 sink.close(None)
         except OSError:
             pass  # the error that stopped the write is the one to report
-        if tmp is not None:
-            atomic.discard(tmp)
+        atomic.discard_own(dst)  # by name: an interrupt may have come inside temporary()
         if isinstance(e, OSError) and e.errno in atomic.WRITE_ERRORS:
             raise ValueError(
                 f"{src}: cannot write {dst}: {atomic.cause(e)}; an earlier"
