@@ -257,12 +257,28 @@ class Scaler:
     knots_x: tuple[tuple[float, ...], ...] = ()  # quantile: F x K training quantiles
     knots_z: tuple[tuple[float, ...], ...] = ()  # quantile: their normal scores
 
-    def transform(self, x_NxF, xp=np):
+    def transform(self, x_NxF, xp=np, *, out: np.ndarray | None = None):
+        """The scaled values, float32. Under numpy a 2-D table is scaled ``BLOCK_ROWS``
+        rows at a time into ``out`` (a new float32 array if None; it may be ``x_NxF``
+        itself, scaled in place), so the float64 temporaries are block-sized, not N x F;
+        each block is the same float64 math as a whole-table pass, so the values are
+        bit-identical to it."""
         if x_NxF.shape[-1] != len(self.features):
             raise ValueError(f"expected {len(self.features)} features, got shape {x_NxF.shape}")
         dtype = np.float32 if xp is not np else np.float64
         arrays = {k: xp.asarray(v) for k, v in self.arrays(dtype).items()}
-        return scale(x_NxF, **arrays, xp=xp)
+        if xp is not np or np.ndim(x_NxF) != 2:  # traced (the exported scorer), one row
+            return scale(x_NxF, **arrays, xp=xp)
+        x_NxF = np.asarray(x_NxF)
+        if out is None:
+            out = np.empty(x_NxF.shape, np.float32)
+        elif out.shape != x_NxF.shape or out.dtype != np.float32:
+            raise ValueError(
+                f"out must be float32 of shape {x_NxF.shape}, got {out.dtype} {out.shape}"
+            )
+        for a in range(0, max(len(x_NxF), 1), BLOCK_ROWS):
+            out[a : a + BLOCK_ROWS] = scale(x_NxF[a : a + BLOCK_ROWS], **arrays)
+        return out
 
     def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
         """The scaler's values as arrays: what ``scale`` takes (and the exported scorer);
@@ -291,6 +307,9 @@ class Scaler:
 
 SCALERS = ("standard", "robust", "minmax", "quantile")
 QUANTILE_KNOTS = 129  # knots of the quantile scaler's piecewise-linear map
+# Rows per block of ``Scaler.transform`` under numpy: the quantile map's float64 and int32
+# temporaries of a block of 8192 x 77 features stay under ~100 MB.
+BLOCK_ROWS = 8192
 
 
 def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None, xp=np):

@@ -137,6 +137,7 @@ def build(
     scaler: dataset.Scaler | None = None,
     scaler_kind: str = "standard",
     scaler_clip: float = 0.0,
+    consume: bool = False,
 ) -> Windowed:
     """Splits flows, cuts windows, fits the scaler on training rows, scales.
 
@@ -152,6 +153,9 @@ def build(
     ``train_benign_only`` keeps only training windows with no attack flow (stage 1).
     ``scaler`` reuses a fitted scaler (stage 2 must scale as stage 1 did) instead of
     fitting one (of ``scaler_kind``) on the training rows.
+    ``consume`` scales ``flows.x_NxF`` in place (when it is a writable C-contiguous
+    float32 array), so only one N x F table exists: a job that loads a day list uses it;
+    ``flows.x_NxF`` then holds the scaled values, and ``flows`` must not be windowed again.
     """
     n = len(flows)
     given = split_N is not None
@@ -211,8 +215,10 @@ def build(
         raise ValueError(
             f"scaler features {scaler.features} differ from the data's {flows.features}"
         )
+    x = flows.x_NxF
+    in_place = consume and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable
     return Windowed(
-        x_NxF=scaler.transform(flows.x_NxF),
+        x_NxF=scaler.transform(x, out=x if in_place else None),
         label_N=flows.label_N,
         window=window,
         starts=starts,
@@ -301,9 +307,14 @@ def eval_batches(num_items: int, batch_size: int) -> Iterator[tuple[np.ndarray, 
 
 
 def for_config(
-    cfg: Config, flows: dataset.Flows, *, scaler: dataset.Scaler | None = None
+    cfg: Config,
+    flows: dataset.Flows,
+    *,
+    scaler: dataset.Scaler | None = None,
+    consume: bool = False,
 ) -> Windowed:
-    """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one)."""
+    """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one;
+    ``consume``: scale ``flows``' table in place, as ``build`` says)."""
     return build(
         flows,
         window=cfg.window,
@@ -315,4 +326,5 @@ def for_config(
         scaler=scaler,
         scaler_kind=cfg.scaler,
         scaler_clip=cfg.input_clip,
+        consume=consume,
     )

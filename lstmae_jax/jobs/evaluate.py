@@ -47,7 +47,8 @@ def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Window
     )
     scaler = dataset.Scaler.from_json(meta["scaler"])
     if split == "test":
-        w = windows.for_config(cfg, flows, scaler=scaler)
+        # consume: scaled in place, one N x F table (flows is not used again)
+        w = windows.for_config(cfg, flows, scaler=scaler, consume=True)
         return w, "test"
     if split == "all":
         w = windows.build(
@@ -57,6 +58,7 @@ def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Window
             split="temporal",
             fractions=(0.0, 0.0, 1.0),
             scaler=scaler,
+            consume=True,
         )
         return w, "test"
     raise ValueError(f"split must be 'test' or 'all', got {split!r}")

@@ -79,7 +79,8 @@ def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
         cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
     scaler = dataset.Scaler.from_json(meta["scaler"])
-    windowed = windows.for_config(cfg, flows, scaler=scaler)
+    windowed = windows.for_config(cfg, flows, scaler=scaler, consume=True)
+    del flows  # scaled in place: only the windowed table is left
     if json.loads(json.dumps(windowed.summary())) != meta.get("data"):
         raise ValueError(
             f"{cfg.data} no longer holds the data the run was trained on (its windows"

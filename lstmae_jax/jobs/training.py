@@ -106,7 +106,9 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     logging.info(
         "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
     )
-    windowed = windows.for_config(cfg, flows, scaler=scaler)
+    # Scaled in place: the raw table is not kept beside the scaled one (one N x F table).
+    windowed = windows.for_config(cfg, flows, scaler=scaler, consume=True)
+    del flows
     logging.info("windows: %s", json.dumps(windowed.summary()))
     os.makedirs(run_dir, exist_ok=True)
     labels = None

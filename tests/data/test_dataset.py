@@ -428,3 +428,22 @@ def test_a_fifo_among_the_inputs_is_refused_before_it_blocks(tmp_path):
     os.mkfifo(tmp_path / "x.parquet")
     with pytest.raises(ValueError, match="not a regular file"):
         dataset.list_parquet(str(tmp_path))
+
+
+def test_blockwise_transform_is_bit_identical_and_works_in_place(monkeypatch):
+    """Row blocks (``BLOCK_ROWS``), in place or not: the whole-table float64 pass's bits."""
+    rng = np.random.default_rng(5)
+    features = ("flow_duration", "syn_flag_cnt", "tot_fwd_pkts")
+    x = (rng.lognormal(2, 3, (1000, 3)) * (rng.random((1000, 3)) > 0.3)).astype(np.float32)
+    x[::7, 0] = -5.0
+    monkeypatch.setattr(dataset, "BLOCK_ROWS", 64)  # many blocks and a ragged last one
+    for kind, clip in (("standard", 0.0), ("robust", 2.5), ("minmax", 0.0), ("quantile", 3.0)):
+        sc = dataset.fit_scaler(x[:500], features, kind=kind, clip=clip)
+        arrays = {k: np.asarray(v) for k, v in sc.arrays(np.float64).items()}
+        whole = dataset.scale(x, **arrays)
+        np.testing.assert_array_equal(sc.transform(x).view(np.uint32), whole.view(np.uint32))
+        y = x.copy()
+        assert sc.transform(y, out=y) is y
+        np.testing.assert_array_equal(y.view(np.uint32), whole.view(np.uint32))
+    with pytest.raises(ValueError, match="float32"):
+        sc.transform(x, out=np.empty(x.shape, np.float64))

@@ -237,3 +237,15 @@ def test_last_attack_label():
     label = np.array([0, 2, 0, 0, 1, 0, 0, 0])
     starts = np.array([0, 1, 2, 4, 5])
     assert windows.last_attack_label(label, starts, 3).tolist() == [2, 2, 1, 1, 0]
+
+
+def test_consume_scales_the_flows_table_in_place():
+    """``consume=True``: one N x F table (the flows' own, scaled), the same numbers."""
+    flows = _flows([[0] * 40, [0] * 30])
+    raw = flows.x_NxF.copy()
+    kept = windows.build(flows, window=4)
+    np.testing.assert_array_equal(flows.x_NxF, raw)  # not consumed: the raw table stays
+    w = windows.build(flows, window=4, consume=True)
+    assert w.x_NxF is flows.x_NxF
+    np.testing.assert_array_equal(w.x_NxF, kept.x_NxF)
+    assert w.scaler == kept.scaler
