@@ -357,20 +357,50 @@ def quantile_map(x_NxF, knots_x_FxK, knots_z_FxK, xp=np):
     return z0 + t * (z1 - z0)
 
 
-def fit_quantile_knots(x_NxF: np.ndarray, knots: int = QUANTILE_KNOTS) -> tuple[list, list]:
+def _column_blocks(num_features: int, width: int = 4) -> list[slice]:
+    """Column slices of ``width`` (the last one wider rather than one column alone).
+
+    Why not one column at a time: numpy sums a 1-D array pairwise but an axis-0 reduction
+    of a C-contiguous n x k array (k >= 2) row by row, so a lone column's mean and std
+    would differ from the whole table's in the last bits; blocks of >= 2 columns give the
+    whole-table statistics bit for bit (a test checks it) with block-sized temporaries."""
+    starts = list(range(0, num_features, width))
+    if len(starts) > 1 and num_features - starts[-1] == 1:
+        starts.pop()
+    ends = starts[1:] + [num_features]
+    return [slice(a, b) for a, b in zip(starts, ends, strict=True)]
+
+
+def _num_rows(x_NxF: np.ndarray, rows: np.ndarray | None) -> int:
+    if rows is None:
+        return len(x_NxF)
+    rows = np.asarray(rows)
+    return int(np.count_nonzero(rows)) if rows.dtype == bool else len(rows)
+
+
+def _columns64(x_NxF: np.ndarray, rows: np.ndarray | None, cols: slice) -> np.ndarray:
+    """``x_NxF[rows, cols]`` as a C-contiguous float64 block (all rows for None)."""
+    block = x_NxF[:, cols] if rows is None else x_NxF[rows, cols]
+    return np.ascontiguousarray(block, dtype=np.float64)
+
+
+def fit_quantile_knots(
+    x_NxF: np.ndarray, knots: int = QUANTILE_KNOTS, rows: np.ndarray | None = None
+) -> tuple[list, list]:
     """(knots_x, knots_z), F x ``knots`` each: training quantiles at evenly spaced
     probabilities and their standard-normal scores. The end probabilities are 1/2n and
     1 - 1/2n (n rows), so the map is finite; tied quantiles share the normal score of
-    their mean probability."""
+    their mean probability. ``rows`` (a mask or indices) picks the training rows; the
+    quantiles are taken one column at a time (the same numbers as ``axis=0``)."""
     from statistics import NormalDist  # stdlib: no scipy in the scorer's dependencies
 
-    n = len(x_NxF)
+    n = _num_rows(x_NxF, rows)
     eps = 0.5 / n
     probs = np.linspace(0.0, 1.0, knots)
-    kx = np.quantile(x_NxF.astype(np.float64), probs, axis=0).T  # F x K
     inv = NormalDist().inv_cdf
     knots_x, knots_z = [], []
-    for row in kx:
+    for j in range(x_NxF.shape[1]):
+        row = np.quantile(_columns64(x_NxF, rows, slice(j, j + 1))[:, 0], probs)
         _, first, counts = np.unique(row, return_index=True, return_counts=True)
         p = np.empty_like(probs)
         for a, c in zip(first, counts, strict=True):
@@ -382,10 +412,17 @@ def fit_quantile_knots(x_NxF: np.ndarray, knots: int = QUANTILE_KNOTS) -> tuple[
 
 
 def fit_scaler(
-    x_NxF: np.ndarray, features: Sequence[str], kind: str = "standard", clip: float = 0.0
+    x_NxF: np.ndarray,
+    features: Sequence[str],
+    kind: str = "standard",
+    clip: float = 0.0,
+    *,
+    rows: np.ndarray | None = None,
 ) -> Scaler:
-    """Fits the scaler on the rows given (pass training rows only)."""
-    if len(x_NxF) == 0:
+    """Fits the scaler on the rows given (pass training rows only): all of ``x_NxF``, or
+    ``rows`` of it (a boolean mask or indices), read a few columns at a time, so no
+    N x F copy or float64 temporary is made."""
+    if _num_rows(x_NxF, rows) == 0:
         raise ValueError("cannot fit a scaler on zero rows")
     if clip < 0 or not np.isfinite(clip):
         raise ValueError(f"scaler clip must be finite and >= 0, got {clip}")
@@ -393,8 +430,12 @@ def fit_scaler(
         raise ValueError(
             "input clipping is for the standard, robust and quantile scalers, not minmax"
         )
+    num_f = x_NxF.shape[1]
     if kind == "minmax":
-        lo, hi = x_NxF.astype(np.float64).min(axis=0), x_NxF.astype(np.float64).max(axis=0)
+        lo, hi = np.empty(num_f), np.empty(num_f)
+        for cols in _column_blocks(num_f):
+            block = _columns64(x_NxF, rows, cols)
+            lo[cols], hi[cols] = block.min(axis=0), block.max(axis=0)
         span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
         return Scaler(
             tuple(features),
@@ -407,10 +448,18 @@ def fit_scaler(
     if kind not in ("standard", "robust", "quantile"):
         raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")
     log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
-    x = np.where(log, np.log1p(np.maximum(x_NxF.astype(np.float64), 0.0)), x_NxF.astype(np.float64))
-    std = x.std(axis=0)
+    std, centre, q25, q75 = (np.empty(num_f) for _ in range(4))
+    for cols in _column_blocks(num_f):
+        x = _columns64(x_NxF, rows, cols)
+        x = np.where(log[cols], np.log1p(np.maximum(x, 0.0)), x)
+        std[cols] = x.std(axis=0)
+        if kind == "robust":
+            q25[cols], centre[cols], q75[cols] = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+        elif kind == "standard":
+            centre[cols] = x.mean(axis=0)
+        del x
     if kind == "quantile":  # knots inside the range; log1p and std set the slope beyond it
-        knots_x, knots_z = fit_quantile_knots(x_NxF)
+        knots_x, knots_z = fit_quantile_knots(x_NxF, rows=rows)
         return Scaler(
             tuple(features),
             tuple(bool(b) for b in log),
@@ -422,10 +471,9 @@ def fit_scaler(
             tuple(knots_z),
         )
     if kind == "robust":
-        q25, centre, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
         scale = np.where(q75 - q25 > 1e-12, (q75 - q25) / 1.349, std)
     else:
-        centre, scale = x.mean(axis=0), std
+        scale = std
     scale = np.where(scale > 1e-12, scale, 1.0)  # constant columns: centre only
     return Scaler(
         tuple(features),

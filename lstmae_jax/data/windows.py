@@ -209,7 +209,7 @@ def build(
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)
         scaler = dataset.fit_scaler(
-            flows.x_NxF[train_rows], flows.features, scaler_kind, scaler_clip
+            flows.x_NxF, flows.features, scaler_kind, scaler_clip, rows=train_rows
         )
     elif tuple(scaler.features) != tuple(flows.features):
         raise ValueError(

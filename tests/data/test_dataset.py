@@ -447,3 +447,24 @@ def test_blockwise_transform_is_bit_identical_and_works_in_place(monkeypatch):
         np.testing.assert_array_equal(y.view(np.uint32), whole.view(np.uint32))
     with pytest.raises(ValueError, match="float32"):
         sc.transform(x, out=np.empty(x.shape, np.float64))
+
+
+def test_fit_scaler_on_rows_is_the_fit_on_a_copy_of_them():
+    """``rows=`` reads column blocks of the table: the same statistics, bit for bit, as
+    the fit on ``x[rows]`` (numpy sums a lone column pairwise, hence blocks of >= 2)."""
+    rng = np.random.default_rng(6)
+    features = schema.FEATURES[:9]  # 9 columns: the last block would be one column alone
+    x = (rng.lognormal(2, 3, (3001, 9)) * (rng.random((3001, 9)) > 0.3)).astype(np.float32)
+    rows = rng.random(3001) > 0.4
+    x64 = x[rows].astype(np.float64)
+    for kind in dataset.SCALERS:
+        sc = dataset.fit_scaler(x, features, kind, rows=rows)
+        assert sc == dataset.fit_scaler(x[rows], features, kind)
+        assert sc == dataset.fit_scaler(x, features, kind, rows=np.flatnonzero(rows))
+        if kind == "standard":  # the whole-table axis-0 formula
+            log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
+            t = np.where(log, np.log1p(np.maximum(x64, 0.0)), x64)
+            assert sc.mean == tuple(t.mean(axis=0).tolist())
+            assert sc.std == tuple(np.where(t.std(axis=0) > 1e-12, t.std(axis=0), 1.0).tolist())
+    with pytest.raises(ValueError, match="zero rows"):
+        dataset.fit_scaler(x, features, rows=np.zeros(3001, bool))
