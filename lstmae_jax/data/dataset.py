@@ -44,6 +44,29 @@ class Flows:
         return len(self.label_N)
 
 
+ALIGN = 64  # bytes: jax.device_put of a numpy array this aligned can alias it on CPU
+
+
+def aligned_empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """``np.empty`` whose data starts on an ``ALIGN``-byte boundary (numpy's large arrays
+    come from mmap at page + 16 bytes), so putting it on a CPU device need not copy it."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + ALIGN, np.uint8)
+    skip = -buf.ctypes.data % ALIGN
+    return buf[skip : skip + nbytes].view(dtype).reshape(shape)
+
+
+def as_aligned(x_NxF) -> np.ndarray:
+    """``x_NxF`` as a C-contiguous float32 array on an ``ALIGN``-byte boundary: itself
+    when it is one, else an aligned copy (what a device put should be given)."""
+    x = np.asarray(x_NxF, np.float32)
+    if x.ctypes.data % ALIGN == 0 and x.flags.c_contiguous:
+        return x
+    aligned = aligned_empty(x.shape, np.float32)
+    aligned[...] = x
+    return aligned
+
+
 def list_parquet(path: str | Sequence[str]) -> list[str]:
     """Files named by a path, a directory (its ``*.parquet``, sorted), a glob, or a list.
 
@@ -145,7 +168,7 @@ def load_flows(
     order = sorted(set(names) | {schema.BENIGN}, key=lambda c: (c != schema.BENIGN, c))
     remap = np.array([order.index(n) for n in names] + [0], dtype=np.int32)
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    x = np.empty((len(labels), len(features)), dtype=np.float32)
+    x = aligned_empty((len(labels), len(features)), np.float32)
     row = 0
     for t in tables:
         n = t.num_rows
@@ -271,7 +294,7 @@ class Scaler:
             return scale(x_NxF, **arrays, xp=xp)
         x_NxF = np.asarray(x_NxF)
         if out is None:
-            out = np.empty(x_NxF.shape, np.float32)
+            out = aligned_empty(x_NxF.shape, np.float32)
         elif out.shape != x_NxF.shape or out.dtype != np.float32:
             raise ValueError(
                 f"out must be float32 of shape {x_NxF.shape}, got {out.dtype} {out.shape}"

@@ -18,7 +18,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -78,11 +77,13 @@ def fit_error_model(
 
 
 def fit_and_choose(
-    cfg: Config, model: nnx.Module, windowed: windows.Windowed
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed, table_NxF=None
 ) -> tuple[anomaly.ErrorModel, metrics.Threshold, int]:
     """The error model (benign training windows) and the threshold (benign validation
-    windows) of ``model``, and how many validation windows chose it; nothing is saved."""
-    table_NxF = jnp.asarray(windowed.x_NxF)  # on the device once, for both passes
+    windows) of ``model``, and how many validation windows chose it; nothing is saved.
+    ``table_NxF``: ``windowed``'s table already on the devices (the trainer's), if any."""
+    # On the device once, for both passes: the trainer's copy, or put (aliased on CPU).
+    table_NxF = inference.on_device(windowed.x_NxF if table_NxF is None else table_NxF)
     error_model = fit_error_model(cfg, model, windowed, table_NxF)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
     score_W, _ = inference.window_scores(
@@ -92,11 +93,17 @@ def fit_and_choose(
 
 
 def calibrate(
-    cfg: Config, model: nnx.Module, windowed: windows.Windowed, run_dir: str, step: int
+    cfg: Config,
+    model: nnx.Module,
+    windowed: windows.Windowed,
+    run_dir: str,
+    step: int,
+    table_NxF=None,
 ) -> dict:
     """Fits the error model, chooses the threshold; saves both with the run (process 0),
-    each recording that it was fitted for the best parameters of checkpoint ``step``."""
-    error_model, threshold, n_val = fit_and_choose(cfg, model, windowed)
+    each recording that it was fitted for the best parameters of checkpoint ``step``
+    (``table_NxF``: the trainer's device table, so it is not put again)."""
+    error_model, threshold, n_val = fit_and_choose(cfg, model, windowed, table_NxF)
     fitted_for = {"checkpoint": "best", "step": int(step)}
     record = {**threshold.to_json(), FITTED_FOR: fitted_for}
     if jax.process_index() == 0:  # one writer across hosts

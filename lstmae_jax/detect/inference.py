@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstmae_jax.data import windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import anomaly
 
 # fn(model, x_BxTxF, batch, args) -> a pytree of arrays (per window, leading axis B, or
@@ -82,9 +82,19 @@ def per_window(outs: list[tuple[Any, int]], empty: tuple[tuple[int, ...], ...]) 
     )
 
 
+def on_device(table_NxF) -> jax.Array:
+    """A host table on the default device, put from a 64-byte-aligned float32 array so on
+    CPU it can alias the host buffer (``jnp.asarray`` always copies); a jax array as it
+    is (the trainer's table, already on its mesh: ``sharding.put_table``). The host
+    table must not be written to afterwards."""
+    if isinstance(table_NxF, jax.Array):
+        return table_NxF
+    return jax.device_put(dataset.as_aligned(table_NxF))
+
+
 def _over_model(model, fn, table_NxF, starts_W, window, batch_size, empty, args=None) -> tuple:
     graphdef, state = nnx.split(model)
-    outs = batches(graphdef, (state,), fn, jnp.asarray(table_NxF), starts_W, window, batch_size,
+    outs = batches(graphdef, (state,), fn, on_device(table_NxF), starts_W, window, batch_size,
                    args=args)  # fmt: skip
     return per_window(outs, empty)
 

@@ -121,7 +121,9 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     result = loop.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold, score = None, None
     if cfg.is_stage1 and not result.preempted:
-        calibrated = calibration.calibrate(cfg, result.model, windowed, run_dir, result.steps)
+        calibrated = calibration.calibrate(
+            cfg, result.model, windowed, run_dir, result.steps, table_NxF=result.table
+        )
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {
         "run_dir": run_dir,

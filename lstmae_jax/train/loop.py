@@ -40,6 +40,7 @@ class FitResult:
     preempted: bool
     stopped_early: bool
     ended: str  # how training ended, in words (early stopping, epoch cap, ...)
+    table: jax.Array | None = None  # the scaled table on the devices (calibration reuses it)
 
 
 def class_weights(label_W: np.ndarray, num_classes: int) -> tuple[float, ...]:
@@ -106,7 +107,7 @@ class _Fit:
         self.graphdef, state = steps.init_state(model, tx, trainable)
         repl = sharding.replicated(mesh)
         self.state = jax.device_put(state, repl)
-        self.table = jax.device_put(jnp.asarray(data.x_NxF), repl)
+        self.table = sharding.put_table(data.x_NxF, mesh)  # aliased on CPU where it can
         train_step = steps.make_train_step(self.graphdef, tx, task, trainable)
         self.train_jit = jax.jit(train_step, donate_argnums=0)
         k = cfg.steps_per_call
@@ -448,4 +449,5 @@ class _Fit:
             self.preempted,
             bool(early["stopped"]),
             ended,
+            self.table,
         )

@@ -19,6 +19,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lstmae_jax.data import dataset
+
 AXIS = "data"
 
 
@@ -86,6 +88,22 @@ def process_slice(global_batch: int, mesh: Mesh) -> slice:
         )
     per = global_batch // len(devices)
     return slice(mine[0] * per, (mine[-1] + 1) * per)
+
+
+def put_table(x_NxF, mesh: Mesh | None = None) -> jax.Array:
+    """The scaled flow table on the devices, once: replicated over ``mesh`` (the default
+    device, uncommitted, for None); a jax array is returned as it is. (``inference``
+    puts a host table on the default device the same way.)
+
+    ``jax.device_put`` of a C-contiguous float32 numpy array that starts on a 64-byte
+    boundary (``dataset.aligned_empty``, as ``load_flows`` and ``Scaler.transform``
+    allocate it) can alias the host buffer on CPU instead of copying it, so a table the
+    size of the host memory is held once. Never write to ``x_NxF`` after putting it.
+    (``jnp.asarray`` would always copy.)"""
+    if isinstance(x_NxF, jax.Array):
+        return x_NxF
+    x = dataset.as_aligned(x_NxF)
+    return jax.device_put(x) if mesh is None else jax.device_put(x, replicated(mesh))
 
 
 def to_global(
