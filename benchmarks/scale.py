@@ -34,6 +34,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _peak_bytes() -> int:
+    """This process's peak RSS: VmHWM, not ``ru_maxrss``, which on Linux a child started by
+    fork + exec inherits from its parent (the data generation would count)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
