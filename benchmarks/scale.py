@@ -47,16 +47,26 @@ def _peak_bytes() -> int:
 
 
 def make_data(num_flows: int, data_dir: str, per_file: int, seed: int = 0) -> str:
-    """Parquet day files holding ``num_flows`` flows in all (reused if already there)."""
+    """A directory of Parquet day files holding ``num_flows`` flows in all.
+
+    Day ``i`` of ``n`` flows is generated once (seed ``seed + i``) into ``data_dir/pool``
+    and linked from each size's directory, so the 16M day list reuses the 10M one's days.
+    """
     from lstmae_jax.synthetic import timeline, writers
 
+    pool = os.path.join(data_dir, "pool")
     out = os.path.join(data_dir, f"flows_{num_flows}")
+    os.makedirs(pool, exist_ok=True)
     os.makedirs(out, exist_ok=True)
     sizes = [min(per_file, num_flows - a) for a in range(0, num_flows, per_file)]
     for i, n in enumerate(sizes):
-        path = os.path.join(out, f"day{i:03d}.parquet")
-        if not os.path.exists(path):
-            writers.write(timeline.generate(n, seed + i), path)
+        day = os.path.join(pool, f"day{i:03d}_{n}.parquet")
+        if not os.path.exists(day):
+            print(f"generating {day}", file=sys.stderr, flush=True)
+            writers.write(timeline.generate(n, seed + i), day)
+        link = os.path.join(out, f"day{i:03d}.parquet")
+        if not os.path.exists(link):
+            os.symlink(day, link)
     return out
 
 

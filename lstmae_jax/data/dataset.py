@@ -109,6 +109,45 @@ def _refuse_if_empty(files: list[str], reports: list[clean.CleanReport]) -> None
     )
 
 
+BLOCK_FLOWS = 1 << 16  # rows read, cleaned and copied into the table at a time
+
+
+def _open(f: str) -> pq.ParquetFile:
+    """``f`` opened to stream: without ``pre_buffer=False`` pyarrow keeps every row group
+    read so far in a cache, so reading a file would hold all of it."""
+    try:
+        return pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise ValueError(f"{f}: cannot read as Parquet: {e}") from e
+
+
+def _read_plan(f: str, pf: pq.ParquetFile) -> tuple[list[str] | None, clean.CleanReport]:
+    """The raw columns of ``f`` that training reads (features, label, the duplicated
+    header; not metadata text), and the cleaning report of its empty table: its style,
+    features and unknown columns, and its schema checked before any row is read."""
+    raw = pf.schema_arrow.names
+    try:
+        names = schema.canonical_names(raw)
+    except ValueError as e:
+        raise ValueError(f"{f}: {e}") from e
+    wanted = {*schema.FEATURES, schema.LABEL, schema.DUPLICATE_FWD_HEADER}
+    columns = [r for r, n in zip(raw, names, strict=True) if n in wanted]
+    if len(set(raw)) < len(raw):  # a name twice: selecting by name is ambiguous, read all
+        columns = None
+    _, report = clean.canonicalize(pf.schema_arrow.empty_table(), source=f)
+    report.unknown_columns = [r for r, n in zip(raw, names, strict=True) if n is None]
+    return columns, report
+
+
+def _blocks(f: str, pf: pq.ParquetFile, columns: list[str] | None):
+    """``f``'s rows, ``BLOCK_FLOWS`` at a time, as tables of ``columns``."""
+    try:
+        for batch in pf.iter_batches(batch_size=BLOCK_FLOWS, columns=columns):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{f}: cannot read as Parquet: {e}") from e
+
+
 def load_flows(
     path: str | Sequence[str],
     *,
@@ -121,21 +160,16 @@ def load_flows(
     ``features=None`` uses the canonical features present in *every* file (some real
     samples carry a subset); the features dropped that way are logged. Naming a feature
     that a file lacks is an error that names the file.
+
+    Memory: one float32 N x F table (sized from the Parquet footers' row counts; rows
+    that cleaning drops leave its tail untouched, so never resident) plus int32 labels
+    and file indices; each file is read, cleaned and copied in ``BLOCK_FLOWS`` rows at a
+    time, so no whole-file table or float64 copy exists.
     """
     files = list_parquet(path)
-    tables, reports = [], []
-    for f in files:
-        try:
-            table = pq.read_table(f)
-        except Exception as e:  # pyarrow raises several types for corrupt files
-            raise ValueError(f"{f}: cannot read as Parquet: {e}") from e
-        table, report = clean.canonicalize(table, source=f, nonfinite=nonfinite, negative=negative)
-        tables.append(table)
-        reports.append(report)
-        if report.drops_most():
-            logging.warning("%s: %s", f, report.dropped_note())
-    _refuse_if_empty(files, reports)
-    present = [set(r.features) for r in reports]
+    opened = [_open(f) for f in files]
+    plans = [_read_plan(f, pf) for f, pf in zip(files, opened, strict=True)]
+    present = [set(report.features) for _, report in plans]
     if features is None:
         common = set.intersection(*present)
         features = [f for f in schema.FEATURES if f in common]
@@ -152,34 +186,50 @@ def load_flows(
             missing = [c for c in features if c not in p]
             if missing:
                 raise ValueError(f"{f}: lacks requested feature columns {missing}")
+    features = list(features)
+    capacity = sum(pf.metadata.num_rows for pf in opened)
+    x = aligned_empty((capacity, len(features)), np.float32)
+    code_N = np.empty(capacity, np.int32)  # into ``names``, in order of appearance
+    file_N = np.empty(capacity, np.int32)
+    names: dict[str, int] = {}
+    reports, row = [], 0
+    for i, (f, pf, (columns, report)) in enumerate(zip(files, opened, plans, strict=True)):
+        for block in _blocks(f, pf, columns):
+            table, part = clean.canonicalize(
+                block, source=f, nonfinite=nonfinite, negative=negative
+            )
+            report.merge(part)
+            n = table.num_rows
+            if row + n > capacity:
+                raise ValueError(f"{f}: holds more rows than its Parquet footer says")
+            for j, name in enumerate(features):
+                x[row : row + n, j] = table.column(name).to_numpy()
+            enc = table.column(schema.LABEL).combine_chunks().dictionary_encode()
+            local = [names.setdefault(s, len(names)) for s in enc.dictionary.to_pylist()]
+            code_N[row : row + n] = np.asarray(local, np.int32)[enc.indices.to_numpy()]
+            file_N[row : row + n] = i
+            row += n
+        reports.append(report)
+        if report.drops_most():
+            logging.warning("%s: %s", f, report.dropped_note())
+        pa.default_memory_pool().release_unused()  # freed blocks back to the system
+    _refuse_if_empty(files, reports)
     if not features:
         raise ValueError(f"no feature columns common to all of {files}")
-
-    labels = pa.chunked_array(
-        [c for t in tables for c in t.column(schema.LABEL).chunks], type=pa.string()
-    )
-    encoded = labels.combine_chunks().dictionary_encode()
-    names = encoded.dictionary.to_pylist()
     if names and all(n.lstrip("-").isdigit() for n in names):
         raise ValueError(
             f"{files}: labels are numbers {sorted(names)[:5]}; expected CICFlowMeter label names"
             " ('BENIGN', 'DDoS', ...): convert the original files, not label-encoded copies"
         )
     order = sorted(set(names) | {schema.BENIGN}, key=lambda c: (c != schema.BENIGN, c))
-    remap = np.array([order.index(n) for n in names] + [0], dtype=np.int32)
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    x = aligned_empty((len(labels), len(features)), np.float32)
-    row = 0
-    for t in tables:
-        n = t.num_rows
-        for j, f in enumerate(features):
-            x[row : row + n, j] = t.column(f).to_numpy(zero_copy_only=False)
-        row += n
-    file_idx = np.repeat(np.arange(len(files), dtype=np.int32), [t.num_rows for t in tables])
+    remap = np.array([order.index(n) for n in names], dtype=np.int32)
+    label_N = code_N[:row]
+    if len(remap):
+        np.take(remap, label_N, out=label_N)
     return Flows(
-        x_NxF=x,
-        label_N=remap[codes],
-        file_N=file_idx,
+        x_NxF=x[:row],
+        label_N=label_N,
+        file_N=file_N[:row],
         classes=tuple(order),
         features=tuple(features),
         files=tuple(files),

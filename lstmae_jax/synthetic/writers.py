@@ -18,7 +18,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from lstmae_jax import atomic
-from lstmae_jax.ingest import clean, schema
+from lstmae_jax.ingest import clean, convert, schema
 
 # Schema metadata of generated tables: JSON with the arguments and the episodes, set by
 # ``synthetic.generate`` and kept (with the cleaning report) by a canonical ``write``.
@@ -138,7 +138,8 @@ def write(
 
     def write_to(f) -> None:
         if fmt == "parquet":
-            pq.write_table(out, f, compression="zstd")
+            # the converter's row groups: a reader's memory is bounded by one of them
+            pq.write_table(out, f, compression="zstd", row_group_size=convert.ROW_GROUP_ROWS)
         else:
             f.write((",".join(header) + "\n").encode())  # the releases quote nothing
             options = pa_csv.WriteOptions(include_header=False, quoting_style="none")

@@ -468,3 +468,35 @@ def test_fit_scaler_on_rows_is_the_fit_on_a_copy_of_them():
             assert sc.std == tuple(np.where(t.std(axis=0) > 1e-12, t.std(axis=0), 1.0).tolist())
     with pytest.raises(ValueError, match="zero rows"):
         dataset.fit_scaler(x, features, rows=np.zeros(3001, bool))
+
+
+def test_loading_in_small_blocks_is_cleaning_each_whole_file(shared_data, monkeypatch):
+    """``load_flows`` reads, cleans and copies ``BLOCK_FLOWS`` rows at a time into one
+    table: with blocks of 1,000 rows (drops, repeated labels and label orders differing
+    between blocks and files) the table, labels, classes and reports equal cleaning each
+    whole file at once."""
+    rels = [
+        "cicids2017/stratified_sample_all_days.parquet",  # raw 2017 names, inf/NaN, duplicate
+        "csecicids2018/random_sample_all_days.parquet",  # 2018 short names
+        "cicids2017_improved/improved_random_sample_non_wednesday.parquet",
+    ]
+    paths = [str(shared_data / r) for r in rels]
+    monkeypatch.setattr(dataset, "BLOCK_FLOWS", 1000)
+    flows = dataset.load_flows(paths)
+    whole = [clean.canonicalize(pq.read_table(p), source=p) for p in paths]
+    features = [f for f in schema.FEATURES if all(f in t.column_names for t, _ in whole)]
+    assert flows.features == tuple(features)
+    expect_x = np.concatenate(
+        [np.stack([t.column(f).to_numpy() for f in features], 1) for t, _ in whole]
+    ).astype(np.float32)
+    np.testing.assert_array_equal(flows.x_NxF, expect_x)
+    labels = [s for t, _ in whole for s in t.column(schema.LABEL).to_pylist()]
+    assert [flows.classes[c] for c in flows.label_N] == labels
+    assert flows.classes[0] == schema.BENIGN and sorted(flows.classes[1:]) == list(
+        flows.classes[1:]
+    )
+    np.testing.assert_array_equal(
+        flows.file_N, np.repeat(np.arange(3), [t.num_rows for t, _ in whole])
+    )
+    assert [r.to_json() for r in flows.reports] == [r.to_json() for _, r in whole]
+    assert flows.x_NxF.ctypes.data % dataset.ALIGN == 0
