@@ -56,11 +56,11 @@ def window_labels(
 
 def last_attack_label(label_N: np.ndarray, starts_W: np.ndarray, window: int) -> np.ndarray:
     """Label of the last attack flow in each window (0 = no attack flow in it)."""
-    labels_WxT = label_N[starts_W[:, None] + np.arange(window)]
-    attack_WxT = labels_WxT != 0
-    last_t = window - 1 - np.argmax(attack_WxT[:, ::-1], axis=1)
-    picked = labels_WxT[np.arange(len(starts_W)), last_t]
-    return np.where(attack_WxT.any(axis=1), picked, 0).astype(label_N.dtype)
+    rows_N = np.arange(len(label_N))
+    last_attack_N = np.maximum.accumulate(np.where(label_N != 0, rows_N, -1))  # at or before
+    last_W = last_attack_N[starts_W + window - 1] if len(label_N) else starts_W
+    inside = last_W >= starts_W
+    return np.where(inside, label_N[np.where(inside, last_W, 0)], 0).astype(label_N.dtype)
 
 
 def gather(x_NxF: np.ndarray, starts_B: np.ndarray, window: int) -> np.ndarray:

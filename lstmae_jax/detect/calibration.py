@@ -87,8 +87,9 @@ def fit_and_choose(
     error_model = fit_error_model(cfg, model, windowed, table_NxF)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
     score_W, _ = inference.window_scores(
-        model, error_model, table_NxF, benign_val, windowed.window, cfg.eval_batch_size
-    )
+        model, error_model, table_NxF, benign_val, windowed.window, cfg.eval_batch_size,
+        group_W=np.zeros(len(benign_val), np.int32), num_groups=1,
+    )  # fmt: skip
     return error_model, threshold_from_scores(cfg, score_W), len(benign_val)
 
 

@@ -18,9 +18,10 @@ Classifiers give ``logits_WxC``; ``latents`` the encoder's code.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -43,6 +44,10 @@ def _apply(graphdef, fn: BatchFn, window: int, state: tuple, table_NxF, batch: d
     return fn(model, windows.gather(table_NxF, batch["starts"], window), batch, args)
 
 
+IN_FLIGHT = 8  # batches dispatched ahead of the one being read: the device stays busy,
+# and a pass holds a bounded number of outputs, whatever the number of windows
+
+
 def batches(
     graphdef: nnx.GraphDef,
     state: tuple[nnx.State, ...],
@@ -55,31 +60,39 @@ def batches(
     label_W: np.ndarray | None = None,
     args: Any = None,
     put: Callable[[dict], dict] = jax.device_put,
-) -> list[tuple[Any, int]]:
+) -> Iterator[tuple[Any, int]]:
     """``fn``'s output for each fixed-size batch of the windows ``starts_W``, in order, with
-    the batch's count of real windows (the rest is padding). All batches are dispatched
-    before any result is read. ``put`` moves a host batch (``starts``, ``valid``, ``label``
-    when given) to the devices: the default device, or the trainer's mesh."""
-    outs = []
+    the batch's count of real windows (the rest is padding). Batches are dispatched up to
+    ``IN_FLIGHT`` ahead of the one yielded. ``put`` moves a host batch (``starts``,
+    ``valid``, ``label`` when given) to the devices: the default device, or the trainer's
+    mesh."""
+    pending: collections.deque = collections.deque()
     for idx, valid in windows.eval_batches(len(starts_W), batch_size):
         batch = {"starts": starts_W[idx].astype(np.int32), "valid": valid.astype(np.float32)}
         if label_W is not None:
             batch["label"] = label_W[idx].astype(np.int32)
         out = _apply(graphdef, fn, window, state, table_NxF, put(batch), args)
-        outs.append((out, int(valid.sum())))
-    return outs
+        pending.append((out, int(valid.sum())))
+        if len(pending) > IN_FLIGHT:
+            yield pending.popleft()
+    yield from pending
 
 
-def per_window(outs: list[tuple[Any, int]], empty: tuple[tuple[int, ...], ...]) -> tuple:
-    """Per-window outputs of ``batches`` (a tuple of arrays), padding cut and batches joined;
-    ``empty``: their trailing shapes, for a pass over no windows."""
-    if not outs:
+def per_window(outs: Iterable[tuple[Any, int]], num_windows: int, empty) -> tuple:
+    """Per-window outputs of ``batches`` (a tuple of arrays), padding cut, written batch by
+    batch into arrays of ``num_windows`` rows (one host copy). ``empty``: their trailing
+    shapes for a pass over no windows (otherwise the first batch gives them)."""
+    got, row = None, 0
+    for out, n in outs:
+        host = jax.device_get(out)
+        if got is None:
+            got = tuple(np.empty((num_windows, *a.shape[1:]), a.dtype) for a in host)
+        for dst, src in zip(got, host, strict=True):
+            dst[row : row + n] = src[:n]
+        row += n
+    if got is None:
         return tuple(np.zeros((0, *shape), np.float32) for shape in empty)
-    got = jax.device_get([o for o, _ in outs])
-    return tuple(
-        np.concatenate([o[i][:n] for o, (_, n) in zip(got, outs, strict=True)])
-        for i in range(len(empty))
-    )
+    return got
 
 
 def on_device(table_NxF) -> jax.Array:
@@ -92,11 +105,11 @@ def on_device(table_NxF) -> jax.Array:
     return jax.device_put(dataset.as_aligned(table_NxF))
 
 
-def _over_model(model, fn, table_NxF, starts_W, window, batch_size, empty, args=None) -> tuple:
+def _over_model(model, fn, table_NxF, starts_W, window, batch_size, args=None, label_W=None):
     graphdef, state = nnx.split(model)
-    outs = batches(graphdef, (state,), fn, on_device(table_NxF), starts_W, window, batch_size,
+    table = on_device(table_NxF)
+    return batches(graphdef, (state,), fn, table, starts_W, window, batch_size, label_W=label_W,
                    args=args)  # fmt: skip
-    return per_window(outs, empty)
 
 
 def _member_errors(m, x_BxTxF, batch, args):
@@ -115,6 +128,19 @@ class _Scores:
         return anomaly.score_errors_with(err_KxBxF, self.kind, self.combine, **arrays)
 
 
+@dataclasses.dataclass(frozen=True)
+class _GroupScores(_Scores):
+    """The scores, and the contributions summed per group (``batch["label"]``) over the
+    batch's real windows: a G x F sum per batch instead of B x F."""
+
+    num_groups: int
+
+    def __call__(self, m, x_BxTxF, batch, arrays):
+        score_B, contrib_BxF = super().__call__(m, x_BxTxF, batch, arrays)
+        real_BxF = contrib_BxF * batch["valid"][:, None]
+        return score_B, jax.ops.segment_sum(real_BxF, batch["label"], self.num_groups)
+
+
 def _logits(m, x_BxTxF, batch, args):
     return (m(x_BxTxF),)
 
@@ -130,7 +156,8 @@ def member_errors(
     ``x_NxF``: the scaled table, on the host or already on the device."""
     k = getattr(model, "num_members", 1)
     empty = ((k, x_NxF.shape[1]),)
-    (err_WxKxF,) = _over_model(model, _member_errors, x_NxF, starts_W, window, batch_size, empty)
+    outs = _over_model(model, _member_errors, x_NxF, starts_W, window, batch_size)
+    (err_WxKxF,) = per_window(outs, len(starts_W), empty)
     return np.swapaxes(err_WxKxF, 0, 1)
 
 
@@ -141,23 +168,46 @@ def window_scores(
     starts_W: np.ndarray,
     window: int,
     batch_size: int = 1024,
+    *,
+    group_W: np.ndarray | None = None,
+    num_groups: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(score_W, contrib_WxF): the stage-1 anomaly score of each window (``anomaly.score``)."""
+    """(score_W, contrib_WxF): the stage-1 anomaly score of each window (``anomaly.score``)
+    and each feature's contribution to it.
+
+    With ``group_W`` (a group code per window, ``0 <= code < num_groups``) the second
+    output is instead ``mean_GxF``, each group's mean contribution (0 for an empty group),
+    summed batch by batch on the device: no W x F array is made (evaluation's per-class
+    attribution). ``num_groups=1`` with ``group_W`` all zero: the scores, and one mean."""
     if x_NxF.shape[1] != error_model.num_features:
         raise ValueError(
             f"windows have {x_NxF.shape[1]} features, the error model {error_model.num_features}"
         )
-    fn = _Scores(error_model.kind, error_model.combine)
     arrays = anomaly.gaussian_arrays(error_model)
-    empty = ((), (x_NxF.shape[1],))
-    return _over_model(model, fn, x_NxF, starts_W, window, batch_size, empty, arrays)
+    if group_W is None:
+        fn = _Scores(error_model.kind, error_model.combine)
+        outs = _over_model(model, fn, x_NxF, starts_W, window, batch_size, arrays)
+        return per_window(outs, len(starts_W), ((), (x_NxF.shape[1],)))
+    fn = _GroupScores(error_model.kind, error_model.combine, num_groups)
+    outs = _over_model(model, fn, x_NxF, starts_W, window, batch_size, arrays, group_W)
+    score_W = np.zeros(len(starts_W), np.float32)
+    sum_GxF = np.zeros((num_groups, x_NxF.shape[1]), np.float64)
+    row = 0
+    for out, n in outs:
+        score_B, sum_part_GxF = jax.device_get(out)
+        score_W[row : row + n] = score_B[:n]
+        sum_GxF += sum_part_GxF
+        row += n
+    count_G = np.bincount(np.asarray(group_W), minlength=num_groups)[:, None]
+    return score_W, (sum_GxF / np.maximum(count_G, 1)).astype(np.float32)
 
 
 def logits(
     model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
 ) -> np.ndarray:
     """logits_WxC of a classifier."""
-    (out,) = _over_model(model, _logits, x_NxF, starts_W, window, batch_size, ((0,),))
+    outs = _over_model(model, _logits, x_NxF, starts_W, window, batch_size)
+    (out,) = per_window(outs, len(starts_W), ((0,),))
     return out
 
 
@@ -165,5 +215,6 @@ def latents(
     model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
 ) -> np.ndarray:
     """z_WxL: the encoder's code of each window (an LSTM-AE, or stage 2's encoder)."""
-    (out,) = _over_model(model, _latents, x_NxF, starts_W, window, batch_size, ((0,),))
+    outs = _over_model(model, _latents, x_NxF, starts_W, window, batch_size)
+    (out,) = per_window(outs, len(starts_W), ((0,),))
     return out

@@ -29,11 +29,12 @@ from lstmae_jax.jobs import rundir
 TOP_FEATURES = 5
 
 
-def feature_attribution(contrib_WxF: np.ndarray, label_W: np.ndarray, classes, features) -> dict:
-    """Per class: the features with the largest mean contribution to the anomaly score."""
+def feature_attribution(mean_CxF: np.ndarray, label_W: np.ndarray, classes, features) -> dict:
+    """Per class with windows: the features with the largest mean contribution to the
+    anomaly score (``mean_CxF``: each class's mean contribution)."""
     out = {}
     for c in np.unique(label_W):
-        mean_F = contrib_WxF[label_W == c].mean(axis=0)
+        mean_F = mean_CxF[c]
         top = np.argsort(mean_F)[::-1][:TOP_FEATURES]
         out[classes[c]] = {features[j]: round(float(mean_F[j]), 6) for j in top}
     return out
@@ -99,17 +100,16 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
     error_model = meta["error_model"]
     threshold = metrics.Threshold.from_json(meta["threshold"])
     w, s = _windows_for(meta, data_path, split)
-    score_W, contrib_WxF = inference.window_scores(
-        model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size
-    )
-    y_W = w.any_attack[s].astype(np.int64)
     attack_W = windows.last_attack_label(w.label_N, w.starts[s], w.window)
+    score_W, mean_CxF = inference.window_scores(
+        model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size,
+        group_W=attack_W, num_groups=len(w.classes),
+    )  # fmt: skip
+    y_W = w.any_attack[s].astype(np.int64)
     names = np.asarray(w.classes, dtype=object)[attack_W]
     report = metrics.detection_report(y_W, score_W, threshold, attack_labels=names)
     report["score"] = error_model.describe()
-    report["feature_contribution"] = feature_attribution(
-        contrib_WxF, attack_W, w.classes, w.features
-    )
+    report["feature_contribution"] = feature_attribution(mean_CxF, attack_W, w.classes, w.features)
     report["windows"] = w.summary()[s]
     if plot_prefix is not None:
         from lstmae_jax.jobs import plots

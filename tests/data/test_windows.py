@@ -237,6 +237,15 @@ def test_last_attack_label():
     label = np.array([0, 2, 0, 0, 1, 0, 0, 0])
     starts = np.array([0, 1, 2, 4, 5])
     assert windows.last_attack_label(label, starts, 3).tolist() == [2, 2, 1, 1, 0]
+    # Against the definition, window by window, on random labels, starts and lengths.
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 50))
+        t = int(rng.integers(1, min(n, 12) + 1))
+        label = (rng.integers(0, 5, n) * (rng.random(n) < rng.random())).astype(np.int32)
+        starts = np.sort(rng.choice(n - t + 1, int(rng.integers(0, n - t + 2)), replace=False))
+        want = [next((c for c in label[s : s + t][::-1] if c), 0) for s in starts]
+        assert windows.last_attack_label(label, starts, t).tolist() == want
 
 
 def test_consume_scales_the_flows_table_in_place():

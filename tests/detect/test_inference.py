@@ -50,3 +50,20 @@ def test_no_windows_give_empty_outputs_of_the_right_shape():
     x_NxF = np.zeros((10, F), np.float32)
     err = inference.member_errors(_model(), x_NxF, np.zeros(0, np.int64), T, B)
     assert err.shape == (1, 0, F)
+
+
+def test_grouped_scores_give_each_groups_mean_contribution_without_a_window_table():
+    """``group_W``: the same scores, and per group the mean of the per-window contributions
+    (padding excluded: 21 windows, batches of 8); an empty group's mean is 0."""
+    x_NxF = np.random.default_rng(2).normal(size=(80, F)).astype(np.float32)
+    model, em = _model(), anomaly.ErrorModel("sse", "mean", F)
+    starts = np.arange(0, 63, 3)
+    group_W = np.array([0, 2] * 10 + [2])
+    score_W, contrib_WxF = inference.window_scores(model, em, x_NxF, starts, T, B)
+    score2_W, mean_GxF = inference.window_scores(
+        model, em, x_NxF, starts, T, B, group_W=group_W, num_groups=3
+    )
+    np.testing.assert_array_equal(score2_W, score_W)
+    for g in (0, 2):
+        np.testing.assert_allclose(mean_GxF[g], contrib_WxF[group_W == g].mean(0), rtol=1e-5)
+    np.testing.assert_array_equal(mean_GxF[1], 0.0)
