@@ -109,7 +109,7 @@ def _refuse_if_empty(files: list[str], reports: list[clean.CleanReport]) -> None
     )
 
 
-BLOCK_FLOWS = 1 << 16  # rows read, cleaned and copied into the table at a time
+BLOCK_FLOWS = 1 << 14  # rows read, cleaned and copied into the table at a time
 
 
 def _open(f: str) -> pq.ParquetFile:
@@ -140,9 +140,10 @@ def _read_plan(f: str, pf: pq.ParquetFile) -> tuple[list[str] | None, clean.Clea
 
 
 def _blocks(f: str, pf: pq.ParquetFile, columns: list[str] | None):
-    """``f``'s rows, ``BLOCK_FLOWS`` at a time, as tables of ``columns``."""
+    """``f``'s rows, ``BLOCK_FLOWS`` at a time, as tables of ``columns`` (one thread: the
+    blocks are small, and each reader thread would keep its own heap)."""
     try:
-        for batch in pf.iter_batches(batch_size=BLOCK_FLOWS, columns=columns):
+        for batch in pf.iter_batches(batch_size=BLOCK_FLOWS, columns=columns, use_threads=False):
             yield pa.Table.from_batches([batch])
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{f}: cannot read as Parquet: {e}") from e
@@ -209,10 +210,10 @@ def load_flows(
             code_N[row : row + n] = np.asarray(local, np.int32)[enc.indices.to_numpy()]
             file_N[row : row + n] = i
             row += n
+            pa.default_memory_pool().release_unused()  # the block's pages, back to the system
         reports.append(report)
         if report.drops_most():
             logging.warning("%s: %s", f, report.dropped_note())
-        pa.default_memory_pool().release_unused()  # freed blocks back to the system
     _refuse_if_empty(files, reports)
     if not features:
         raise ValueError(f"no feature columns common to all of {files}")
