@@ -39,6 +39,9 @@ class Flows:
     features: tuple[str, ...]
     files: tuple[str, ...]
     reports: tuple[clean.CleanReport, ...]
+    # (file, row group, rows kept) of each row group read, in row order: where a share's
+    # rows sit in the whole day list (``shares.split_codes``)
+    pieces: tuple[tuple[int, int, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.label_N)
@@ -139,11 +142,13 @@ def _read_plan(f: str, pf: pq.ParquetFile) -> tuple[list[str] | None, clean.Clea
     return columns, report
 
 
-def _blocks(f: str, pf: pq.ParquetFile, columns: list[str] | None):
-    """``f``'s rows, ``BLOCK_FLOWS`` at a time, as tables of ``columns`` (one thread: the
-    blocks are small, and each reader thread would keep its own heap)."""
+def _blocks(f: str, pf: pq.ParquetFile, columns: list[str] | None, group: int):
+    """Row ``group`` of ``f``, ``BLOCK_FLOWS`` rows at a time, as tables of ``columns``
+    (one thread: the blocks are small, and each reader thread would keep its own heap)."""
     try:
-        for batch in pf.iter_batches(batch_size=BLOCK_FLOWS, columns=columns, use_threads=False):
+        for batch in pf.iter_batches(
+            batch_size=BLOCK_FLOWS, row_groups=[group], columns=columns, use_threads=False
+        ):
             yield pa.Table.from_batches([batch])
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{f}: cannot read as Parquet: {e}") from e
@@ -155,6 +160,7 @@ def load_flows(
     features: Sequence[str] | None = None,
     nonfinite: str = "drop",
     negative: str = "clamp",
+    row_groups: Sequence[Sequence[int] | None] | None = None,
 ) -> Flows:
     """Loads Parquet files in any CICFlowMeter naming style (converted or raw).
 
@@ -166,6 +172,10 @@ def load_flows(
     that cleaning drops leave its tail untouched, so never resident) plus int32 labels
     and file indices; each file is read, cleaned and copied in ``BLOCK_FLOWS`` rows at a
     time, so no whole-file table or float64 copy exists.
+
+    ``row_groups`` reads only these row groups of each file (None: all of it; ``[]``:
+    none): a process's share of the day list (``shares.plan``). Features, the files'
+    schemas and ``files``/``file_N`` are still those of every file.
     """
     files = list_parquet(path)
     opened = [_open(f) for f in files]
@@ -188,29 +198,41 @@ def load_flows(
             if missing:
                 raise ValueError(f"{f}: lacks requested feature columns {missing}")
     features = list(features)
-    capacity = sum(pf.metadata.num_rows for pf in opened)
+    if row_groups is None:
+        row_groups = [None] * len(files)
+    elif len(row_groups) != len(files):
+        raise ValueError(f"row_groups names {len(row_groups)} files, the data has {len(files)}")
+    capacity = sum(
+        pf.metadata.num_rows if g is None else sum(pf.metadata.row_group(i).num_rows for i in g)
+        for pf, g in zip(opened, row_groups, strict=True)
+    )
     x = aligned_empty((capacity, len(features)), np.float32)
     code_N = np.empty(capacity, np.int32)  # into ``names``, in order of appearance
     file_N = np.empty(capacity, np.int32)
     names: dict[str, int] = {}
     reports, row = [], 0
+    pieces = []
     for i, (f, pf, (columns, report)) in enumerate(zip(files, opened, plans, strict=True)):
-        for block in _blocks(f, pf, columns):
-            table, part = clean.canonicalize(
-                block, source=f, nonfinite=nonfinite, negative=negative
-            )
-            report.merge(part)
-            n = table.num_rows
-            if row + n > capacity:
-                raise ValueError(f"{f}: holds more rows than its Parquet footer says")
-            for j, name in enumerate(features):
-                x[row : row + n, j] = table.column(name).to_numpy()
-            enc = table.column(schema.LABEL).combine_chunks().dictionary_encode()
-            local = [names.setdefault(s, len(names)) for s in enc.dictionary.to_pylist()]
-            code_N[row : row + n] = np.asarray(local, np.int32)[enc.indices.to_numpy()]
-            file_N[row : row + n] = i
-            row += n
-            pa.default_memory_pool().release_unused()  # the block's pages, back to the system
+        groups = range(pf.metadata.num_row_groups) if row_groups[i] is None else row_groups[i]
+        for g in groups:
+            first = row
+            for block in _blocks(f, pf, columns, g):
+                table, part = clean.canonicalize(
+                    block, source=f, nonfinite=nonfinite, negative=negative
+                )
+                report.merge(part)
+                n = table.num_rows
+                if row + n > capacity:
+                    raise ValueError(f"{f}: holds more rows than its Parquet footer says")
+                for j, name in enumerate(features):
+                    x[row : row + n, j] = table.column(name).to_numpy()
+                enc = table.column(schema.LABEL).combine_chunks().dictionary_encode()
+                local = [names.setdefault(s, len(names)) for s in enc.dictionary.to_pylist()]
+                code_N[row : row + n] = np.asarray(local, np.int32)[enc.indices.to_numpy()]
+                file_N[row : row + n] = i
+                row += n
+                pa.default_memory_pool().release_unused()  # the block's pages, back to the OS
+            pieces.append((i, int(g), row - first))
         reports.append(report)
         if report.drops_most():
             logging.warning("%s: %s", f, report.dropped_note())
@@ -235,6 +257,7 @@ def load_flows(
         features=tuple(features),
         files=tuple(files),
         reports=tuple(reports),
+        pieces=tuple(pieces),
     )
 
 
@@ -247,12 +270,16 @@ def temporal_split(num_rows: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) 
         raise ValueError(
             f"fractions must be three non-negative numbers summing to 1, got {fractions}"
         )
-    cut1 = int(round(fractions[0] * num_rows))
-    cut2 = int(round((fractions[0] + fractions[1]) * num_rows))
+    cut1, cut2 = split_cuts(num_rows, fractions)
     split = np.full(num_rows, 2, dtype=np.int8)
     split[:cut2] = 1
     split[:cut1] = 0
     return split
+
+
+def split_cuts(num_rows: int, fractions: Sequence[float]) -> tuple[int, int]:
+    """The first validation row and the first test row of ``temporal_split``."""
+    return int(round(fractions[0] * num_rows)), int(round((fractions[0] + fractions[1]) * num_rows))
 
 
 def per_file_split(file_N: np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> np.ndarray:
@@ -466,23 +493,29 @@ def fit_quantile_knots(
     1 - 1/2n (n rows), so the map is finite; tied quantiles share the normal score of
     their mean probability. ``rows`` (a mask or indices) picks the training rows; the
     quantiles are taken one column at a time (the same numbers as ``axis=0``)."""
-    from statistics import NormalDist  # stdlib: no scipy in the scorer's dependencies
-
     n = _num_rows(x_NxF, rows)
-    eps = 0.5 / n
     probs = np.linspace(0.0, 1.0, knots)
-    inv = NormalDist().inv_cdf
     knots_x, knots_z = [], []
     for j in range(x_NxF.shape[1]):
         row = np.quantile(_columns64(x_NxF, rows, slice(j, j + 1))[:, 0], probs)
-        _, first, counts = np.unique(row, return_index=True, return_counts=True)
-        p = np.empty_like(probs)
-        for a, c in zip(first, counts, strict=True):
-            p[a : a + c] = probs[a : a + c].mean()
-        z = [inv(float(v)) for v in np.clip(p, eps, 1.0 - eps)]
         knots_x.append(tuple(row.tolist()))
-        knots_z.append(tuple(z))
+        knots_z.append(_knot_scores(row, n))
     return knots_x, knots_z
+
+
+def _knot_scores(knots_x_K: np.ndarray, num_rows: int) -> tuple[float, ...]:
+    """The standard-normal scores of knots at evenly spaced probabilities (clipped to
+    [1/2n, 1 - 1/2n] for n rows); tied knots share the score of their mean probability."""
+    from statistics import NormalDist  # stdlib: no scipy in the scorer's dependencies
+
+    eps = 0.5 / num_rows
+    probs = np.linspace(0.0, 1.0, len(knots_x_K))
+    _, first, counts = np.unique(knots_x_K, return_index=True, return_counts=True)
+    p = np.empty_like(probs)
+    for a, c in zip(first, counts, strict=True):
+        p[a : a + c] = probs[a : a + c].mean()
+    inv = NormalDist().inv_cdf
+    return tuple(inv(float(v)) for v in np.clip(p, eps, 1.0 - eps))
 
 
 def fit_scaler(
@@ -510,15 +543,7 @@ def fit_scaler(
         for cols in _column_blocks(num_f):
             block = _columns64(x_NxF, rows, cols)
             lo[cols], hi[cols] = block.min(axis=0), block.max(axis=0)
-        span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-        return Scaler(
-            tuple(features),
-            (False,) * len(features),
-            tuple(lo.tolist()),
-            tuple(span.tolist()),
-            kind,
-            clip,
-        )
+        return scaler_of(features, kind, clip, lo=lo, hi=hi)
     if kind not in ("standard", "robust", "quantile"):
         raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")
     log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
@@ -534,15 +559,54 @@ def fit_scaler(
         del x
     if kind == "quantile":  # knots inside the range; log1p and std set the slope beyond it
         knots_x, knots_z = fit_quantile_knots(x_NxF, rows=rows)
+        return scaler_of(features, kind, clip, std=std, knots_x=knots_x, knots_z=knots_z)
+    return scaler_of(features, kind, clip, centre=centre, std=std, q25=q25, q75=q75)
+
+
+def scaler_of(
+    features: Sequence[str],
+    kind: str,
+    clip: float,
+    *,
+    lo=None,
+    hi=None,
+    centre=None,
+    std=None,
+    q25=None,
+    q75=None,
+    knots_x=None,
+    knots_z=None,
+    num_rows: int = 0,
+) -> Scaler:
+    """A scaler from its statistics, float64 per feature: ``lo``/``hi`` (minmax), else
+    ``std`` (after ``log1p`` where the scaler takes it) and ``centre`` (standard: mean;
+    robust: median, with ``q25``/``q75``) or ``knots_x`` (quantile, F x K, before log1p;
+    ``knots_z`` computed from ``num_rows`` when not given). What ``fit_scaler`` fits on
+    one table, and ``shares.merge`` from every process's share."""
+    num_f = len(features)
+    if kind == "minmax":
+        span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
         return Scaler(
             tuple(features),
-            tuple(bool(b) for b in log),
-            (0.0,) * len(features),
+            (False,) * num_f,
+            tuple(np.asarray(lo).tolist()),
+            tuple(span.tolist()),
+            kind,
+            clip,
+        )
+    log = tuple(bool(schema.KIND[f] in schema.LOG_KINDS) for f in features)
+    if kind == "quantile":
+        if knots_z is None:
+            knots_z = [_knot_scores(np.asarray(row), num_rows) for row in knots_x]
+        return Scaler(
+            tuple(features),
+            log,
+            (0.0,) * num_f,
             tuple(np.where(std > 1e-12, std, 1.0).tolist()),
             kind,
             clip,
-            tuple(knots_x),
-            tuple(knots_z),
+            tuple(tuple(np.asarray(row).tolist()) for row in knots_x),
+            tuple(tuple(row) for row in knots_z),
         )
     if kind == "robust":
         scale = np.where(q75 - q25 > 1e-12, (q75 - q25) / 1.349, std)
@@ -550,10 +614,5 @@ def fit_scaler(
         scale = std
     scale = np.where(scale > 1e-12, scale, 1.0)  # constant columns: centre only
     return Scaler(
-        tuple(features),
-        tuple(bool(b) for b in log),
-        tuple(centre.tolist()),
-        tuple(scale.tolist()),
-        kind,
-        clip,
+        tuple(features), log, tuple(np.asarray(centre).tolist()), tuple(scale.tolist()), kind, clip
     )
