@@ -224,6 +224,12 @@ class Config:
     )
     num_processes: int = _opt(0, "Number of processes (0: auto-detect).", resume_may_change=True)
     process_id: int = _opt(-1, "This process's id (-1: auto-detect).", resume_may_change=True)
+    share_data: bool = _opt(
+        False,
+        "Multi-host: each process loads only its share of --data (Parquet row groups dealt"
+        " out in turn) instead of all of it; classes, split and scaler are computed across"
+        " processes (README, 'Several hosts').",
+    )
 
     @property
     def is_stage1(self) -> bool:
@@ -273,6 +279,11 @@ class Config:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"--{key}={getattr(self, key)!r} is out of range")
+        if self.share_data and self.split == "random":
+            raise ValueError(
+                "--share_data needs --split=temporal or per_file: a random split of windows"
+                " needs every window on every process"
+            )
         interval = min(self.log_every_steps, self.checkpoint_every_steps)
         if self.steps_per_call > interval:  # every K-step call must fit between them
             raise ValueError(

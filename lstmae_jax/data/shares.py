@@ -1,7 +1,7 @@
 """Each process's share of the flows (``--share_data``), and what the shares must agree on.
 
-With ``--share_data`` a process loads only its share of the day list: every P-th Parquet
-row group of it (``plan``, from the footers), so each share holds every day and every
+With ``--share_data`` a process loads only its share of the day list: Parquet row groups
+dealt out in turn (``plan``, from the footers), so each share holds every day and every
 split in proportion, and together they are the whole list. What the model must see as on
 one host is computed from all shares:
 
@@ -38,26 +38,29 @@ SKETCH_POINTS = 4097  # quantiles per share and column; 4096 steps: the knots' 1
 
 
 def plan(files: Sequence[str], num_shares: int) -> list[list[list[int]]]:
-    """``[share][file] -> row groups``: the day list's row groups dealt out in turn (row
-    group k, in day-list order, to share ``k % num_shares``), from the footers alone.
+    """``[share][file] -> row groups``: the day list's row groups dealt out in order, each
+    to the share with the fewest rows so far (the lowest index on a tie), from the
+    footers alone: the shares' rows differ by at most one row group.
 
     Dealt, not cut into runs: with a temporal split a run at the end of the list would be
     all validation and test rows, leaving its process nothing to train on; dealt, every
     share holds every day's traffic and every split in proportion."""
-    groups = [
-        (i, g)
-        for i, f in enumerate(files)
-        for g in range(pq.ParquetFile(f).metadata.num_row_groups)
-    ]
-    shares: list[list[list[int]]] = [[[] for _ in files] for _ in range(num_shares)]
-    for k, (i, g) in enumerate(groups):
-        shares[k % num_shares][i].append(g)
+    groups = []
+    for i, f in enumerate(files):
+        meta = pq.ParquetFile(f).metadata
+        groups += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     if len(groups) < num_shares:
         raise ValueError(
             f"--share_data over {num_shares} processes: the data has {len(groups)} row groups"
             f" in {list(files)}, fewer than the processes; use fewer processes, or rewrite the"
             " files with smaller row groups (launch/convert.py writes 32,768 rows per group)"
         )
+    shares: list[list[list[int]]] = [[[] for _ in files] for _ in range(num_shares)]
+    rows = [0] * num_shares
+    for i, g, n in groups:
+        s = min(range(num_shares), key=lambda k: (rows[k], k))
+        shares[s][i].append(g)
+        rows[s] += n
     return shares
 
 
@@ -73,6 +76,22 @@ def union_classes(per_share: Sequence[Sequence[str]]) -> tuple[str, ...]:
     """The classes of all shares, ordered as ``load_flows`` orders them (Benign first)."""
     names = {c for classes in per_share for c in classes}
     return tuple(sorted(names, key=lambda c: (c != schema.BENIGN, c)))
+
+
+def summed(summaries: Sequence[dict]) -> dict:
+    """Every share's ``Windowed.summary()`` added up: the run's."""
+    out = dict(summaries[0], flows=sum(s["flows"] for s in summaries))
+    for split in dataset.SPLITS:
+        labels: dict[str, int] = {}
+        for s in summaries:
+            for name, n in s[split]["labels"].items():
+                labels[name] = labels.get(name, 0) + n
+        out[split] = {
+            "windows": sum(s[split]["windows"] for s in summaries),
+            "attack_windows": sum(s[split]["attack_windows"] for s in summaries),
+            "labels": labels,
+        }
+    return out
 
 
 def split_codes(

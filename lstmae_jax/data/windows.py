@@ -11,7 +11,7 @@ Shape letters: N flows, F features, T window length, W windows, B batch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,6 +71,14 @@ def gather(x_NxF: np.ndarray, starts_B: np.ndarray, window: int) -> np.ndarray:
     if window == 1:
         return x_NxF[starts_B][:, None, :]
     return x_NxF[starts_B[:, None] + np.arange(window)]
+
+
+def of_batch(table_NxF, batch: dict, window: int):
+    """A batch's windows: cut on the host already (``batch["x"]``, a ``--share_data`` run)
+    or gathered here from the table by their first rows (``batch["starts"]``)."""
+    if "x" in batch:
+        return batch["x"]
+    return gather(table_NxF, batch["starts"], window)
 
 
 def rows_covered(num_rows: int, starts_W: np.ndarray, window: int) -> np.ndarray:
@@ -138,6 +146,8 @@ def build(
     scaler_kind: str = "standard",
     scaler_clip: float = 0.0,
     consume: bool = False,
+    segment_N: np.ndarray | None = None,
+    fit: Callable[..., dataset.Scaler] | None = None,
 ) -> Windowed:
     """Splits flows, cuts windows, fits the scaler on training rows, scales.
 
@@ -156,6 +166,11 @@ def build(
     ``consume`` scales ``flows.x_NxF`` in place (when it is a writable C-contiguous
     float32 array), so only one N x F table exists: a job that loads a day list uses it;
     ``flows.x_NxF`` then holds the scaled values, and ``flows`` must not be windowed again.
+    ``segment_N`` (with ``split_N``): rows where it changes start a segment too (a
+    share's row groups, ``shares.split_codes``). ``fit``: fits the scaler instead of
+    ``dataset.fit_scaler`` (same arguments; a shared run merges every process's
+    statistics), and then the check that there are training windows is its own (a
+    process's share may hold none while the others do).
     """
     n = len(flows)
     given = split_N is not None
@@ -166,7 +181,8 @@ def build(
     elif split == "per_file":
         split_N = dataset.per_file_split(flows.file_N, fractions)
     if split_N is not None:  # a split per row: windows inside each (file, split) segment
-        seg = segment_ids(flows.file_N, split_N)
+        keys = (flows.file_N, split_N) if segment_N is None else (flows.file_N, split_N, segment_N)
+        seg = segment_ids(*keys)
         starts_all = window_starts(seg, window, stride)
         split_W = split_N[starts_all] if len(starts_all) else np.zeros(0, np.int8)
     elif split == "random":
@@ -187,7 +203,7 @@ def build(
             any_all[keep],
         )
     n_train_all = int((split_W == 0).sum())
-    if scaler is None and len(starts["train"]) == 0 and n_train_all:
+    if scaler is None and fit is None and len(starts["train"]) == 0 and n_train_all:
         # Every training window was left out for holding an attack flow: say so, or the
         # message below blames the length of the training rows.
         raise ValueError(
@@ -196,7 +212,7 @@ def build(
             " learns benign traffic: train on data with benign stretches of at least"
             f" {window} flows"
         )
-    if scaler is None and len(starts["train"]) == 0:  # a given scaler needs no training rows
+    if scaler is None and fit is None and len(starts["train"]) == 0:  # a given scaler needs none
         # Why: say how long the longest stretch of training rows in one file is.
         train_seg = seg[split_N == 0] if split_N is not None else segment_ids(flows.file_N)
         longest = int(np.bincount(train_seg).max()) if len(train_seg) else 0
@@ -208,7 +224,7 @@ def build(
         )
     if scaler is None:
         train_rows = rows_covered(n, starts["train"], window)
-        scaler = dataset.fit_scaler(
+        scaler = (fit or dataset.fit_scaler)(
             flows.x_NxF, flows.features, scaler_kind, scaler_clip, rows=train_rows
         )
     elif tuple(scaler.features) != tuple(flows.features):
@@ -249,6 +265,10 @@ class BatchOrder:
     shuffle: bool = True
     epoch: int = 0
     step: int = 0
+    # A shared run: each process's own order of its own windows (``stream``: its index,
+    # drawn into the shuffle), with the epoch cut to the steps every process can fill.
+    stream: int | None = None
+    max_steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -263,14 +283,14 @@ class BatchOrder:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.num_items // self.batch_size
+        full = self.num_items // self.batch_size
+        return full if self.max_steps_per_epoch is None else min(full, self.max_steps_per_epoch)
 
     def _permutation(self) -> np.ndarray:
         if self._perm_epoch != self.epoch:
             if self.shuffle:
-                self._perm = np.random.default_rng([self.seed, self.epoch]).permutation(
-                    self.num_items
-                )
+                key = [self.seed, self.epoch] + ([] if self.stream is None else [self.stream])
+                self._perm = np.random.default_rng(key).permutation(self.num_items)
             else:
                 self._perm = np.arange(self.num_items)
             self._perm_epoch = self.epoch
@@ -295,9 +315,15 @@ class BatchOrder:
         self.epoch, self.step = epoch, step
 
 
-def eval_batches(num_items: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """All items in order, in fixed-size batches: (indices_B, valid_B); the last is padded."""
-    for i in range(0, num_items, batch_size):
+def eval_batches(
+    num_items: int, batch_size: int, num_batches: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All items in order, in fixed-size batches: (indices_B, valid_B); the last is padded.
+    ``num_batches``: that many (at least enough for the items), the extra ones all
+    padding (the processes of a shared run step together over unequal shares)."""
+    if num_batches is None:
+        num_batches = -(-num_items // batch_size)
+    for i in range(0, num_batches * batch_size, batch_size):
         idx = np.arange(i, i + batch_size)
         valid = idx < num_items
         yield np.where(valid, idx, 0), valid
@@ -312,9 +338,12 @@ def for_config(
     *,
     scaler: dataset.Scaler | None = None,
     consume: bool = False,
+    split_N: np.ndarray | None = None,
+    segment_N: np.ndarray | None = None,
+    fit: Callable[..., dataset.Scaler] | None = None,
 ) -> Windowed:
     """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one;
-    ``consume``: scale ``flows``' table in place, as ``build`` says)."""
+    ``consume``, ``split_N``, ``segment_N``, ``fit``: as ``build`` says)."""
     return build(
         flows,
         window=cfg.window,
@@ -327,4 +356,7 @@ def for_config(
         scaler_kind=cfg.scaler,
         scaler_clip=cfg.input_clip,
         consume=consume,
+        split_N=split_N,
+        segment_N=segment_N,
+        fit=fit,
     )

@@ -61,36 +61,44 @@ def spread(starts_W: np.ndarray, limit: int) -> np.ndarray:
 
 
 def fit_error_model(
-    cfg: Config, model: nnx.Module, windowed: windows.Windowed, table_NxF=None
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed, table_NxF=None, gather=None
 ) -> anomaly.ErrorModel:
     """``cfg.score``'s error model on the benign training windows of ``windowed``
-    (``table_NxF``: its table already on the device, if the caller put it there)."""
+    (``table_NxF``: its table already on the device, if the caller put it there).
+    ``gather``: a ``--share_data`` run's join of every process's array (each process
+    scores its own windows, at most ``ERROR_MODEL_WINDOWS`` / processes of them)."""
     benign = windowed.starts["train"][~windowed.any_attack["train"]]
-    benign = spread(benign, ERROR_MODEL_WINDOWS)
+    benign = spread(benign, ERROR_MODEL_WINDOWS // (jax.process_count() if gather else 1))
     if cfg.score in ("mae", "sse"):  # nothing to fit
+        fitted_on = len(gather(benign) if gather else benign)
         return anomaly.ErrorModel(
-            cfg.score, cfg.ensemble_score, len(windowed.features), fitted_on=len(benign)
+            cfg.score, cfg.ensemble_score, len(windowed.features), fitted_on=fitted_on
         )
     table = windowed.x_NxF if table_NxF is None else table_NxF
     err_KxWxF = inference.member_errors(model, table, benign, windowed.window, cfg.eval_batch_size)
+    if gather:  # every process's windows, joined along W
+        err_KxWxF = np.swapaxes(gather(np.swapaxes(err_KxWxF, 0, 1)), 0, 1)
     return anomaly.fit(err_KxWxF, cfg.score, cfg.ensemble_score)
 
 
 def fit_and_choose(
-    cfg: Config, model: nnx.Module, windowed: windows.Windowed, table_NxF=None
+    cfg: Config, model: nnx.Module, windowed: windows.Windowed, table_NxF=None, gather=None
 ) -> tuple[anomaly.ErrorModel, metrics.Threshold, int]:
     """The error model (benign training windows) and the threshold (benign validation
     windows) of ``model``, and how many validation windows chose it; nothing is saved.
-    ``table_NxF``: ``windowed``'s table already on the devices (the trainer's), if any."""
+    ``table_NxF``: ``windowed``'s table already on the devices (the trainer's), if any.
+    ``gather``: as ``fit_error_model`` says (the validation scores of every process)."""
     # On the device once, for both passes: the trainer's copy, or put (aliased on CPU).
     table_NxF = inference.on_device(windowed.x_NxF if table_NxF is None else table_NxF)
-    error_model = fit_error_model(cfg, model, windowed, table_NxF)
+    error_model = fit_error_model(cfg, model, windowed, table_NxF, gather)
     benign_val = windowed.starts["val"][~windowed.any_attack["val"]]
     score_W, _ = inference.window_scores(
         model, error_model, table_NxF, benign_val, windowed.window, cfg.eval_batch_size,
         group_W=np.zeros(len(benign_val), np.int32), num_groups=1,
     )  # fmt: skip
-    return error_model, threshold_from_scores(cfg, score_W), len(benign_val)
+    if gather:
+        score_W = gather(score_W)
+    return error_model, threshold_from_scores(cfg, score_W), len(score_W)
 
 
 def calibrate(
@@ -100,11 +108,13 @@ def calibrate(
     run_dir: str,
     step: int,
     table_NxF=None,
+    gather=None,
 ) -> dict:
     """Fits the error model, chooses the threshold; saves both with the run (process 0),
     each recording that it was fitted for the best parameters of checkpoint ``step``
-    (``table_NxF``: the trainer's device table, so it is not put again)."""
-    error_model, threshold, n_val = fit_and_choose(cfg, model, windowed, table_NxF)
+    (``table_NxF``: the trainer's device table, so it is not put again; ``gather``: a
+    shared run's, as ``fit_error_model`` says)."""
+    error_model, threshold, n_val = fit_and_choose(cfg, model, windowed, table_NxF, gather)
     fitted_for = {"checkpoint": "best", "step": int(step)}
     record = {**threshold.to_json(), FITTED_FOR: fitted_for}
     if jax.process_index() == 0:  # one writer across hosts

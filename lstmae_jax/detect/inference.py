@@ -41,7 +41,7 @@ BatchFn = Callable[[nnx.Module, jax.Array, dict, Any], Any]
 def _apply(graphdef, fn: BatchFn, window: int, state: tuple, table_NxF, batch: dict, args):
     model = nnx.merge(graphdef, *state)
     model.eval()
-    return fn(model, windows.gather(table_NxF, batch["starts"], window), batch, args)
+    return fn(model, windows.of_batch(table_NxF, batch, window), batch, args)
 
 
 IN_FLIGHT = 8  # batches dispatched ahead of the one being read: the device stays busy,
@@ -60,14 +60,22 @@ def batches(
     label_W: np.ndarray | None = None,
     args: Any = None,
     put: Callable[[dict], dict] = jax.device_put,
+    num_batches: int | None = None,
 ) -> Iterator[tuple[Any, int]]:
     """``fn``'s output for each fixed-size batch of the windows ``starts_W``, in order, with
     the batch's count of real windows (the rest is padding). Batches are dispatched up to
     ``IN_FLIGHT`` ahead of the one yielded. ``put`` moves a host batch (``starts``,
     ``valid``, ``label`` when given) to the devices: the default device, or the trainer's
-    mesh."""
+    mesh (a ``--share_data`` trainer's ``put`` also cuts the windows, ``batch["x"]``).
+    ``num_batches``: that many batches, padding after the windows (``eval_batches``)."""
     pending: collections.deque = collections.deque()
-    for idx, valid in windows.eval_batches(len(starts_W), batch_size):
+    if len(starts_W) == 0 and num_batches:  # padding only: any start, all invalid
+        starts_W = np.zeros(1, np.int64)
+        label_W = None if label_W is None else np.zeros(1, np.int32)
+        num_windows = 0
+    else:
+        num_windows = len(starts_W)
+    for idx, valid in windows.eval_batches(num_windows, batch_size, num_batches):
         batch = {"starts": starts_W[idx].astype(np.int32), "valid": valid.astype(np.float32)}
         if label_W is not None:
             batch["label"] = label_W[idx].astype(np.int32)

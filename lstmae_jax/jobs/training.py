@@ -16,10 +16,10 @@ from absl import logging
 
 from lstmae_jax import atomic, config
 from lstmae_jax.config import Config
-from lstmae_jax.data import dataset, inputs, windows
+from lstmae_jax.data import dataset, inputs, shares, windows
 from lstmae_jax.detect import calibration
 from lstmae_jax.jobs import rundir
-from lstmae_jax.train import lock, loop, monitor
+from lstmae_jax.train import collective, lock, loop, monitor
 
 
 def _has_checkpoints(run_dir: str) -> bool:
@@ -54,6 +54,49 @@ def _check_classes(name: str, label_W: np.ndarray, classes) -> None:
             f" {len(label_W)} windows; a classifier needs at least 2 classes (give it data"
             " with benign and attack flows)"
         )
+
+
+def _all(cfg: Config, features, scaler) -> windows.Windowed:
+    """All of ``cfg.data``, windowed and scaled (in place: the raw table is not kept beside
+    the scaled one, one N x F table)."""
+    flows = dataset.load_flows(
+        cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative
+    )
+    logging.info(
+        "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
+    )
+    return windows.for_config(cfg, flows, scaler=scaler, consume=True)
+
+
+def _share(cfg: Config, features, scaler) -> windows.Windowed:
+    """``--share_data``: this process's share of ``cfg.data`` (``shares.plan``), with the
+    classes, split and scaler of the whole list, agreed with the other processes."""
+    p, parts = jax.process_index(), jax.process_count()
+    files = dataset.list_parquet(cfg.data)
+    flows = dataset.load_flows(
+        files,
+        features=features,
+        nonfinite=cfg.nonfinite,
+        negative=cfg.negative,
+        row_groups=shares.plan(files, parts)[p],
+    )
+    each = collective.allgather_json({"classes": flows.classes, "pieces": flows.pieces})
+    flows = shares.relabel(flows, shares.union_classes([e["classes"] for e in each]))
+    pieces = [[tuple(piece) for piece in e["pieces"]] for e in each]
+    split_N, piece_N = shares.split_codes(cfg.split, cfg.split_fractions, pieces, p)
+    total = sum(n for mine in pieces for *_, n in mine)
+    logging.info(
+        "process %d/%d loaded its share: %d of %d flows, %d features, classes %s",
+        p, parts, len(flows), total, len(flows.features), flows.classes,
+    )  # fmt: skip
+
+    def fit(x_NxF, features, kind, clip, rows):  # the scaler of every share's training rows
+        stats = collective.allgather_arrays(shares.statistics(x_NxF, features, kind, rows))
+        return shares.merge(stats, features, kind, clip)
+
+    return windows.for_config(
+        cfg, flows, scaler=scaler, consume=True, split_N=split_N, segment_N=piece_N, fit=fit
+    )
 
 
 def train_job(cfg: Config, workdir: str) -> dict:
@@ -100,29 +143,29 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         init = rundir.stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
     _check_inputs(cfg, run_dir, stage1_dir)
-    flows = dataset.load_flows(
-        cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative
-    )
-    logging.info(
-        "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
-    )
-    # Scaled in place: the raw table is not kept beside the scaled one (one N x F table).
-    windowed = windows.for_config(cfg, flows, scaler=scaler, consume=True)
-    del flows
-    logging.info("windows: %s", json.dumps(windowed.summary()))
+    windowed = (_share if cfg.share_data else _all)(cfg, features, scaler)
+    each = collective.allgather_json(windowed.summary()) if cfg.share_data else None
+    data_summary = shares.summed(each) if each else windowed.summary()
+    logging.info("windows: %s", json.dumps(data_summary))
     os.makedirs(run_dir, exist_ok=True)
     labels = None
     if cfg.task == "binary":
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
     if not cfg.is_stage1:
         names = ("Benign", "Attack") if cfg.task == "binary" else windowed.classes
-        _check_classes(rundir.run_name(cfg), (labels or windowed.label)["train"], names)
-    meta_extra["data"] = windowed.summary()
+        train_labels = (labels or windowed.label)["train"]
+        if cfg.share_data:  # the classes of every process's training windows
+            train_labels = np.array(
+                sum(collective.allgather_json(np.unique(train_labels).tolist()), [])
+            )
+        _check_classes(rundir.run_name(cfg), train_labels, names)
+    meta_extra["data"] = data_summary
     result = loop.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
     threshold, score = None, None
     if cfg.is_stage1 and not result.preempted:
+        gather = collective.concat() if cfg.share_data else None
         calibrated = calibration.calibrate(
-            cfg, result.model, windowed, run_dir, result.steps, table_NxF=result.table
+            cfg, result.model, windowed, run_dir, result.steps, result.table, gather
         )
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {
@@ -137,7 +180,7 @@ def _train_job(cfg: Config, workdir: str) -> dict:
         "resumed_from": result.resumed_from,
         "score": score,
         "threshold": threshold,
-        "data": windowed.summary(),
+        "data": data_summary,
     }
     if jax.process_index() == 0:  # one writer across hosts
         atomic.write_json(os.path.join(run_dir, rundir.SUMMARY), summary)

@@ -25,7 +25,7 @@ from lstmae_jax import config, console
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
 from lstmae_jax.detect import inference
-from lstmae_jax.train import checkpoint, monitor, sharding, steps
+from lstmae_jax.train import checkpoint, collective, monitor, sharding, steps
 
 RESUME_MAY_CHANGE = config.resume_may_change()  # the rest must match the run resumed
 
@@ -43,10 +43,11 @@ class FitResult:
     table: jax.Array | None = None  # the scaled table on the devices (calibration reuses it)
 
 
-def class_weights(label_W: np.ndarray, num_classes: int) -> tuple[float, ...]:
-    """Inverse-frequency weights, normalised so a balanced set gets all ones."""
-    counts = np.bincount(label_W, minlength=num_classes).astype(np.float64)
-    w = np.where(counts > 0, len(label_W) / (num_classes * np.maximum(counts, 1)), 0.0)
+def class_weights(counts_C: np.ndarray) -> tuple[float, ...]:
+    """Inverse-frequency weights from the training windows' class counts, normalised so a
+    balanced set gets all ones."""
+    counts = np.asarray(counts_C, np.float64)
+    w = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
     return tuple(float(v) for v in w)
 
 
@@ -95,7 +96,12 @@ class _Fit:
         sharding.check_batch_size(cfg.eval_batch_size, mesh)
         self.labels = labels = labels if labels is not None else data.label
         self.num_classes = 2 if cfg.task == "binary" else len(data.classes)
-        weights = class_weights(labels["train"], self.num_classes) if cfg.class_weights else ()
+        # --share_data: this process holds only its share of the windows (README, "Several
+        # hosts"); what all must agree on is summed over the processes.
+        self.shared = cfg.share_data
+        self.parts = jax.process_count() if self.shared else 1
+        counts = np.bincount(labels["train"], minlength=self.num_classes)
+        weights = class_weights(self._sum(counts)) if cfg.class_weights else ()
         self.task = task = steps.task_for(cfg, self.num_classes, weights)
         self._validation_set()
 
@@ -107,7 +113,8 @@ class _Fit:
         self.graphdef, state = steps.init_state(model, tx, trainable)
         repl = sharding.replicated(mesh)
         self.state = jax.device_put(state, repl)
-        self.table = sharding.put_table(data.x_NxF, mesh)  # aliased on CPU where it can
+        # aliased on CPU where it can; none when shared (each process cuts its windows)
+        self.table = None if self.shared else sharding.put_table(data.x_NxF, mesh)
         train_step = steps.make_train_step(self.graphdef, tx, task, trainable)
         self.train_jit = jax.jit(train_step, donate_argnums=0)
         k = cfg.steps_per_call
@@ -119,7 +126,7 @@ class _Fit:
             lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0
         )
 
-        self.order = windows.BatchOrder(len(data.starts["train"]), cfg.batch_size, seed=cfg.seed)
+        self.order = self._batch_order()
         self.early = {"best_val_loss": float("inf"), "bad_epochs": 0, "stopped": False}
         self.history: list[dict] = []
         self.ckpt = checkpoint.Checkpointer(
@@ -135,13 +142,46 @@ class _Fit:
             self.total = min(self.total, max_steps)
         self.preempted = False
 
+    def _each(self, value) -> list:
+        """Every process's ``value`` (JSON-able) in a shared run; ``[value]`` otherwise."""
+        return collective.allgather_json(value) if self.shared else [value]
+
+    def _sum(self, x: np.ndarray) -> np.ndarray:
+        """``x`` summed over the processes of a shared run (itself otherwise)."""
+        return np.sum([np.asarray(v) for v in self._each(np.asarray(x).tolist())], axis=0)
+
+    def _batch_order(self) -> windows.BatchOrder:
+        """The global order of the training windows, or, shared, this process's order of
+        its own, B/P per step, with the epoch cut to the steps every process can fill."""
+        cfg, n = self.cfg, len(self.data.starts["train"])
+        if not self.shared:
+            return windows.BatchOrder(n, cfg.batch_size, seed=cfg.seed)
+        part = cfg.batch_size // self.parts
+        counts = self._each(n)
+        if min(counts) < part:
+            raise ValueError(
+                f"--share_data: the processes hold {counts} training windows; each needs at"
+                f" least its {part} of a batch of {cfg.batch_size}: lower --batch_size or"
+                " use fewer processes"
+            )
+        return windows.BatchOrder(
+            n,
+            part,
+            seed=cfg.seed,
+            stream=jax.process_index(),
+            max_steps_per_epoch=min(c // part for c in counts),
+        )
+
     def _validation_set(self) -> None:
         cfg, data, labels = self.cfg, self.data, self.labels
         keep = np.ones(len(data.starts["val"]), dtype=bool)
         if self.task.kind == "reconstruct" and cfg.stage1_benign_only:
             keep = ~data.any_attack["val"]  # the score is trained on benign traffic only
         self.val_starts, self.val_labels = data.starts["val"][keep], labels["val"][keep]
-        if len(self.val_starts) == 0:  # early stopping and the best-parameter pick need them
+        self.val_batch = cfg.eval_batch_size // self.parts
+        counts = self._each(len(self.val_starts))
+        self.val_batches = max(-(-c // self.val_batch) for c in counts)
+        if sum(counts) == 0:  # early stopping and the best-parameter pick need them
             benign = " without attacks" if self.task.kind == "reconstruct" else ""
             raise ValueError(
                 f"no validation windows{benign} (split_fractions={cfg.split_fractions},"
@@ -219,14 +259,20 @@ class _Fit:
 
     def _host_batch(self, idx: np.ndarray, starts_W, label_W) -> dict:
         """Window indices idx_B (one batch) or idx_KxB (K stacked) -> the batch on the
-        devices. Every process draws the same global indices."""
+        devices. Every process draws the same global indices (shared: its own part)."""
         b = {"starts": starts_W[idx].astype(np.int32), "label": label_W[idx].astype(np.int32)}
         return self._to_devices(b)
 
     def _to_devices(self, host_batch: dict) -> dict:
         """A global host batch -> this process's share of its batch axis (the last) on the
-        devices: each process sends only its own rows."""
+        devices: each process sends only its own rows. Shared: the host batch is already
+        this process's part, and its windows are cut here from its share of the table."""
         axis = host_batch["starts"].ndim - 1
+        if self.shared:
+            starts = host_batch.pop("starts")
+            x = windows.gather(self.data.x_NxF, starts.reshape(-1), self.cfg.window)
+            host_batch["x"] = x.reshape(*starts.shape, *x.shape[1:])
+            return sharding.to_global(host_batch, self.mesh, axis)
         rows = (..., sharding.process_slice(host_batch["starts"].shape[-1], self.mesh))
         return sharding.to_global({k: v[rows] for k, v in host_batch.items()}, self.mesh, axis)
 
@@ -370,9 +416,10 @@ class _Fit:
             self.table,
             self.val_starts,
             self.cfg.window,
-            self.cfg.eval_batch_size,
+            self.val_batch,
             label_W=self.val_labels,
             put=self._to_devices,
+            num_batches=self.val_batches,
         )
         sums = jax.device_get([s for s, _ in outs])
         return float(

@@ -3,7 +3,9 @@
 The steps are pure functions of ``(state, table, batch)``. The scaled flow table lives on
 the devices (replicated; it is small: 2.8M CICIDS2017 flows x 78 features x 4 B =
 0.9 GB), and a batch is only the first-row indices of its windows (plus labels), so each
-step moves ``B`` integers host -> device and gathers the windows on device.
+step moves ``B`` integers host -> device and gathers the windows on device. In a
+``--share_data`` run no process holds the whole table: each cuts its part of the batch
+on the host and the batch carries the windows (``batch["x"]``, ``windows.of_batch``).
 
 Tasks: ``reconstruct`` (stage 1: mean squared error of the LSTM-AE or ensemble) and
 ``classify`` (stage 2 and the DNN/CNN baselines: softmax cross-entropy, optional class
@@ -211,7 +213,7 @@ def make_train_step(
     def train_step(state: TrainState, table_NxF: jax.Array, batch: dict) -> tuple[TrainState, dict]:
         model = nnx.merge(graphdef, state.params, state.frozen, state.rest)
         model.train()
-        x_BxTxF = windows.gather(table_NxF, batch["starts"], task.window)
+        x_BxTxF = windows.of_batch(table_NxF, batch, task.window)
         noisy = None
         if task.kind == "reconstruct" and task.input_noise > 0:
             key = jax.random.fold_in(jax.random.key(task.seed), state.step)

@@ -8,6 +8,11 @@ Three runs of ``launch/train.py`` on the same tiny data and flags:
 * ``one``: 1 process with 4 devices, also ``--distributed`` (a cluster of one).
 * ``plain``: 1 process with 4 devices, no ``jax.distributed``.
 
+And with ``--share_data`` (each process loads only its share of the row groups):
+
+* ``shared``: 2 processes of 2 devices, ``--share_data``;
+* ``resumed``: the same for one epoch, then run again for two (it resumes).
+
 ``two`` and ``one`` must agree bit for bit. Once ``jax.distributed`` is initialised, CPU
 collectives go through Gloo, whose all-reduce is a ring over the 4 devices whether they
 sit in 1 process or 2; so any difference would be ours (wrong rows fed, a batch counted
@@ -27,6 +32,7 @@ from types import SimpleNamespace
 
 import jax
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from flax import nnx
 
@@ -35,7 +41,7 @@ from lstmae_jax.synthetic import timeline
 from lstmae_jax.train import monitor, sharding
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[2] / "launch" / "train.py"
-TIMEOUT_S = 180  # all runs together (about 35 s on 2 cores); then the rest are killed
+TIMEOUT_S = 240  # each wave of runs (about 60 s on 2 cores); then the rest are killed
 FLAGS = [
     "--window=4",
     "--encoder_sizes=8",
@@ -101,18 +107,28 @@ def _wait(procs: dict[str, subprocess.Popen], out: pathlib.Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    data = timeline.write(timeline.generate(1200, seed=1), str(root / "flows.parquet"))
+    data = root / "days"
+    data.mkdir()
+    for i in range(3):  # three days of 200-row groups: 9 groups to share out
+        day = timeline.write(timeline.generate(500, seed=i), str(data / f"day{i}.parquet"))
+        pq.write_table(pq.read_table(day), day, row_group_size=200)
     common = [f"--data={data}", *FLAGS]
-    two_port, one_port = _free_port(), _free_port()
-    procs = {
-        f"two{i}": _start(
-            root, f"two{i}", [f"--workdir={root / 'two'}", *common, *_cluster(two_port, 2, i)], 2
-        )
-        for i in range(2)
-    }
-    one = [f"--workdir={root / 'one'}", *common, *_cluster(one_port, 1, 0)]
+
+    def pair(name, port, extra):
+        for i in range(2):
+            argv = [f"--workdir={root / name}", *common, *extra, *_cluster(port, 2, i)]
+            procs[f"{name}{i}"] = _start(root, f"{name}{i}", argv, 2)
+
+    procs: dict[str, subprocess.Popen] = {}
+    pair("two", _free_port(), [])
+    pair("shared", _free_port(), ["--share_data"])
+    pair("resumed", _free_port(), ["--share_data", "--epochs=1"])  # later: --epochs=2
+    one = [f"--workdir={root / 'one'}", *common, *_cluster(_free_port(), 1, 0)]
     procs["one"] = _start(root, "one", one, 4)
     procs["plain"] = _start(root, "plain", [f"--workdir={root / 'plain'}", *common], 4)
+    _wait(procs, root)
+    procs.clear()
+    pair("resumed", _free_port(), ["--share_data"])  # the same run, resumed for epoch 2
     _wait(procs, root)
     return root
 
@@ -153,6 +169,58 @@ def test_two_processes_match_plain_one_process_to_rounding(runs):
     two, plain = _params(runs / "two" / "stage1"), _params(runs / "plain" / "stage1")
     for x, y in zip(two, plain, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def _meta(run_dir: pathlib.Path) -> dict:
+    return rundir.load_run(str(run_dir))[1]
+
+
+def test_shared_processes_load_their_share_and_agree_on_the_data(runs):
+    """Each process loaded part of the flows; together they saw what one host sees: the
+    same flows and classes, the same split (windows: at most window - 1 fewer per row
+    group, which windows do not cross when shared), a scaler with the same
+    standard deviations and each quantile knot within one knot step (1/128 in rank) of
+    one host's."""
+    loaded = []
+    for i in range(2):
+        log = (runs / f"shared{i}.log").read_text()
+        assert f"process {i}/2, 2 local / 4 global devices" in log
+        line = next(ln for ln in log.splitlines() if "loaded its share" in ln)
+        loaded.append(int(line.split("share: ")[1].split(" of ")[0]))
+    shared, one = _meta(runs / "shared" / "stage1"), _meta(runs / "one" / "stage1")
+    assert sum(loaded) == shared["data"]["flows"] == one["data"]["flows"]
+    assert min(loaded) > 0.4 * sum(loaded)  # balanced
+    assert shared["classes"] == one["classes"]
+    row_groups, window = 9, 4
+    for split in ("train", "val", "test"):
+        lost = one["data"][split]["windows"] - shared["data"][split]["windows"]
+        assert 0 <= lost <= (window - 1) * row_groups, (split, lost)
+    a, b = shared["scaler"], one["scaler"]
+    assert a["kind"] == b["kind"] == "quantile" and a["log"] == b["log"]
+    np.testing.assert_allclose(a["std"], b["std"], rtol=0.02)  # a few rows fewer
+    for knots_a, knots_b in zip(a["knots_x"], b["knots_x"], strict=True):
+        lo = np.r_[knots_b[0], knots_b[:-1]]
+        hi = np.r_[knots_b[1:], knots_b[-1]]
+        assert np.all((lo <= knots_a) & (knots_a <= hi))
+
+
+def test_shared_processes_train_like_one_and_resume_exactly(runs):
+    """Other batches (each process draws from its own windows), so the validation loss
+    agrees to 10% after each epoch; and a shared run stopped after one epoch and run
+    again ends bit for bit where the uninterrupted one does."""
+    shared, one = _steps(runs / "shared" / "stage1"), _steps(runs / "one" / "stage1")
+    val = [[r["val_loss"] for r in rec if "val_loss" in r] for rec in (shared, one)]
+    assert len(val[0]) == len(val[1]) == 2
+    np.testing.assert_allclose(val[0], val[1], rtol=0.10)
+    for x, y in zip(_params(runs / "shared" / "stage1"), _params(runs / "resumed" / "stage1"),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(x, y)
+    # The same records, but for the resumed run's second compile record (timings dropped)
+    resumed = _steps(runs / "resumed" / "stage1")
+    assert [r for r in resumed if set(r) != {"step"}] == [r for r in shared if set(r) != {"step"}]
+    for name in ("threshold.json", "error_model.json"):
+        got = json.loads((runs / "resumed" / "stage1" / name).read_text())
+        assert got == json.loads((runs / "shared" / "stage1" / name).read_text())
 
 
 def _fake_mesh(owners: list[int]) -> SimpleNamespace:
