@@ -1,22 +1,30 @@
-"""Peak host memory per flow of loading, windowing, scaling and training (issue 19).
+"""Peak host memory per flow and windows/s of training, evaluation and scoring as the
+day list grows, on one host and shared over processes (issue 19).
 
-    python benchmarks/scale.py --flows=300000 --scaler=quantile [--repo=PATH] [--output=FILE]
+    python benchmarks/scale.py --flows=300000,1000000,3000000,10000000 --output=FILE
+    python benchmarks/scale.py --flows=16000000 --phases=train --output=FILE
+    python benchmarks/scale.py --flows=10000000 --processes=1,2,4 --output=FILE
 
-Generates ``--flows`` synthetic flows (``synthetic.timeline.generate``, Parquet files of
-at most ``--per_file`` flows, cached in ``--data_dir``), then runs in child processes, one
-per phase, so each peak is its own:
+Generates the flows (``synthetic.timeline``, Parquet day files of ``--per_file`` flows with
+the converter's 32,768-row groups, cached in ``--data_dir``), then runs each phase in its
+own child process(es), so each peak is its own (``VmHWM``):
 
-* ``data``: ``load_flows`` + ``windows.for_config`` (scaled in place where the checkout
-  has ``consume``);
-* ``train``: the stage-1 training job (``training.train_job``: load, window, one epoch
-  of a small model, calibration), as ``launch/train.py`` runs it.
+* ``train``: the stage-1 training job (``training.train_job``, as ``launch/train.py``
+  runs it): load, window, scale, one epoch of a small model, calibration. windows/s: the
+  trainer's logged rate (median over the epoch: steps only);
+* ``evaluate``: ``launch/evaluate.py``'s stage-1 report on the test split (load, scale,
+  score, metrics, per-class attribution). windows/s: test windows over the job's time;
+* ``score``: the exported artifact scores every flow through the Python API
+  (``api.load(...).score(path)``: one result row per flow, in memory). flows/s over the
+  call's time (the export before it is not counted: the peak is reset after it).
 
-Each child reports its peak RSS (``ru_maxrss``); KB/flow is that peak over the flows
-loaded (the interpreter, JAX and the model's fixed cost included, so small runs
-overstate it), and ``kb_per_flow_above_baseline`` the same above the RSS after imports
-(and, for ``train``, JAX's CPU client started). ``--repo`` imports ``lstmae_jax`` from another checkout (a worktree of
-main) for a before/after comparison with the same data and the same script.
-Writes JSON (stdout, and ``--output``).
+``--processes=P,...``: the train phase with ``--share_data`` over P processes of one CPU
+device each, joined by ``jax.distributed`` on localhost; the peak is the largest process's.
+
+KB/flow is the peak over the flows loaded (the interpreter, JAX and the model included);
+``kb_per_flow_above_baseline`` the same above the RSS after imports (JAX's CPU client
+started). ``--repo`` measures another checkout (before/after). Writes JSON (stdout, and
+``--output``). Timings are of this machine, busy or not: compare within one run.
 """
 
 from __future__ import annotations
@@ -65,85 +73,182 @@ def make_data(num_flows: int, data_dir: str, per_file: int, seed: int = 0) -> st
             print(f"generating {day}", file=sys.stderr, flush=True)
             writers.write(timeline.generate(n, seed + i), day)
         link = os.path.join(out, f"day{i:03d}.parquet")
-        if not os.path.exists(link):
+        if os.path.lexists(link) and os.path.realpath(link) != os.path.realpath(day):
+            os.remove(link)
+        if not os.path.lexists(link):
             os.symlink(day, link)
+    for name in set(os.listdir(out)) - {f"day{i:03d}.parquet" for i in range(len(sizes))}:
+        os.remove(os.path.join(out, name))  # a day list of another --per_file
     return out
 
 
-def child(phase: str, data: str, scaler: str, workdir: str) -> dict:
-    """One phase in this process; returns its peak RSS and the flows it loaded."""
+def _cfg(data: str, scaler: str, **extra):
     from lstmae_jax import config
 
-    cfg = config.smoke(
+    return config.smoke(
         data=data,
         scaler=scaler,
         window=10,
         epochs=1,
         batch_size=1024,
         eval_batch_size=4096,
-        log_every_steps=1000,
-        checkpoint_every_steps=100_000,
+        log_every_steps=200,
+        checkpoint_every_steps=1_000_000,
+        **extra,
     )
-    if phase == "train":  # the fixed cost: the interpreter, JAX and its CPU client
-        import jax
 
-        from lstmae_jax.jobs import training  # noqa: F401
 
-        jax.devices()
+def child(phase: str, data: str, scaler: str, workdir: str, cluster: str) -> dict:
+    """One phase in this process; returns its peak RSS, flows and rate."""
+    import statistics
+
+    import jax
+
+    if cluster:  # "port,processes,id": a --share_data process
+        port, num, pid = (int(v) for v in cluster.split(","))
+        jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num, process_id=pid)
+    from lstmae_jax import api
+    from lstmae_jax.jobs import evaluate, export, training
+    from lstmae_jax.train import monitor
+
+    jax.devices()  # the fixed cost: the interpreter, JAX and its CPU client
     baseline = _peak_bytes()
     t0 = time.time()
-    if phase == "data":
-        from lstmae_jax.data import dataset, windows
-
-        flows = dataset.load_flows(data)
-        num = len(flows)
-        try:
-            w = windows.for_config(cfg, flows, consume=True)
-        except TypeError:  # a checkout from before in-place scaling
-            w = windows.for_config(cfg, flows)
-        del flows
-        assert len(w.x_NxF) == num
-    elif phase == "train":
-        from lstmae_jax.jobs import training
-
+    out: dict = {"phase": phase}
+    if phase == "train":
+        cfg = _cfg(data, scaler, **({"share_data": True, "distributed": True} if cluster else {}))
         summary = training.train_job(cfg, workdir)
-        num = summary["data"]["flows"]
+        out["flows"] = summary["data"]["flows"]
+        out["windows"] = summary["data"]["train"]["windows"]
+        records = monitor.read_jsonl(os.path.join(summary["run_dir"], monitor.METRICS_FILE))
+        rates = [r["windows_per_s"] for r in records if r.get("windows_per_s")]
+        out["windows_per_s"] = round(statistics.median(rates)) if rates else None
+    elif phase == "evaluate":
+        report = evaluate.stage1_report(workdir, data, "test")
+        out["flows"] = json.load(open(os.path.join(workdir, "stage1", "summary.json")))["data"][
+            "flows"
+        ]
+        out["windows"] = report["windows"]["windows"]
+        out["windows_per_s"] = round(out["windows"] / (time.time() - t0))
+    elif phase == "score":
+        artifact = os.path.join(workdir, "artifact")
+        if not os.path.exists(artifact):
+            export.export_scorer(workdir, artifact, platforms=("cpu",))
+        with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the export is not scoring
+            f.write("5")
+        baseline = _peak_bytes()
+        t0 = time.time()
+        result = api.load(artifact).score(data)
+        out["flows"] = result.num_rows
+        out["flows_per_s"] = round(result.num_rows / (time.time() - t0))
     else:
         raise ValueError(phase)
-    peak = _peak_bytes()
-    return {
-        "phase": phase,
-        "flows": num,
-        "peak_rss_bytes": peak,
-        "baseline_rss_bytes": baseline,
-        "seconds": round(time.time() - t0, 1),
-    }
+    out.update(peak_rss_bytes=_peak_bytes(), baseline_rss_bytes=baseline)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
 
 
-def run_child(phase: str, data: str, scaler: str, repo: str) -> dict:
-    with tempfile.TemporaryDirectory() as workdir:
-        env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
-        if not env["JAX_PLATFORMS"]:
-            env.pop("JAX_PLATFORMS")
-        cmd = [sys.executable, __file__, "--child", phase, "--data", data, "--scaler", scaler]
-        cmd += ["--workdir", workdir]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo)
-        if proc.returncode:
-            raise RuntimeError(f"{phase} failed:\n{proc.stderr[-4000:]}")
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+def _per_flow(out: dict) -> dict:
     out["kb_per_flow"] = round(out["peak_rss_bytes"] / out["flows"] / 1000, 3)
     above = out["peak_rss_bytes"] - out["baseline_rss_bytes"]
     out["kb_per_flow_above_baseline"] = round(above / out["flows"] / 1000, 3)
-    out["rusage_children_max_bytes"] = children  # the largest child so far, a cross-check
     return out
+
+
+def _command(phase, data, scaler, workdir, cluster=""):
+    cmd = [sys.executable, __file__, "--child", phase, "--data", data, "--scaler", scaler]
+    return cmd + ["--workdir", workdir, "--cluster", cluster]
+
+
+def _env(repo: str, devices: int = 0) -> dict:
+    env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu")
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _result(proc: subprocess.CompletedProcess | subprocess.Popen, stdout: str, what: str) -> dict:
+    if proc.returncode:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}); see its log")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def run_phases(phases: list[str], data: str, scaler: str, repo: str) -> list[dict]:
+    """The phases in order, one child each, in one workdir (evaluate and score use the
+    run that train made)."""
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for phase in phases:
+            print(f"{os.path.basename(data)}: {phase} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(
+                _command(phase, data, scaler, workdir), env=_env(repo), capture_output=True,
+                text=True, cwd=repo,
+            )  # fmt: skip
+            if proc.returncode:
+                sys.stderr.write(proc.stderr[-4000:])
+            results.append(_per_flow(_result(proc, proc.stdout, phase)))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    return results
+
+
+def run_shared(num: int, data: str, scaler: str, repo: str) -> dict:
+    """The train phase with --share_data over ``num`` processes (one CPU device each)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    print(f"{os.path.basename(data)}: train, shared by {num} ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        logs = [open(os.path.join(workdir, f"p{i}.out"), "w+") for i in range(num)]
+        procs = [
+            subprocess.Popen(
+                _command("train", data, scaler, workdir, f"{port},{num},{i}"),
+                env=_env(repo, 1),
+                stdout=logs[i],
+                stderr=subprocess.STDOUT,
+                cwd=repo,
+            )  # fmt: skip
+            for i in range(num)
+        ]
+        outs = []
+        for proc, log in zip(procs, logs, strict=True):
+            proc.wait()
+            log.seek(0)
+            text = log.read()
+            if proc.returncode:
+                sys.stderr.write(text[-4000:])
+            outs.append(_result(proc, text, f"shared train over {num}"))
+    flows = outs[0]["flows"]
+    peaks = [o["peak_rss_bytes"] for o in outs]
+    return {
+        "processes": num,
+        "flows": flows,
+        "windows": outs[0]["windows"],
+        "windows_per_s": outs[0]["windows_per_s"],
+        "seconds": max(o["seconds"] for o in outs),
+        "peak_rss_bytes_per_process": peaks,
+        "max_peak_rss_bytes": max(peaks),
+        "kb_per_flow_of_max_process": round(max(peaks) / flows / 1000, 3),
+    }
+
+
+def _slope(points: list[tuple[int, int]]) -> float | None:
+    """Least-squares bytes per flow of peak RSS over flows."""
+    if len(points) < 2:
+        return None
+    import numpy as np
+
+    n, peak = np.array(points, dtype=np.float64).T
+    return float(np.polyfit(n, peak, 1)[0])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--flows", type=int, default=300_000)
+    p.add_argument("--flows", default="300000", help="comma-separated sizes")
     p.add_argument("--scaler", default="quantile")
-    p.add_argument("--phases", default="data,train")
+    p.add_argument("--phases", default="train,evaluate,score")
+    p.add_argument("--processes", default="", help="comma-separated: shared train over P")
     p.add_argument("--per_file", type=int, default=1_000_000, help="flows per day file")
     p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "lstmae_scale"))
     p.add_argument("--repo", default=REPO, help="checkout whose lstmae_jax is measured")
@@ -151,21 +256,38 @@ def main() -> None:
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--data", default="", help=argparse.SUPPRESS)
     p.add_argument("--workdir", default="", help=argparse.SUPPRESS)
+    p.add_argument("--cluster", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.data, a.scaler, a.workdir)))
+        print(json.dumps(child(a.child, a.data, a.scaler, a.workdir, a.cluster)))
         return
     sys.path.insert(0, REPO)  # data generation with this checkout, whatever --repo says
-    data = make_data(a.flows, a.data_dir, a.per_file)
+    from benchmarks import machine
+
     result = {
-        "flows_requested": a.flows,
+        "benchmark": "scale",
+        "machine": machine.machine_info(("jax", "numpy", "pyarrow")),
         "scaler": a.scaler,
         "repo": os.path.abspath(a.repo),
         "commit": subprocess.run(
             ["git", "-C", a.repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
-        "phases": [run_child(ph, data, a.scaler, a.repo) for ph in a.phases.split(",")],
+        "sizes": [],
+        "shared": [],
     }
+    for num_flows in (int(v) for v in a.flows.split(",")):
+        data = make_data(num_flows, a.data_dir, a.per_file)
+        if a.processes:
+            for num in (int(v) for v in a.processes.split(",")):
+                result["shared"].append(run_shared(num, data, a.scaler, a.repo))
+        else:
+            phases = run_phases(a.phases.split(","), data, a.scaler, a.repo)
+            result["sizes"].append({"flows_requested": num_flows, "phases": phases})
+    by_phase: dict[str, list] = {}
+    for size in result["sizes"]:
+        for ph in size["phases"]:
+            by_phase.setdefault(ph["phase"], []).append((ph["flows"], ph["peak_rss_bytes"]))
+    result["peak_bytes_per_flow_slope"] = {k: _slope(v) for k, v in by_phase.items()}
     text = json.dumps(result, indent=1)
     print(text)
     if a.output:
