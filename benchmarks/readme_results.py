@@ -4,7 +4,8 @@
 
 The section between ``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced by
 the detection tables (paper vs ours, sequence and cross-dataset lines, targets) read from
-``detection.json``, and a link to every other result file. Without the markers (or without
+``detection.json``, the scale tables (``scale_report``), and a link to every other result
+file; the README's scale section (``<!-- scale:start -->``) gets the scale tables too. Without the markers (or without
 a README) the section is printed instead, and nothing is written.
 """
 
@@ -17,12 +18,14 @@ import sys
 
 import crossday_report
 import detection_report
+import scale_report
 import throughput_report
 from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"  # in the README
 
 _PAGE = flags.DEFINE_string(
     "page", str(REPO / "docs" / "results.md"), "The results page to update (the README links it)."
@@ -69,7 +72,10 @@ def section(results: pathlib.Path = RESULTS, page_dir: pathlib.Path = REPO / "do
         lines += _throughput(results / f"throughput_{backend}.json", rel)
     if not (results / "throughput_gpu.json").exists():
         lines += ["No GPU throughput figure exists yet (`benchmarks/gpu_check.sh` is ready).", ""]
+    if scale := scale_report.tables(results):
+        lines += ["### Scale: memory per flow and rates as the day list grows", "", *scale, ""]
     shown = {"crossday", "detection", "pipeline", "throughput_cpu", "throughput_gpu"}
+    shown |= {"scale", "scale_16m", "scale_shared"}
     others = sorted(
         p for p in results.iterdir() if p.suffix in (".json", ".md") and p.stem not in shown
     )
@@ -153,15 +159,15 @@ def _throughput(path: pathlib.Path, rel) -> list[str]:
     ]
 
 
-def update(readme: pathlib.Path, text: str) -> bool:
+def update(readme: pathlib.Path, text: str, start: str = START, end: str = END) -> bool:
     """Replaces the marked section of ``readme``; False when there is none."""
     if not readme.exists():
         return False
     content = readme.read_text(encoding="utf-8")
-    i, j = content.find(START), content.find(END)
+    i, j = content.find(start), content.find(end)
     if i < 0 or j < i:
         return False
-    readme.write_text(content[: i + len(START)] + "\n" + text + "\n" + content[j:], "utf-8")
+    readme.write_text(content[: i + len(start)] + "\n" + text + "\n" + content[j:], "utf-8")
     return True
 
 
@@ -174,6 +180,9 @@ def main(argv):
     else:
         print(f"{readme} has no {START} ... {END} markers; the section:\n")
         print(text)
+    scale = "\n".join(scale_report.tables(RESULTS))
+    if scale and update(REPO / "README.md", scale, SCALE_START, SCALE_END):
+        print("updated the scale table in README.md")
 
 
 if __name__ == "__main__":

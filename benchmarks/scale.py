@@ -233,6 +233,14 @@ def run_shared(num: int, data: str, scaler: str, repo: str) -> dict:
     }
 
 
+def _memory_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) / 1024**2  # MemTotal, kB
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _slope(points: list[tuple[int, int]]) -> float | None:
     """Least-squares bytes per flow of peak RSS over flows."""
     if len(points) < 2:
@@ -267,6 +275,7 @@ def main() -> None:
     result = {
         "benchmark": "scale",
         "machine": machine.machine_info(("jax", "numpy", "pyarrow")),
+        "memory_gb": _memory_gb(),
         "scaler": a.scaler,
         "repo": os.path.abspath(a.repo),
         "commit": subprocess.run(

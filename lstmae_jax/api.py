@@ -226,13 +226,20 @@ def load(directory: str, manifest_sha256: str | None = None) -> Detector:
 
 
 class _Collect:
-    """What ``stream.score_files`` needs of ``output.AlertWriter``, keeping rows in memory."""
+    """What ``stream.score_files`` needs of ``output.AlertWriter``, keeping in memory only
+    the columns ``score`` returns (``KEPT``; the file name dictionary-encoded)."""
+
+    KEPT = ("file", "row", "score", "alert", "predicted", "probability") + tuple(
+        f"top{k}{suffix}" for k in range(1, output.TOP + 1) for suffix in ("", "_contribution")
+    )
 
     def __init__(self, schema_: pa.Schema):
-        self.schema, self.tables = schema_, []
+        self.schema = pa.schema([f for f in schema_ if f.name in self.KEPT])
+        self.tables: list[pa.Table] = []
 
     def write(self, table: pa.Table) -> None:
-        self.tables.append(table)
+        table = table.select([n for n in self.KEPT if n in table.column_names])
+        self.tables.append(table.set_column(0, "file", pc.dictionary_encode(table.column(0))))
 
     def commit(self, summary: dict, partial: bool = False) -> None:
         return None
@@ -241,7 +248,9 @@ class _Collect:
         self.tables = []
 
     def table(self) -> pa.Table:
-        return pa.concat_tables(self.tables) if self.tables else self.schema.empty_table()
+        if not self.tables:
+            return self.schema.empty_table()
+        return pa.concat_tables(self.tables, promote_options="permissive")
 
 
 def _finished(summary: dict, name: str) -> dict:
@@ -304,43 +313,63 @@ def _why(key: str, window: int) -> tuple[str, str]:
 
 
 def _align(parts: list[tuple[pa.Table, stream.Run]], window: int) -> pa.Table:
-    """The scored windows' rows and the unscored rows of each pass, in file and row order."""
-    scored = pa.concat_tables([t for t, _ in parts])
+    """The scored windows' rows and the unscored rows of each pass, in file and row order.
+    Built with Arrow kernels and integer indices (no Python object per row), so the
+    memory is about the result's own."""
+    scored = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
     unscored = [u for _, run in parts for u in run.unscored]
-    files = list(
-        dict.fromkeys(pc.unique(scored.column("file")).to_pylist() + [f for f, *_ in unscored])
-    )
-    order = {f: i for i, f in enumerate(files)}
+    # The file of each scored row as an index into ``files`` (first appearance first),
+    # from each chunk's dictionary: no file name per row.
+    order: dict[str, int] = {}
+    scored_file = []
+    for chunk in scored.column("file").chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        lut = [order.setdefault(f, len(order)) for f in chunk.dictionary.to_pylist()]
+        scored_file.append(np.asarray(lut, np.int32)[chunk.indices.to_numpy()])
+    for f, *_ in unscored:
+        order.setdefault(f, len(order))
+    files = list(order)
     file_idx = np.concatenate(
-        [pc.index_in(scored.column("file"), pa.array(files, pa.string())).to_numpy()]
-        + [np.full(len(rows), order[f]) for f, _, rows in unscored]
-    ).astype(np.int64)
+        scored_file
+        + [np.zeros(0, np.int32)]
+        + [np.full(len(rows), order[f], np.int32) for f, _, rows in unscored]
+    )
     row = np.concatenate(
         [pc.fill_null(scored.column("row"), -1).to_numpy()] + [rows for *_, rows in unscored]
     ).astype(np.int64)
     counts = [scored.num_rows] + [len(rows) for *_, rows in unscored]
     labels = [(SCORED, None)] + [_why(key, window) for _, key, _ in unscored]
     perm = np.lexsort((row, file_idx))
-    status = np.repeat(np.array([s for s, _ in labels], object), counts)[perm]
-    why = np.repeat(np.array([r for _, r in labels], object), counts)[perm]
+    kind = np.repeat(np.arange(len(labels), dtype=np.int32), counts)[perm]  # into labels
     take = np.concatenate([np.arange(scored.num_rows), np.full(len(row) - scored.num_rows, -1)])
     take = take[perm]
     done = take >= 0
-    got = scored.take(pa.array(take, mask=~done))
-    hits = scored.take(pa.array(take[done]))  # the scored rows, in order
-    k = output.TOP
+    got = scored.select(
+        [n for n in ("score", "alert", "predicted", "probability") if n in scored.column_names]
+    ).take(pa.array(take, mask=~done))
+    k, n_hits = output.TOP, int(done.sum())
     offsets = pa.array(np.concatenate([[0], np.cumsum(done * k)]).astype(np.int32))
+    # The top features of the scored rows, in order, interleaved: row i's j-th is at i*k + j.
+    interleave = (take[done][:, None] + np.arange(k) * scored.num_rows).ravel()
 
     def per_row(fmt: str, type_: pa.DataType) -> pa.Array:
-        top = np.stack([hits.column(fmt.format(j)).to_numpy() for j in range(1, k + 1)], 1)
-        values = pa.array(top.ravel(), type_)
+        stacked = pa.concat_arrays(
+            [scored.column(fmt.format(j)).combine_chunks().cast(type_) for j in range(1, k + 1)]
+        )
+        values = stacked.take(pa.array(interleave)) if n_hits else pa.array([], type_)
         return pa.ListArray.from_arrays(offsets, values, mask=pa.array(~done))
 
+    def text(codes: np.ndarray, words: list) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(words, pa.string())).cast(
+            pa.string()
+        )
+
     cols = {
-        "file": pa.array(np.asarray(files, object)[file_idx[perm]], pa.string()),
+        "file": text(file_idx[perm], files),
         "row": pa.array(row[perm]),
-        "status": pa.array(status, pa.string()),
-        "reason": pa.array(why, pa.string()),
+        "status": text(kind, [s for s, _ in labels]),
+        "reason": text(kind, [r for _, r in labels]),
         "score": got.column("score"),
         "alert": got.column("alert"),
         "top_features": per_row("top{}", pa.string()),
