@@ -49,16 +49,16 @@ def plan(files: Sequence[str], num_shares: int) -> list[list[list[int]]]:
     for i, f in enumerate(files):
         meta = pq.ParquetFile(f).metadata
         groups += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
-    if len(groups) < num_shares:
+    if (filled := sum(n > 0 for *_, n in groups)) < num_shares:
         raise ValueError(
-            f"--share_data over {num_shares} processes: the data has {len(groups)} row groups"
-            f" in {list(files)}, fewer than the processes; use fewer processes, or rewrite the"
-            " files with smaller row groups (launch/convert.py writes 32,768 rows per group)"
+            f"--share_data over {num_shares} processes: the data has {filled} row groups with"
+            f" rows in {list(files)}, fewer than the processes; use fewer processes, or rewrite"
+            " the files with smaller row groups (launch/convert.py writes 32,768 rows per group)"
         )
     shares: list[list[list[int]]] = [[[] for _ in files] for _ in range(num_shares)]
     rows = [0] * num_shares
-    for i, g, n in groups:
-        s = min(range(num_shares), key=lambda k: (rows[k], k))
+    for i, g, n in groups:  # an empty group goes to share 0 (its schema is read anyway)
+        s = min(range(num_shares), key=lambda k: (rows[k], k)) if n else 0
         shares[s][i].append(g)
         rows[s] += n
     return shares

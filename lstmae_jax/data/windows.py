@@ -56,8 +56,9 @@ def window_labels(
 
 def last_attack_label(label_N: np.ndarray, starts_W: np.ndarray, window: int) -> np.ndarray:
     """Label of the last attack flow in each window (0 = no attack flow in it)."""
-    rows_N = np.arange(len(label_N))
-    last_attack_N = np.maximum.accumulate(np.where(label_N != 0, rows_N, -1))  # at or before
+    index = np.int32 if len(label_N) < 2**31 else np.int64
+    last_attack_N = np.where(label_N != 0, np.arange(len(label_N), dtype=index), -1)
+    np.maximum.accumulate(last_attack_N, out=last_attack_N)  # the last attack at or before
     last_W = last_attack_N[starts_W + window - 1] if len(label_N) else starts_W
     inside = last_W >= starts_W
     return np.where(inside, label_N[np.where(inside, last_W, 0)], 0).astype(label_N.dtype)
@@ -321,8 +322,13 @@ def eval_batches(
     """All items in order, in fixed-size batches: (indices_B, valid_B); the last is padded.
     ``num_batches``: that many (at least enough for the items), the extra ones all
     padding (the processes of a shared run step together over unequal shares)."""
+    needed = -(-num_items // batch_size)
     if num_batches is None:
-        num_batches = -(-num_items // batch_size)
+        num_batches = needed
+    elif num_batches < needed:
+        raise ValueError(
+            f"{num_items} items need {needed} batches of {batch_size}, not {num_batches}"
+        )
     for i in range(0, num_batches * batch_size, batch_size):
         idx = np.arange(i, i + batch_size)
         valid = idx < num_items

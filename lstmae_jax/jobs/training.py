@@ -72,15 +72,21 @@ def _share(cfg: Config, features, scaler) -> windows.Windowed:
     """``--share_data``: this process's share of ``cfg.data`` (``shares.plan``), with the
     classes, split and scaler of the whole list, agreed with the other processes."""
     p, parts = jax.process_index(), jax.process_count()
-    files = dataset.list_parquet(cfg.data)
-    flows = dataset.load_flows(
-        files,
-        features=features,
-        nonfinite=cfg.nonfinite,
-        negative=cfg.negative,
-        row_groups=shares.plan(files, parts)[p],
-    )
-    each = collective.allgather_json({"classes": flows.classes, "pieces": flows.pieces})
+    try:
+        files = dataset.list_parquet(cfg.data)
+        flows = dataset.load_flows(
+            files,
+            features=features,
+            nonfinite=cfg.nonfinite,
+            negative=cfg.negative,
+            row_groups=shares.plan(files, parts)[p],
+        )
+        mine = {"classes": flows.classes, "pieces": flows.pieces, "error": None}
+    except (OSError, ValueError) as e:  # told to every process, or the others would wait
+        mine = {"error": f"process {p}: {type(e).__name__}: {e}"}
+    each = collective.allgather_json(mine)
+    if errors := [e["error"] for e in each if e["error"]]:
+        raise ValueError("--share_data: loading failed: " + "; ".join(errors))
     flows = shares.relabel(flows, shares.union_classes([e["classes"] for e in each]))
     pieces = [[tuple(piece) for piece in e["pieces"]] for e in each]
     split_N, piece_N = shares.split_codes(cfg.split, cfg.split_fractions, pieces, p)
@@ -164,8 +170,11 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     threshold, score = None, None
     if cfg.is_stage1 and not result.preempted:
         gather = collective.concat() if cfg.share_data else None
+        # The trainer's table on one host; several: each calibrates on its own device
+        # (the trainer's spans every process's, and calibration must not wait on them).
+        table = result.table if jax.process_count() == 1 else None
         calibrated = calibration.calibrate(
-            cfg, result.model, windowed, run_dir, result.steps, result.table, gather
+            cfg, result.model, windowed, run_dir, result.steps, table, gather
         )
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
     summary = {

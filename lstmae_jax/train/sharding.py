@@ -6,9 +6,11 @@ split over the ``data`` axis, and because the loss is a mean over the *global* b
 XLA inserts the gradient all-reduce that pmap's ``lax.pmean`` made explicit: every
 device runs the same program on its slice and the gradients are averaged.
 
-Multi-host: every process holds the whole (small) flow table, draws the same global
-batch order, and feeds only its own rows (``process_slice``);
-``jax.make_array_from_process_local_data`` assembles the global array. ``make_mesh``
+Multi-host: every process holds the whole flow table, draws the same global batch
+order, and feeds only its own rows (``process_slice``);
+``jax.make_array_from_process_local_data`` assembles the global array. With
+``--share_data`` a process holds only its share and feeds its part of each batch cut from
+it (``train/loop.py``), through the same ``to_global``. ``make_mesh``
 lists each process's devices next to each other, so those rows are one contiguous slice.
 """
 

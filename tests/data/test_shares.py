@@ -58,8 +58,21 @@ def test_shares_are_the_whole_list_balanced(days):
 
 
 def test_more_processes_than_row_groups_is_an_error_naming_the_data(days):
-    with pytest.raises(ValueError, match=r"3 row groups.*fewer than the processes"):
+    with pytest.raises(ValueError, match=r"3 row groups with rows.*fewer than the processes"):
         shares.plan(days[:1], 5)  # 70,000 rows: 3 row groups
+
+
+def test_empty_row_groups_are_not_dealt_as_shares(days, tmp_path):
+    """A file of no rows (one empty row group) counts for no share: every process still
+    gets rows, and a list with fewer filled groups than processes is refused."""
+    empty = str(tmp_path / "empty.parquet")
+    pq.write_table(pq.read_table(days[0]).slice(0, 0), empty)
+    assert pq.ParquetFile(empty).metadata.num_row_groups == 1
+    plan = shares.plan([empty, days[0]], 3)  # 3 filled groups for 3 shares
+    assert plan[0][0] == [0]  # the empty group, with share 0
+    assert all(sum(len(g) for g in groups[1:]) == 1 for groups in plan)
+    with pytest.raises(ValueError, match="0 row groups with rows"):
+        shares.plan([empty], 1)
 
 
 def _split_of_shares(parts, split, fractions):
