@@ -184,7 +184,9 @@ class Source:
         self.done = True
 
     def _parquet(self):
-        pf = pq.ParquetFile(self.path)
+        # pre_buffer off: pyarrow would otherwise keep every row group read in a cache,
+        # and a scored file would stay in memory whole until its Source is dropped
+        pf = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
         self._open_plan(pf.schema_arrow.names)
         row0 = 0
         for batch in pf.iter_batches(PARQUET_BATCH_ROWS, columns=self.plan.raw):
