@@ -92,10 +92,9 @@ def process_slice(global_batch: int, mesh: Mesh) -> slice:
     return slice(mine[0] * per, (mine[-1] + 1) * per)
 
 
-def put_table(x_NxF, mesh: Mesh | None = None) -> jax.Array:
-    """The scaled flow table on the devices, once: replicated over ``mesh`` (the default
-    device, uncommitted, for None); a jax array is returned as it is. (``inference``
-    puts a host table on the default device the same way.)
+def put_table(x_NxF, mesh: Mesh) -> jax.Array:
+    """The scaled flow table on the devices of ``mesh``, replicated, once; a jax array is
+    returned as it is. (The default device: ``inference.on_device``.)
 
     ``jax.device_put`` of a C-contiguous float32 numpy array that starts on a 64-byte
     boundary (``dataset.aligned_empty``, as ``load_flows`` and ``Scaler.transform``
@@ -104,8 +103,7 @@ def put_table(x_NxF, mesh: Mesh | None = None) -> jax.Array:
     (``jnp.asarray`` would always copy.)"""
     if isinstance(x_NxF, jax.Array):
         return x_NxF
-    x = dataset.as_aligned(x_NxF)
-    return jax.device_put(x) if mesh is None else jax.device_put(x, replicated(mesh))
+    return jax.device_put(dataset.as_aligned(x_NxF), replicated(mesh))
 
 
 def to_global(
