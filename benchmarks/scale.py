@@ -16,7 +16,9 @@ own child process(es), so each peak is its own (``VmHWM``):
   score, metrics, per-class attribution). windows/s: test windows over the job's time;
 * ``score``: the exported artifact scores every flow through the Python API
   (``api.load(...).score(path)``: one result row per flow, in memory). flows/s over the
-  call's time (the export before it is not counted: the peak is reset after it).
+  call's time (the export before it is not counted: the peak is reset after it);
+* ``score_cli``: the same through ``launch/score.py``'s code (alerts streamed to a
+  Parquet file).
 
 ``--processes=P,...``: the train phase with ``--share_data`` over P processes of one CPU
 device each, joined by ``jax.distributed`` on localhost; the peak is the largest process's.
@@ -30,6 +32,7 @@ started). ``--repo`` measures another checkout (before/after). Writes JSON (stdo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -141,6 +144,27 @@ def child(phase: str, data: str, scaler: str, workdir: str, cluster: str) -> dic
         result = api.load(artifact).score(data)
         out["flows"] = result.num_rows
         out["flows_per_s"] = round(result.num_rows / (time.time() - t0))
+    elif phase == "score_cli":  # launch/score.py's code: alerts streamed to a Parquet file
+        from absl import flags
+
+        from lstmae_jax.cli import score as score_cli
+
+        artifact = os.path.join(workdir, "artifact")
+        if not os.path.exists(artifact):
+            export.export_scorer(workdir, artifact, platforms=("cpu",))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        baseline = _peak_bytes()
+        t0 = time.time()
+        alerts = os.path.join(workdir, "alerts.parquet")
+        flags.FLAGS(["score", f"--model={artifact}", f"--input={data}", f"--output={alerts}"])
+        with contextlib.redirect_stdout(sys.stderr):  # its summary: stdout is our JSON
+            code = score_cli._score()
+        if code:
+            raise RuntimeError(f"launch/score.py's _score returned {code}")
+        summary = json.load(open(alerts + ".summary.json"))
+        out["flows"] = summary["flows_read"]
+        out["flows_per_s"] = round(out["flows"] / (time.time() - t0))
     else:
         raise ValueError(phase)
     out.update(peak_rss_bytes=_peak_bytes(), baseline_rss_bytes=baseline)
@@ -255,7 +279,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--flows", default="300000", help="comma-separated sizes")
     p.add_argument("--scaler", default="quantile")
-    p.add_argument("--phases", default="train,evaluate,score")
+    p.add_argument("--phases", default="train,evaluate,score,score_cli")
     p.add_argument("--processes", default="", help="comma-separated: shared train over P")
     p.add_argument("--per_file", type=int, default=1_000_000, help="flows per day file")
     p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "lstmae_scale"))

@@ -227,7 +227,14 @@ def load(directory: str, manifest_sha256: str | None = None) -> Detector:
 
 class _Collect:
     """What ``stream.score_files`` needs of ``output.AlertWriter``, keeping in memory only
-    the columns ``score`` returns (``KEPT``; the file name dictionary-encoded)."""
+    the columns ``score`` returns (``KEPT``; the file name dictionary-encoded).
+
+    The scorer writes one small table per batch of windows. Kept as they come, thousands
+    of them pin Arrow's allocator pages that the reader's freed buffers share: at 10M
+    flows that held 1 KB per flow of RSS for 0.14 KB of results. So every ``COMPACT_ROWS``
+    rows the small tables are copied into one contiguous table and freed at once."""
+
+    COMPACT_ROWS = 1 << 16
 
     KEPT = ("file", "row", "score", "alert", "predicted", "probability") + tuple(
         f"top{k}{suffix}" for k in range(1, output.TOP + 1) for suffix in ("", "_contribution")
@@ -235,19 +242,30 @@ class _Collect:
 
     def __init__(self, schema_: pa.Schema):
         self.schema = pa.schema([f for f in schema_ if f.name in self.KEPT])
-        self.tables: list[pa.Table] = []
+        self.tables: list[pa.Table] = []  # compacted, COMPACT_ROWS rows or more each
+        self.recent: list[pa.Table] = []  # as written, fewer than COMPACT_ROWS rows
+        self.recent_rows = 0
 
     def write(self, table: pa.Table) -> None:
         table = table.select([n for n in self.KEPT if n in table.column_names])
-        self.tables.append(table.set_column(0, "file", pc.dictionary_encode(table.column(0))))
+        self.recent.append(table.set_column(0, "file", pc.dictionary_encode(table.column(0))))
+        self.recent_rows += table.num_rows
+        if self.recent_rows >= self.COMPACT_ROWS:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self.recent:  # one copy per column; the file dictionaries unified
+            self.tables.append(pa.concat_tables(self.recent).combine_chunks())
+        self.recent, self.recent_rows = [], 0
 
     def commit(self, summary: dict, partial: bool = False) -> None:
         return None
 
     def abort(self) -> None:
-        self.tables = []
+        self.tables, self.recent, self.recent_rows = [], [], 0
 
     def table(self) -> pa.Table:
+        self._compact()
         if not self.tables:
             return self.schema.empty_table()
         return pa.concat_tables(self.tables, promote_options="permissive")
