@@ -227,7 +227,7 @@ def load(directory: str, manifest_sha256: str | None = None) -> Detector:
 
 class _Collect:
     """What ``stream.score_files`` needs of ``output.AlertWriter``, keeping in memory only
-    the columns ``score`` returns (``KEPT``; the file name dictionary-encoded).
+    the columns ``score`` returns (``KEPT``, the file name dictionary-encoded: ``schema``).
 
     The scorer writes one small table per batch of windows. Kept as they come, thousands
     of them pin Arrow's allocator pages that the reader's freed buffers share: at 10M
@@ -241,14 +241,17 @@ class _Collect:
     )
 
     def __init__(self, schema_: pa.Schema):
-        self.schema = pa.schema([f for f in schema_ if f.name in self.KEPT])
+        kept = [f for f in schema_ if f.name in self.KEPT]
+        self.schema = pa.schema(
+            [pa.field("file", pa.dictionary(pa.int32(), pa.string()))]
+            + [f for f in kept if f.name != "file"]
+        )  # the scoring pass builds its rows to this schema: no file name per row
         self.tables: list[pa.Table] = []  # compacted, COMPACT_ROWS rows or more each
         self.recent: list[pa.Table] = []  # as written, fewer than COMPACT_ROWS rows
         self.recent_rows = 0
 
     def write(self, table: pa.Table) -> None:
-        table = table.select([n for n in self.KEPT if n in table.column_names])
-        self.recent.append(table.set_column(0, "file", pc.dictionary_encode(table.column(0))))
+        self.recent.append(table)
         self.recent_rows += table.num_rows
         if self.recent_rows >= self.COMPACT_ROWS:
             self._compact()

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import lstmae_jax
-from lstmae_jax.deploy import artifact
+from lstmae_jax.deploy import artifact, stream
 from lstmae_jax.ingest import schema
 from lstmae_jax.synthetic import timeline
 
@@ -161,27 +161,49 @@ def test_a_csv_path_scores_as_the_command_line_scores_it(detector, tmp_path):
 
 def test_results_are_compacted_as_they_come_and_equal(detector, tmp_path, monkeypatch):
     """The in-memory sink copies its per-batch tables into one table every COMPACT_ROWS
-    rows (so thousands of small ones do not pin allocator pages): the result is the same."""
+    rows (so thousands of small ones do not pin allocator pages), row for row the tables
+    it was given."""
     for day in range(2):
         timeline.write(timeline.generate(900, seed=20 + day), str(tmp_path / f"d{day}.parquet"))
-    whole = detector.score(str(tmp_path))
-    kept = []
-    table = lstmae_jax.api._Collect.table
+    written, kept = [], []
+    collect = lstmae_jax.api._Collect
+    write, table = collect.write, collect.table
 
-    def spy(sink):
+    def spy_write(sink, t):
+        assert t.schema == sink.schema  # the pass builds the kept columns only
+        written.append(t)
+        write(sink, t)
+
+    def spy_table(sink):
         out = table(sink)
-        kept.append([(t.num_rows, t.column("score").num_chunks) for t in sink.tables])
+        kept.append(([(t.num_rows, t.column("score").num_chunks) for t in sink.tables], out))
         return out
 
-    monkeypatch.setattr(lstmae_jax.api._Collect, "table", spy)
-    monkeypatch.setattr(lstmae_jax.api._Collect, "COMPACT_ROWS", 600)
-    compacted = detector.score(str(tmp_path))
-    assert compacted.equals(whole)
-    assert compacted.column("file").unique().to_pylist() == [
+    monkeypatch.setattr(collect, "write", spy_write)
+    monkeypatch.setattr(collect, "table", spy_table)
+    monkeypatch.setattr(collect, "COMPACT_ROWS", 600)
+    result = detector.score(str(tmp_path))
+    ((tables, got),) = kept  # the directory is one pass
+
+    def as_text(t):  # the file dictionaries differ between the tables written
+        return t.set_column(0, "file", t.column("file").cast(pa.string()))
+
+    assert as_text(got).equals(as_text(pa.concat_tables(written)))  # the rows as written
+    batches = [t.num_rows for t in written]  # windows cross files; the last batch is short
+    assert (
+        batches[:3] == [stream.BATCH] * 3
+        and sum(batches) == pc.sum(pc.equal(result["status"], "scored")).as_py()
+    )
+    assert tables == [(2 * stream.BATCH, 1), (sum(batches) - 2 * stream.BATCH, 1)]
+    assert set(got.column("file").chunk(0).dictionary.to_pylist()) == {
         str(tmp_path / "d0.parquet"), str(tmp_path / "d1.parquet")
-    ]  # fmt: skip
-    (tables,) = kept  # the directory is one pass: batches of 512 windows, two per table
-    assert len(tables) == 2 and tables[0] == (1024, 1) and tables[1][1] == 1
+    }  # fmt: skip
+    # A pass that scores nothing (a file shorter than a window) joins the others.
+    timeline.write(timeline.generate(3, seed=5), str(tmp_path / "short.parquet"))
+    short = detector.score([str(tmp_path / "short.parquet"), str(tmp_path / "d0.parquet")])
+    assert short.column("status").to_pylist()[:3] == ["no_window"] * 3
+    rows = [pq.read_metadata(tmp_path / f).num_rows for f in ("short.parquet", "d0.parquet")]
+    assert short.num_rows == sum(rows) and rows[0] == 3
 
 
 def _scorer_modules() -> set:
