@@ -111,7 +111,7 @@ def child(phase: str, data: str, scaler: str, workdir: str, cluster: str) -> dic
         port, num, pid = (int(v) for v in cluster.split(","))
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num, process_id=pid)
     from lstmae_jax import api
-    from lstmae_jax.jobs import evaluate, export, training
+    from lstmae_jax.jobs import evaluate, training
     from lstmae_jax.train import monitor
 
     jax.devices()  # the fixed cost: the interpreter, JAX and its CPU client
@@ -134,13 +134,7 @@ def child(phase: str, data: str, scaler: str, workdir: str, cluster: str) -> dic
         out["windows"] = report["windows"]["windows"]
         out["windows_per_s"] = round(out["windows"] / (time.time() - t0))
     elif phase == "score":
-        artifact = os.path.join(workdir, "artifact")
-        if not os.path.exists(artifact):
-            export.export_scorer(workdir, artifact, platforms=("cpu",))
-        with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the export is not scoring
-            f.write("5")
-        baseline = _peak_bytes()
-        t0 = time.time()
+        artifact, baseline, t0 = _exported(workdir)
         result = api.load(artifact).score(data)
         out["flows"] = result.num_rows
         out["flows_per_s"] = round(result.num_rows / (time.time() - t0))
@@ -149,13 +143,7 @@ def child(phase: str, data: str, scaler: str, workdir: str, cluster: str) -> dic
 
         from lstmae_jax.cli import score as score_cli
 
-        artifact = os.path.join(workdir, "artifact")
-        if not os.path.exists(artifact):
-            export.export_scorer(workdir, artifact, platforms=("cpu",))
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        baseline = _peak_bytes()
-        t0 = time.time()
+        artifact, baseline, t0 = _exported(workdir)
         alerts = os.path.join(workdir, "alerts.parquet")
         flags.FLAGS(["score", f"--model={artifact}", f"--input={data}", f"--output={alerts}"])
         with contextlib.redirect_stdout(sys.stderr):  # its summary: stdout is our JSON
@@ -170,6 +158,19 @@ def child(phase: str, data: str, scaler: str, workdir: str, cluster: str) -> dic
     out.update(peak_rss_bytes=_peak_bytes(), baseline_rss_bytes=baseline)
     out["seconds"] = round(time.time() - t0, 1)
     return out
+
+
+def _exported(workdir: str) -> tuple[str, int, float]:
+    """The run's artifact (exported once), then the peak reset, since the export is not
+    scoring: (its path, the RSS baseline, the start time)."""
+    from lstmae_jax.jobs import export
+
+    artifact = os.path.join(workdir, "artifact")
+    if not os.path.exists(artifact):
+        export.export_scorer(workdir, artifact, platforms=("cpu",))
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM back to the current RSS
+        f.write("5")
+    return artifact, _peak_bytes(), time.time()
 
 
 def _per_flow(out: dict) -> dict:
