@@ -271,7 +271,7 @@ class _Collect:
         self._compact()
         if not self.tables:
             return self.schema.empty_table()
-        return pa.concat_tables(self.tables, promote_options="permissive")
+        return pa.concat_tables(self.tables)
 
 
 def _finished(summary: dict, name: str) -> dict:
@@ -337,15 +337,13 @@ def _align(parts: list[tuple[pa.Table, stream.Run]], window: int) -> pa.Table:
     """The scored windows' rows and the unscored rows of each pass, in file and row order.
     Built with Arrow kernels and integer indices (no Python object per row), so the
     memory is about the result's own."""
-    scored = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
+    scored = pa.concat_tables([t for t, _ in parts])  # one schema: ``_Collect.schema``
     unscored = [u for _, run in parts for u in run.unscored]
     # The file of each scored row as an index into ``files`` (first appearance first),
     # from each chunk's dictionary: no file name per row.
     order: dict[str, int] = {}
     scored_file = []
     for chunk in scored.column("file").chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary_encode()
         lut = [order.setdefault(f, len(order)) for f in chunk.dictionary.to_pylist()]
         scored_file.append(np.asarray(lut, np.int32)[chunk.indices.to_numpy()])
     for f, *_ in unscored:
