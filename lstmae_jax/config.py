@@ -39,6 +39,14 @@ def _opt(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+SCALERS = ("quantile", "standard", "log", "robust", "minmax")
+RECONSTRUCTION_SCORES = ("mae", "sse", "zscore", "mahalanobis")
+MEMBER_SCORES = (*RECONSTRUCTION_SCORES, "latent", "rarity")
+FUSIONS = ("min", "fisher")
+# ``--members=auto``: measured on days training never saw (``benchmarks/crossday.py``).
+AUTO_MEMBERS = {True: ("log:latent", "log:rarity"), False: ("log:sse",)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     # -- data
@@ -83,12 +91,20 @@ class Config:
     )
     scaler: str = _opt(
         "quantile",
-        "quantile (benign training quantiles -> normal scores), standard (log1p + z-score),"
-        " robust (log1p + median/IQR) or minmax ([0, 1]).",
+        "quantile (benign training quantiles -> normal scores), standard (log1p of"
+        " heavy-tailed features + z-score), log (log1p of every non-negative magnitude,"
+        " flags and ratios too, + z-score), robust (log1p + median/IQR) or minmax ([0, 1]).",
         stage2_from_stage1=True,
-        choices=("standard", "robust", "minmax", "quantile"),
+        choices=SCALERS,
     )
     input_clip: float = _opt(0.0, "Clip scaled inputs to [-c, c] (0: no clipping).")
+    port_categories: int = _opt(
+        0,
+        "K > 0: the K most frequent destination ports of the benign training flows (and"
+        " other ports below 1024, registered, ephemeral) become one-hot columns in every"
+        " representation instead of dst_port's number; contributions fold back to dst_port.",
+        stage2_from_stage1=True,
+    )
     stage1_benign_only: bool = _opt(True, "Stage 1 trains on windows with no attack flow only.")
     allow_data_change: bool = _opt(
         False,
@@ -141,20 +157,28 @@ class Config:
     )
     class_weights: bool = _opt(False, "Weight the cross-entropy by inverse class frequency.")
     dropout: float = _opt(0.1, "Dropout rate of the classifier heads and baselines.")
-    ensemble: int = _opt(1, "Stage 1: K LSTM-AEs (different seeds) trained together in one step.")
-    ensemble_score: str = _opt(
-        "mean",
-        "How member scores combine: mean or max.",
-        resume_may_change=True,
-        choices=("mean", "max"),
-    )
     # -- anomaly score (stage 1)
     score: str = _opt(
         "sse",
         "sse (sum of squared per-feature errors), mae (mean abs. error), zscore or"
-        " mahalanobis (diagonal / full Gaussian on the per-feature error vector).",
+        " mahalanobis (diagonal / full Gaussian on the per-feature error vector): the"
+        " reconstruction score of the --scaler network.",
         resume_may_change=True,
-        choices=("mae", "sse", "zscore", "mahalanobis"),
+        choices=RECONSTRUCTION_SCORES,
+    )
+    members: tuple[str, ...] = _opt(
+        ("auto",),
+        "Stage 1: more detectors fused with the --scaler network's --score, each"
+        " REPRESENTATION:SCORE (a --scaler choice; a reconstruction score, latent: distance"
+        " of the code to benign codes, or rarity: Mahalanobis distance of the scaled flow);"
+        " auto: log:latent,log:rarity at --window=1, log:sse above; empty: none.",
+    )
+    fusion: str = _opt(
+        "min",
+        "How fused members combine, each turned into its benign tail probability p on the"
+        " validation windows: min (the smallest p) or fisher (the sum of -log p).",
+        resume_may_change=True,
+        choices=FUSIONS,
     )
     # -- anomaly threshold (stage 1)
     threshold: str = _opt(
@@ -252,7 +276,6 @@ class Config:
             "window": self.window >= 1,
             "stride": self.stride >= 1,
             "unroll": self.unroll >= 0,
-            "ensemble": self.ensemble >= 1,
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "eval_batch_size": self.eval_batch_size >= 1,
@@ -266,6 +289,7 @@ class Config:
             "weight_decay": self.weight_decay >= 0.0,
             "min_delta": 0.0 <= self.min_delta < 1.0,
             "input_clip": self.input_clip >= 0.0,
+            "port_categories": self.port_categories >= 0,
             "input_noise": self.input_noise >= 0.0,
             "target_fpr": 0.0 <= self.target_fpr < 1.0,
             "threshold_quantile": 0.0 <= self.threshold_quantile <= 1.0,
@@ -279,6 +303,12 @@ class Config:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"--{key}={getattr(self, key)!r} is out of range")
+        self._check_members()
+        if self.share_data and self.port_categories:
+            raise ValueError(
+                "--share_data with --port_categories is not supported yet: the most frequent"
+                " ports would have to be counted across processes"
+            )
         if self.share_data and self.split == "random":
             raise ValueError(
                 "--share_data needs --split=temporal or per_file: a random split of windows"
@@ -291,6 +321,42 @@ class Config:
                 f" --checkpoint_every_steps (here {interval})"
             )
 
+    def _check_members(self) -> None:
+        if self.members == ("auto",):
+            return
+        for m in self.members:
+            rep, _, kind = m.partition(":")
+            if rep not in SCALERS or kind not in MEMBER_SCORES:
+                raise ValueError(
+                    f"--members: {m!r} is not REPRESENTATION:SCORE (representations"
+                    f" {SCALERS}, scores {MEMBER_SCORES}), nor auto"
+                )
+        if "auto" in self.members:
+            raise ValueError("--members=auto stands alone")
+
+    def stage1_members(self) -> tuple[str, ...]:
+        """Stage 1's members, in order: the --scaler network's --score first, then
+        --members (``auto`` resolved by the window), each once."""
+        extra = AUTO_MEMBERS[self.window == 1] if self.members == ("auto",) else self.members
+        out = [f"{self.scaler}:{self.score}"]
+        out += [m for m in extra if m not in out]
+        return tuple(out)
+
+    def stage1_networks(self) -> tuple[str, ...]:
+        """The representation of each stage-1 network: one per representation a
+        reconstruction or latent member reads, the --scaler one first (stage 2 builds on
+        it); trained together, vmapped."""
+        reps = [m.partition(":")[0] for m in self.stage1_members() if not m.endswith(":rarity")]
+        return tuple(dict.fromkeys(reps))
+
+    def representations(self) -> tuple[str, ...]:
+        """The scalers a run fits on its training rows, in order: the networks' (for a
+        classifier, --scaler's), then any only a rarity member reads."""
+        if not self.is_stage1:
+            return (self.scaler,)
+        reps = [m.partition(":")[0] for m in self.stage1_members()]
+        return tuple(dict.fromkeys([*self.stage1_networks(), *reps]))
+
     def replace(self, **kw: Any) -> Config:
         return dataclasses.replace(self, **kw)
 
@@ -299,6 +365,14 @@ class Config:
 
     @classmethod
     def from_json(cls, d: dict) -> Config:
+        d = dict(d)
+        if "members" not in d and "model" in d:  # saved before stage 1 had members
+            if d.pop("ensemble", 1) > 1:
+                raise ValueError(
+                    "this run is an ensemble of seeds (--ensemble, removed): train it again"
+                )
+            d.pop("ensemble_score", None)
+            d["members"] = []  # it was one network, scored by --score alone
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(d) - set(fields)
         if unknown:

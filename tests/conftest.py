@@ -30,9 +30,13 @@ def trained_workdir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("run")
     path = timeline.write(timeline.generate(3000, seed=1), str(root / "flows.parquet"))
-    # zscore: the fitted error model's arrays travel through export and the scorer (the
-    # default sse has none); the scaler is the default quantile map, knots and all.
-    cfg = config.smoke(data=path, epochs=2, batch_size=32, window=4, score="zscore")
+    # Every kind of fitted value travels through export and the scorer: the quantile
+    # network's zscore error model (the default sse has none), the log network's latent
+    # references, the quantile rarity Gaussian, and their p-value tables.
+    cfg = config.smoke(
+        data=path, epochs=2, batch_size=32, window=4, score="zscore",
+        members=("log:latent", "quantile:rarity"),
+    )  # fmt: skip
     s1 = training.train_job(cfg, str(root))
     s2 = training.train_job(cfg.replace(stage=2), str(root))
     return root, cfg, s1, s2

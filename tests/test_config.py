@@ -88,3 +88,45 @@ def test_launcher_bad_flag_is_one_line(tmp_path):
         )
         assert proc.returncode == 1, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_stage1_members_networks_and_representations():
+    """``auto`` resolves by the window; the --scaler network's --score comes first; one
+    network per representation a reconstruction or latent member reads; rarity needs a
+    scaler, not a network."""
+    per_flow = config.Config(window=1)
+    assert per_flow.stage1_members() == ("quantile:sse", "log:latent", "log:rarity")
+    assert per_flow.stage1_networks() == ("quantile", "log")
+    assert config.Config().stage1_members() == ("quantile:sse", "log:sse")
+    one = config.Config(members=())
+    assert one.stage1_members() == ("quantile:sse",) and one.stage1_networks() == ("quantile",)
+    mixed = config.Config(scaler="log", score="zscore", members=("robust:rarity", "log:latent"))
+    assert mixed.stage1_members() == ("log:zscore", "robust:rarity", "log:latent")
+    assert mixed.stage1_networks() == ("log",)
+    assert mixed.representations() == ("log", "robust")
+    assert config.Config(model="dnn", scaler="robust").representations() == ("robust",)
+    for bad in (("quantile",), ("quantile:l2",), ("auto", "log:sse"), ("ranks:sse",)):
+        with pytest.raises(ValueError, match="--members"):
+            config.Config(members=bad)
+
+
+def test_a_config_saved_before_members_reads_as_one_network():
+    saved = config.Config(members=()).to_json()
+    del saved["members"], saved["fusion"]
+    assert config.Config.from_json({**saved, "ensemble": 1, "ensemble_score": "mean"}).members == ()
+    with pytest.raises(ValueError, match="ensemble of seeds"):
+        config.Config.from_json({**saved, "ensemble": 3, "ensemble_score": "mean"})
+
+
+def test_an_error_model_saved_before_members_reads_as_one_member():
+    from lstmae_jax.detect import calibration
+
+    old = {"kind": "zscore", "combine": "mean", "num_features": 2, "fitted_on": 7,
+           "mean_KxF": [[0.1, 0.2]], "precision_KxFxF": [[[1.0, 0.0], [0.0, 2.0]]],
+           "shrinkage_K": [0.0]}  # fmt: skip
+    det = calibration.from_record(old)
+    (member,) = det.members
+    assert member.kind == "zscore" and member.mean_F == (0.1, 0.2) and not det.fused
+    assert member.precision_FxF == ((1.0, 0.0), (0.0, 2.0)) and member.fitted_on == 7
+    with pytest.raises(ValueError, match="ensemble of seeds"):
+        calibration.from_record({**old, "mean_KxF": [[0.1, 0.2]] * 2})

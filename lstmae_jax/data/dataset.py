@@ -345,6 +345,12 @@ class Scaler:
     the training standard deviation), so how far out a value lies is kept while the
     bulk of every feature is on one scale, whatever its units. A feature that is
     constant on the training rows is centred only, as ``standard`` does.
+    ``ports`` (``fit_scaler(ports=K)``): the K most frequent destination ports of the
+    benign training flows, which become K one-hot columns, and 3 more for other ports
+    below 1024, registered (1024-49151) and ephemeral (49152 and up), appended after the
+    F features, with the ``dst_port`` column itself set to 0: each common service is a
+    category of its own instead of a point on a number line (``width`` = F + K + 3);
+    ``fold`` adds those columns' contributions back to ``dst_port``.
     ``transform`` takes numpy or jax.numpy (``xp``): the exported scorer runs the same
     function.
     """
@@ -357,6 +363,12 @@ class Scaler:
     clip: float = 0.0
     knots_x: tuple[tuple[float, ...], ...] = ()  # quantile: F x K training quantiles
     knots_z: tuple[tuple[float, ...], ...] = ()  # quantile: their normal scores
+    ports: tuple[float, ...] = ()  # the destination ports that are categories
+
+    @property
+    def width(self) -> int:
+        """Columns of the scaled windows: F, and the port categories' when there are."""
+        return len(self.features) + (len(self.ports) + len(PORT_RANGES) if self.ports else 0)
 
     def transform(self, x_NxF, xp=np, *, out: np.ndarray | None = None):
         """The scaled values, float32. Under numpy a 2-D table is scaled ``BLOCK_ROWS``
@@ -371,12 +383,11 @@ class Scaler:
         if xp is not np or np.ndim(x_NxF) != 2:  # traced (the exported scorer), one row
             return scale(x_NxF, **arrays, xp=xp)
         x_NxF = np.asarray(x_NxF)
+        shape = (len(x_NxF), self.width)
         if out is None:
-            out = aligned_empty(x_NxF.shape, np.float32)
-        elif out.shape != x_NxF.shape or out.dtype != np.float32:
-            raise ValueError(
-                f"out must be float32 of shape {x_NxF.shape}, got {out.dtype} {out.shape}"
-            )
+            out = aligned_empty(shape, np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
         for a in range(0, max(len(x_NxF), 1), BLOCK_ROWS):
             out[a : a + BLOCK_ROWS] = scale(x_NxF[a : a + BLOCK_ROWS], **arrays)
         return out
@@ -393,7 +404,15 @@ class Scaler:
         if self.knots_x:
             out["knots_x_FxK"] = np.asarray(self.knots_x, dtype)
             out["knots_z_FxK"] = np.asarray(self.knots_z, dtype)
+        if self.ports:
+            out["ports_P"] = np.asarray(self.ports, dtype)
+            out["port_F"] = np.asarray([f == PORT for f in self.features], dtype)
         return out
+
+    def fold(self, contrib_BxD, xp=np):
+        """Per-feature contributions of the scaled columns (``width``) -> of the F
+        features: the port categories' go to ``dst_port``, the feature a user knows."""
+        return fold(contrib_BxD, **{k: xp.asarray(v) for k, v in self.arrays().items()}, xp=xp)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -406,17 +425,40 @@ class Scaler:
         return cls(**{k: tup(v) for k, v in d.items()})
 
 
-SCALERS = ("standard", "robust", "minmax", "quantile")
+SCALERS = ("standard", "log", "robust", "minmax", "quantile")
+PORT = "dst_port"  # the feature port categories replace
+PORT_RANGES = ((0, 1024), (1024, 49152), (49152, 65536))  # other ports: well-known, ...
+
+
+def log_mask(features: Sequence[str], kind: str) -> np.ndarray:
+    """Per feature, whether scaler ``kind`` takes ``log1p`` of it first: the heavy-tailed
+    kinds (``schema.LOG_KINDS``) for standard, robust and quantile; every non-negative
+    magnitude (``schema.NONNEGATIVE_KINDS``: flags and ratios too) for ``log``; none for
+    minmax. Ports and protocol codes are identifiers, never logged."""
+    if kind == "minmax":
+        return np.zeros(len(features), bool)
+    kinds = schema.NONNEGATIVE_KINDS if kind == "log" else schema.LOG_KINDS
+    return np.array([schema.KIND[f] in kinds for f in features], bool)
+
+
 QUANTILE_KNOTS = 129  # knots of the quantile scaler's piecewise-linear map
 # Rows per block of ``Scaler.transform`` under numpy: the quantile map's float64 and int32
 # temporaries of a block of 8192 x 77 features stay under ~100 MB.
 BLOCK_ROWS = 8192
 
 
-def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None, xp=np):
+def scale(
+    x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None, ports_P=None,
+    port_F=None, xp=np,
+):  # fmt: skip
     """``Scaler.transform`` on arrays: ``clip((log1p(x) where log_F, else x - mean) / std)``
     (no clipping where ``clip`` is 0), or with knots the quantile map (``quantile_map``);
-    numpy or jax.numpy (``xp``), traceable."""
+    with ``ports_P`` the port categories appended (``port_categories``); numpy or
+    jax.numpy (``xp``), traceable; the arrays may be numpy constants of a traced
+    function."""
+    log_F, mean_F, std_F, clip = (xp.asarray(a) for a in (log_F, mean_F, std_F, clip))
+    if knots_x_FxK is not None:
+        knots_x_FxK, knots_z_FxK = xp.asarray(knots_x_FxK), xp.asarray(knots_z_FxK)
 
     def g(v):  # log1p on heavy-tailed features (log_F), negatives clamped
         return xp.where(log_F > 0, xp.log1p(xp.maximum(v, 0.0)), v)
@@ -430,7 +472,29 @@ def scale(x_NxF, log_F, mean_F, std_F, clip, knots_x_FxK=None, knots_z_FxK=None,
     else:
         z = (g(x_NxF) - mean_F) / std_F
     z = xp.where(clip > 0, xp.clip(z, -clip, clip), z)
+    if ports_P is not None:
+        z = xp.concatenate(
+            [z * (1 - xp.asarray(port_F)), port_categories(x_NxF, ports_P, port_F, xp)], axis=-1
+        )
     return z.astype(np.float32)
+
+
+def port_categories(x_NxF, ports_P, port_F, xp=np):
+    """x_NxC, C = P + 3: one-hot of the destination port among ``ports_P``, else of its
+    range (``PORT_RANGES``); ``port_F`` marks the ``dst_port`` column."""
+    port = (x_NxF * port_F).sum(axis=-1)
+    known = port[..., None] == ports_P
+    other = ~known.any(axis=-1)
+    ranges = [other & (port >= lo) & (port < hi) for lo, hi in PORT_RANGES]
+    return xp.concatenate([known, xp.stack(ranges, axis=-1)], axis=-1).astype(np.float32)
+
+
+def fold(contrib_NxD, log_F, port_F=None, xp=np, **_):
+    """``Scaler.fold`` on arrays: the columns past F summed into the ``dst_port`` one."""
+    f = log_F.shape[-1]
+    if port_F is None or contrib_NxD.shape[-1] == f:
+        return contrib_NxD
+    return contrib_NxD[..., :f] + port_F * contrib_NxD[..., f:].sum(axis=-1, keepdims=True)
 
 
 def quantile_map(x_NxF, knots_x_FxK, knots_z_FxK, xp=np):
@@ -525,10 +589,27 @@ def fit_scaler(
     clip: float = 0.0,
     *,
     rows: np.ndarray | None = None,
+    ports: int = 0,
 ) -> Scaler:
     """Fits the scaler on the rows given (pass training rows only): all of ``x_NxF``, or
     ``rows`` of it (a boolean mask or indices), read a few columns at a time, so no
-    N x F copy or float64 temporary is made."""
+    N x F copy or float64 temporary is made. ``ports``: that many of the most frequent
+    destination ports become categories (``Scaler``), when there is a ``dst_port``."""
+    scaler = _fit_scaler(x_NxF, features, kind, clip, rows)
+    if ports and PORT in features:
+        scaler = dataclasses.replace(scaler, ports=top_ports(x_NxF, features, ports, rows))
+    return scaler
+
+
+def top_ports(x_NxF, features, k: int, rows=None) -> tuple[float, ...]:
+    """The ``k`` most frequent ``dst_port`` values of the rows (ties: the lower port)."""
+    port = _columns64(x_NxF, rows, slice(features.index(PORT), features.index(PORT) + 1))[:, 0]
+    values, counts = np.unique(port, return_counts=True)
+    order = np.lexsort((values, -counts))[:k]
+    return tuple(float(v) for v in values[order])
+
+
+def _fit_scaler(x_NxF, features, kind, clip, rows) -> Scaler:
     if _num_rows(x_NxF, rows) == 0:
         raise ValueError("cannot fit a scaler on zero rows")
     if clip < 0 or not np.isfinite(clip):
@@ -544,9 +625,9 @@ def fit_scaler(
             block = _columns64(x_NxF, rows, cols)
             lo[cols], hi[cols] = block.min(axis=0), block.max(axis=0)
         return scaler_of(features, kind, clip, lo=lo, hi=hi)
-    if kind not in ("standard", "robust", "quantile"):
+    if kind not in ("standard", "log", "robust", "quantile"):
         raise ValueError(f"scaler must be one of {SCALERS}, got {kind!r}")
-    log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
+    log = log_mask(features, kind)
     std, centre, q25, q75 = (np.empty(num_f) for _ in range(4))
     for cols in _column_blocks(num_f):
         x = _columns64(x_NxF, rows, cols)
@@ -554,7 +635,7 @@ def fit_scaler(
         std[cols] = x.std(axis=0)
         if kind == "robust":
             q25[cols], centre[cols], q75[cols] = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
-        elif kind == "standard":
+        elif kind in ("standard", "log"):
             centre[cols] = x.mean(axis=0)
         del x
     if kind == "quantile":  # knots inside the range; log1p and std set the slope beyond it
@@ -594,7 +675,7 @@ def scaler_of(
             kind,
             clip,
         )
-    log = tuple(bool(schema.KIND[f] in schema.LOG_KINDS) for f in features)
+    log = tuple(bool(v) for v in log_mask(features, kind))
     if kind == "quantile":
         if knots_z is None:
             knots_z = [_knot_scores(np.asarray(row), num_rows) for row in knots_x]

@@ -144,9 +144,7 @@ def statistics(
     feature (after ``log1p`` where the scaler takes it) mean, sum of squared deviations,
     min, max and, for the quantile-based scalers, ``SKETCH_POINTS`` quantiles."""
     num_f = x_NxF.shape[1]
-    log = np.array([schema.KIND[f] in schema.LOG_KINDS for f in features])
-    if kind == "minmax":
-        log[:] = False
+    log = dataset.log_mask(features, kind)
     n = dataset._num_rows(x_NxF, rows)
     out = {
         "count": np.array([n], np.float64),
@@ -221,7 +219,7 @@ def merge(
     lo, hi = np.min([s["min"] for s in stats], 0), np.max([s["max"] for s in stats], 0)
     if kind == "minmax":
         return dataset.scaler_of(features, kind, clip, lo=lo, hi=hi)
-    if kind == "standard":
+    if kind in ("standard", "log"):
         return dataset.scaler_of(features, kind, clip, centre=mean, std=std)
 
     def quantiles(key: str, q) -> np.ndarray:  # F x len(q)

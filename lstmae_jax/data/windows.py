@@ -11,6 +11,7 @@ Shape letters: N flows, F features, T window length, W windows, B batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -92,9 +93,12 @@ def rows_covered(num_rows: int, starts_W: np.ndarray, window: int) -> np.ndarray
 
 @dataclasses.dataclass(frozen=True)
 class Windowed:
-    """Scaled flows and the windows of each split (everything training needs)."""
+    """Cleaned flows, the windows of each split and the scalers fitted on the training
+    rows (everything training needs). The table is not scaled: each model scales the
+    windows it is given on the device (``dataset.scale`` under ``jax.numpy``, the function
+    the exported scorer runs), so a run with several representations keeps one table."""
 
-    x_NxF: np.ndarray  # float32, scaled with ``scaler``
+    x_NxF: np.ndarray  # float32, cleaned, not scaled
     label_N: np.ndarray  # int32 label code of every flow
     window: int
     starts: dict[str, np.ndarray]  # split -> starts_W
@@ -102,7 +106,12 @@ class Windowed:
     any_attack: dict[str, np.ndarray]  # split -> bool
     classes: tuple[str, ...]
     features: tuple[str, ...]
-    scaler: dataset.Scaler
+    scalers: tuple[dataset.Scaler, ...]  # one per representation; the first is the primary
+
+    @property
+    def scaler(self) -> dataset.Scaler:
+        """The primary representation's scaler (stage 2 and the classifiers read it)."""
+        return self.scalers[0]
 
     def summary(self) -> dict:
         out = {"window": self.window, "features": len(self.features), "flows": len(self.x_NxF)}
@@ -143,14 +152,15 @@ def build(
     seed: int = 0,
     split_N: np.ndarray | None = None,
     train_benign_only: bool = False,
-    scaler: dataset.Scaler | None = None,
-    scaler_kind: str = "standard",
+    scalers: Sequence[dataset.Scaler] | None = None,
+    scaler_kinds: Sequence[str] = ("standard",),
     scaler_clip: float = 0.0,
-    consume: bool = False,
+    scaler_ports: int = 0,
     segment_N: np.ndarray | None = None,
     fit: Callable[..., dataset.Scaler] | None = None,
 ) -> Windowed:
-    """Splits flows, cuts windows, fits the scaler on training rows, scales.
+    """Splits flows, cuts windows, fits the scalers on training rows (not applied: the
+    table stays as loaded, ``Windowed`` says why).
 
     ``split="temporal"``: rows are split by time (earliest rows train), then windows are
     cut inside each (file, split) segment. ``split="random"``: windows are cut inside
@@ -162,11 +172,9 @@ def build(
     inside each (file, split) segment as for ``temporal``, and ``split`` and
     ``fractions`` are not used.
     ``train_benign_only`` keeps only training windows with no attack flow (stage 1).
-    ``scaler`` reuses a fitted scaler (stage 2 must scale as stage 1 did) instead of
-    fitting one (of ``scaler_kind``) on the training rows.
-    ``consume`` scales ``flows.x_NxF`` in place (when it is a writable C-contiguous
-    float32 array), so only one N x F table exists: a job that loads a day list uses it;
-    ``flows.x_NxF`` then holds the scaled values, and ``flows`` must not be windowed again.
+    ``scalers`` reuses fitted scalers (stage 2 must scale as stage 1 did) instead of
+    fitting one of each of ``scaler_kinds`` on the training rows (``scaler_ports``: that
+    many destination ports as categories, ``dataset.Scaler``).
     ``segment_N`` (with ``split_N``): rows where it changes start a segment too (a
     share's row groups, ``shares.split_codes``). ``fit``: fits the scaler instead of
     ``dataset.fit_scaler`` (same arguments; a shared run merges every process's
@@ -204,7 +212,7 @@ def build(
             any_all[keep],
         )
     n_train_all = int((split_W == 0).sum())
-    if scaler is None and fit is None and len(starts["train"]) == 0 and n_train_all:
+    if scalers is None and fit is None and len(starts["train"]) == 0 and n_train_all:
         # Every training window was left out for holding an attack flow: say so, or the
         # message below blames the length of the training rows.
         raise ValueError(
@@ -213,7 +221,7 @@ def build(
             " learns benign traffic: train on data with benign stretches of at least"
             f" {window} flows"
         )
-    if scaler is None and fit is None and len(starts["train"]) == 0:  # a given scaler needs none
+    if scalers is None and fit is None and len(starts["train"]) == 0:  # given scalers need none
         # Why: say how long the longest stretch of training rows in one file is.
         train_seg = seg[split_N == 0] if split_N is not None else segment_ids(flows.file_N)
         longest = int(np.bincount(train_seg).max()) if len(train_seg) else 0
@@ -223,19 +231,21 @@ def build(
             f" of one file and the longest training stretch has {longest}; {how},"
             f" train_benign_only={train_benign_only}"
         )
-    if scaler is None:
+    if scalers is None:
         train_rows = rows_covered(n, starts["train"], window)
-        scaler = (fit or dataset.fit_scaler)(
-            flows.x_NxF, flows.features, scaler_kind, scaler_clip, rows=train_rows
+        if fit is None:
+            fit = functools.partial(dataset.fit_scaler, ports=scaler_ports)
+        scalers = tuple(
+            fit(flows.x_NxF, flows.features, kind, scaler_clip, rows=train_rows)
+            for kind in scaler_kinds
         )
-    elif tuple(scaler.features) != tuple(flows.features):
-        raise ValueError(
-            f"scaler features {scaler.features} differ from the data's {flows.features}"
-        )
-    x = flows.x_NxF
-    in_place = consume and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable
+    for scaler in scalers:
+        if tuple(scaler.features) != tuple(flows.features):
+            raise ValueError(
+                f"scaler features {scaler.features} differ from the data's {flows.features}"
+            )
     return Windowed(
-        x_NxF=scaler.transform(x, out=x if in_place else None),
+        x_NxF=flows.x_NxF,
         label_N=flows.label_N,
         window=window,
         starts=starts,
@@ -243,7 +253,7 @@ def build(
         any_attack=any_attack,
         classes=flows.classes,
         features=flows.features,
-        scaler=scaler,
+        scalers=tuple(scalers),
     )
 
 
@@ -342,14 +352,13 @@ def for_config(
     cfg: Config,
     flows: dataset.Flows,
     *,
-    scaler: dataset.Scaler | None = None,
-    consume: bool = False,
+    scalers: Sequence[dataset.Scaler] | None = None,
     split_N: np.ndarray | None = None,
     segment_N: np.ndarray | None = None,
     fit: Callable[..., dataset.Scaler] | None = None,
 ) -> Windowed:
-    """Windows, splits and scaling as ``cfg`` says (``scaler``: reuse a fitted one;
-    ``consume``, ``split_N``, ``segment_N``, ``fit``: as ``build`` says)."""
+    """Windows, splits and the scalers of ``cfg.representations()`` (``scalers``: reuse
+    fitted ones; ``split_N``, ``segment_N``, ``fit``: as ``build`` says)."""
     return build(
         flows,
         window=cfg.window,
@@ -358,10 +367,10 @@ def for_config(
         fractions=cfg.split_fractions,
         seed=cfg.seed,
         train_benign_only=cfg.is_stage1 and cfg.stage1_benign_only,
-        scaler=scaler,
-        scaler_kind=cfg.scaler,
+        scalers=scalers,
+        scaler_kinds=cfg.representations(),
         scaler_clip=cfg.input_clip,
-        consume=consume,
+        scaler_ports=cfg.port_categories,
         split_N=split_N,
         segment_N=segment_N,
         fit=fit,

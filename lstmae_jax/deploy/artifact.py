@@ -6,8 +6,9 @@ An artifact directory holds three files:
 * ``scorer.jaxexport``: the scoring function, ``jax.export``ed (symbolic batch, CPU and
   CUDA). Only the network weights are baked into it.
 * ``scorer.json``: the sidecar. Every *value* the function needs besides the weights
-  (scaler, error model, threshold) lives here and is passed to the function as an input,
-  so there is one copy of each: what the sidecar says is what the artifact computes with.
+  (the scalers, the detector's fitted members and p-value tables, the threshold) lives
+  here and is passed to the function as an input, so there is one copy of each: what the
+  sidecar says is what the artifact computes with.
   It also states features, window, classes, cleaning policy, how the threshold was chosen,
   the training data and validation metrics, and library versions.
 * ``MANIFEST.json``: the SHA-256 and size of every file. ``load`` checks it before it
@@ -22,7 +23,9 @@ An artifact directory holds three files:
 The exported function: ``fn(x_BxTxF, params) -> dict`` with raw (cleaned, unscaled)
 float32 features in the sidecar's ``features`` order, and ``params`` as ``call_params``
 builds it. Outputs: ``score_B``, ``contrib_BxF`` (per-feature contributions, summing to
-the score), ``flagged_B`` (``score > threshold``) and, with a stage 2, ``probs_BxC``.
+the score), ``flagged_B`` (``score > threshold``), ``members_MxB`` (each stage-1 member's
+own score, format 4; recalibration refits the p-value tables on them) and, with a stage
+2, ``probs_BxC``.
 
 No pickle anywhere: JSON and the ``jax.export`` serialization (flatbuffers).
 """
@@ -42,14 +45,16 @@ import numpy as np
 # atomic: stdlib and absl; clean and schema: numpy and pyarrow, which the scorer loads anyway
 from lstmae_jax import atomic
 from lstmae_jax.data import dataset
-from lstmae_jax.detect import anomaly
+from lstmae_jax.detect import detector
 from lstmae_jax.ingest import clean, schema
 
 ARTIFACT = "scorer.jaxexport"
 SIDECAR = "scorer.json"
 MANIFEST = "MANIFEST.json"
-FORMAT_VERSION = 3  # 3: the scaler may carry quantile knots, the score may be sse
-READS_VERSIONS = (2, 3)  # 2 has neither: its inputs are a subset of 3's
+# 3: the scaler may carry quantile knots, the score may be sse; 4: scalers (one per
+# representation) and a detector of fused members instead of one scaler and error model.
+FORMAT_VERSION = 4
+READS_VERSIONS = (2, 3, 4)  # 2 has no knots or sse: its inputs are a subset of 3's
 # The sidecar's cleaning policy (clean.canonicalize's arguments) and the values each takes.
 CLEANING = {"nonfinite": clean.NONFINITE_POLICIES, "negative": clean.NEGATIVE_POLICIES}
 
@@ -71,14 +76,34 @@ def float32_at_or_below(value: float) -> np.float32:
 def call_params(sidecar: dict) -> dict:
     """The exported function's second input, from the sidecar (the one copy of each value),
     through the functions the in-process score uses (``Scaler.arrays``,
-    ``anomaly.gaussian_arrays``)."""
+    ``Detector.arrays``). Formats 2 and 3 (one scaler, one error model): their own."""
+    threshold = float32_at_or_below(sidecar["threshold"]["value"])
+    if "detector" not in sidecar:
+        return _legacy_params(sidecar, threshold)
+    return {
+        "threshold": threshold,
+        "scalers": [dataset.Scaler.from_json(s).arrays(np.float32) for s in sidecar["scalers"]],
+        "members": detector.Detector.from_json(sidecar["detector"]).arrays(),
+    }
+
+
+def _legacy_params(sidecar: dict, threshold: np.float32) -> dict:
     params = {
-        "threshold": float32_at_or_below(sidecar["threshold"]["value"]),
+        "threshold": threshold,
         "scaler": dataset.Scaler.from_json(sidecar["scaler"]).arrays(np.float32),
     }
-    if arrays := anomaly.gaussian_arrays(anomaly.ErrorModel.from_json(sidecar["error_model"])):
-        params["error_model"] = arrays
+    em = sidecar["error_model"]
+    if em["kind"] in ("zscore", "mahalanobis"):
+        params["error_model"] = {
+            "mean_KxF": np.asarray(em["mean_KxF"], np.float32),
+            "precision_KxFxF": np.asarray(em["precision_KxFxF"], np.float32),
+        }
     return params
+
+
+def detector_of(sidecar: dict) -> detector.Detector | None:
+    """The sidecar's stage-1 detector (None for formats 2 and 3, which predate it)."""
+    return detector.Detector.from_json(sidecar["detector"]) if "detector" in sidecar else None
 
 
 # ------------------------------------------------------------------------- manifest
@@ -216,27 +241,50 @@ def _check_values(meta: dict, where: str) -> None:
                 f"cleaning.{key}", f"must be one of {allowed}, got {meta['cleaning'][key]!r}"
             )
 
-    sc, em = meta["scaler"], meta["error_model"]
-    names = ["log", "mean", "std", "clip"] + (["knots_x", "knots_z"] if sc.get("knots_x") else [])
+    scalers = meta["scalers"] if "scalers" in meta else [meta["scaler"]]
+    prefix = "scalers[{}]." if "scalers" in meta else "scaler."
+    arrays = {}
     with np.errstate(over="ignore"):  # too large for float32: inf, refused below
-        arrays = {f"scaler.{k}": np.asarray(sc[k], np.float32) for k in names}
-        arrays |= {
-            f"error_model.{k}": np.asarray(em[k], np.float32)
-            for k in ("mean_KxF", "precision_KxFxF")
-            if k in em
-        }
+        for i, sc in enumerate(scalers):
+            names = ["log", "mean", "std", "clip"] + (
+                ["knots_x", "knots_z"] if sc.get("knots_x") else []
+            )
+            names += ["ports"] if sc.get("ports") else []
+            arrays |= {prefix.format(i) + k: np.asarray(sc[k], np.float32) for k in names}
+        if "error_model" in meta:  # formats 2 and 3
+            em = meta["error_model"]
+            arrays |= {
+                f"error_model.{k}": np.asarray(em[k], np.float32)
+                for k in ("mean_KxF", "precision_KxFxF")
+                if k in em
+            }
+        else:
+            for i, m in enumerate(meta["detector"]["members"]):
+                for k in ("mean_F", "precision_FxF", "table", "tail_scale"):
+                    if m.get(k) not in (None, (), []):
+                        arrays[f"detector.members[{i}].{k}"] = np.asarray(m[k], np.float32)
+                if m.get("references_RxL"):
+                    field = f"detector.members[{i}].references_RxL"
+                    try:
+                        arrays[field] = detector.decode(m["references_RxL"])
+                    except ValueError:
+                        raise refuse(field, "is not an encoded float32 matrix") from None
     for field, a in arrays.items():
         if not np.isfinite(a).all():
             raise refuse(field, f"must hold finite float32 numbers, has {a[~np.isfinite(a)][0]}")
-    if ((std := arrays["scaler.std"].ravel()) <= 0).any():
-        i = int(np.argmax(std <= 0))
-        raise refuse("scaler.std", f"must be > 0, got {std[i]} for {feature(i)}")
-    for field in ("scaler.knots_x", "scaler.knots_z"):
-        if field in arrays and (falls := np.diff(arrays[field], axis=-1) < 0).any():
+    for field, a in arrays.items():
+        if field.endswith(".std") and ((std := a.ravel()) <= 0).any():
+            i = int(np.argmax(std <= 0))
+            raise refuse(field, f"must be > 0, got {std[i]} for {feature(i)}")
+        if field.endswith((".knots_x", ".knots_z")) and (falls := np.diff(a, axis=-1) < 0).any():
             i = int(np.argmax(falls.any(axis=-1)))
             raise refuse(
                 field, f"must be non-decreasing along each feature's row (not {feature(i)})"
             )
+        if field.endswith(".table") and (np.diff(a) < 0).any():
+            raise refuse(field, "must be non-decreasing (the sorted benign validation scores)")
+        if field.endswith(".tail_scale") and not a > 0:
+            raise refuse(field, f"must be > 0, got {a}")
 
 
 class Scorer:
@@ -281,7 +329,7 @@ class Scorer:
         have = jax.tree.map(lambda a: (tuple(np.shape(a)), str(np.asarray(a).dtype)), self.params)
         if want != have:
             raise ArtifactError(
-                f"{where}: scaler / error model / threshold do not fit the artifact"
+                f"{where}: the scalers / detector / threshold do not fit the artifact"
             )
         outs = jax.tree.unflatten(self._exported.out_tree, self._exported.out_avals)
         n_classes = outs["probs_BxC"].shape[1] if "probs_BxC" in outs else None

@@ -1,8 +1,11 @@
 """Re-choose a detector artifact's threshold on the operator's benign flows.
 
 Scores the flows with ``stream.score_files`` and writes a new artifact directory (the same
-exported function, a new sidecar and manifest). No JAX or training code here beyond the
-artifact's ``call``.
+exported function, a new sidecar and manifest). A detector of several members also gets
+its members' p-value tables refitted on those flows (from each member's own score, which
+the artifact returns), so every member's benign tail is the operator's network's; the
+threshold is then chosen on the fused scores that gives. No training code here: the
+artifact's ``call`` and ``detector.fuse`` under ``jax.numpy``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from absl import logging
 
 from lstmae_jax import atomic
 from lstmae_jax.deploy import artifact, stream
-from lstmae_jax.detect import metrics
+from lstmae_jax.detect import detector, metrics
 
 # Recalibration needs this many benign windows per unit of target FPR: ten expected false
 # positives above the new threshold, so the rate it is chosen for is not one or two windows.
@@ -59,7 +62,16 @@ def calibrate(
             f" needs at least {needed} ({MIN_FALSE_POSITIVES} expected false positives): give"
             " more benign flows or a larger --target_fpr"
         )
-    threshold = metrics.calibrate("fpr", scores[benign_w].astype(np.float64), target_fpr=target_fpr)
+    sidecar = dict(scorer.meta)
+    det = artifact.detector_of(scorer.meta)
+    if det is not None and det.fused:  # the members' tables, then the fused scores
+        members_WxM = np.concatenate(run.members)[benign_w]
+        det = detector.with_tables(det, members_WxM.T)
+        scores = detector.fused_scores(det, members_WxM)
+        sidecar["detector"] = det.to_json()
+    else:
+        scores = scores[benign_w]
+    threshold = metrics.calibrate("fpr", scores.astype(np.float64), target_fpr=target_fpr)
     record = threshold.to_json()
     old = scorer.meta["threshold"]
     record["calibrated_on"] = (
@@ -75,7 +87,7 @@ def calibrate(
             " another network move it either way",
             move, float(old["value"]), record["value"], benign,
         )  # fmt: skip
-    sidecar = {**scorer.meta, "threshold": record}
+    sidecar["threshold"] = record
     digest = artifact.write_dir(output_dir, scorer.payload, sidecar)  # the verified bytes
     artifact.load(output_dir)  # the new directory must verify and load
     return {

@@ -101,6 +101,7 @@ class Run:
         self.report = clean.CleanReport(source="total")
         self.latency: list[float] = []
         self.scores: list[np.ndarray] = []  # with keep_scores only
+        self.members: list[np.ndarray] = []  # ... each member's own score (format 4)
         self.benign: list[np.ndarray] = []
 
     # -- input
@@ -185,6 +186,8 @@ class Run:
         self.alerts += int(flagged.sum())
         if self.keep_scores:
             self.scores.append(out["score_B"])
+            if "members_BxM" in out:
+                self.members.append(out["members_BxM"])
             self.benign.append(~any_attack_W)
         if "predicted_B" in out:
             self.by_class.update(out["predicted_B"][flagged].tolist())

@@ -9,11 +9,13 @@ compiles once per process, whoever asks; functions are module-level or frozen da
 (equal by value). Batches have one fixed shape (the last is padded), so a pass over any
 number of windows compiles once.
 
-Stage 1: ``member_errors`` gives each member's per-feature error err_KxWxF (the input of
-the error model's fit), and ``window_scores`` the anomaly score and per-feature
-contributions through ``anomaly.score_errors_with`` with the error model's fitted arrays as
-inputs: what ``anomaly.score`` computes and what the exported scorer is called with.
-Classifiers give ``logits_WxC``; ``latents`` the encoder's code.
+The table holds cleaned, unscaled flows: every function scales its windows on the device
+(``dataset.scale``, with the scalers' arrays as inputs), as the exported scorer does.
+Stage 1: ``fit_parts`` gives what fitting its members reads (each network's error vector
+and code, each representation's scaled flow), and ``window_scores`` the stage-1 score
+and per-feature contributions through ``detector.outputs`` with the detector's fitted
+arrays as inputs: what the exported scorer is called with. Classifiers give
+``logits_WxC``; ``latents`` an encoder's code.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -30,7 +32,8 @@ import numpy as np
 from flax import nnx
 
 from lstmae_jax.data import dataset, windows
-from lstmae_jax.detect import anomaly
+from lstmae_jax.detect import anomaly, detector
+from lstmae_jax.model import models
 
 # fn(model, x_BxTxF, batch, args) -> a pytree of arrays (per window, leading axis B, or
 # per batch, e.g. sums).
@@ -120,20 +123,36 @@ def _over_model(model, fn, table_NxF, starts_W, window, batch_size, args=None, l
                    args=args)  # fmt: skip
 
 
-def _member_errors(m, x_BxTxF, batch, args):
-    return (jnp.swapaxes(anomaly.errors(x_BxTxF, m(x_BxTxF)), 0, 1),)  # B x K x F
+@dataclasses.dataclass(frozen=True)
+class _FitParts:
+    """What fitting a stage 1 reads of benign training windows (``args``: the scalers'
+    arrays): each network's error vector and code, and each representation's scaled last
+    flow of the window."""
+
+    networks: int
+
+    def __call__(self, m, x_BxTxF, batch, scalers):
+        xs = [dataset.scale(x_BxTxF, **a, xp=jnp) for a in scalers]
+        x_KxBxTxF = jnp.stack(xs[: self.networks])
+        z_KxBxL, xhat = models.encode_decode(m, x_KxBxTxF)
+        err_KxBxF = anomaly.errors(x_KxBxTxF, xhat)
+        last_RxBxF = jnp.stack([x[:, -1] for x in xs])
+        return tuple(jnp.swapaxes(a, 0, 1) for a in (err_KxBxF, z_KxBxL, last_RxBxF))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Scores:
-    """The anomaly score of an error model of this kind; its fitted arrays are ``args``."""
+    """The stage-1 score (``detector.outputs``) of a detector of this ``spec``; ``args``:
+    (the scalers' arrays, the members' arrays)."""
 
-    kind: str
-    combine: str
+    spec: tuple
 
-    def __call__(self, m, x_BxTxF, batch, arrays):
-        err_KxBxF = anomaly.errors(x_BxTxF, m(x_BxTxF))
-        return anomaly.score_errors_with(err_KxBxF, self.kind, self.combine, **arrays)
+    def __call__(self, m, x_BxTxF, batch, args):
+        scalers, arrays = args
+        out = detector.outputs(
+            lambda x: models.encode_decode(m, x), x_BxTxF, scalers, self.spec, arrays
+        )
+        return out["score_B"], out["contrib_BxF"], out["members_BxM"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,35 +162,48 @@ class _GroupScores(_Scores):
 
     num_groups: int
 
-    def __call__(self, m, x_BxTxF, batch, arrays):
-        score_B, contrib_BxF = super().__call__(m, x_BxTxF, batch, arrays)
+    def __call__(self, m, x_BxTxF, batch, args):
+        score_B, contrib_BxF, members_BxM = super().__call__(m, x_BxTxF, batch, args)
         real_BxF = contrib_BxF * batch["valid"][:, None]
-        return score_B, jax.ops.segment_sum(real_BxF, batch["label"], self.num_groups)
+        return score_B, jax.ops.segment_sum(real_BxF, batch["label"], self.num_groups), members_BxM
 
 
-def _logits(m, x_BxTxF, batch, args):
-    return (m(x_BxTxF),)
+def _logits(m, x_BxTxF, batch, scaler):
+    return (m(dataset.scale(x_BxTxF, **scaler, xp=jnp)),)
 
 
-def _latents(m, x_BxTxF, batch, args):
-    return (m.encode(x_BxTxF),)
+def _latents(m, x_BxTxF, batch, scaler):
+    return (m.encode(dataset.scale(x_BxTxF, **scaler, xp=jnp)),)
 
 
-def member_errors(
-    model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
-) -> np.ndarray:
-    """err_KxWxF: per-member, per-feature mean absolute error (K = 1 for one LSTM-AE).
-    ``x_NxF``: the scaled table, on the host or already on the device."""
+def _arrays(scalers: Sequence[dataset.Scaler]) -> list[dict]:
+    return [sc.arrays(np.float32) for sc in scalers]
+
+
+def fit_parts(
+    model: nnx.Module,
+    scalers: Sequence[dataset.Scaler],
+    x_NxF,
+    starts_W: np.ndarray,
+    window: int,
+    batch_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(err_KxWxD, z_KxWxL, last_RxWxD) of the windows: each of the K networks' error
+    vector and code, and each of the R representations of the window's last flow (D: the
+    scaled width, ``Scaler.width``).
+    ``x_NxF``: the cleaned table, on the host or already on the device."""
     k = getattr(model, "num_members", 1)
-    empty = ((k, x_NxF.shape[1]),)
-    outs = _over_model(model, _member_errors, x_NxF, starts_W, window, batch_size)
-    (err_WxKxF,) = per_window(outs, len(starts_W), empty)
-    return np.swapaxes(err_WxKxF, 0, 1)
+    latent = model.config.latent
+    f, r = scalers[0].width, len(scalers)
+    outs = _over_model(model, _FitParts(k), x_NxF, starts_W, window, batch_size, _arrays(scalers))
+    parts = per_window(outs, len(starts_W), ((k, f), (k, latent), (r, f)))
+    return tuple(np.swapaxes(a, 0, 1) for a in parts)
 
 
 def window_scores(
     model: nnx.Module,
-    error_model: anomaly.ErrorModel,
+    det: detector.Detector,
+    scalers: Sequence[dataset.Scaler],
     x_NxF,
     starts_W: np.ndarray,
     window: int,
@@ -179,50 +211,67 @@ def window_scores(
     *,
     group_W: np.ndarray | None = None,
     num_groups: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(score_W, contrib_WxF): the stage-1 anomaly score of each window (``anomaly.score``)
-    and each feature's contribution to it.
+    members: bool = False,
+):
+    """(score_W, contrib_WxF): the stage-1 score of each window (``detector.outputs``)
+    and each feature's contribution to it; with ``members``, also score_WxM, each
+    member's own score.
 
     With ``group_W`` (a group code per window, ``0 <= code < num_groups``) the second
     output is instead ``mean_GxF``, each group's mean contribution (0 for an empty group),
     summed batch by batch on the device: no W x F array is made (evaluation's per-class
     attribution). ``num_groups=1`` with ``group_W`` all zero: the scores, and one mean."""
-    if x_NxF.shape[1] != error_model.num_features:
-        raise ValueError(
-            f"windows have {x_NxF.shape[1]} features, the error model {error_model.num_features}"
-        )
-    arrays = anomaly.gaussian_arrays(error_model)
+    if x_NxF.shape[1] != det.num_features:
+        raise ValueError(f"windows have {x_NxF.shape[1]} features, the detector {det.num_features}")
+    args = (_arrays(scalers), det.arrays())
+    num_m = len(det.members)
     if group_W is None:
-        fn = _Scores(error_model.kind, error_model.combine)
-        outs = _over_model(model, fn, x_NxF, starts_W, window, batch_size, arrays)
-        return per_window(outs, len(starts_W), ((), (x_NxF.shape[1],)))
-    fn = _GroupScores(error_model.kind, error_model.combine, num_groups)
-    outs = _over_model(model, fn, x_NxF, starts_W, window, batch_size, arrays, group_W)
+        outs = _over_model(model, _Scores(det.spec()), x_NxF, starts_W, window, batch_size, args)
+        score_W, contrib_WxF, members_WxM = per_window(
+            outs, len(starts_W), ((), (x_NxF.shape[1],), (num_m,))
+        )
+        return (score_W, contrib_WxF, members_WxM) if members else (score_W, contrib_WxF)
+    fn = _GroupScores(det.spec(), num_groups)
+    outs = _over_model(model, fn, x_NxF, starts_W, window, batch_size, args, group_W)
     score_W = np.zeros(len(starts_W), np.float32)
+    members_WxM = np.zeros((len(starts_W), num_m), np.float32)
     sum_GxF = np.zeros((num_groups, x_NxF.shape[1]), np.float64)
     row = 0
     for out, n in outs:
-        score_B, sum_part_GxF = jax.device_get(out)
+        score_B, sum_part_GxF, members_BxM = jax.device_get(out)
         score_W[row : row + n] = score_B[:n]
+        members_WxM[row : row + n] = members_BxM[:n]
         sum_GxF += sum_part_GxF
         row += n
     count_G = np.bincount(np.asarray(group_W), minlength=num_groups)[:, None]
-    return score_W, (sum_GxF / np.maximum(count_G, 1)).astype(np.float32)
+    mean_GxF = (sum_GxF / np.maximum(count_G, 1)).astype(np.float32)
+    return (score_W, mean_GxF, members_WxM) if members else (score_W, mean_GxF)
 
 
 def logits(
-    model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
+    model: nnx.Module,
+    scaler: dataset.Scaler,
+    x_NxF,
+    starts_W: np.ndarray,
+    window: int,
+    batch_size: int = 1024,
 ) -> np.ndarray:
-    """logits_WxC of a classifier."""
-    outs = _over_model(model, _logits, x_NxF, starts_W, window, batch_size)
+    """logits_WxC of a classifier (its windows scaled by ``scaler`` on the device)."""
+    outs = _over_model(model, _logits, x_NxF, starts_W, window, batch_size, _arrays([scaler])[0])
     (out,) = per_window(outs, len(starts_W), ((0,),))
     return out
 
 
 def latents(
-    model: nnx.Module, x_NxF, starts_W: np.ndarray, window: int, batch_size: int = 1024
+    model: nnx.Module,
+    scaler: dataset.Scaler,
+    x_NxF,
+    starts_W: np.ndarray,
+    window: int,
+    batch_size: int = 1024,
 ) -> np.ndarray:
-    """z_WxL: the encoder's code of each window (an LSTM-AE, or stage 2's encoder)."""
-    outs = _over_model(model, _latents, x_NxF, starts_W, window, batch_size)
+    """z_WxL: the encoder's code of each window (one LSTM-AE, or stage 2's encoder), its
+    windows scaled by ``scaler`` on the device."""
+    outs = _over_model(model, _latents, x_NxF, starts_W, window, batch_size, _arrays([scaler])[0])
     (out,) = per_window(outs, len(starts_W), ((0,),))
     return out

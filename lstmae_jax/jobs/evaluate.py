@@ -5,11 +5,12 @@ flows is an attack, named after its last attack flow; benign windows hold benign
 only, the same definition the threshold was calibrated with. Stage 2 and the baselines
 (classification): the label of the window's last flow, the label they were trained on.
 
-Stage 1 (anomaly detection): the run's score (``anomaly.score`` with the error model
-fitted after training: ``sse``, ``mae``, ``zscore`` or ``mahalanobis`` of the per-feature
-error vector); a window is flagged when its score is above the threshold
-calibrated after training. The report's per-class feature table ranks features by their
-mean contribution to the score. Stage 2 and the baselines: argmax of the logits.
+Stage 1 (anomaly detection): the run's score (``detector.outputs`` with the members
+fitted after training: one reconstruction score, or several members fused); a window is
+flagged when its score is above the threshold calibrated after training. With several
+members the report also gives each member's own ROC AUC. The report's per-class feature
+table ranks features by their mean contribution to the score. Stage 2 and the
+baselines: argmax of the logits.
 """
 
 from __future__ import annotations
@@ -41,16 +42,14 @@ def feature_attribution(mean_CxF: np.ndarray, label_W: np.ndarray, classes, feat
 
 
 def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Windowed, str]:
-    """The evaluation windows, scaled and cut as the run was trained."""
+    """The evaluation windows, cut as the run was trained, with its scalers."""
     cfg = Config.from_json(meta["config"])
     flows = dataset.load_flows(
         data_path, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
-    scaler = dataset.Scaler.from_json(meta["scaler"])
+    scalers = rundir.scalers(meta)
     if split == "test":
-        # consume: scaled in place, one N x F table (flows is not used again)
-        w = windows.for_config(cfg, flows, scaler=scaler, consume=True)
-        return w, "test"
+        return windows.for_config(cfg, flows, scalers=scalers), "test"
     if split == "all":
         w = windows.build(
             flows,
@@ -58,8 +57,7 @@ def _windows_for(meta: dict, data_path: str, split: str) -> tuple[windows.Window
             stride=cfg.stride,
             split="temporal",
             fractions=(0.0, 0.0, 1.0),
-            scaler=scaler,
-            consume=True,
+            scalers=scalers,
         )
         return w, "test"
     raise ValueError(f"split must be 'test' or 'all', got {split!r}")
@@ -101,14 +99,19 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
     threshold = metrics.Threshold.from_json(meta["threshold"])
     w, s = _windows_for(meta, data_path, split)
     attack_W = windows.last_attack_label(w.label_N, w.starts[s], w.window)
-    score_W, mean_CxF = inference.window_scores(
-        model, error_model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size,
-        group_W=attack_W, num_groups=len(w.classes),
+    score_W, mean_CxF, members_WxM = inference.window_scores(
+        model, error_model, w.scalers, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size,
+        group_W=attack_W, num_groups=len(w.classes), members=True,
     )  # fmt: skip
     y_W = w.any_attack[s].astype(np.int64)
     names = np.asarray(w.classes, dtype=object)[attack_W]
     report = metrics.detection_report(y_W, score_W, threshold, attack_labels=names)
     report["score"] = error_model.describe()
+    if error_model.fused and 0 < y_W.sum() < len(y_W):  # which member sees what
+        report["members_roc_auc"] = {
+            m.name: metrics.roc_auc(y_W, members_WxM[:, i].astype(np.float64))
+            for i, m in enumerate(error_model.members)
+        }
     report["feature_contribution"] = feature_attribution(mean_CxF, attack_W, w.classes, w.features)
     report["windows"] = w.summary()[s]
     if plot_prefix is not None:
@@ -146,7 +149,9 @@ def classifier_report(run_dir: str, data_path: str, split: str) -> dict:
     warn_if_other_data(run_dir, meta, data_path, split)
     cfg = Config.from_json(meta["config"])
     w, s = _windows_for(meta, data_path, split)
-    logits_WxC = inference.logits(model, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size)
+    logits_WxC = inference.logits(
+        model, w.scaler, w.x_NxF, w.starts[s], w.window, cfg.eval_batch_size
+    )
     pred_W = logits_WxC.argmax(axis=1)
     if cfg.task == "binary":
         names, y_W = ["Benign", "Attack"], (w.label[s] != 0).astype(np.int64)
@@ -304,6 +309,15 @@ def markdown(report: dict, figures_dir: str | None = None) -> str:
             for name, v in r["per_attack"].items():
                 lines.append(f"| {name} | {v['n']} | {v['detected']} | {_pct(v['recall'])} |")
             lines.append("")
+        if r.get("members_roc_auc"):
+            lines += [
+                "Each member alone (ROC AUC of its own score on these windows):",
+                "",
+                "| member | ROC AUC |",
+                "|---|---|",
+                *(f"| `{k}` | {v:.4f} |" for k, v in r["members_roc_auc"].items()),
+                "",
+            ]
         lines += _feature_table(r.get("feature_contribution", {}))
     for name in rundir.CLASSIFIERS:
         if name in runs:

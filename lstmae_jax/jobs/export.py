@@ -1,10 +1,11 @@
 """Trained workdir -> detector artifact directory (see ``artifact`` for the layout).
 
 ``scoring_function`` is what gets exported: raw x_BxTxF and the sidecar's values
-(``artifact.call_params``) -> score, per-feature contributions, flags and, with a stage 2,
-class probabilities. The network weights are baked in; the scaler, the error model and
-the threshold are inputs, so each value exists once (in the sidecar) and recalibrating
-the threshold (``launch/score.py --calibrate``) needs no re-export.
+(``artifact.call_params``) -> score, per-feature contributions, flags, each member's own
+score and, with a stage 2, class probabilities. The network weights are baked in; the
+scalers, the members' fitted values (error models, latent references, rarity Gaussians,
+p-value tables) and the threshold are inputs, so each value exists once (in the sidecar)
+and recalibrating (``launch/score.py --calibrate``) needs no re-export.
 
 ``--checkpoint`` picks the stage-1 parameters: ``best`` (the default: those the run
 calibrated its error model and threshold on), ``latest`` or a step number. Other than
@@ -25,36 +26,36 @@ import numpy as np
 from lstmae_jax import __version__
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact
-from lstmae_jax.detect import anomaly
+from lstmae_jax.detect import detector
 
 ARTIFACT, SIDECAR = artifact.ARTIFACT, artifact.SIDECAR
 
 
-def scoring_function(ae, kind: str, combine: str, stage2=None):
+def scoring_function(ae, spec: tuple, stage2=None):
     """The exported function: ``fn(x_BxTxF, params) -> dict`` (see ``artifact``).
 
-    ``ae`` is the stage-1 autoencoder (or ensemble), ``kind``/``combine`` the error
-    model's, ``stage2`` the optional classifier. Also what ``benchmarks/throughput.py`` times.
+    ``ae`` is the stage-1 autoencoder (one, or the K networks), ``spec`` the detector's
+    (``Detector.spec``), ``stage2`` the optional classifier (it reads the first
+    representation, as it was trained). Also what ``benchmarks/throughput.py`` times.
     """
     from flax import nnx
+
+    from lstmae_jax.detect import detector
+    from lstmae_jax.model import models
 
     ae_def, ae_state = nnx.split(ae)
     s2 = nnx.split(stage2) if stage2 is not None else None
 
     def scorer(x_BxTxF: jax.Array, params: dict) -> dict:
-        x = dataset.scale(x_BxTxF, **params["scaler"], xp=jnp)
-        xhat = nnx.merge(ae_def, ae_state)(x)
-        err_KxBxF = anomaly.errors(x, xhat)
-        score_B, contrib_BxF = anomaly.score_errors_with(
-            err_KxBxF, kind, combine, **params.get("error_model", {})
-        )
-        out = {
-            "score_B": score_B,
-            "contrib_BxF": contrib_BxF,
-            "flagged_B": score_B > params["threshold"],
-        }
+        model = nnx.merge(ae_def, ae_state)
+        out = detector.outputs(
+            lambda x: models.encode_decode(model, x), x_BxTxF, params["scalers"], spec,
+            params["members"],
+        )  # fmt: skip
+        out["flagged_B"] = out["score_B"] > params["threshold"]
         if s2 is not None:
-            out["probs_BxC"] = jax.nn.softmax(nnx.merge(*s2)(x), axis=-1)
+            x0 = dataset.scale(x_BxTxF, **params["scalers"][0], xp=jnp)
+            out["probs_BxC"] = jax.nn.softmax(nnx.merge(*s2)(x0), axis=-1)
         return out
 
     return scorer
@@ -71,16 +72,15 @@ def versions() -> dict:
     }
 
 
-def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[anomaly.ErrorModel, dict]:
-    """Error model and threshold for parameters other than the calibrated best ones."""
+def _recalibrate_on_run_data(cfg, ae, meta) -> tuple[detector.Detector, dict]:
+    """Members and threshold for parameters other than the calibrated best ones."""
     from lstmae_jax.detect import calibration
+    from lstmae_jax.jobs import rundir
 
     flows = dataset.load_flows(
         cfg.data, features=meta["features"], nonfinite=cfg.nonfinite, negative=cfg.negative
     )
-    scaler = dataset.Scaler.from_json(meta["scaler"])
-    windowed = windows.for_config(cfg, flows, scaler=scaler, consume=True)
-    del flows  # scaled in place: only the windowed table is left
+    windowed = windows.for_config(cfg, flows, scalers=rundir.scalers(meta))
     now, then = json.loads(json.dumps(windowed.summary())), meta.get("data") or {}
     if cfg.share_data:  # a shared run's windows stop at row groups: compare the flows
         now, then = now["flows"], then.get("flows")
@@ -121,6 +121,7 @@ def export_scorer(
         raise FileNotFoundError(f"{stage1_dir} has {why}: training did not finish")
     cfg = Config.from_json(meta["config"])
     error_model, threshold = meta["error_model"], meta["threshold"]
+    scalers = [sc.to_json() for sc in rundir.scalers(meta)]
     calibrated_on = "benign validation windows of the run (after training)"
     if checkpoint != "best":
         error_model, threshold = _recalibrate_on_run_data(cfg, ae, meta)
@@ -136,9 +137,7 @@ def export_scorer(
     if why2 is None:
         stage2, meta2 = rundir.load_run(rundir.path(workdir, rundir.STAGE2))
         # Compared as scalers: a stage 1 saved before a field existed has no key for it.
-        same_scaler = dataset.Scaler.from_json(meta2["scaler"]) == dataset.Scaler.from_json(
-            meta["scaler"]
-        )
+        same_scaler = rundir.scalers(meta2)[0] == rundir.scalers(meta)[0]
         if meta2["features"] != meta["features"] or not same_scaler:
             raise ValueError("stage 2 was trained with other features or scaling than stage 1")
         cfg2 = Config.from_json(meta2["config"])
@@ -150,9 +149,9 @@ def export_scorer(
         "features": meta["features"],
         "window": cfg.window,
         "input": "raw cleaned features, float32, shape [batch, window, features]",
-        "scaler": meta["scaler"],
-        "score": f"{error_model.describe()} ({cfg.ensemble} member(s), {cfg.ensemble_score})",
-        "error_model": error_model.to_json(),
+        "scalers": scalers,
+        "score": error_model.describe(),
+        "detector": error_model.to_json(),
         "threshold": {**threshold, "calibrated_on": calibrated_on},
         "classes": classes,
         "cleaning": {"nonfinite": cfg.nonfinite, "negative": cfg.negative},
@@ -161,7 +160,7 @@ def export_scorer(
         "checkpoint": {"stage1": checkpoint, "source_workdir": os.path.abspath(workdir)},
         "versions": versions(),
     }
-    fn = scoring_function(ae, error_model.kind, error_model.combine, stage2)
+    fn = scoring_function(ae, error_model.spec(), stage2)
     (b,) = jax.export.symbolic_shape("b")
     x_spec = jax.ShapeDtypeStruct((b, cfg.window, len(meta["features"])), jnp.float32)
     params_spec = jax.tree.map(

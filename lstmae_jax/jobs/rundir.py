@@ -31,6 +31,7 @@ from flax import nnx
 
 from lstmae_jax import atomic
 from lstmae_jax.config import Config
+from lstmae_jax.data import dataset
 from lstmae_jax.detect import calibration
 from lstmae_jax.train import checkpoint as checkpoint_lib
 from lstmae_jax.train import steps
@@ -79,6 +80,13 @@ def unfinished(workdir: str, name: str) -> str | None:
     return "preempted" if ended["preempted"] else None
 
 
+def scalers(meta: dict) -> tuple[dataset.Scaler, ...]:
+    """A run's scalers, one per representation (its networks' first), from its meta; a
+    run saved before representations were several has one (``scaler``)."""
+    records = meta["scalers"] if "scalers" in meta else [meta["scaler"]]
+    return tuple(dataset.Scaler.from_json(r) for r in records)
+
+
 def latest_meta(run_dir: str) -> dict:
     """The meta (config, features, scaler, ...) of the run's latest checkpoint."""
     ckpt = checkpoint_lib.Checkpointer(checkpoints(run_dir), save_every_steps=1, keep=1)
@@ -108,7 +116,7 @@ def load_run(run_dir: str, checkpoint: str = "best") -> tuple[nnx.Module, dict]:
         meta = ckpt.restore_meta(step)
         cfg = Config.from_json(meta["config"])
         model = steps.build_model(
-            cfg, len(meta["features"]), meta["num_classes"], nnx.Rngs(cfg.seed)
+            cfg, scalers(meta)[0].width, meta["num_classes"], nnx.Rngs(cfg.seed)
         )
         graphdef, abstract = steps.init_state(
             model, steps.optimizer(cfg), steps.trainable_filter(cfg)

@@ -56,19 +56,18 @@ def _check_classes(name: str, label_W: np.ndarray, classes) -> None:
         )
 
 
-def _all(cfg: Config, features, scaler) -> windows.Windowed:
-    """All of ``cfg.data``, windowed and scaled (in place: the raw table is not kept beside
-    the scaled one, one N x F table)."""
+def _all(cfg: Config, features, scalers) -> windows.Windowed:
+    """All of ``cfg.data``, windowed, with its scalers (fitted, or stage 1's given)."""
     flows = dataset.load_flows(
         cfg.data, features=features, nonfinite=cfg.nonfinite, negative=cfg.negative
     )
     logging.info(
         "loaded %d flows, %d features, classes %s", len(flows), len(flows.features), flows.classes
     )
-    return windows.for_config(cfg, flows, scaler=scaler, consume=True)
+    return windows.for_config(cfg, flows, scalers=scalers)
 
 
-def _share(cfg: Config, features, scaler) -> windows.Windowed:
+def _share(cfg: Config, features, scalers) -> windows.Windowed:
     """``--share_data``: this process's share of ``cfg.data`` (``shares.plan``), with the
     classes, split and scaler of the whole list, agreed with the other processes."""
     p, parts = jax.process_index(), jax.process_count()
@@ -101,7 +100,7 @@ def _share(cfg: Config, features, scaler) -> windows.Windowed:
         return shares.merge(stats, features, kind, clip)
 
     return windows.for_config(
-        cfg, flows, scaler=scaler, consume=True, split_N=split_N, segment_N=piece_N, fit=fit
+        cfg, flows, scalers=scalers, split_N=split_N, segment_N=piece_N, fit=fit
     )
 
 
@@ -121,7 +120,7 @@ def train_job(cfg: Config, workdir: str) -> dict:
 def _train_job(cfg: Config, workdir: str) -> dict:
     run_dir = rundir.path(workdir, rundir.run_name(cfg))
     stage1_dir = None
-    scaler, init, meta_extra = None, None, {}
+    scalers, init, meta_extra = None, None, {}
     features = cfg.features or None
     if cfg.is_stage2:
         stage1_dir = rundir.path(workdir, rundir.STAGE1)
@@ -145,11 +144,11 @@ def _train_job(cfg: Config, workdir: str) -> dict:
                     f"stage 2 --{key}={getattr(cfg, key)} differs from stage 1's {getattr(s1_cfg, key)}"
                 )
         features = s1_meta["features"]
-        scaler = dataset.Scaler.from_json(s1_meta["scaler"])
+        scalers = rundir.scalers(s1_meta)[:1]  # the first network's: its encoder's input
         init = rundir.stage1_encoder_init(stage1_dir)
         meta_extra["stage1_dir"] = os.path.abspath(stage1_dir)
     _check_inputs(cfg, run_dir, stage1_dir)
-    windowed = (_share if cfg.share_data else _all)(cfg, features, scaler)
+    windowed = (_share if cfg.share_data else _all)(cfg, features, scalers)
     each = collective.allgather_json(windowed.summary()) if cfg.share_data else None
     data_summary = shares.summed(each) if each else windowed.summary()
     logging.info("windows: %s", json.dumps(data_summary))

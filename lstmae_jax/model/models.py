@@ -156,6 +156,11 @@ class LSTMAE(nnx.Module):
     def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
         return self.decoder(self.encode(x_BxTxF), x_BxTxF.shape[1])  # xhat_BxTxF
 
+    def encode_decode(self, x_BxTxF: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(z_BxL, xhat_BxTxF) in one pass: the code and the reconstruction."""
+        z_BxL = self.encode(x_BxTxF)
+        return z_BxL, self.decoder(z_BxL, x_BxTxF.shape[1])
+
 
 # ------------------------------------------------------------------------------ MLPs
 
@@ -257,11 +262,14 @@ class CNN(nnx.Module):
 
 
 class LSTMAEEnsemble(nnx.Module):
-    """K LSTM-AEs (different initial weights) with parameters stacked on a leading K axis.
+    """K LSTM-AEs (one per stage-1 representation, ``Config.stage1_networks``) with their
+    parameters stacked on a leading K axis.
 
-    One ``nnx.vmap`` runs all members in one program, so the ensemble trains in one jitted
-    step: xhat_KxBxTxF = model(x_BxTxF). The training loss sums the members' losses, so
-    each member gets exactly the gradient it would get alone.
+    One ``nnx.vmap`` runs all members in one program, so they train in one jitted step:
+    xhat_KxBxTxF = model(x_KxBxTxF), member k reconstructing its own input x_k (its
+    representation of the same windows). The training loss sums the members' losses, and
+    gradients are clipped per member (``steps.clip_by_member_norm``), so each member gets
+    exactly the update it would get alone.
     """
 
     def __init__(self, config: LSTMAEConfig, members: int, *, rngs: nnx.Rngs):
@@ -277,13 +285,30 @@ class LSTMAEEnsemble(nnx.Module):
 
         self.members = create(rngs)
 
-    def __call__(self, x_BxTxF: jax.Array) -> jax.Array:
-        @nnx.vmap(in_axes=(0, None), out_axes=0)
-        def apply(member: LSTMAE, x: jax.Array) -> jax.Array:
-            return member(x)
+    def __call__(self, x_KxBxTxF: jax.Array) -> jax.Array:
+        return self.encode_decode(x_KxBxTxF)[1]  # xhat_KxBxTxF
 
-        return apply(self.members, x_BxTxF)  # xhat_KxBxTxF
+    def encode_decode(self, x_KxBxTxF: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(z_KxBxL, xhat_KxBxTxF): each member's code and reconstruction of its input.
+
+        ``jax.vmap`` over the split state rather than ``nnx.vmap``: the same program, and it
+        also runs where the parameters are constants of a trace (the exported scorer)."""
+        graphdef, state = nnx.split(self.members)
+
+        def apply(member_state: nnx.State, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return nnx.merge(graphdef, member_state).encode_decode(x)
+
+        return jax.vmap(apply)(state, x_KxBxTxF)
 
     def member_state(self, k: int) -> nnx.State:
         """Member k's state, unstacked (e.g. to give stage 2 one member's encoder)."""
         return jax.tree.map(lambda a: a[k], nnx.state(self.members))
+
+
+def encode_decode(model: nnx.Module, x_KxBxTxF: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(z_KxBxL, xhat_KxBxTxF) of a stage-1 model: an ``LSTMAEEnsemble`` of K networks, or
+    one ``LSTMAE`` (K = 1), each given its own representation of the windows."""
+    if isinstance(model, LSTMAEEnsemble):
+        return model.encode_decode(x_KxBxTxF)
+    z_BxL, xhat_BxTxF = model.encode_decode(x_KxBxTxF[0])
+    return z_BxL[None], xhat_BxTxF[None]

@@ -40,7 +40,7 @@ class FitResult:
     preempted: bool
     stopped_early: bool
     ended: str  # how training ended, in words (early stopping, epoch cap, ...)
-    table: jax.Array | None = None  # the scaled table on the devices (calibration reuses it)
+    table: jax.Array | None = None  # the flow table on the devices (calibration reuses it)
 
 
 def class_weights(counts_C: np.ndarray) -> tuple[float, ...]:
@@ -84,6 +84,19 @@ def fit(
     return fit_.finish()
 
 
+def _pick_best(state: steps.TrainState, improved_K: jax.Array) -> steps.TrainState:
+    """``best_params`` takes the current parameters of each network that improved: all of
+    them for one network, member k's slice of every stacked leaf for K networks."""
+    if improved_K.shape[0] == 1:
+        return state.replace(best_params=jax.tree.map(jnp.copy, state.params))
+
+    def pick(new, old):
+        mask = improved_K.reshape((-1,) + (1,) * (new.ndim - 1))
+        return jnp.where(mask, new, old)
+
+    return state.replace(best_params=jax.tree.map(pick, state.params, state.best_params))
+
+
 class _Fit:
     """One call of ``fit``: its state and its phases."""
 
@@ -103,9 +116,17 @@ class _Fit:
         counts = np.bincount(labels["train"], minlength=self.num_classes)
         weights = class_weights(self._sum(counts)) if cfg.class_weights else ()
         self.task = task = steps.task_for(cfg, self.num_classes, weights)
+        if len(data.scalers) < task.members:
+            raise ValueError(
+                f"stage 1 trains {task.members} networks ({', '.join(cfg.stage1_networks())}),"
+                f" the data has {len(data.scalers)} scaler(s): build it with the config's"
+                " representations (windows.for_config)"
+            )
         self._validation_set()
 
-        model = steps.build_model(cfg, len(data.features), self.num_classes, nnx.Rngs(cfg.seed))
+        # The scaled width: the features, and the port categories' columns when there are.
+        width = data.scalers[0].width
+        model = steps.build_model(cfg, width, self.num_classes, nnx.Rngs(cfg.seed))
         if init is not None:
             init(model)
         trainable = steps.trainable_filter(cfg)
@@ -115,19 +136,24 @@ class _Fit:
         self.state = jax.device_put(state, repl)
         # aliased on CPU where it can; none when shared (each process cuts its windows)
         self.table = None if self.shared else sharding.put_table(data.x_NxF, mesh)
-        train_step = steps.make_train_step(self.graphdef, tx, task, trainable)
+        # Each representation's scaler as arrays: the steps scale the windows on the device.
+        self.scalers = [sc.arrays(np.float32) for sc in data.scalers]
+        train_step = steps.make_train_step(self.graphdef, tx, task, trainable, self.scalers)
         self.train_jit = jax.jit(train_step, donate_argnums=0)
         k = cfg.steps_per_call
         self.repeat_jit = (
             jax.jit(steps.repeat_step(train_step, k), donate_argnums=0) if k > 1 else None
         )
         self.validation_loss = steps.ValidationLoss(task)
-        self.pick_best = jax.jit(
-            lambda s: s.replace(best_params=jax.tree.map(jnp.copy, s.params)), donate_argnums=0
-        )
+        self.pick_best = jax.jit(_pick_best, donate_argnums=0)
 
         self.order = self._batch_order()
-        self.early = {"best_val_loss": float("inf"), "bad_epochs": 0, "stopped": False}
+        self.early = {
+            "best_val_loss": float("inf"),
+            "best_val_losses": [float("inf")] * task.members,
+            "bad_epochs": 0,
+            "stopped": False,
+        }
         self.history: list[dict] = []
         self.ckpt = checkpoint.Checkpointer(
             os.path.join(run_dir, checkpoint.DIRECTORY),
@@ -216,13 +242,14 @@ class _Fit:
             if k not in RESUME_MAY_CHANGE and was.get(k) != v
         }
         if diff:
-            changed = {"scaler", "split"} & set(diff)  # their defaults changed (issue 15)
-            hint = (
-                "; runs made before the stage-1 defaults changed resume with"
-                " --scaler=standard --split=temporal --score=zscore"
-                if changed
-                else ""
-            )
+            hint = ""
+            if {"scaler", "split"} & set(diff):  # their defaults changed (issue 15)
+                hint = (
+                    "; runs made before the stage-1 defaults changed resume with"
+                    " --scaler=standard --split=temporal --score=zscore"
+                )
+            if "members" in diff and not diff["members"][0]:  # made before members
+                hint += "; a run of one network (made before --members) resumes with --members="
             raise ValueError(
                 f"{self.run_dir} holds a run with another config (saved, now): {diff};"
                 f" use a new workdir{hint}"
@@ -230,6 +257,7 @@ class _Fit:
         self.state, meta = self.ckpt.restore(step, checkpoint.abstract(self.state))
         self.order.restore(meta["data_position"])
         self.early, self.history = meta["early_stopping"], meta["history"]
+        self.early.setdefault("best_val_losses", [self.early["best_val_loss"]])
         # A larger --patience on resume extends a run that had stopped early.
         self.early["stopped"] = self.early["bad_epochs"] >= self.cfg.patience
         logging.info("resuming %s from step %d (epoch %d)", self.run_dir, step, self.order.epoch)
@@ -241,7 +269,7 @@ class _Fit:
             "classes": list(self.data.classes),
             "num_classes": self.num_classes,
             "task": self.task.kind,
-            "scaler": self.data.scaler.to_json(),
+            "scalers": [sc.to_json() for sc in self.data.scalers],
             "data_position": self.order.state(),
             # Copies: the async save serialises later, while the loop goes on mutating.
             "early_stopping": dict(self.early),
@@ -408,7 +436,8 @@ class _Fit:
 
     # ------------------------------------------------------------- epoch end
 
-    def val_loss(self, params) -> float:
+    def val_loss(self, params) -> np.ndarray:
+        """The mean validation loss of each of the K networks (K = 1: the model's)."""
         outs = inference.batches(
             self.graphdef,
             (params, self.state.frozen, self.state.rest),
@@ -418,29 +447,39 @@ class _Fit:
             self.cfg.window,
             self.val_batch,
             label_W=self.val_labels,
+            args=self.scalers,
             put=self._to_devices,
             num_batches=self.val_batches,
         )
         sums = jax.device_get([s for s, _ in outs])
-        return float(
-            sum(s["loss_sum"] for s in sums) / max(sum(s["weight_sum"] for s in sums), 1e-12)
-        )
+        total_K = np.sum([np.asarray(s["loss_sum_K"], np.float64) for s in sums], axis=0)
+        return total_K / max(sum(float(s["weight_sum"]) for s in sums), 1e-12)
 
     def end_epoch(self) -> None:
-        """Validation, the best parameters, the LR plateau, early stopping, a checkpoint."""
+        """Validation, the best parameters, the LR plateau, early stopping, a checkpoint.
+
+        ``val_loss`` is the K networks' mean (K = 1: the model's): the plateau and early
+        stopping follow it, as one loss (the networks' summed losses) is trained; each
+        network keeps the parameters of its own best epoch (a network improves when its
+        own validation loss drops by ``min_delta``)."""
         cfg, early, step = self.cfg, self.early, self.step
-        vl = self.val_loss(self.state.params)
+        vl_K = self.val_loss(self.state.params)
+        vl = float(np.mean(vl_K))
         lr = steps.learning_rate(self.state.opt_state)
         # Improvement must be relative (min_delta), or a loss creeping down by 1e-6 an
         # epoch would keep training to the epoch cap.
         improved = vl < early["best_val_loss"] * (1.0 - cfg.min_delta)
+        best_K = np.asarray(early["best_val_losses"], np.float64)
+        improved_K = vl_K < best_K * (1.0 - cfg.min_delta)
+        if improved_K.any():
+            self.state = self.pick_best(self.state, jnp.asarray(improved_K))
+            early["best_val_losses"] = [float(v) for v in np.where(improved_K, vl_K, best_K)]
         # While the learning rate still warms up, an epoch without improvement says
         # nothing about convergence: counting it would cut the rate (and stop training)
         # before it ever reached its peak, which on a small training set (a few steps an
         # epoch) left the model at its initial weights.
         warming = step < cfg.warmup_steps
         if improved:
-            self.state = self.pick_best(self.state)
             early["best_val_loss"], early["bad_epochs"] = vl, 0
         elif not warming:
             early["bad_epochs"] += 1
@@ -455,6 +494,9 @@ class _Fit:
             "best_val_loss": early["best_val_loss"],
             "learning_rate": lr,
         }
+        if len(vl_K) > 1:  # each network's, named by its representation
+            for name, v in zip(cfg.stage1_networks(), vl_K, strict=True):
+                record[f"val_loss_{name}"] = float(v)
         self.history.append(record)
         self.writer.write(record)
         best = " (best)" if improved else ""

@@ -1,11 +1,14 @@
 """Train state, the model for a config, and the pure jitted step functions.
 
-The steps are pure functions of ``(state, table, batch)``. The scaled flow table lives on
+The steps are pure functions of ``(state, table, batch)``. The cleaned flow table lives on
 the devices (replicated; it is small: 2.8M CICIDS2017 flows x 78 features x 4 B =
 0.9 GB), and a batch is only the first-row indices of its windows (plus labels), so each
 step moves ``B`` integers host -> device and gathers the windows on device. In a
 ``--share_data`` run no process holds the whole table: each cuts its part of the batch
 on the host and the batch carries the windows (``batch["x"]``, ``windows.of_batch``).
+The windows are scaled on the device (``represent``: each representation's
+``dataset.scale``, the function the exported scorer runs), so a stage 1 with K
+representations keeps one table.
 
 Tasks: ``reconstruct`` (stage 1: mean squared error of the LSTM-AE or ensemble) and
 ``classify`` (stage 2 and the DNN/CNN baselines: softmax cross-entropy, optional class
@@ -24,7 +27,7 @@ import optax
 from flax import nnx
 
 from lstmae_jax.config import Config
-from lstmae_jax.data import windows
+from lstmae_jax.data import dataset, windows
 from lstmae_jax.model import models
 
 
@@ -44,7 +47,7 @@ class Task:
 
     kind: str  # "reconstruct" or "classify"
     window: int
-    members: int = 1  # ensemble size K (reconstruct only)
+    members: int = 1  # K stage-1 networks, one per representation (reconstruct only)
     num_classes: int = 0
     class_weight_C: tuple[float, ...] = ()
     input_noise: float = 0.0  # reconstruct: std of Gaussian noise on the training inputs
@@ -66,8 +69,8 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
         fused_backward=cfg.lstm_backward == "fused",
     )
     if cfg.is_stage1:
-        if cfg.ensemble > 1:
-            return models.LSTMAEEnsemble(ae_cfg, cfg.ensemble, rngs=rngs)
+        if (k := len(cfg.stage1_networks())) > 1:
+            return models.LSTMAEEnsemble(ae_cfg, k, rngs=rngs)
         return models.LSTMAE(ae_cfg, rngs=rngs)
     if cfg.is_stage2:
         head = models.LatentClassifierConfig(
@@ -90,9 +93,27 @@ def build_model(cfg: Config, num_features: int, num_classes: int, rngs: nnx.Rngs
     raise ValueError(f"unknown model {cfg.model!r} / stage {cfg.stage}")
 
 
+def clip_by_member_norm(max_norm: float, members: int) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` for each of K stacked members on its own (every leaf
+    has the leading K axis): one member's large gradients do not shrink another's step."""
+
+    def update(updates, state, params=None):
+        del params
+        sq_K = sum(
+            jnp.sum(jnp.square(g).reshape(members, -1), axis=1) for g in jax.tree.leaves(updates)
+        )
+        norm_K = jnp.sqrt(sq_K)
+        scale_K = jnp.where(norm_K < max_norm, 1.0, max_norm / jnp.maximum(norm_K, 1e-30))
+        shaped = lambda g: g * scale_K.reshape((members,) + (1,) * (g.ndim - 1)).astype(g.dtype)  # noqa: E731
+        return jax.tree.map(shaped, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def optimizer(cfg: Config) -> optax.GradientTransformation:
     """Adam (the reference paper's; AdamW with ``weight_decay``) after global-norm
-    gradient clipping, with a linear warmup over ``warmup_steps``.
+    gradient clipping (per network for a stage 1 of several, ``clip_by_member_norm``),
+    with a linear warmup over ``warmup_steps``.
 
     The peak learning rate is an injected hyperparameter in the optimizer state, so the
     loop can lower it on a validation plateau (``set_learning_rate``) and a checkpoint
@@ -105,7 +126,13 @@ def optimizer(cfg: Config) -> optax.GradientTransformation:
             if cfg.weight_decay > 0
             else optax.adam(learning_rate)
         )
-        clip = optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip > 0 else optax.identity()
+        members = len(cfg.stage1_networks()) if cfg.is_stage1 else 1
+        if cfg.grad_clip <= 0:
+            clip = optax.identity()
+        elif members > 1:
+            clip = clip_by_member_norm(cfg.grad_clip, members)
+        else:
+            clip = optax.clip_by_global_norm(cfg.grad_clip)
         warm = max(cfg.warmup_steps, 1)
         warmup = optax.scale_by_schedule(lambda n: jnp.minimum(1.0, (n + 1) / warm))
         return optax.chain(clip, adam, warmup)
@@ -144,10 +171,10 @@ def init_state(
 def task_for(cfg: Config, num_classes: int, class_weight_C: tuple[float, ...] = ()) -> Task:
     if cfg.is_stage1:
         return Task(
-            "reconstruct", cfg.window, members=cfg.ensemble, input_noise=cfg.input_noise,
-            seed=cfg.seed,
+            "reconstruct", cfg.window, members=len(cfg.stage1_networks()),
+            input_noise=cfg.input_noise, seed=cfg.seed,
         )  # fmt: skip
-    return Task("classify", cfg.window, num_classes, class_weight_C)
+    return Task("classify", cfg.window, num_classes=num_classes, class_weight_C=class_weight_C)
 
 
 def trainable_filter(cfg: Config) -> Any:
@@ -164,65 +191,78 @@ def _global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
-def per_window_loss(
-    model: nnx.Module, x_BxTxF: jax.Array, y_B: jax.Array, task: Task, noisy_BxTxF=None
-):
-    """(loss_B, weight_B): per-window loss and its weight in the batch mean.
+def represent(x_BxTxF: jax.Array, scalers: Any, task: Task) -> jax.Array:
+    """The model's input from raw (cleaned) windows: each stage-1 network's representation
+    stacked, x_KxBxTxF, or a classifier's one, x_BxTxF. ``scalers``: ``Scaler.arrays``
+    of each representation (the first K for K networks), as ``dataset.scale`` takes them."""
+    if task.kind == "reconstruct":
+        return jnp.stack([dataset.scale(x_BxTxF, **a, xp=jnp) for a in scalers[: task.members]])
+    return dataset.scale(x_BxTxF, **scalers[0], xp=jnp)
 
-    Reconstruction: mean squared error over T and F (an ensemble's K x B x T x F output:
-    also the mean over members); with ``noisy_BxTxF`` the model reconstructs ``x`` from
-    it (a denoising autoencoder).
+
+def per_window_loss(model: nnx.Module, x, y_B: jax.Array, task: Task, noisy=None):
+    """(loss_KxB, weight_B): per-window loss of each of K networks (K = 1 for a
+    classifier) and the window's weight in the batch mean; ``x`` is ``represent``'s.
+
+    Reconstruction: each network's mean squared error over T and F; with ``noisy`` the
+    networks reconstruct ``x`` from it (a denoising autoencoder).
     """
     if task.kind == "reconstruct":
-        xhat = model(x_BxTxF if noisy_BxTxF is None else noisy_BxTxF)
-        axes = (1, 2) if xhat.ndim == 3 else (0, 2, 3)
-        return jnp.mean((xhat - x_BxTxF) ** 2, axis=axes), jnp.ones(y_B.shape, jnp.float32)
-    logits_BxC = model(x_BxTxF)
+        _, xhat_KxBxTxF = models.encode_decode(model, x if noisy is None else noisy)
+        return jnp.mean((xhat_KxBxTxF - x) ** 2, axis=(2, 3)), jnp.ones(y_B.shape, jnp.float32)
+    logits_BxC = model(x)
     loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B)
     weight_B = (
         jnp.asarray(task.class_weight_C, jnp.float32)[y_B]
         if task.class_weight_C
         else jnp.ones_like(loss_B)
     )
-    return loss_B, weight_B
+    return loss_B[None], weight_B
 
 
 @dataclasses.dataclass(frozen=True)
 class ValidationLoss:
-    """A batch's summed loss over its valid windows and their summed weight, for
-    ``inference.batches`` (validation goes through the one batched apply)."""
+    """A batch's summed loss of each network over its valid windows and their summed
+    weight, for ``inference.batches`` (validation goes through the one batched apply);
+    its ``args`` are the scalers' arrays (``represent``)."""
 
     task: Task
 
-    def __call__(self, model: nnx.Module, x_BxTxF: jax.Array, batch: dict, args) -> dict:
-        loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], self.task)
+    def __call__(self, model: nnx.Module, x_BxTxF: jax.Array, batch: dict, scalers) -> dict:
+        x = represent(x_BxTxF, scalers, self.task)
+        loss_KxB, weight_B = per_window_loss(model, x, batch["label"], self.task)
         w_B = weight_B * batch["valid"]
-        return {"loss_sum": jnp.sum(loss_B * w_B), "weight_sum": jnp.sum(w_B)}
+        return {"loss_sum_K": jnp.sum(loss_KxB * w_B, axis=1), "weight_sum": jnp.sum(w_B)}
 
 
 def make_train_step(
-    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: Task, trainable: Any
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    task: Task,
+    trainable: Any,
+    scalers: Any,
 ):
     """The pure ``train_step(state, table, batch) -> (state, metrics)``.
 
     The model is rebuilt from its state inside the step (``nnx.merge``) and differentiated
     with ``nnx.value_and_grad`` w.r.t. the ``trainable`` parameters only, which also
-    carries the dropout RNG updates out of the gradient trace.
+    carries the dropout RNG updates out of the gradient trace. ``scalers``: the arrays
+    of each representation (``represent``), constants of the compiled step.
     """
 
     def train_step(state: TrainState, table_NxF: jax.Array, batch: dict) -> tuple[TrainState, dict]:
         model = nnx.merge(graphdef, state.params, state.frozen, state.rest)
         model.train()
-        x_BxTxF = windows.of_batch(table_NxF, batch, task.window)
+        x = represent(windows.of_batch(table_NxF, batch, task.window), scalers, task)
         noisy = None
         if task.kind == "reconstruct" and task.input_noise > 0:
             key = jax.random.fold_in(jax.random.key(task.seed), state.step)
-            noisy = x_BxTxF + task.input_noise * jax.random.normal(key, x_BxTxF.shape)
+            noisy = x + task.input_noise * jax.random.normal(key, x.shape)
 
         def loss_fn(model):
-            loss_B, weight_B = per_window_loss(model, x_BxTxF, batch["label"], task, noisy)
-            # x K: the members' losses summed, so each member's gradient is its own.
-            return task.members * jnp.sum(loss_B * weight_B) / jnp.sum(weight_B)
+            loss_KxB, weight_B = per_window_loss(model, x, batch["label"], task, noisy)
+            # The networks' mean losses summed: each network's gradient is its own.
+            return jnp.sum(jnp.sum(loss_KxB * weight_B, axis=1) / jnp.sum(weight_B))
 
         loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))(model)
         _, _, _, rest = nnx.split(model, trainable, nnx.Param, ...)

@@ -396,11 +396,59 @@ def test_scaler_runs_the_same_in_jax():
     rng = np.random.default_rng(2)
     features = ("flow_duration", "syn_flag_cnt")
     x = np.stack([rng.exponential(1e5, 500), rng.integers(0, 5, 500)], axis=1)
-    for kind, clip in (("standard", 0.0), ("robust", 2.5), ("minmax", 0.0), ("quantile", 0.0)):
+    kinds = (("standard", 0.0), ("log", 0.0), ("robust", 2.5), ("minmax", 0.0), ("quantile", 0.0))
+    for kind, clip in kinds:
         sc = dataset.fit_scaler(x, features, kind=kind, clip=clip)
         z_np = sc.transform(x)
         z_jnp = np.asarray(sc.transform(jnp.asarray(x, jnp.float32), xp=jnp))
         np.testing.assert_allclose(z_jnp, z_np, rtol=1e-5, atol=1e-5)
+
+
+def test_log_scaler_takes_log1p_of_every_non_negative_magnitude():
+    """``log``: flags and ratios too (``standard`` only the heavy-tailed kinds); never a
+    port or a protocol code."""
+    features = ("dst_port", "flow_duration", "syn_flag_cnt", "down_up_ratio")
+    x = np.random.default_rng(5).exponential(3.0, size=(400, 4))
+    log = dataset.fit_scaler(x, features, kind="log")
+    assert log.log == (False, True, True, True)
+    assert dataset.fit_scaler(x, features).log == (False, True, False, False)
+    z = np.log1p(x[:, 3])
+    np.testing.assert_allclose(
+        log.transform(x)[:, 3], (z - z.mean()) / z.std(), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_port_categories_and_their_contributions_fold_back():
+    """The most frequent ports are one-hot columns after the features (dst_port's own
+    column zeroed), other ports a range each; contributions of those columns fold back
+    into dst_port, in numpy and in jax alike."""
+    import jax.numpy as jnp
+
+    features = ("dst_port", "flow_duration")
+    port = np.array([443, 443, 80, 80, 80, 53, 22, 8080, 60000, 443], np.float64)
+    x = np.stack([port, np.arange(10.0)], axis=1)
+    sc = dataset.fit_scaler(x, features, "quantile", ports=2)
+    assert sc.ports == (80.0, 443.0) and sc.width == 2 + 2 + 3  # ties: the lower port first
+    assert dataset.Scaler.from_json(json.loads(json.dumps(sc.to_json()))) == sc
+    z = sc.transform(x)
+    np.testing.assert_array_equal(z[:, 0], 0.0)  # the number itself no longer counts
+    onehot = z[:, 2:]
+    expected = [  # 80, 443, other < 1024, other registered, other ephemeral
+        [0, 1, 0, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1], [0, 1, 0, 0, 0],
+    ]  # fmt: skip
+    np.testing.assert_array_equal(onehot, expected)
+    np.testing.assert_allclose(
+        z[:, 1], dataset.fit_scaler(x, features, "quantile").transform(x)[:, 1]
+    )
+    np.testing.assert_allclose(
+        np.asarray(sc.transform(jnp.asarray(x, jnp.float32), xp=jnp)), z, atol=1e-6
+    )
+    c = np.arange(7.0)[None] + 1.0  # one window's contributions of the 7 columns
+    np.testing.assert_array_equal(sc.fold(c), [[1 + 3 + 4 + 5 + 6 + 7, 2]])
+    np.testing.assert_array_equal(np.asarray(sc.fold(jnp.asarray(c), xp=jnp)), sc.fold(c))
+    # No dst_port among the features (the 2018 files): nothing to categorise.
+    assert dataset.fit_scaler(x[:, 1:], features[1:], ports=2).ports == ()
 
 
 def test_comma_separated_list_keeps_the_given_order(shared_data):

@@ -113,7 +113,7 @@ def _windows_by_hand(flows, split_N, T):
         train_rows[s : s + T] = True
     scaler = dataset.fit_scaler(flows.x_NxF[train_rows], flows.features)
     return windows.Windowed(
-        x_NxF=scaler.transform(flows.x_NxF),
+        x_NxF=flows.x_NxF,
         label_N=label,
         window=T,
         starts=starts,
@@ -123,16 +123,16 @@ def _windows_by_hand(flows, split_N, T):
         },
         classes=flows.classes,
         features=flows.features,
-        scaler=scaler,
+        scalers=(scaler,),
     )
 
 
 def _assert_same_windowed(a, b):
-    assert (a.window, a.classes, a.features, a.scaler) == (
+    assert (a.window, a.classes, a.features, a.scalers) == (
         b.window,
         b.classes,
         b.features,
-        b.scaler,
+        b.scalers,
     )
     assert np.array_equal(a.x_NxF, b.x_NxF) and np.array_equal(a.label_N, b.label_N)
     for s in dataset.SPLITS:
@@ -248,13 +248,18 @@ def test_last_attack_label():
         assert windows.last_attack_label(label, starts, t).tolist() == want
 
 
-def test_consume_scales_the_flows_table_in_place():
-    """``consume=True``: one N x F table (the flows' own, scaled), the same numbers."""
+def test_the_table_is_not_scaled_and_every_representation_gets_a_scaler():
+    """The windows keep the loaded table (the models scale on the device); one scaler per
+    kind asked for, each fitted on the training rows, in order."""
     flows = _flows([[0] * 40, [0] * 30])
     raw = flows.x_NxF.copy()
-    kept = windows.build(flows, window=4)
-    np.testing.assert_array_equal(flows.x_NxF, raw)  # not consumed: the raw table stays
-    w = windows.build(flows, window=4, consume=True)
+    w = windows.build(flows, window=4, scaler_kinds=("quantile", "log"))
     assert w.x_NxF is flows.x_NxF
-    np.testing.assert_array_equal(w.x_NxF, kept.x_NxF)
-    assert w.scaler == kept.scaler
+    np.testing.assert_array_equal(flows.x_NxF, raw)
+    rows = windows.rows_covered(len(flows), w.starts["train"], 4)
+    assert w.scalers == tuple(
+        dataset.fit_scaler(flows.x_NxF[rows], flows.features, k) for k in ("quantile", "log")
+    )
+    assert w.scaler == w.scalers[0]
+    again = windows.build(flows, window=4, scalers=w.scalers[1:])  # given: reused as they are
+    assert again.scalers == w.scalers[1:]

@@ -6,10 +6,12 @@
 import errno
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lstmae_jax import atomic
@@ -121,48 +123,72 @@ HOSTILE = {
     ),
     "features unknown": (_set("features", _first("Flow Bites/s")), "features", "Flow Bites/s"),
     "classes duplicated": (_set("classes", lambda c: [c[1]] + c[1:]), "classes", "more than once"),
-    "scaler mean nan": (_set("scaler", "mean", _first(float("nan"))), "scaler.mean", "finite"),
-    "scaler mean float32 overflow": (
-        _set("scaler", "mean", _first(1e300)),
-        "scaler.mean",
+    "scaler mean nan": (
+        _set("scalers", 0, "mean", _first(float("nan"))),
+        "scalers[0].mean",
         "finite",
     ),
-    "scaler log nan": (_set("scaler", "log", _first(float("nan"))), "scaler.log", "finite"),
-    "scaler std inf": (_set("scaler", "std", _first(float("inf"))), "scaler.std", "finite"),
-    "scaler std 0": (_set("scaler", "std", _first(0.0)), "scaler.std", "> 0"),
-    "scaler std negative": (_set("scaler", "std", _first(-1.0)), "scaler.std", "> 0"),
-    "scaler clip nan": (_set("scaler", "clip", float("nan")), "scaler.clip", "finite"),
+    "scaler mean float32 overflow": (
+        _set("scalers", 0, "mean", _first(1e300)),
+        "scalers[0].mean",
+        "finite",
+    ),
+    "scaler log nan": (_set("scalers", 1, "log", _first(float("nan"))), "scalers[1].log", "finite"),
+    "scaler std inf": (_set("scalers", 0, "std", _first(float("inf"))), "scalers[0].std", "finite"),
+    "scaler std 0": (_set("scalers", 1, "std", _first(0.0)), "scalers[1].std", "> 0"),
+    "scaler std negative": (_set("scalers", 0, "std", _first(-1.0)), "scalers[0].std", "> 0"),
+    "scaler clip nan": (_set("scalers", 0, "clip", float("nan")), "scalers[0].clip", "finite"),
     "knots_x nan": (
-        _set("scaler", "knots_x", _row0(_first(float("nan")))),
-        "scaler.knots_x",
+        _set("scalers", 0, "knots_x", _row0(_first(float("nan")))),
+        "scalers[0].knots_x",
         "finite",
     ),
     "knots_z inf": (
-        _set("scaler", "knots_z", _row0(_first(float("-inf")))),
-        "scaler.knots_z",
+        _set("scalers", 0, "knots_z", _row0(_first(float("-inf")))),
+        "scalers[0].knots_z",
         "finite",
     ),
     "knots_x reversed": (
-        _set("scaler", "knots_x", lambda k: [r[::-1] for r in k]),
-        "scaler.knots_x",
+        _set("scalers", 0, "knots_x", lambda k: [r[::-1] for r in k]),
+        "scalers[0].knots_x",
         "decreas",
     ),
     "knots_z reversed": (
-        _set("scaler", "knots_z", _row0(lambda r: r[::-1])),
-        "scaler.knots_z",
+        _set("scalers", 0, "knots_z", _row0(lambda r: r[::-1])),
+        "scalers[0].knots_z",
         "decreas",
     ),
     "cleaning nonfinite": (_set("cleaning", "nonfinite", "keep"), "cleaning.nonfinite", "'keep'"),
     "cleaning negative": (_set("cleaning", "negative", "zero"), "cleaning.negative", "'zero'"),
     "error model mean nan": (
-        _set("error_model", "mean_KxF", _row0(_first(float("nan")))),
-        "error_model.mean_KxF",
+        _set("detector", "members", 0, "mean_F", _first(float("nan"))),
+        "detector.members[0].mean_F",
         "finite",
     ),
-    "error model precision inf": (
-        _set("error_model", "precision_KxFxF", _row0(_row0(_first(float("inf"))))),
-        "error_model.precision_KxFxF",
+    "rarity precision inf": (
+        _set("detector", "members", 2, "precision_FxF", _row0(_first(float("inf")))),
+        "detector.members[2].precision_FxF",
         "finite",
+    ),
+    "latent references garbled": (
+        _set("detector", "members", 1, "references_RxL", lambda r: r[:-8]),
+        "detector.members[1].references_RxL",
+        "encoded float32 matrix",
+    ),
+    "table reversed": (
+        _set("detector", "members", 1, "table", lambda t: t[::-1]),
+        "detector.members[1].table",
+        "decreas",
+    ),
+    "table nan": (
+        _set("detector", "members", 0, "table", _first(float("nan"))),
+        "detector.members[0].table",
+        "finite",
+    ),
+    "tail scale 0": (
+        _set("detector", "members", 2, "tail_scale", 0.0),
+        "detector.members[2].tail_scale",
+        "> 0",
     ),
 }
 
@@ -219,3 +245,26 @@ def test_a_failed_write_dir_names_the_directory_and_keeps_the_old_artifact(
     )
     assert artifact.load(str(model)).threshold == scorer.threshold  # the old one, whole
     assert os.listdir(tmp_path) == ["model"]  # no temporary left behind
+
+
+FORMAT3 = pathlib.Path(__file__).parent / "format3"
+
+
+def test_a_format_3_artifact_still_scores_as_it_did(tmp_path):
+    """An artifact exported before stage 1 had members (format 3: one scaler, one zscore
+    error model), kept in the tests with the scores the code of its day gave: it loads,
+    scores the same windows to the bit, and recalibrates (its threshold only)."""
+    from lstmae_jax.data import dataset, windows
+    from lstmae_jax.deploy import recalibrate
+
+    scorer = artifact.load(str(FORMAT3))
+    assert scorer.meta["format_version"] == 3 and artifact.detector_of(scorer.meta) is None
+    flows = dataset.load_flows(str(FORMAT3 / "flows.parquet"), features=scorer.features)
+    x = windows.gather(flows.x_NxF, np.arange(len(flows.x_NxF) - 1), scorer.window)
+    out = scorer(x)
+    expected = json.loads((FORMAT3 / "expected.json").read_text())
+    np.testing.assert_array_equal(out["score_B"], np.float32(expected["score_B"]))
+    np.testing.assert_array_equal(out["flagged_B"], expected["flagged_B"])
+    assert "members_BxM" not in out
+    new = recalibrate.calibrate(scorer, str(FORMAT3 / "flows.parquet"), 0.5, str(tmp_path / "m"))
+    assert artifact.load(str(tmp_path / "m")).threshold == new["threshold"]["value"]

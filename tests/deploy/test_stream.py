@@ -43,7 +43,7 @@ SCORER_MODULES = {  # and the package folders they live in (their __init__ is a 
     "cli", "cli.entry", "cli.score",  # the command: absl flags, main, run
     "data", "data.dataset", "data.windows",  # the scaler's arrays and the window cut
     "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
-    "detect", "detect.anomaly", "detect.metrics",  # the error model's arrays
+    "detect", "detect.anomaly", "detect.detector", "detect.metrics",  # the members' arrays
     "ingest", "ingest.clean", "ingest.rawparse", "ingest.reader", "ingest.schema",
 }  # fmt: skip
 

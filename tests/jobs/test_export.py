@@ -20,21 +20,26 @@ def _reference(trained_workdir, scorer, starts):
     root, cfg, _, _ = trained_workdir
     model, meta = rundir.load_run(os.path.join(root, "stage1"))
     flows = dataset.load_flows(cfg.data, features=scorer.features)
-    x = dataset.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
-    s_W, c_WxF = inference.window_scores(model, meta["error_model"], x, starts, cfg.window)
-    return windows.gather(flows.x_NxF, starts, cfg.window), s_W, c_WxF, meta
+    s_W, c_WxF, m_WxM = inference.window_scores(
+        model, meta["error_model"], rundir.scalers(meta), flows.x_NxF, starts, cfg.window,
+        members=True,
+    )  # fmt: skip
+    return windows.gather(flows.x_NxF, starts, cfg.window), (s_W, c_WxF, m_WxM), meta
 
 
 @pytest.mark.device_check
 def test_artifact_scores_equal_the_in_process_model(trained_workdir, artifact_dir):
     scorer = artifact.load(str(artifact_dir))
     starts = np.arange(0, 1500, 5)
-    raw, ref_score, ref_contrib, meta = _reference(trained_workdir, scorer, starts)
+    raw, (ref_score, ref_contrib, ref_members), meta = _reference(trained_workdir, scorer, starts)
     out = scorer(raw)
-    # The artifact scales in float32, training in float64 then rounds: float32 rounding.
+    # The same function (detector.outputs, scaling on the device) in and out of process;
+    # only the compilation differs (a baked-in model against a merged one).
     np.testing.assert_allclose(out["score_B"], ref_score, rtol=1e-5)
     atol = 1e-5 * np.abs(ref_score).max()  # contributions: relative to the score's scale
     np.testing.assert_allclose(out["contrib_BxF"], ref_contrib, rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(out["members_BxM"], ref_members, rtol=1e-5, atol=1e-6)
+    assert out["members_BxM"].shape == (len(starts), 3)
     threshold = scorer.meta["threshold"]["value"]
     np.testing.assert_array_equal(out["flagged_B"], out["score_B"] > threshold)
     assert out["probs_BxC"].shape == (len(starts), len(scorer.classes))
@@ -45,14 +50,16 @@ def test_artifact_scores_equal_the_in_process_model(trained_workdir, artifact_di
     np.testing.assert_array_equal(
         scorer(raw, threshold=median)["flagged_B"], out["score_B"] > median
     )
-    assert scorer.meta["error_model"] == meta["error_model"].to_json()
+    assert scorer.meta["detector"] == meta["error_model"].to_json()
 
 
 def test_sidecar_states_what_an_operator_needs(trained_workdir, artifact_dir):
     meta = json.loads((artifact_dir / artifact.SIDECAR).read_text())
     _, cfg, s1, _ = trained_workdir
     assert meta["platforms"] == ["cpu", "cuda"]
-    assert meta["window"] == cfg.window and len(meta["features"]) == len(meta["scaler"]["mean"])
+    assert meta["window"] == cfg.window
+    assert [len(s["mean"]) for s in meta["scalers"]] == [len(meta["features"])] * 2
+    assert [m["name"] for m in meta["detector"]["members"]] == list(cfg.stage1_members())
     assert meta["threshold"]["value"] == s1["threshold"]["value"]
     assert meta["threshold"]["method"] == "fpr" and "calibrated_on" in meta["threshold"]
     assert meta["cleaning"] == {"nonfinite": cfg.nonfinite, "negative": cfg.negative}
@@ -144,7 +151,8 @@ def test_a_rewritten_manifest_is_caught_by_its_own_hash(artifact_dir, tmp_path):
     [
         (lambda m: m.update(window=m["window"] + 1), "window"),
         (lambda m: m["classes"].pop(), "classes"),
-        (lambda m: m["scaler"]["mean"].pop(), "do not fit"),
+        (lambda m: m["scalers"][0]["mean"].pop(), "do not fit"),
+        (lambda m: m["detector"]["members"][0]["table"].pop(), "do not fit"),
     ],
 )
 def test_a_sidecar_that_does_not_fit_the_function_is_refused(artifact_dir, tmp_path, edit, message):
@@ -201,20 +209,31 @@ def test_an_unfinished_stage2_is_not_exported(trained_workdir, tmp_path):
     )
 
 
-def test_the_default_quantile_scaler_and_sse_score_export(tmp_path):
-    """The library defaults (quantile map with its knots as inputs, sse with no fitted
-    error model) give the same scores through the artifact as in process."""
+@pytest.mark.parametrize("window, ports", [(1, 0), (4, 0), (1, 4)])
+def test_the_default_members_export(tmp_path, window, ports):
+    """The library defaults (the quantile network's sse, and at T = 1 the log network's
+    latent distance and the log rarity, above T = 1 its sse; fused by the smallest p-value)
+    give the same scores through the artifact as in process; so do they with the ports as
+    categories, whose contributions come back as dst_port's."""
     path = timeline.write(timeline.generate(1200, seed=4), str(tmp_path / "flows.parquet"))
-    cfg = config.smoke(data=path, epochs=1, batch_size=32)
-    assert (cfg.scaler, cfg.score) == ("quantile", "sse")
+    cfg = config.smoke(data=path, epochs=1, batch_size=32, window=window, port_categories=ports)
+    assert (cfg.scaler, cfg.score, cfg.fusion) == ("quantile", "sse", "min")
     training.train_job(cfg, str(tmp_path / "run"))
     export.export_scorer(str(tmp_path / "run"), str(tmp_path / "art"), platforms=("cpu",))
     scorer = artifact.load(str(tmp_path / "art"))
-    assert "knots_x_FxK" in scorer.params["scaler"] and "error_model" not in scorer.params
+    assert "knots_x_FxK" in scorer.params["scalers"][0]
+    kinds = [m["name"] for m in scorer.meta["detector"]["members"]]
+    assert kinds == (
+        ["quantile:sse", "log:latent", "log:rarity"] if window == 1 else ["quantile:sse", "log:sse"]
+    )
     model, meta = rundir.load_run(str(tmp_path / "run" / "stage1"))
     flows = dataset.load_flows(path, features=scorer.features)
-    x = dataset.Scaler.from_json(meta["scaler"]).transform(flows.x_NxF)
     starts = np.arange(0, 1000, 7)
-    ref, _ = inference.window_scores(model, meta["error_model"], x, starts, cfg.window)
+    ref, _ = inference.window_scores(
+        model, meta["error_model"], rundir.scalers(meta), flows.x_NxF, starts, cfg.window
+    )
     out = scorer(windows.gather(flows.x_NxF, starts, cfg.window))
     np.testing.assert_allclose(out["score_B"], ref, rtol=1e-4)
+    assert out["contrib_BxF"].shape == (len(starts), len(scorer.features))
+    np.testing.assert_allclose(out["contrib_BxF"].sum(axis=1), out["score_B"], rtol=1e-4)
+    assert [len(s.get("ports", ())) for s in scorer.meta["scalers"]] == [ports] * 2

@@ -1,6 +1,5 @@
 """End to end on generated data: train stage 1 and 2, threshold, evaluate (export and scoring: jobs/test_export.py, deploy/test_stream.py)."""
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -13,7 +12,7 @@ from flax import nnx
 
 from lstmae_jax import config
 from lstmae_jax.data import dataset, windows
-from lstmae_jax.detect import anomaly, calibration, inference, metrics
+from lstmae_jax.detect import anomaly, calibration, detector, inference, metrics
 from lstmae_jax.jobs import evaluate, rundir, training
 from lstmae_jax.synthetic import timeline
 
@@ -31,36 +30,49 @@ def test_stage1_threshold_is_calibrated_on_benign_val(workdir):
     assert t["params"]["benign_fpr"] <= 0.01
     saved = json.loads(open(os.path.join(root, "stage1", calibration.THRESHOLD_FILE)).read())
     assert saved == t
-    # Recompute: the error model is fitted on the benign training windows, the threshold
-    # is fpr_threshold of the benign validation scores under it.
+    # Recompute: the members are fitted on the benign training windows, their p-value
+    # tables on the benign validation windows, the threshold is fpr_threshold of the
+    # fused validation scores.
     model, meta = rundir.load_run(os.path.join(root, "stage1"))
     flows = dataset.load_flows(cfg.data)
     w = windows.for_config(cfg, flows)
-    em = meta["error_model"]
-    assert em.kind == cfg.score == "zscore"  # the fixture's score is a fitted model
+    det = meta["error_model"]
+    assert [m.name for m in det.members] == list(cfg.stage1_members())
+    assert cfg.stage1_members() == ("quantile:zscore", "log:latent", "quantile:rarity")
     train = w.starts["train"][~w.any_attack["train"]]
-    assert em.fitted_on == len(train)
+    assert all(m.fitted_on == len(train) for m in det.members)
     bs = cfg.eval_batch_size  # as calibration did: float sums depend on the batch shape
-    refit = anomaly.fit(inference.member_errors(model, w.x_NxF, train, cfg.window, bs), em.kind)
-    np.testing.assert_allclose(refit.mean_KxF, em.mean_KxF, rtol=1e-5, atol=1e-7)
+    err, z, last = inference.fit_parts(model, w.scalers, w.x_NxF, train, cfg.window, bs)
+    zscore, latent, rarity = det.members
+    mu, _, _ = anomaly.fit_gaussian(err[0], "zscore")
+    np.testing.assert_allclose(zscore.mean_F, mu, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(detector.decode(latent.references_RxL), z[1])  # < 4096
+    mu, _, _ = anomaly.fit_gaussian(last[0], "mahalanobis")
+    np.testing.assert_allclose(rarity.mean_F, mu, rtol=1e-5, atol=1e-7)
     benign = w.starts["val"][~w.any_attack["val"]]
-    s_W, contrib_WxF = inference.window_scores(model, em, w.x_NxF, benign, cfg.window, bs)
+    s_W, contrib_WxF, members_WxM = inference.window_scores(
+        model, det, w.scalers, w.x_NxF, benign, cfg.window, bs, members=True
+    )
+    for m, s_M in zip(det.members, members_WxM.T, strict=True):
+        assert m.table_n == len(benign) and m.table == detector.table(s_M)[0]
     np.testing.assert_allclose(contrib_WxF.sum(axis=1), s_W, rtol=1e-4, atol=1e-6)
     assert t["value"] == metrics.fpr_threshold(s_W, 0.01)
-    assert calibration.load(os.path.join(root, "stage1"))[0] == em
+    assert calibration.load(os.path.join(root, "stage1"))[0] == det
 
 
 def test_stage2_uses_stage1_encoder_frozen(workdir):
     root, _, _, s2 = workdir
-    ae, _ = rundir.load_run(os.path.join(root, "stage1"))
+    ae, meta1 = rundir.load_run(os.path.join(root, "stage1"))
     clf, meta = rundir.load_run(os.path.join(root, "stage2"))
+    # Stage 1's first network (the --scaler one): its encoder and its scaler.
     for a, b in zip(
-        jax.tree.leaves(nnx.state(ae.encoder, nnx.Param)),
+        jax.tree.leaves(ae.member_state(0)["encoder"]),
         jax.tree.leaves(nnx.state(clf.encoder, nnx.Param)),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
     assert meta["stage1_dir"].endswith("stage1")
+    assert rundir.scalers(meta) == rundir.scalers(meta1)[:1]
 
 
 def test_evaluate_report(workdir, tmp_path):
@@ -93,32 +105,21 @@ def test_evaluate_report(workdir, tmp_path):
     assert all((tmp_path / name).stat().st_size > 0 for name in linked)
 
 
-def test_ensemble_trains_members_together(tmp_path):
+def test_networks_train_together_each_on_its_representation(tmp_path):
     path = timeline.write(timeline.generate(1500, seed=2), str(tmp_path / "flows.parquet"))
-    cfg = config.smoke(data=path, epochs=1, batch_size=32, ensemble=3, score="zscore")
+    cfg = config.smoke(data=path, epochs=2, batch_size=32, members=("robust:sse", "log:mae"))
+    assert cfg.stage1_networks() == ("quantile", "robust", "log")
     summary = training.train_job(cfg, str(tmp_path))
-    model, _ = rundir.load_run(os.path.join(tmp_path, "stage1"))
+    model, meta = rundir.load_run(os.path.join(tmp_path, "stage1"))
     w = model.members.encoder.layers[0].w_ih[...]
     assert w.shape[0] == 3 and not np.allclose(w[0], w[1])  # different initialisations
-    flows = dataset.load_flows(path)
-    wd = windows.build(flows, window=cfg.window, train_benign_only=True)
-    err_K = inference.member_errors(model, wd.x_NxF, wd.starts["test"][:50], cfg.window)
-    assert err_K.shape == (3, 50, len(flows.features))
-    # Members combine through the one score: each member its own error model.
-    _, meta = rundir.load_run(os.path.join(tmp_path, "stage1"))
-    em = meta["error_model"]
-    assert len(em.mean_KxF) == 3
-    per_member = [
-        anomaly.score_errors(err_K[k : k + 1], em_k)[0]
-        for k, em_k in enumerate(
-            anomaly.ErrorModel(em.kind, "mean", em.num_features, (m,), (p,), fitted_on=em.fitted_on)
-            for m, p in zip(em.mean_KxF, em.precision_KxFxF, strict=True)
-        )
-    ]
-    mean, _ = anomaly.score_errors(err_K, em)
-    np.testing.assert_allclose(mean, np.mean(per_member, axis=0), rtol=1e-5)
-    mx, _ = anomaly.score_errors(err_K, dataclasses.replace(em, combine="max"))
-    np.testing.assert_allclose(mx, np.max(per_member, axis=0), rtol=1e-5)
+    assert [s.kind for s in rundir.scalers(meta)] == ["quantile", "robust", "log"]
+    # Each network's validation loss is logged under its representation's name.
+    last = meta["history"][-1]
+    assert {"val_loss_quantile", "val_loss_robust", "val_loss_log"} <= set(last)
+    assert last["val_loss"] == pytest.approx(
+        np.mean([last[f"val_loss_{r}"] for r in cfg.stage1_networks()])
+    )
     assert summary["threshold"]["params"]["benign_fpr"] <= 0.01
 
 
@@ -134,8 +135,8 @@ def test_rerun_with_another_score_recalibrates_without_training(tmp_path):
     first = training.train_job(cfg, str(tmp_path))
     again = training.train_job(cfg.replace(score="mae"), str(tmp_path))
     assert again["resumed_from"] == first["steps"] and again["steps"] == first["steps"]
-    em, threshold = calibration.load(os.path.join(tmp_path, "stage1"))
-    assert em.kind == "mae" and threshold.value == again["threshold"]["value"]
+    det, threshold = calibration.load(os.path.join(tmp_path, "stage1"))
+    assert det.members[0].name == "quantile:mae" and threshold.value == again["threshold"]["value"]
     assert again["threshold"]["value"] != first["threshold"]["value"]
 
 

@@ -44,6 +44,10 @@ LAUNCHER = pathlib.Path(__file__).resolve().parents[2] / "launch" / "train.py"
 TIMEOUT_S = 240  # each wave of runs (about 60 s on 2 cores); then the rest are killed
 FLAGS = [
     "--window=4",
+    # Every kind of member: each process's windows feed the error models, the latent
+    # references, the rarity Gaussian and the p-value tables (joined across processes).
+    "--score=zscore",
+    "--members=log:sse,log:latent,quantile:rarity",
     "--encoder_sizes=8",
     "--decoder_sizes=8",
     "--batch_size=16",
@@ -195,13 +199,15 @@ def test_shared_processes_load_their_share_and_agree_on_the_data(runs):
     for split in ("train", "val", "test"):
         lost = one["data"][split]["windows"] - shared["data"][split]["windows"]
         assert 0 <= lost <= (window - 1) * row_groups, (split, lost)
-    a, b = shared["scaler"], one["scaler"]
-    assert a["kind"] == b["kind"] == "quantile" and a["log"] == b["log"]
-    np.testing.assert_allclose(a["std"], b["std"], rtol=0.02)  # a few rows fewer
-    for knots_a, knots_b in zip(a["knots_x"], b["knots_x"], strict=True):
-        lo = np.r_[knots_b[0], knots_b[:-1]]
-        hi = np.r_[knots_b[1:], knots_b[-1]]
-        assert np.all((lo <= knots_a) & (knots_a <= hi))
+    assert [s["kind"] for s in shared["scalers"]] == [s["kind"] for s in one["scalers"]]
+    for a, b in zip(shared["scalers"], one["scalers"], strict=True):  # quantile, then log
+        assert a["log"] == b["log"]
+        np.testing.assert_allclose(a["std"], b["std"], rtol=0.02)  # a few rows fewer
+        np.testing.assert_allclose(a["mean"], b["mean"], rtol=0.02, atol=0.02)
+        for knots_a, knots_b in zip(a["knots_x"], b["knots_x"], strict=True):
+            lo = np.r_[knots_b[0], knots_b[:-1]]
+            hi = np.r_[knots_b[1:], knots_b[-1]]
+            assert np.all((lo <= knots_a) & (knots_a <= hi))
 
 
 def test_shared_processes_train_like_one_and_resume_exactly(runs):

@@ -35,7 +35,10 @@ def _windowed(window=4, n=600, seed=0):
         files=("synthetic",),
         reports=(),
     )
-    return windows.build(flows, window=window, split="temporal", train_benign_only=True)
+    kinds = config.smoke().representations()  # the networks' (quantile, log)
+    return windows.build(
+        flows, window=window, split="temporal", train_benign_only=True, scaler_kinds=kinds
+    )
 
 
 def _params(model):
@@ -174,16 +177,37 @@ def test_warmup_and_clipping_shape_the_first_step():
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # global norm 50
     for warmup, expected in ((1, 1e-2), (10, 1e-3)):
-        tx = steps.optimizer(config.smoke(learning_rate=1e-2, warmup_steps=warmup))
+        tx = steps.optimizer(config.smoke(learning_rate=1e-2, warmup_steps=warmup, members=()))
         updates, state = tx.update(grads, tx.init(params), params)
         np.testing.assert_allclose(np.abs(updates["w"][:2]), expected, rtol=1e-3)
         assert steps.learning_rate(state) == pytest.approx(1e-2)
     # Adam's first moment after one step is (1 - b1) * the (clipped) gradient.
     for clip, norm in ((1.0, 1.0), (0.0, 50.0)):
-        tx = steps.optimizer(config.smoke(grad_clip=clip))
+        tx = steps.optimizer(config.smoke(grad_clip=clip, members=()))  # one network
         _, state = tx.update(grads, tx.init(params), params)
         mu = optax.tree_utils.tree_get(state, "mu")
         assert float(optax.tree.norm(mu)) == pytest.approx(0.1 * norm, rel=1e-5)
+
+
+def test_each_network_is_clipped_on_its_own():
+    """K stacked networks: each network's gradient is clipped by its own norm, so a large
+    gradient of one does not shrink another's (each gets the update it would alone)."""
+    import jax.numpy as jnp
+    import optax
+
+    from lstmae_jax.train import steps
+
+    cfg = config.smoke(grad_clip=1.0)
+    assert len(cfg.stage1_networks()) == 2
+    params = {"a": jnp.ones((2, 3)), "b": jnp.ones((2, 1))}
+    grads = {"a": jnp.array([[30.0, 40.0, 0.0], [0.3, 0.0, 0.0]]), "b": jnp.array([[0.0], [0.4]])}
+    tx = steps.optimizer(cfg)
+    _, state = tx.update(grads, tx.init(params), params)
+    mu = optax.tree_utils.tree_get(state, "mu")  # 0.1 * the clipped gradient
+    # Network 0 (norm 50) is clipped to norm 1; network 1 (norm 0.5) is left alone.
+    np.testing.assert_allclose(np.asarray(mu["a"][0]) / 0.1, [0.6, 0.8, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(mu["a"][1]) / 0.1, [0.3, 0.0, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(mu["b"][1]) / 0.1, [0.4], rtol=1e-5)
 
 
 def test_non_finite_loss_stops_with_step(tmp_path):
@@ -197,7 +221,7 @@ def test_non_finite_loss_stops_with_step(tmp_path):
 
 def test_stage2_frozen_encoder_is_unchanged(tmp_path):
     w = _windowed()
-    s1_cfg = config.smoke(epochs=1)
+    s1_cfg = config.smoke(epochs=1, members=())  # one network: its encoder
     ae = loop.fit(s1_cfg, str(tmp_path / "stage1"), w).model
     cfg = config.smoke(epochs=1, stage=2, freeze_encoder=True)
 
@@ -230,6 +254,7 @@ def test_no_validation_windows_is_a_clear_error(tmp_path):
         window=4,
         fractions=cfg.split_fractions,
         train_benign_only=True,
+        scaler_kinds=cfg.representations(),
     )
     with pytest.raises(ValueError, match="no validation windows without attacks"):
         loop.fit(cfg, str(tmp_path), w)

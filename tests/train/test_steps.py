@@ -7,6 +7,8 @@ import pytest
 from flax import nnx
 
 from lstmae_jax import config
+from lstmae_jax.data import dataset
+from lstmae_jax.ingest import schema
 from lstmae_jax.train import steps
 
 F, N = 6, 300
@@ -16,8 +18,11 @@ def _setup(cfg):
     model = steps.build_model(cfg, F, 2, nnx.Rngs(cfg.seed))
     tx = steps.optimizer(cfg)
     graphdef, state = steps.init_state(model, tx, nnx.Param)
-    train_step = steps.make_train_step(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
-    table = jnp.asarray(np.random.default_rng(0).standard_normal((N, F)), jnp.float32)
+    x = np.random.default_rng(0).exponential(10.0, (N, F)).astype(np.float32)
+    features = schema.FEATURES[1 : 1 + F]
+    scalers = [dataset.fit_scaler(x, features, k).arrays() for k in cfg.representations()]
+    train_step = steps.make_train_step(graphdef, tx, steps.task_for(cfg, 2), nnx.Param, scalers)
+    table = jnp.asarray(x)
     rng = np.random.default_rng(1)
     batches = [
         {
@@ -74,7 +79,7 @@ def test_fused_backward_trains_like_autodiff():
 
 
 def test_bfloat16_matmuls_train():
-    cfg = config.smoke(dtype="bfloat16")
+    cfg = config.smoke(dtype="bfloat16", members=())
     state, train_step, table, batches = _setup(cfg)
     model = steps.build_model(cfg, F, 2, nnx.Rngs(0))
     assert model.encoder.layers[0].dtype == jnp.bfloat16
