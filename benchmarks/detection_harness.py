@@ -2,11 +2,12 @@
 
 Every model of the detection benchmark is trained by ``Harness.fit`` (the library's
 ``loop.fit`` in a fresh run directory, with the same batch size, epoch cap and early
-stopping), scored by ``classifier_metrics`` or ``detector_metrics``, and candidates are
-compared by ``pick`` on validation numbers only; test numbers are computed for the
-chosen candidate alone.
+stopping), scored by ``classifier_metrics`` or ``detector_metrics`` (stage 1: its members
+fitted and its threshold chosen by ``calibrate``, the library's calibration), and
+classifiers are compared by ``pick`` on validation numbers only; test numbers are
+computed for the chosen candidate alone.
 
-Shape letters as in the library: W windows, C classes, K ensemble members.
+Shape letters as in the library: W windows, C classes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from flax import nnx
 
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
-from lstmae_jax.detect import anomaly, calibration, inference, metrics
+from lstmae_jax.detect import calibration, detector, inference, metrics
 from lstmae_jax.jobs import rundir
 from lstmae_jax.train import loop
 
@@ -57,8 +58,6 @@ class Trained:
     best_val_loss: float
     seconds: float
     ended: str
-    # Stage 1: fitted on the benign training windows of the data it was trained on.
-    error_model: anomaly.ErrorModel | None = None
 
     def record(self) -> dict:
         return {
@@ -103,9 +102,6 @@ class Harness:
             f"val_loss {res.best_val_loss:.5g}, {seconds:.1f}s",
             flush=True,
         )
-        em = None
-        if cfg.is_stage1:
-            em = calibration.fit_error_model(cfg, res.model, data)
         return Trained(
             name,
             cfg,
@@ -116,7 +112,6 @@ class Harness:
             res.best_val_loss,
             seconds,
             res.ended,
-            em,
         )
 
     def close(self, keep: bool) -> None:
@@ -132,24 +127,27 @@ def encoder_init(stage1: Trained) -> Callable[[nnx.Module], None]:
 # ------------------------------------------------------------------------ scoring
 
 
-def with_score(t: Trained, kind: str, data: windows.Windowed) -> Trained:
-    """``t`` scored by error model ``kind`` (refitted on ``data``'s benign training windows)."""
-    cfg = t.cfg.replace(score=kind)
-    return dataclasses.replace(
-        t, cfg=cfg, error_model=calibration.fit_error_model(cfg, t.model, data)
-    )
+def calibrate(t: Trained, w: windows.Windowed) -> tuple[detector.Detector, metrics.Threshold]:
+    """Stage 1's members fitted on ``w``'s benign training windows and its threshold on
+    the benign validation windows, as the library does after training."""
+    det, threshold, _ = calibration.fit_and_choose(t.cfg, t.model, w)
+    return det, threshold
 
 
-def ae_scores(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
-    """score_W: the run's stage-1 anomaly score (``anomaly.score``, its fitted error model)."""
+def ae_scores(
+    t: Trained, det: detector.Detector, w: windows.Windowed, starts_W: np.ndarray
+) -> np.ndarray:
+    """score_W: the run's stage-1 score (``detector.outputs``, its fitted members)."""
     s_W, _ = inference.window_scores(
-        t.model, t.error_model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size
+        t.model, det, w.scalers, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size
     )
     return s_W
 
 
 def log_probs(t: Trained, w: windows.Windowed, starts_W: np.ndarray) -> np.ndarray:
-    logits_WxC = inference.logits(t.model, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size)
+    logits_WxC = inference.logits(
+        t.model, w.scaler, w.x_NxF, starts_W, w.window, t.cfg.eval_batch_size
+    )
     z = logits_WxC.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -1,49 +1,61 @@
-"""The stage-1 peers of ``benchmarks/detection.py``: detectors a user would pick instead.
+"""The stage-1 peers: detectors a user would pick instead, each on each representation.
 
-Each peer is fitted on the same scaled benign training windows as the LSTM-AE, scores
-the same windows, and gets the same threshold rule (1% FPR on the same benign
-validation windows). A window is represented either by its last flow (``flow``: what a
-per-flow detector sees) or by all its T flows flattened (``window``: T x F numbers).
+Each peer is fitted on the same benign training windows as stage 1, scores the same
+windows, and is summarised the same way (``detection_report``). A peer is one detector on
+one representation, ``NAME/REPRESENTATION``:
 
-* ``pca``: reconstruction error of the principal components holding 95% of the
-  training variance (numpy, ``pca_baseline``);
-* ``iforest``: scikit-learn's Isolation Forest (200 trees);
-* ``knn``: mean distance to the 5 nearest benign training windows (scikit-learn), the
-  strongest simple peer seen per flow;
-* ``pyod_ae``: PyOD's ``AutoEncoder`` (torch; 10 epochs, batch 256) on the same representations;
-* ``pyod_lstm``: PyOD's ``LSTMAD`` (Malhotra et al. 2015: next-flow prediction, error
-  scored by Mahalanobis distance) on the flow sequence itself;
-
-the PyOD peers only when the ``peers`` extra is installed (``pip install -e '.[peers]'``),
-skipped otherwise.
+* representations: ``log`` (log1p of every non-negative magnitude, then z-scored: the
+  library's ``log`` scaler) and ``quantile`` (each feature through its benign training
+  quantiles to a normal score: the library's ``quantile`` scaler), each fitted on the
+  benign training rows; a window is its last flow at T = 1 and its T flows flattened
+  (T x F numbers) above;
+* ``pca``: squared reconstruction error of the principal components holding 95% of the
+  training variance (numpy; the fewest components that do, fixed in advance: benign data
+  alone cannot choose P, since more components always lower the benign error);
+* ``iforest``: scikit-learn's Isolation Forest (200 trees, seed 0);
+* ``knn``: mean distance to the 5 nearest benign training windows (scikit-learn; at most
+  ``KNN_MAX_TRAIN`` of them, evenly spaced);
+* ``pyod_ae``: PyOD's ``AutoEncoder`` (torch; 10 epochs, batch 256, seed 0), only when
+  the ``peers`` extra is installed (``pip install -e '.[peers]'``), skipped otherwise.
 
 Shape letters: N flows, W windows, T steps, F features, D = F or T*F.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-import pca_baseline
 
-from lstmae_jax.data import windows
+from lstmae_jax.data import dataset, windows
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # x_WxD -> score_W (higher: more anomalous)
+REPRESENTATIONS = ("log", "quantile")
 KNN_NEIGHBOURS = 5
-KNN_MAX_TRAIN = 50_000  # brute-force distances stay bounded; evenly spaced rows
+KNN_MAX_TRAIN = 50_000  # brute-force distances stay bounded
+PCA_VARIANCE = 0.95
 
 
-def represent(x_NxF: np.ndarray, starts_W: np.ndarray, window: int, how: str) -> np.ndarray:
-    """x_WxD: the window's last flow (``flow``) or its T flows flattened (``window``)."""
-    if how == "flow":
-        return x_NxF[starts_W + window - 1]
-    return windows.gather(x_NxF, starts_W, window).reshape(len(starts_W), -1)
+@dataclasses.dataclass(frozen=True)
+class PCA:
+    mean_D: np.ndarray
+    components_PxD: np.ndarray  # orthonormal rows
+
+    def __call__(self, x_WxD: np.ndarray) -> np.ndarray:
+        xc = x_WxD.astype(np.float64) - self.mean_D
+        recon = (xc @ self.components_PxD.T) @ self.components_PxD
+        return np.sum((xc - recon) ** 2, axis=1)
 
 
-def _pca(train_WxD: np.ndarray) -> Scorer:
-    return pca_baseline.fit(train_WxD).scores
+def fit_pca(x_WxD: np.ndarray, variance: float = PCA_VARIANCE) -> PCA:
+    """The fewest principal components that explain ``variance`` of the training variance."""
+    x = x_WxD.astype(np.float64)
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    ratio = np.cumsum(s**2) / max(np.sum(s**2), 1e-300)
+    p = min(int(np.searchsorted(ratio, variance - 1e-12) + 1), len(s))
+    return PCA(mean, vt[:p])
 
 
 def _iforest(train_WxD: np.ndarray) -> Scorer:
@@ -71,72 +83,42 @@ def _pyod_ae(train_WxD: np.ndarray) -> Scorer:
     return model.decision_function
 
 
-def pyod_lstm_rows(x_NxF: np.ndarray, train_rows: np.ndarray, window: int) -> np.ndarray:
-    """score_N of PyOD's ``LSTMAD`` (next-flow prediction error, Mahalanobis), trained on
-    the contiguous benign training rows and run over every flow in order; a window is
-    scored by its last flow, predicted from the ``window`` flows before it."""
-    from pyod.models.ts_lstm import LSTMAD
-
-    model = LSTMAD(window_size=window, epochs=10, batch_size=256, contamination=0.01)
-    model.fit(x_NxF[train_rows])
-    return np.asarray(model.decision_function(x_NxF), np.float64)
+FIT = {"pca": fit_pca, "iforest": _iforest, "knn": _knn, "pyod_ae": _pyod_ae}
 
 
-def available() -> list[str]:
-    """The peers that can run here (PyOD's need the ``peers`` extra)."""
+def available(quick: bool = False) -> list[str]:
+    """The peers that can run here (PyOD's needs the ``peers`` extra; not in a quick run)."""
     names = ["pca", "iforest", "knn"]
+    if quick:
+        return names
     try:
         import pyod  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
         return names
-    return [*names, "pyod_ae", "pyod_lstm"]
+    return [*names, "pyod_ae"]
 
 
-def fit(name: str, train_WxD: np.ndarray) -> Scorer:
-    """Peer ``name`` fitted on benign training windows (represented as the scorer expects)."""
-    if name == "pca":
-        return _pca(train_WxD)
-    if name == "iforest":
-        return _iforest(train_WxD)
-    if name == "knn":
-        return _knn(train_WxD)
-    if name == "pyod_ae":
-        return _pyod_ae(train_WxD)
-    raise ValueError(f"unknown peer {name!r}")
+def represent(x_NxF: np.ndarray, starts_W: np.ndarray, window: int) -> np.ndarray:
+    """x_WxD: each window's flows flattened (its one flow at T = 1)."""
+    return windows.gather(x_NxF, starts_W, window).reshape(len(starts_W), -1)
 
 
-def run_all(
-    x_NxF: np.ndarray,
+def scores(
+    name: str,
+    representation: str,
+    flows: dataset.Flows,
+    train_rows: np.ndarray,
+    train_W: np.ndarray,
+    score_W: np.ndarray,
     window: int,
-    starts: dict[str, np.ndarray],
-    evaluate: Callable[[np.ndarray, np.ndarray], dict],
-    train_rows: np.ndarray | None = None,
-    names: list[str] | None = None,
-) -> dict:
-    """Fits every peer on ``starts['train']``, thresholds on ``starts['val']`` and scores
-    ``starts['test']`` (``evaluate(benign_val_scores, test_scores) -> metrics``), for both
-    representations (T = 1 has one). ``train_rows`` (contiguous benign training flows)
-    enables the sequence peer ``pyod_lstm``; sampled files have no sequences."""
-    out = {}
-    hows = ("flow",) if window == 1 else ("flow", "window")
-    for name in names or available():
-        if name == "pyod_lstm":
-            if train_rows is None or window == 1:
-                continue
-            t0 = time.perf_counter()
-            s_N = pyod_lstm_rows(x_NxF, train_rows, window)
-            rec = evaluate(s_N[starts["val"] + window - 1], s_N[starts["test"] + window - 1])
-            rec["seconds"] = round(time.perf_counter() - t0, 1)
-            out["pyod_lstm_sequence"] = rec
-            print(f"  peer pyod_lstm_sequence: ROC AUC {rec['roc_auc']:.4f}", flush=True)
-            continue
-        for how in hows:
-            t0 = time.perf_counter()
-            rep = {k: represent(x_NxF, s, window, how) for k, s in starts.items()}
-            scorer = fit(name, rep["train"])
-            rec = evaluate(scorer(rep["val"]), scorer(rep["test"]))
-            rec["seconds"] = round(time.perf_counter() - t0, 1)
-            out[f"{name}_{how}"] = rec
-            print(f"  peer {name}_{how}: ROC AUC {rec['roc_auc']:.4f}", flush=True)
+) -> np.ndarray:
+    """score_W of peer ``name`` on ``representation`` (its scaler fitted on the benign
+    training rows ``train_rows``), fitted on the windows ``train_W``, scoring ``score_W``."""
+    scaler = dataset.fit_scaler(flows.x_NxF, flows.features, representation, rows=train_rows)
+    x = scaler.transform(flows.x_NxF)
+    model = FIT[name](represent(x, train_W, window))
+    out = np.empty(len(score_W), np.float64)
+    for a in range(0, len(score_W), 65536):  # bounded memory for the kNN distances
+        out[a : a + 65536] = model(represent(x, score_W[a : a + 65536], window))
     return out

@@ -258,11 +258,13 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
     from lstmae_jax.data import windows
     from lstmae_jax.train import steps as steps_lib
 
-    cfg = config.Config(window=w.window)
+    cfg = config.Config(window=w.window, members=())  # the reference design: one network
     model = steps_lib.build_model(cfg, len(w.features), 2, nnx.Rngs(0))
     tx = steps_lib.optimizer(cfg)
     graphdef, state = steps_lib.init_state(model, tx, nnx.Param)
-    train_step = steps_lib.make_train_step(graphdef, tx, steps_lib.task_for(cfg, 2), nnx.Param)
+    task = steps_lib.task_for(cfg, 2)
+    scalers = [sc.arrays() for sc in w.scalers]  # the step scales on the device
+    train_step = steps_lib.make_train_step(graphdef, tx, task, nnx.Param, scalers)
     step_fn = jax.jit(train_step, donate_argnums=0)
     table = jnp.asarray(w.x_NxF)
     order = windows.BatchOrder(len(w.starts["train"]), batch_size, seed=1)

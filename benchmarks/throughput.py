@@ -34,6 +34,7 @@ contender's share of that roofline, from the model's matmul FLOPs per window
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -51,7 +52,7 @@ from flax import nnx
 
 from lstmae_jax import config
 from lstmae_jax.data import dataset, windows
-from lstmae_jax.detect import anomaly, inference
+from lstmae_jax.detect import detector, inference
 from lstmae_jax.jobs import export
 from lstmae_jax.model import models
 from lstmae_jax.train import steps
@@ -211,6 +212,7 @@ def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
     overrides = dict(overrides)
     flip_hoist = overrides.pop("_flip_hoist", False)
     base = {"input_noise": 0.0, "grad_clip": 0.0, "warmup_steps": 1, "dtype": dtype}
+    base["members"] = ()  # the reference design: one network, as the peers train
     cfg = config.Config(window=T, batch_size=batch, **{**base, **overrides})
     per_call = cfg.steps_per_call
     model = steps.build_model(cfg, F, 2, nnx.Rngs(0))
@@ -219,7 +221,8 @@ def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
             layer.hoist = not layer.hoist
     tx = steps.optimizer(cfg)
     graphdef, state = steps.init_state(model, tx, nnx.Param)
-    train_step = steps.make_train_step(graphdef, tx, steps.task_for(cfg, 2), nnx.Param)
+    task = steps.task_for(cfg, 2)
+    train_step = steps.make_train_step(graphdef, tx, task, nnx.Param, [_identity()])
     fn = steps.repeat_step(train_step, per_call) if per_call > 1 else train_step
     batches = []
     for i, s in enumerate(d.starts(batch)):
@@ -321,13 +324,20 @@ def torch_train(torch, d: Data, batch: int, compiled: bool):
     return run, compile_s, mem, batch
 
 
-def _error_model() -> anomaly.ErrorModel:
+def _detector() -> detector.Detector:
+    """One network scored by the z-score of its error vector (what the torch peer does)."""
     rng = np.random.default_rng(1)
     mean_F, std_F = rng.uniform(0.1, 0.5, F), rng.uniform(0.05, 0.2, F)
     precision = np.diag(1.0 / std_F**2)
-    return anomaly.ErrorModel(
-        "zscore", "mean", F, (tuple(mean_F),), (tuple(map(tuple, precision)),)
-    )
+    member = detector.Member("standard:zscore", 0, 0, tuple(mean_F), tuple(map(tuple, precision)))
+    return detector.Detector((member,), "min", F)
+
+
+def _identity() -> dict:
+    """The arrays of a scaler that leaves the (already scaled) table as it is: the steps
+    scale on the device, and the peers train on the same numbers without scaling."""
+    zeros, ones = np.zeros(F, np.float32), np.ones(F, np.float32)
+    return {"log_F": zeros, "mean_F": zeros, "std_F": ones, "clip": np.float32(0.0)}
 
 
 def _scaler() -> dataset.Scaler:
@@ -348,13 +358,13 @@ def _raw_batch(batch: int) -> np.ndarray:
 def ours_score(batch: int, through_export: bool):
     ae = models.LSTMAE(models.LSTMAEConfig(num_features=F, window=T), rngs=nnx.Rngs(0))
     ae.eval()
-    em = _error_model()
+    det = _detector()
     if through_export:
-        fn = export.scoring_function(ae, em.kind, em.combine)
+        fn = export.scoring_function(ae, det.spec())
         params = {
             "threshold": np.float32(1.0),
-            "scaler": _scaler().arrays(),
-            "error_model": anomaly.gaussian_arrays(em),
+            "scalers": [_scaler().arrays()],
+            "members": det.arrays(),
         }
         (b,) = jax.export.symbolic_shape("b")
         spec = jax.ShapeDtypeStruct((b, T, F), jnp.float32)
@@ -367,11 +377,12 @@ def ours_score(batch: int, through_export: bool):
     else:
         graphdef, state = nnx.split(ae)
 
-        transform = _scaler().transform
+        scalers, spec, arrays = [_scaler().arrays()], det.spec(), det.arrays()
 
         def call(x):  # the same work as the torch peer: scaler, model, score
-            z = transform(x, xp=jnp)
-            return anomaly.score(z, nnx.merge(graphdef, state)(z), em)[0]
+            model = nnx.merge(graphdef, state)
+            forward = functools.partial(models.encode_decode, model)
+            return detector.outputs(forward, x, scalers, spec, arrays)["score_B"]
 
     x = jax.device_put(_raw_batch(batch))
     jitted = jax.jit(call)
@@ -391,12 +402,12 @@ def torch_score(torch, batch: int):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = _torch_ae(torch)().to(device).eval()
-    sc, em = _scaler(), _error_model()
+    sc, member = _scaler(), _detector().members[0]
     log = torch.tensor(sc.log, device=device)
     mean, std = (torch.tensor(v, dtype=torch.float32, device=device) for v in (sc.mean, sc.std))
-    mu = torch.tensor(em.mean_KxF[0], dtype=torch.float32, device=device)
+    mu = torch.tensor(member.mean_F, dtype=torch.float32, device=device)
     prec = torch.tensor(
-        np.diag(np.asarray(em.precision_KxFxF[0])), dtype=torch.float32, device=device
+        np.diag(np.asarray(member.precision_FxF)), dtype=torch.float32, device=device
     )
     x = torch.from_numpy(_raw_batch(batch)).to(device)
 
@@ -436,21 +447,21 @@ def dtype_loss_effect(num_steps: int, batch: int = 256) -> dict:
     starts = [rng.integers(0, len(x) - T, batch).astype(np.int32) for _ in range(num_steps)]
     out = {"steps": num_steps, "batch": batch, "features": len(features)}
     for dtype in ("float32", "bfloat16"):
-        cfg = config.Config(window=T, batch_size=batch, input_noise=0.0, dtype=dtype)
+        cfg = config.Config(window=T, batch_size=batch, input_noise=0.0, dtype=dtype, members=())
         model = steps.build_model(cfg, len(features), 2, nnx.Rngs(0))
         tx = steps.optimizer(cfg)
         graphdef, state = steps.init_state(model, tx, nnx.Param)
         task = steps.task_for(cfg, 2)
-        train_step = jax.jit(steps.make_train_step(graphdef, tx, task, nnx.Param))
+        train_step = jax.jit(steps.make_train_step(graphdef, tx, task, nnx.Param, [_identity()]))
         for s in starts:
             state, m = train_step(state, table, {"starts": s, "label": np.zeros(batch, np.int32)})
         # The final loss on fixed held-out windows, in float32 arithmetic for both.
         held = rng.integers(0, len(x) - T, 4096).astype(np.int32)
         ((ev, _),) = inference.batches(
             graphdef, (state.params, state.frozen, state.rest), steps.ValidationLoss(task),
-            table, held, T, 4096, label_W=np.zeros(4096, np.int32),
+            table, held, T, 4096, label_W=np.zeros(4096, np.int32), args=[_identity()],
         )  # fmt: skip
-        out[f"loss_{dtype}"] = float(ev["loss_sum"] / ev["weight_sum"])
+        out[f"loss_{dtype}"] = float(ev["loss_sum_K"].sum() / ev["weight_sum"])
     out["bfloat16_over_float32"] = round(out["loss_bfloat16"] / out["loss_float32"], 4)
     return out
 
