@@ -43,7 +43,8 @@ SCALERS = ("quantile", "standard", "log", "robust", "minmax")
 RECONSTRUCTION_SCORES = ("mae", "sse", "zscore", "mahalanobis")
 MEMBER_SCORES = (*RECONSTRUCTION_SCORES, "latent", "rarity")
 FUSIONS = ("min", "fisher")
-# ``--members=auto``: measured on days training never saw (``benchmarks/crossday.py``).
+# ``--members=auto``: chosen by the worst family on days training never saw
+# (``benchmarks/detection.py --parts=stage1``, docs/results.md).
 AUTO_MEMBERS = {True: ("log:latent", "log:rarity"), False: ("log:sse",)}
 
 

@@ -23,7 +23,7 @@ An artifact directory holds three files:
 The exported function: ``fn(x_BxTxF, params) -> dict`` with raw (cleaned, unscaled)
 float32 features in the sidecar's ``features`` order, and ``params`` as ``call_params``
 builds it. Outputs: ``score_B``, ``contrib_BxF`` (per-feature contributions, summing to
-the score), ``flagged_B`` (``score > threshold``), ``members_MxB`` (each stage-1 member's
+the score), ``flagged_B`` (``score > threshold``), ``members_BxM`` (each stage-1 member's
 own score, format 4; recalibration refits the p-value tables on them) and, with a stage
 2, ``probs_BxC``.
 
@@ -260,7 +260,9 @@ def _check_values(meta: dict, where: str) -> None:
             }
         else:
             for i, m in enumerate(meta["detector"]["members"]):
-                for k in ("mean_F", "precision_FxF", "table", "tail_scale"):
+                # A member alone is not fused: it has no table, and its tail_scale is 0.
+                tail = ("table", "tail_scale") if m.get("table") else ()
+                for k in ("mean_F", "precision_FxF", *tail):
                     if m.get(k) not in (None, (), []):
                         arrays[f"detector.members[{i}].{k}"] = np.asarray(m[k], np.float32)
                 if m.get("references_RxL"):

@@ -69,6 +69,7 @@ def calibrate(
         det = detector.with_tables(det, members_WxM.T)
         scores = detector.fused_scores(det, members_WxM)
         sidecar["detector"] = det.to_json()
+        sidecar["score"] = det.describe()  # names the windows its p-values now come from
     else:
         scores = scores[benign_w]
     threshold = metrics.calibrate("fpr", scores.astype(np.float64), target_fpr=target_fpr)

@@ -236,11 +236,10 @@ class _Fit:
         now = json.loads(json.dumps(self.cfg.to_json()))
         # Through Config: options added since the run was saved read as their defaults.
         was = json.loads(json.dumps(Config.from_json(saved["config"]).to_json()))
-        diff = {
-            k: (was.get(k), v)
-            for k, v in now.items()
-            if k not in RESUME_MAY_CHANGE and was.get(k) != v
-        }
+        # Stage 1's members mean nothing to a classifier: a stage 2 or baseline run made
+        # before members existed resumes without --members=.
+        ignored = RESUME_MAY_CHANGE if self.cfg.is_stage1 else {*RESUME_MAY_CHANGE, "members"}
+        diff = {k: (was.get(k), v) for k, v in now.items() if k not in ignored and was.get(k) != v}
         if diff:
             hint = ""
             if {"scaler", "split"} & set(diff):  # their defaults changed (issue 15)

@@ -237,3 +237,23 @@ def test_the_default_members_export(tmp_path, window, ports):
     assert out["contrib_BxF"].shape == (len(starts), len(scorer.features))
     np.testing.assert_allclose(out["contrib_BxF"].sum(axis=1), out["score_B"], rtol=1e-4)
     assert [len(s.get("ports", ())) for s in scorer.meta["scalers"]] == [ports] * 2
+
+
+def test_a_single_member_exports_and_loads(tmp_path):
+    """With ``--members=`` (one network, its own score, as before members existed) the
+    detector has nothing to fuse: no p-value table, and the artifact loads and scores."""
+    path = timeline.write(timeline.generate(600, seed=5), str(tmp_path / "flows.parquet"))
+    cfg = config.smoke(data=path, epochs=1, batch_size=32, window=1, members=())
+    training.train_job(cfg, str(tmp_path / "run"))
+    export.export_scorer(str(tmp_path / "run"), str(tmp_path / "art"), platforms=("cpu",))
+    scorer = artifact.load(str(tmp_path / "art"))
+    assert [m["name"] for m in scorer.meta["detector"]["members"]] == ["quantile:sse"]
+    model, meta = rundir.load_run(str(tmp_path / "run" / "stage1"))
+    flows = dataset.load_flows(path, features=scorer.features)
+    starts = np.arange(0, 500, 5)
+    ref, _ = inference.window_scores(
+        model, meta["error_model"], rundir.scalers(meta), flows.x_NxF, starts, cfg.window
+    )
+    out = scorer(windows.gather(flows.x_NxF, starts, cfg.window))
+    np.testing.assert_allclose(out["score_B"], ref, rtol=1e-4)
+    np.testing.assert_allclose(out["contrib_BxF"].sum(axis=1), out["score_B"], rtol=1e-4)

@@ -18,7 +18,7 @@ from lstmae_jax.data import dataset, windows
 from lstmae_jax.train import loop, sharding
 
 
-def _windowed(window=4, n=600, seed=0):
+def _windowed(window=4, n=600, seed=0, benign_only=True):
     """Benign flows with two attack bursts; feature 0 jumps during attacks."""
     rng = np.random.default_rng(seed)
     label = np.zeros(n, np.int32)
@@ -37,7 +37,7 @@ def _windowed(window=4, n=600, seed=0):
     )
     kinds = config.smoke().representations()  # the networks' (quantile, log)
     return windows.build(
-        flows, window=window, split="temporal", train_benign_only=True, scaler_kinds=kinds
+        flows, window=window, split="temporal", train_benign_only=benign_only, scaler_kinds=kinds
     )
 
 
@@ -296,6 +296,30 @@ def test_resume_reads_options_added_since_as_defaults(uninterrupted, tmp_path, m
     assert resumed.resumed_from == 2
     with pytest.raises(ValueError, match="another config.*dtype"):
         loop.fit(cfg.replace(dtype="bfloat16"), str(tmp_path), _windowed(), max_steps=4)
+
+
+def test_a_run_made_before_members_resumes_as_such(tmp_path, monkeypatch):
+    # A config saved before --members existed reads as members=[] (one network): stage 1
+    # resumes only with --members= (the refusal says so); a classifier, which has no
+    # members, resumes as it is.
+    real = config.Config.to_json
+
+    def without_members(self):
+        d = real(self)
+        d.pop("members")
+        return d
+
+    s1 = config.smoke(epochs=1)
+    dnn = config.smoke(epochs=1, model="dnn")
+    w, labelled = _windowed(), _windowed(benign_only=False)
+    monkeypatch.setattr(config.Config, "to_json", without_members)
+    loop.fit(s1.replace(members=()), str(tmp_path / "s1"), w, max_steps=2)
+    loop.fit(dnn, str(tmp_path / "dnn"), labelled, max_steps=2)
+    monkeypatch.setattr(config.Config, "to_json", real)
+    with pytest.raises(ValueError, match="another config.*members.*resumes with --members="):
+        loop.fit(s1, str(tmp_path / "s1"), w, max_steps=3)
+    assert loop.fit(s1.replace(members=()), str(tmp_path / "s1"), w, max_steps=3).resumed_from == 2
+    assert loop.fit(dnn, str(tmp_path / "dnn"), labelled, max_steps=3).resumed_from == 2
 
 
 def test_steps_per_call_trains_the_same(uninterrupted, tmp_path):
