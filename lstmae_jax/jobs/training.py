@@ -104,12 +104,82 @@ def _share(cfg: Config, features, scalers) -> windows.Windowed:
     )
 
 
+# What each process may set for itself: who it is, where it finds the coordinator, and
+# how it names the data (paths may differ between hosts; the files' fingerprints may not).
+PER_PROCESS = frozenset({"process_id", "coordinator_address", "num_processes", "data"})
+
+
+def _what_i_run(cfg: Config) -> dict:
+    """This process's config and day list: each file by its path under the files' common
+    folder (hosts may mount the data elsewhere) with its fingerprint, in order."""
+    try:
+        found = inputs.fingerprints(cfg.data)["files"]
+    except (OSError, ValueError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    paths = list(found)
+    root = (
+        os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0] if paths else "")
+    )
+    files = [[os.path.relpath(path, root), fp] for path, fp in found.items()]
+    config_ = {k: v for k, v in cfg.to_json().items() if k not in PER_PROCESS}
+    return {"config": json.loads(json.dumps(config_)), "files": files, "error": None}
+
+
+def disagreements(each: list[dict]) -> list[str]:
+    """What the processes' ``_what_i_run`` records disagree on, each phrase naming the
+    process (compared with process 0) and the option or file."""
+    out = [
+        f"process {p} cannot read --data: {e['error']}" for p, e in enumerate(each) if e["error"]
+    ]
+    if out:
+        return out
+    first = each[0]
+    for p, e in enumerate(each[1:], start=1):
+        for k, v in first["config"].items():
+            if e["config"].get(k) != v:
+                out.append(f"--{k} is {v!r} on process 0, {e['config'].get(k)!r} on process {p}")
+        mine, theirs = (
+            {name: json.dumps(fp, sort_keys=True) for name, fp in r["files"]} for r in (first, e)
+        )
+        out += [
+            f"{n} is in --data on process 0, not on process {p}" for n in mine if n not in theirs
+        ]
+        out += [
+            f"{n} is in --data on process {p}, not on process 0" for n in theirs if n not in mine
+        ]
+        out += [
+            f"{n} differs between process 0 and process {p} (another size or content)"
+            for n in mine
+            if n in theirs and mine[n] != theirs[n]
+        ]
+        if not out and list(mine) != list(theirs):
+            out.append(f"process {p} lists the --data files in another order than process 0")
+    return out
+
+
+def _check_agreement(cfg: Config) -> None:
+    """Several processes: every one must run the same config on the same files, or the
+    split, the scaler and the share of each would silently differ. Checked before anything
+    is written; every process refuses with the same line."""
+    if jax.process_count() == 1:
+        return
+    if diffs := disagreements(collective.allgather_json(_what_i_run(cfg))):
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise ValueError(
+            f"the {jax.process_count()} processes of this run disagree, so none trains: "
+            + "; ".join(diffs[:3])
+            + more
+            + "; give every process the same flags and the same --data files"
+        )
+
+
 def train_job(cfg: Config, workdir: str) -> dict:
     """Trains the model named by ``cfg`` on ``cfg.data``; returns (and writes) a summary.
 
     Holds ``workdir``'s lock (process 0) for the whole job: one trainer per workdir."""
     if not cfg.data:
         raise ValueError("--data is required (a Parquet file, directory or glob)")
+    _check_agreement(cfg)
     if cfg.tensorboard:  # every process: all stop here rather than wait on process 0
         monitor.check_tensorboard()
     held = lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()

@@ -298,3 +298,26 @@ def test_stage2_refuses_another_scaler_than_stage1s(trained_workdir):
     root, cfg, _, _ = trained_workdir
     with pytest.raises(ValueError, match="stage 2 --scaler=standard differs from stage 1's"):
         training.train_job(cfg.replace(stage=2, scaler="standard"), str(root))
+
+
+def test_disagreements_name_the_process_and_the_file_or_option():
+    def run(files, epochs=2):
+        fps = [[name, {"bytes": 10, "sha256": fp}] for name, fp in files]
+        return {"error": None, "config": {"epochs": epochs, "window": 4}, "files": fps}
+
+    days = [("day0.parquet", "a"), ("day1.parquet", "b")]
+    assert training.disagreements([run(days), run(days)]) == []
+    assert training.disagreements([run(days), run(days[::-1])]) == [
+        "process 1 lists the --data files in another order than process 0"
+    ]
+    assert training.disagreements(
+        [run(days), run(days), run([days[0], ("day1.parquet", "c")])]
+    ) == ["day1.parquet differs between process 0 and process 2 (another size or content)"]
+    assert training.disagreements([run(days), run(days[:1], epochs=3)]) == [
+        "--epochs is 2 on process 0, 3 on process 1",
+        "day1.parquet is in --data on process 0, not on process 1",
+    ]
+    lost = {"error": "FileNotFoundError: no Parquet files match /data/days"}
+    assert training.disagreements([run(days), lost]) == [
+        "process 1 cannot read --data: FileNotFoundError: no Parquet files match /data/days"
+    ]

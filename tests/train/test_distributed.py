@@ -235,6 +235,46 @@ def _fake_mesh(owners: list[int]) -> SimpleNamespace:
     return SimpleNamespace(devices=devices)
 
 
+def test_processes_that_disagree_are_refused_before_writing(tmp_path):
+    """Issue 27's case: the same flags but another --data list on process 1 (a folder of
+    three days on 0, two of its files on 1); and the same data with another flag. Every
+    process refuses with one line naming the file or the option, and the workdir stays
+    empty."""
+    data = tmp_path / "days"
+    data.mkdir()
+    for i in range(3):
+        timeline.write(timeline.generate(300, seed=i), str(data / f"day{i}.parquet"))
+    two_days = f"--data={data / 'day0.parquet'},{data / 'day1.parquet'}"
+    cases = {
+        "files": ([f"--data={data}"], [two_days]),
+        "flags": ([f"--data={data}"], [f"--data={data}", "--epochs=3"]),
+    }
+    procs = {}
+    for name, extra in cases.items():
+        port = _free_port()
+        for i in range(2):
+            argv = [f"--workdir={tmp_path / name}", *FLAGS, *extra[i], *_cluster(port, 2, i)]
+            argv += ["--share_data"] if name == "files" else []
+            procs[f"{name}{i}"] = _start(tmp_path, f"{name}{i}", argv, 2)
+    deadline = time.monotonic() + TIMEOUT_S
+    while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for p in procs.values():
+        if p.poll() is None:
+            p.kill()
+    want = {
+        "files": "day2.parquet is in --data on process 0, not on process 1",
+        "flags": "--epochs is 2 on process 0, 3 on process 1",
+    }
+    for name, proc in procs.items():
+        lines = (tmp_path / f"{name}.log").read_text().strip().splitlines()
+        assert proc.returncode == 1, (name, lines[-5:])
+        assert lines[-1].startswith("error: the 2 processes of this run disagree, so none"), lines
+        assert want[name[:-1]] in lines[-1]
+    for name in cases:  # nothing written: no run directory, no inputs record
+        assert not (tmp_path / name / "stage1").exists()
+
+
 def test_process_slice_follows_the_mesh(monkeypatch):
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     assert sharding.process_slice(16, _fake_mesh([0, 0, 1, 1])) == slice(8, 16)
