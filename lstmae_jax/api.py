@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -90,11 +91,13 @@ class Detector:
 
         cfg, work = self.config, self.workdir
         os.makedirs(work, exist_ok=True)
-        with _files(data, os.path.join(work, "inputs"), all_benign=True) as (paths, _):
-            raw = convert.expand_inputs([p for spec in paths for p in reader.expand(spec)])
-            clean = os.path.join(work, "data")
-            convert.convert(raw, clean, nonfinite=cfg.nonfinite, negative=cfg.negative)
-        cfg = cfg.replace(data=",".join(convert.output_path(f, clean) for f in raw))
+        with _replacing(work, ("inputs", "data")):  # a refused fit leaves the last fit's
+            with _files(data, os.path.join(work, "inputs"), all_benign=True) as (paths, _):
+                raw = convert.expand_inputs([p for spec in paths for p in reader.expand(spec)])
+                clean = os.path.join(work, "data")
+                convert.convert(raw, clean, nonfinite=cfg.nonfinite, negative=cfg.negative)
+            cfg = cfg.replace(data=",".join(convert.output_path(f, clean) for f in raw))
+            training.check_inputs(cfg, work)  # other data than the run's: refused here
         runs = {"stage1": _finished(training.train_job(cfg, work), "stage 1")}
         split = runs["stage1"]["data"]
         classes = set().union(*(split[s]["labels"] for s in ("train", "val", "test")))
@@ -323,6 +326,33 @@ def _files(
             yield [path], data.num_rows
         except ValueError as e:  # name the caller's table, not the temporary file
             raise ValueError(str(e).replace(path, "the input table")) from e
+
+
+@contextlib.contextmanager
+def _replacing(work: str, names: Sequence[str]) -> Iterator[None]:
+    """The folders ``names`` of ``work`` (the last fit's copies of its data) are set aside
+    while the body writes new ones; if the body raises (a refused or failed conversion, data
+    the run was not started on) the new ones are removed and the old ones put back, else
+    the old ones are removed. A fit killed in between leaves them aside; the next fit
+    puts them back first."""
+    aside = {os.path.join(work, n): os.path.join(work, f".previous-{n}") for n in names}
+    for path, old in aside.items():
+        if os.path.exists(old):  # left by a fit that was killed
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(old, path)
+    for path, old in aside.items():
+        if os.path.exists(path):
+            os.replace(path, old)
+    try:
+        yield
+    except BaseException:
+        for path, old in aside.items():
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.exists(old):
+                os.replace(old, path)
+        raise
+    for old in aside.values():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _why(key: str, window: int) -> tuple[str, str]:

@@ -265,6 +265,45 @@ def test_calibrate_moves_the_threshold_to_the_target_fpr(detector, tmp_path):
         det.fit(benign)
 
 
+def test_a_refused_fit_changes_nothing(detector):
+    """A second fit on the same workdir with other data is refused before training, and
+    the workdir's copies of the first fit's data are what they were (a later evaluate
+    still finds the run's data); a fit killed while they were set aside gets them back."""
+    from lstmae_jax.data import inputs
+
+    work = detector.workdir
+    before = {
+        (name, f): open(os.path.join(work, name, f), "rb").read()
+        for name in ("inputs", "data")
+        for f in os.listdir(os.path.join(work, name))
+    }
+    run = os.path.join(work, "stage1")
+    data = ",".join(sorted(inputs.load(run)["files"]))
+    assert inputs.mismatch(run, data, data) is None
+    other = timeline.generate(900, seed=7)
+    with pytest.raises(ValueError, match="was started on other data"):
+        detector.fit(other)
+    after = {
+        (name, f): open(os.path.join(work, name, f), "rb").read()
+        for name in ("inputs", "data")
+        for f in os.listdir(os.path.join(work, name))
+    }
+    assert after == before
+    assert not [n for n in os.listdir(work) if n.startswith(".previous-")]
+    assert inputs.mismatch(run, data, data) is None
+    # Killed with the copies aside (and a half-written new one in place): the next fit,
+    # refused again, puts the old ones back.
+    os.replace(os.path.join(work, "inputs"), os.path.join(work, ".previous-inputs"))
+    os.makedirs(os.path.join(work, "inputs"))
+    open(os.path.join(work, "inputs", "table.parquet"), "wb").write(b"half")
+    with pytest.raises(ValueError, match="was started on other data"):
+        detector.fit(other)
+    assert (
+        open(os.path.join(work, "inputs", "table.parquet"), "rb").read()
+        == before[("inputs", "table.parquet")]
+    )
+
+
 def test_bad_arguments_are_one_clear_error(detector, tmp_path):
     with pytest.raises(TypeError, match="unknown Config fields"):
         lstmae_jax.Detector(windw=4)

@@ -27,12 +27,21 @@ def _has_checkpoints(run_dir: str) -> bool:
     return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
 
 
-def _check_inputs(cfg: Config, run_dir: str, stage1_dir: str | None) -> None:
+def check_inputs(cfg: Config, workdir: str) -> None:
+    """Refuses (ValueError) ``cfg.data`` if ``workdir``'s run of ``cfg`` was started on
+    other data (unless ``cfg.allow_data_change``); writes nothing. What ``train_job``
+    checks first, for a caller that must know before it replaces files."""
+    _check_inputs(cfg, rundir.path(workdir, rundir.run_name(cfg)), None, write=False)
+
+
+def _check_inputs(cfg: Config, run_dir: str, stage1_dir: str | None, write: bool = True) -> None:
     """Fingerprints ``cfg.data``: a resume (and a stage 2) on other data than the run
     (stage 1) was started on is refused unless ``cfg.allow_data_change``."""
     now = inputs.fingerprints(cfg.data)
     resuming = _has_checkpoints(run_dir)
-    write = inputs.check_resume(run_dir, now, resuming=resuming, allow_change=cfg.allow_data_change)
+    changed = inputs.check_resume(
+        run_dir, now, resuming=resuming, allow_change=cfg.allow_data_change
+    )
     stage1_inputs = inputs.load(stage1_dir) if stage1_dir else None
     if stage1_inputs is not None and not cfg.allow_data_change:
         if diffs := inputs.differences(stage1_inputs, now):
@@ -41,7 +50,7 @@ def _check_inputs(cfg: Config, run_dir: str, stage1_dir: str | None) -> None:
                 f" {inputs.summary(diffs)}; train stage 1 on it first (or pass"
                 " --allow_data_change)"
             )
-    if write and jax.process_index() == 0:  # one writer across hosts
+    if write and changed and jax.process_index() == 0:  # one writer across hosts
         inputs.save(run_dir, now)
 
 
