@@ -6,7 +6,7 @@ light and scoring never loads the training stack.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "load", "__version__"]
+__all__ = ["Detector", "Interrupted", "load", "__version__"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from lstmae_jax import api
 
         return getattr(api, name)
+    if name == "Interrupted":  # Ctrl-C stopped a fit, its checkpoint saved
+        from lstmae_jax.console import Interrupted
+
+        return Interrupted
     raise AttributeError(f"module 'lstmae_jax' has no attribute {name!r}")

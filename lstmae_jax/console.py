@@ -18,6 +18,12 @@ import time
 from absl import logging
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training after it saved a checkpoint; the message names the
+    run and the step. Running the same command (or ``Detector.fit``) again resumes there.
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it."""
+
+
 class Stop:
     """Set by one of ``signals`` (or by ``set()``); the job checks ``if stop:``.
 

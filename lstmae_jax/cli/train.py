@@ -12,7 +12,7 @@ import sys
 
 from absl import flags, logging
 
-from lstmae_jax import config
+from lstmae_jax import config, console
 from lstmae_jax.cli import entry
 from lstmae_jax.jobs import training
 from lstmae_jax.train import sharding
@@ -26,6 +26,7 @@ flags.adopt_module_key_flags(config)  # --help lists the config's options too
 # Exit status of a run stopped by SIGTERM (128 + 15, as a shell reports it): the
 # checkpoint is saved, but the stage did not finish, so nothing downstream may run.
 EXIT_PREEMPTED = 143
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, the checkpoint saved
 
 
 def main(argv: list[str]) -> None:
@@ -49,6 +50,9 @@ def main(argv: list[str]) -> None:
         summary = training.train_job(cfg, flags.FLAGS.workdir)
     except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
         sys.exit(f"error: {e}")
+    except console.Interrupted as e:  # Ctrl-C: the checkpoint is saved
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
     if summary["preempted"]:
         logging.warning("preempted at step %d: re-run the same command to resume", summary["steps"])

@@ -8,6 +8,7 @@ resumes exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -72,16 +73,29 @@ def fit(
 
     SIGTERM (preemption) saves a checkpoint and returns with ``preempted=True`` instead
     of raising, so the process can exit cleanly; a caller that would go on to other work
-    must check it.
+    must check it. SIGINT (Ctrl-C) saves a checkpoint too, then raises
+    ``console.Interrupted`` saying how to resume. Whatever else ends a run early, the
+    checkpoint being written is finished first.
 
     The phases, in order: ``_Fit.__init__`` (set-up), ``resume``, ``run`` (the step loop,
     which calls ``end_epoch`` for validation, early stopping and the learning-rate
     plateau at each epoch end), ``finish``.
     """
     fit_ = _Fit(cfg, run_dir, data, labels, init, meta_extra, max_steps, mesh)
-    fit_.resume()
-    fit_.run()
-    return fit_.finish()
+    try:
+        fit_.resume()
+        fit_.run()
+    except BaseException:  # the save in flight completes (not left as a temporary)
+        with contextlib.suppress(Exception):
+            fit_.ckpt.close()
+        raise
+    result = fit_.finish()
+    if fit_.stopped_by == "SIGINT":
+        raise console.Interrupted(
+            f"{run_dir}: stopped by Ctrl-C (SIGINT) at step {result.steps}, checkpoint saved;"
+            " run the same command (or fit) again to resume"
+        )
+    return result
 
 
 def _pick_best(state: steps.TrainState, improved_K: jax.Array) -> steps.TrainState:
@@ -167,6 +181,7 @@ class _Fit:
         if max_steps is not None:
             self.total = min(self.total, max_steps)
         self.preempted = False
+        self.stopped_by: str | None = None  # the signal that stopped the step loop
 
     def _each(self, value) -> list:
         """Every process's ``value`` (JSON-able) in a shared run; ``[value]`` otherwise."""
@@ -369,9 +384,9 @@ class _Fit:
         cfg = self.cfg
         compiled: dict[int, object] = {}  # steps per call -> executable, compiled on first use
         self.window_t0, self.window_steps = time.perf_counter(), 0
-        # SIGTERM only, and kept for the whole run (once=False): a second one must not kill
-        # the process while it writes the checkpoint the first one asked for.
-        with console.Stop((signal.SIGTERM,), once=False) as sigterm:
+        # Kept for the whole run (once=False): a second signal must not kill the process
+        # while it writes the checkpoint the first one asked for.
+        with console.Stop((signal.SIGTERM, signal.SIGINT), once=False) as sigterm:
             while True:
                 k = self._call_size(step)
                 batch = self._next_batches(k)
@@ -391,7 +406,8 @@ class _Fit:
                 else:
                     self.save(step)
                 if sigterm:
-                    logging.warning("SIGTERM received: saving a checkpoint and stopping")
+                    self.stopped_by = sigterm.signal
+                    logging.warning("%s received: saving a checkpoint and stopping", sigterm.signal)
                     self._drain()
                     if step not in self.saved_steps:
                         self.save(step, force=True)
@@ -521,7 +537,7 @@ class _Fit:
         )
         best.eval()
         if self.preempted:
-            ended = "preempted (SIGTERM); re-run the same command to resume"
+            ended = f"preempted ({self.stopped_by}); re-run the same command to resume"
         elif early["stopped"]:
             ended = f"early stopping: {cfg.patience} epochs without validation improvement"
         elif self.max_steps is not None and step >= self.max_steps:

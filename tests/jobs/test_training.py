@@ -170,6 +170,27 @@ def test_launcher_exits_nonzero_when_preempted(tmp_path):
     assert "preempted at step 6" in proc.stderr
 
 
+def test_launcher_reports_ctrl_c_in_one_line(tmp_path):
+    # loop.fit turns SIGINT into console.Interrupted after saving (tests/train/test_loop.py);
+    # the launcher prints its message as one line and exits 130, no traceback.
+    import subprocess
+    import sys
+
+    launcher = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "train.py")
+    code = (
+        "import runpy, sys; from lstmae_jax import console; from lstmae_jax.jobs import training\n"
+        "def stopped(cfg, workdir): raise console.Interrupted('W/stage1: stopped at step 6')\n"
+        "training.train_job = stopped\n"
+        f"sys.argv = ['train.py', '--workdir={tmp_path}', '--data=x.parquet']\n"
+        f"runpy.run_path({launcher!r}, run_name='__main__')"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "interrupted: W/stage1: stopped at step 6"
+    assert "Traceback" not in proc.stderr
+
+
 def test_evaluate_checks_its_output_before_scoring(workdir, tmp_path, monkeypatch):
     root, cfg, _, _ = workdir
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstmae_jax import config
+from lstmae_jax import config, console
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.train import loop, sharding
 
@@ -101,6 +101,31 @@ def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
     monkeypatch.setattr(windows.BatchOrder, "next", next_and_preempt)
     stopped = loop.fit(cfg, str(tmp_path), _windowed())
     assert stopped.preempted and stopped.steps == 6
+    monkeypatch.setattr(windows.BatchOrder, "next", real_next)
+    resumed = loop.fit(cfg, str(tmp_path), _windowed())
+    assert resumed.resumed_from == 6
+    _assert_same(resumed.model, full.model)
+
+
+def test_sigint_saves_raises_how_to_resume_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
+    # Ctrl-C in a script (Detector.fit, train_job): the checkpoint of the step in hand is
+    # written whole, then console.Interrupted (a KeyboardInterrupt) says how to resume.
+    cfg, full = uninterrupted
+    calls = {"n": 0}
+    real_next = windows.BatchOrder.next
+
+    def next_and_interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_next(self)
+
+    monkeypatch.setattr(windows.BatchOrder, "next", next_and_interrupt)
+    with pytest.raises(console.Interrupted, match="at step 6, checkpoint saved; run the same"):
+        loop.fit(cfg, str(tmp_path), _windowed())
+    assert issubclass(console.Interrupted, KeyboardInterrupt)
+    assert max(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()) == 6
+    assert not [n for n in os.listdir(tmp_path / "checkpoints") if "tmp" in n]
     monkeypatch.setattr(windows.BatchOrder, "next", real_next)
     resumed = loop.fit(cfg, str(tmp_path), _windowed())
     assert resumed.resumed_from == 6
