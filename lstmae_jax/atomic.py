@@ -35,8 +35,29 @@ WRITE_ERRORS = frozenset(
 
 def cause(e: OSError) -> str:
     """``No space left on device (ENOSPC)``: the reason of an OSError, with its code."""
+    if isinstance(e, WriteFailed):
+        return e.reason
     code = errno.errorcode.get(e.errno or 0)
     return f"{e.strerror or e} ({code})" if code else str(e)
+
+
+class WriteFailed(OSError):
+    """A failed write, said in one line that names the output and the cause (its errno
+    kept): ``cannot write PATH: No space left on device (ENOSPC)``."""
+
+    reason = ""  # ``cause`` of the error it stands for
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_failed(path: str, e: OSError, then: str = "") -> WriteFailed:
+    """``e`` (a write of ``path`` that failed) as ``WriteFailed``, with ``then`` added."""
+    if isinstance(e, WriteFailed):
+        return e
+    failed = WriteFailed(e.errno, f"cannot write {path}: {cause(e)}{then}")
+    failed.reason = cause(e)
+    return failed
 
 
 def same_file(a: str, b: str) -> bool:
@@ -73,6 +94,9 @@ def write_with(path: str, write_to: Callable[[BinaryIO], Any]) -> None:
         with f:
             write_to(f)
         os.replace(tmp, path)
+    except OSError as e:  # the message names the output (a write's own error does not)
+        discard(tmp)
+        raise write_failed(path, e) from e
     except BaseException:
         discard(tmp)
         raise

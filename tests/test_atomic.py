@@ -1,5 +1,6 @@
 """atomic: temporaries that follow no planted file, stale ones removed, directories swapped whole."""
 
+import errno
 import os
 import tempfile
 
@@ -71,3 +72,16 @@ def test_cause_names_the_error_code():
     assert (
         atomic.cause(OSError(28, "No space left on device")) == "No space left on device (ENOSPC)"
     )
+
+
+def test_a_failed_write_names_the_output_and_leaves_no_temporary(tmp_path):
+    def full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "summary.json"
+    with pytest.raises(OSError) as e:
+        atomic.write_with(str(path), full)
+    assert isinstance(e.value, atomic.WriteFailed) and e.value.errno == errno.ENOSPC
+    assert str(e.value) == f"cannot write {path}: No space left on device (ENOSPC)"
+    assert atomic.cause(e.value) == "No space left on device (ENOSPC)"  # not said twice
+    assert os.listdir(tmp_path) == []

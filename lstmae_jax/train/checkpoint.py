@@ -82,15 +82,26 @@ def write_failure(e: BaseException) -> str | None:
 
 class _QuietOrbax(logging.Filter):
     """Drops Orbax's INFO chatter (a dozen lines per save); its warnings still show. A
-    failed write (disk full) keeps Orbax's one-line error, not the traceback of each of
-    its threads: ``Checkpointer`` ends with one line naming the step and the cause."""
+    failed write (disk full) is said once, by ``Checkpointer``'s one line naming the step
+    and the cause: the errors each of Orbax's threads logs about it (and their
+    tracebacks) are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "orbax" not in record.pathname:
             return True
         if record.exc_info and write_failure(record.exc_info[1]):
-            record.exc_info, record.exc_text = None, None
+            return False
+        if record.levelno >= logging.ERROR and _WRITE_FAILED.search(record.getMessage()):
+            return False
         return record.levelno >= logging.WARNING
+
+
+# What Orbax's threads log when a save fails to write, or as a consequence of it.
+_WRITE_FAILED = re.compile(
+    r"No space left|File too large|Disk quota|Read-only file system|Permission denied"
+    r"|\[Errno (28|27|122|30|13|5)\]|os_error_code|RESOURCE_EXHAUSTED|OUT_OF_RANGE: Error writing"
+    r"|Save Finalize thread .* failed|Failed to run .* Commit|cannot schedule new futures"
+)
 
 
 _QUIET = _QuietOrbax()
@@ -281,8 +292,11 @@ class Checkpointer:
             self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self.wait()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            with contextlib.suppress(Exception):  # a failed save: said by wait's error
+                self._manager.close()
 
     @contextlib.contextmanager
     def _failed_write(self, step: int | None):
@@ -296,6 +310,10 @@ class Checkpointer:
             cause = write_failure(e)
             if cause is None or isinstance(e, WriteError):
                 raise
+            # Orbax's other threads may still be writing the step: joined first, or they
+            # would leave its temporary behind (and log at interpreter exit).
+            with contextlib.suppress(Exception):
+                self._manager.close()
             for tmp in glob.glob(os.path.join(self.directory, f"*{ocp.path.step.TMP_DIR_SUFFIX}*")):
                 shutil.rmtree(tmp, ignore_errors=True)
             kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())

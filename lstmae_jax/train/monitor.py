@@ -8,9 +8,11 @@ extra ``tensorboard``), each number under its JSONL key at the record's step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import time
 
 import jax
 from absl import logging
@@ -52,32 +54,50 @@ class JsonlWriter:
             os.makedirs(os.path.dirname(path), exist_ok=True)
 
     def write(self, record: dict) -> None:
+        """Appends ``record``. A failed write of ``metrics.jsonl`` (the record) ends the run
+        with ``atomic.WriteFailed`` naming it; one of the TensorBoard copy warns once and
+        TensorBoard stops, the run goes on."""
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a torn last line is dropped on resume (cut_after)
+            raise atomic.write_failed(
+                self.path, e, "; the checkpoints are intact: free space and re-run the same"
+                " command, which resumes from the latest one, if any",
+            ) from e  # fmt: skip
         if self.tensorboard_dir is not None:
-            self._scalars(record)
+            try:
+                self._scalars(record)
+            except OSError as e:
+                self._stop_events(e)
+
+    def _stop_events(self, e: OSError) -> None:
+        logging.warning(
+            "TensorBoard stopped: cannot write %s: %s; training goes on, %s keeps every record",
+            self.tensorboard_dir, atomic.cause(e), self.path,
+        )  # fmt: skip
+        self.tensorboard_dir = None
+        with contextlib.suppress(OSError):
+            self._events.close()
+        self._events = None
 
     def _scalars(self, record: dict) -> None:
         """Every number of ``record`` but its step, as a scalar at that step."""
         if self._events is None:
-            from tensorboardX import SummaryWriter
-
             start = self._purge_step - 1 if self._purge_step is not None else 0
-            self._events = SummaryWriter(
-                self.tensorboard_dir,
-                purge_step=self._purge_step,
-                flush_secs=TENSORBOARD_FLUSH_S,
-                # Named by the second it opens, and opened "wb": without the start step
-                # a resume in the same second would overwrite its predecessor's file.
-                filename_suffix=f".from{start:010d}",
-            )
+            self._events = _Events(self.tensorboard_dir, self._purge_step, f".from{start:010d}")
         step = int(record.get("step", 0))
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                if math.isfinite(value):
-                    self._events.add_scalar(key, float(value), step)
+        self._events.scalars(
+            {
+                key: float(value)
+                for key, value in record.items()
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+                if math.isfinite(value)
+            },
+            step,
+        )
 
     def cut_after(self, step: int) -> None:
         """Drops the records of steps after ``step`` (a resume runs them again, so they
@@ -96,8 +116,50 @@ class JsonlWriter:
     def close(self) -> None:
         """Flushes and closes the event file (JSON lines are written as they come)."""
         if self._events is not None:
-            self._events.close()
+            try:
+                self._events.close()
+            except OSError as e:
+                self._stop_events(e)
             self._events = None
+
+
+class _Events:
+    """One TensorBoard event file, written in the caller's thread (tensorboardX's
+    ``EventsWriter`` and protos, not its ``SummaryWriter``, whose background thread would
+    print a failed write's traceback and then block on its full queue): a failed write
+    raises here, where ``JsonlWriter`` turns it into one warning.
+
+    Named as ``SummaryWriter`` names them, by the second it opens plus ``suffix`` (the
+    start step: a resume in the same second must not overwrite its predecessor's file).
+    ``purge_step`` (a resume) first writes the session start that makes TensorBoard hide
+    the older events of the steps from there on, as ``SummaryWriter(purge_step=)`` does."""
+
+    def __init__(self, directory: str, purge_step: int | None, suffix: str) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        os.makedirs(directory, exist_ok=True)
+        self._writer = EventsWriter(os.path.join(directory, "events"), suffix)
+        if purge_step is not None:
+            start = SessionLog(status=SessionLog.START)
+            self._writer.write_event(
+                Event(step=purge_step, wall_time=time.time(), session_log=start)
+            )
+        self._flushed = time.monotonic()
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        for key, value in values.items():
+            event = Event(step=step, wall_time=time.time(), summary=scalar(key, value))
+            self._writer.write_event(event)
+        if time.monotonic() - self._flushed >= TENSORBOARD_FLUSH_S:
+            self._writer.flush()
+            self._flushed = time.monotonic()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def read_jsonl(path: str) -> list[dict]:

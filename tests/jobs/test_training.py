@@ -191,6 +191,42 @@ def test_launcher_reports_ctrl_c_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_failed_write_during_training_is_one_line(tmp_path):
+    """Every file the trainer may write is capped (RLIMIT_FSIZE: EFBIG, as a full disk
+    gives ENOSPC): the TensorBoard copy warns once and stops, then the metrics record ends
+    the run with one line naming the file and the cause; no traceback, no temporary."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorboardX")
+    data = timeline.write(timeline.generate(2000, seed=3), str(tmp_path / "flows.parquet"))
+    launcher = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "train.py")
+
+    def capped():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails, EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+
+    argv = [
+        sys.executable, launcher, f"--data={data}", f"--workdir={tmp_path / 'w'}", "--window=4",
+        "--encoder_sizes=8", "--decoder_sizes=8", "--batch_size=16", "--epochs=2",
+        "--log_every_steps=1", "--tensorboard",
+    ]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, preexec_fn=capped)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, lines[-5:]
+    assert "Traceback" not in proc.stderr
+    warned = [line for line in lines if "TensorBoard stopped" in line]
+    assert len(warned) == 1 and "File too large (EFBIG)" in warned[0]
+    metrics = tmp_path / "w" / "stage1" / "metrics.jsonl"
+    assert lines[-1].startswith(f"error: cannot write {metrics}: File too large (EFBIG);")
+    left = [p for p in (tmp_path / "w").rglob("*") if "tmp" in p.name]
+    assert not left, left
+
+
 def test_evaluate_checks_its_output_before_scoring(workdir, tmp_path, monkeypatch):
     root, cfg, _, _ = workdir
 
