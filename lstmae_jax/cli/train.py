@@ -15,7 +15,7 @@ from absl import flags, logging
 from lstmae_jax import config, console
 from lstmae_jax.cli import entry
 from lstmae_jax.jobs import training
-from lstmae_jax.train import sharding
+from lstmae_jax.train import peers, sharding
 
 flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints, metrics, summaries).")
 flags.mark_flag_as_required("workdir")
@@ -53,6 +53,7 @@ def main(argv: list[str]) -> None:
     except console.Interrupted as e:  # Ctrl-C: the checkpoint is saved
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    peers.done()  # the other processes must not take this one's end for a loss
     print(json.dumps({k: v for k, v in summary.items() if k != "data"}, indent=1))
     if summary["preempted"]:
         logging.warning("preempted at step %d: re-run the same command to resume", summary["steps"])

@@ -51,6 +51,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
 from lstmae_jax import atomic
+from lstmae_jax.train import peers
 
 DIRECTORY = "checkpoints"  # in each run directory (the layout: jobs/rundir.py)
 CHECKSUMS = "sha256.json"  # in each step directory
@@ -221,6 +222,11 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
+        peers.on_lost(self._remove_temporaries)  # a lost peer ends the run mid-save
+
+    def _remove_temporaries(self) -> None:
+        for tmp in glob.glob(os.path.join(self.directory, f"*{ocp.path.step.TMP_DIR_SUFFIX}*")):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def latest_step(self) -> int | None:
         """The newest intact step, None if there is no checkpoint. Newer corrupt or
@@ -314,8 +320,7 @@ class Checkpointer:
             # would leave its temporary behind (and log at interpreter exit).
             with contextlib.suppress(Exception):
                 self._manager.close()
-            for tmp in glob.glob(os.path.join(self.directory, f"*{ocp.path.step.TMP_DIR_SUFFIX}*")):
-                shutil.rmtree(tmp, ignore_errors=True)
+            self._remove_temporaries()
             kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
             resume = (
                 f"the earlier checkpoints are intact: free space and re-run the same command"

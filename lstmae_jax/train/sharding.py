@@ -22,6 +22,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lstmae_jax.data import dataset
+from lstmae_jax.train import peers
 
 AXIS = "data"
 
@@ -40,6 +41,7 @@ def maybe_initialize_distributed(
     if process_id >= 0:
         kwargs["process_id"] = process_id
     jax.distributed.initialize(**kwargs)
+    peers.watch()  # a lost process ends the others at once
 
 
 def make_mesh(devices: list | None = None) -> Mesh:

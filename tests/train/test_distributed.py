@@ -275,6 +275,47 @@ def test_processes_that_disagree_are_refused_before_writing(tmp_path):
         assert not (tmp_path / name / "stage1").exists()
 
 
+def test_a_killed_process_ends_the_other_in_one_line(tmp_path):
+    """SIGKILL of process 1 of 2 mid-training: process 0, waiting on it in a collective,
+    stops within seconds (not after jax.distributed's 100 s heartbeat timeout, with a
+    native stack) with one line saying which process was lost and how to resume, and
+    leaves no half-written checkpoint."""
+    from lstmae_jax.train import peers
+
+    data = tmp_path / "days"
+    data.mkdir()
+    for i in range(2):
+        day = timeline.write(timeline.generate(2000, seed=i), str(data / f"day{i}.parquet"))
+        pq.write_table(pq.read_table(day), day, row_group_size=500)
+    port, work = _free_port(), tmp_path / "w"
+    argv = [f"--data={data}", f"--workdir={work}", *FLAGS, "--epochs=50", "--share_data"]
+    procs = [_start(tmp_path, f"p{i}", [*argv, *_cluster(port, 2, i)], 2) for i in range(2)]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "steps (" not in (tmp_path / "p0.log").read_text():  # training has begun
+            assert all(p.poll() is None for p in procs), (tmp_path / "p0.log").read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        procs[1].kill()
+        killed = time.monotonic()
+        procs[0].wait(timeout=peers.LOST_AFTER_S + 30)
+        waited = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    log = (tmp_path / "p0.log").read_text()
+    assert procs[0].returncode == peers.EXIT_LOST, log[-3000:]
+    assert waited < peers.LOST_AFTER_S + 10
+    assert (
+        log.strip()
+        .splitlines()[-1]
+        .startswith("error: process 1 stopped (no sign of life for 15 s): it was killed")
+    )
+    assert "Traceback" not in log and "Fatal Python error" not in log
+    assert not list(work.rglob("*tmp*"))
+
+
 def test_process_slice_follows_the_mesh(monkeypatch):
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     assert sharding.process_slice(16, _fake_mesh([0, 0, 1, 1])) == slice(8, 16)
