@@ -21,7 +21,8 @@ same early stopping on the validation loss). Three parts:
 
 Writes ``benchmarks/results/detection.json`` and ``.md`` after each part (``--quick``: into
 a scratch directory, so a smoke run never overwrites the real results);
-``--render_only`` re-renders the ``.md`` from the ``.json``.
+``--render_only`` re-renders the ``.md`` from the ``.json``; ``--merge=OTHER.json`` joins the
+parts of a run made beside it (other ``--parts``) into it, then re-renders.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ _ONLY = flags.DEFINE_list("only", [], "Stage-1 protocols to run (default: all)."
 _CANDIDATES = flags.DEFINE_list("candidates", [], "Stage-1 candidates (default: all).")
 _RENDER = flags.DEFINE_bool("render_only", False, "Only re-render the .md from the .json.")
 _KEEP = flags.DEFINE_bool("keep_workdir", False, "Keep run directories and checkpoints.")
+_MERGE = flags.DEFINE_string(
+    "merge", None, "Join the parts of this detection.json (a run of other --parts, e.g. in a"
+    " second process) into the results' detection.json, and re-render; nothing is run.",
+)  # fmt: skip
 
 PAPER_DATASETS = {
     "cicids2017": ["cicids2017/stratified_sample_all_days.parquet"],
@@ -287,8 +292,18 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     out_json = RESULTS / "detection.json"
-    if _RENDER.value:  # the numbers are untouched: the report text is a function of them
+    if _MERGE.value:  # the parts of two runs side by side, each as it was measured
+        report, other = json.loads(out_json.read_text()), json.loads(open(_MERGE.value).read())
+        for part in ("paper", "cross"):
+            if part in other:
+                report[part] = other[part]
+        if other.get("datasets"):
+            report["datasets"] = other["datasets"]
+        report["command"] = f"{report['command']}; {other['command']} (side by side)"
+        report["wall_seconds"] = max(report["wall_seconds"], other["wall_seconds"])
+    elif _RENDER.value:
         report = json.loads(out_json.read_text())
+    if _MERGE.value or _RENDER.value:  # the numbers untouched: the text is a function of them
         detection_report.finish(report)
         out_json.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
         (RESULTS / "detection.md").write_text(detection_report.markdown(report))

@@ -266,7 +266,7 @@ def verdict(report: dict, name: str, datasets=None) -> dict:
     """The selection rule for candidate ``name`` against ``PREVIOUS`` (module docstring)."""
     skip = undetected(report)
     dets = detectors(report)
-    ok, better, why = True, False, []
+    ok, better, why = True, True, []
     for seed in dets[name]:
         a = summary(dets[name][seed], skip, datasets)
         b = summary(dets[PREVIOUS][seed], skip, datasets)
@@ -278,9 +278,9 @@ def verdict(report: dict, name: str, datasets=None) -> dict:
             if da["roc_auc"] < db["roc_auc"] - SLACK:
                 ok = False
                 why.append(f"seed {seed}: demo {da['roc_auc']:.3f} < {db['roc_auc']:.3f}")
-        better |= a["worst"] > b["worst"] or a["mean"] > b["mean"]
-    if not better:
-        why.append("raises neither the worst family nor the mean")
+        if not (a["worst"] > b["worst"] or a["mean"] > b["mean"]):
+            better = False
+            why.append(f"seed {seed}: raises neither the worst family nor the mean")
     return {"may_be_default": ok and better, "why_not": why}
 
 
