@@ -118,7 +118,7 @@ def _share(cfg: Config, features, scalers) -> windows.Windowed:
 PER_PROCESS = frozenset({"process_id", "coordinator_address", "num_processes", "data"})
 
 
-def _what_i_run(cfg: Config) -> dict:
+def _what_i_run(cfg: Config, workdir: str, refused: str | None) -> dict:
     """This process's config and day list: each file by its path under the files' common
     folder (hosts may mount the data elsewhere) with its fingerprint, in order."""
     try:
@@ -131,7 +131,9 @@ def _what_i_run(cfg: Config) -> dict:
     )
     files = [[os.path.relpath(path, root), fp] for path, fp in found.items()]
     config_ = {k: v for k, v in cfg.to_json().items() if k not in PER_PROCESS}
-    return {"config": json.loads(json.dumps(config_)), "files": files, "error": None}
+    config_["workdir"] = os.path.abspath(workdir)  # one folder that every host sees
+    config_ = json.loads(json.dumps(config_))
+    return {"config": config_, "files": files, "error": None, "refused": refused}
 
 
 def disagreements(each: list[dict]) -> list[str]:
@@ -166,13 +168,19 @@ def disagreements(each: list[dict]) -> list[str]:
     return out
 
 
-def _check_agreement(cfg: Config) -> None:
-    """Several processes: every one must run the same config on the same files, or the
-    split, the scaler and the share of each would silently differ. Checked before anything
-    is written; every process refuses with the same line."""
+def _check_agreement(cfg: Config, workdir: str, refused: str | None) -> None:
+    """Several processes: every one must run the same config on the same files in the same
+    workdir, or the split, the scaler and the share of each would silently differ; and a
+    process that cannot start (process 0 without the workdir's lock, ``refused``) stops
+    all. Checked before anything is written; every process refuses with the same line."""
     if jax.process_count() == 1:
+        if refused:
+            raise ValueError(refused)
         return
-    if diffs := disagreements(collective.allgather_json(_what_i_run(cfg))):
+    each = collective.allgather_json(_what_i_run(cfg, workdir, refused))
+    if stopped := [f"process {p}: {e['refused']}" for p, e in enumerate(each) if e.get("refused")]:
+        raise ValueError("; ".join(stopped))
+    if diffs := disagreements(each):
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
         raise ValueError(
             f"the {jax.process_count()} processes of this run disagree, so none trains: "
@@ -188,11 +196,16 @@ def train_job(cfg: Config, workdir: str) -> dict:
     Holds ``workdir``'s lock (process 0) for the whole job: one trainer per workdir."""
     if not cfg.data:
         raise ValueError("--data is required (a Parquet file, directory or glob)")
-    _check_agreement(cfg)
     if cfg.tensorboard:  # every process: all stop here rather than wait on process 0
         monitor.check_tensorboard()
-    held = lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-    with held:
+    with contextlib.ExitStack() as held:  # the workdir's lock (process 0), for the whole job
+        refused = None
+        if jax.process_index() == 0:
+            try:
+                held.enter_context(lock.WorkdirLock(workdir))
+            except ValueError as e:  # told to every process, or the others would wait
+                refused = str(e)
+        _check_agreement(cfg, workdir, refused)
         return _train_job(cfg, workdir)
 
 

@@ -90,7 +90,7 @@ def fit(
             fit_.ckpt.close()
         raise
     result = fit_.finish()
-    if fit_.stopped_by == "SIGINT":
+    if fit_.stopped_by and fit_.stopped_by.startswith("SIGINT"):
         raise console.Interrupted(
             f"{run_dir}: stopped by Ctrl-C (SIGINT) at step {result.steps}, checkpoint saved;"
             " run the same command (or fit) again to resume"
@@ -405,9 +405,9 @@ class _Fit:
                     self.end_epoch()
                 else:
                     self.save(step)
-                if sigterm:
-                    self.stopped_by = sigterm.signal
-                    logging.warning("%s received: saving a checkpoint and stopping", sigterm.signal)
+                if stopping := self._stop_requested(sigterm, step, epoch_end):
+                    self.stopped_by = stopping
+                    logging.warning("%s received: saving a checkpoint and stopping", stopping)
                     self._drain()
                     if step not in self.saved_steps:
                         self.save(step, force=True)
@@ -416,6 +416,21 @@ class _Fit:
                 if self.early["stopped"] or step >= self.total:
                     break
             self._drain()
+
+    def _stop_requested(self, sigterm: console.Stop, step: int, epoch_end: bool) -> str | None:
+        """The signal that stops the run here, or None. One process: its own, at once.
+        Several: the checkpoint is written by all of them together, so they stop at the
+        same step; each tells the others its signal at the steps where metrics are read
+        (the same on every process), and all stop there if any got one."""
+        if jax.process_count() == 1:
+            return sigterm.signal if sigterm else None
+        if not (step % self.cfg.log_every_steps == 0 or epoch_end):
+            return None
+        got = collective.allgather_json(sigterm.signal if sigterm else None)
+        named = [f"{sig} on process {p}" for p, sig in enumerate(got) if sig]
+        if not named:
+            return None
+        return sigterm.signal if sigterm else named[0]
 
     def _drain(self) -> None:
         """Reads the pending steps' metrics: a non-finite loss stops; one log line."""

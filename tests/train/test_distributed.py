@@ -24,6 +24,8 @@ agrees only to rounding, with the bound of tests/train/test_loop.py's 1-vs-4-dev
 import json
 import os
 import pathlib
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -248,12 +250,18 @@ def test_processes_that_disagree_are_refused_before_writing(tmp_path):
     cases = {
         "files": ([f"--data={data}"], [two_days]),
         "flags": ([f"--data={data}"], [f"--data={data}", "--epochs=3"]),
+        "workdir": ([f"--data={data}"], [f"--data={data}"]),  # process 1: another workdir
+        "locked": ([f"--data={data}"], [f"--data={data}"]),  # another trainer holds it
     }
+    (tmp_path / "locked").mkdir()
+    lock = {"host": socket.gethostname(), "pid": os.getpid()}  # alive: this test
+    (tmp_path / "locked" / "train.lock").write_text(json.dumps(lock))
     procs = {}
     for name, extra in cases.items():
         port = _free_port()
         for i in range(2):
-            argv = [f"--workdir={tmp_path / name}", *FLAGS, *extra[i], *_cluster(port, 2, i)]
+            work = tmp_path / (f"{name}{i}" if name == "workdir" else name)
+            argv = [f"--workdir={work}", *FLAGS, *extra[i], *_cluster(port, 2, i)]
             argv += ["--share_data"] if name == "files" else []
             procs[f"{name}{i}"] = _start(tmp_path, f"{name}{i}", argv, 2)
     deadline = time.monotonic() + TIMEOUT_S
@@ -265,14 +273,18 @@ def test_processes_that_disagree_are_refused_before_writing(tmp_path):
     want = {
         "files": "day2.parquet is in --data on process 0, not on process 1",
         "flags": "--epochs is 2 on process 0, 3 on process 1",
+        "workdir": f"--workdir is '{tmp_path / 'workdir0'}' on process 0, '{tmp_path / 'workdir1'}'",
+        "locked": f"error: process 0: {tmp_path / 'locked'} is in use by another trainer",
     }
     for name, proc in procs.items():
         lines = (tmp_path / f"{name}.log").read_text().strip().splitlines()
         assert proc.returncode == 1, (name, lines[-5:])
-        assert lines[-1].startswith("error: the 2 processes of this run disagree, so none"), lines
-        assert want[name[:-1]] in lines[-1]
-    for name in cases:  # nothing written: no run directory, no inputs record
-        assert not (tmp_path / name / "stage1").exists()
+        if name[:-1] != "locked":
+            assert lines[-1].startswith("error: the 2 processes of this run disagree, so none")
+        assert want[name[:-1]] in lines[-1], lines[-1]
+    for work in tmp_path.glob("[fwl]*"):  # nothing written: no run directory, no record
+        assert not (work / "stage1").exists()
+    assert json.loads((tmp_path / "locked" / "train.lock").read_text()) == lock
 
 
 def test_a_killed_process_ends_the_other_in_one_line(tmp_path):
@@ -313,6 +325,40 @@ def test_a_killed_process_ends_the_other_in_one_line(tmp_path):
         .startswith("error: process 1 stopped (no sign of life for 15 s): it was killed")
     )
     assert "Traceback" not in log and "Fatal Python error" not in log
+    assert not list(work.rglob("*tmp*"))
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
+    """SIGTERM to process 1 of 2 (a preemption notice, or Ctrl-C in its terminal): the
+    processes stop together at the next step where they read metrics, write that step's
+    checkpoint together and both exit as preempted (143), instead of the signalled one
+    waiting alone in the collective save."""
+    data = tmp_path / "days"
+    data.mkdir()
+    for i in range(2):
+        timeline.write(timeline.generate(2000, seed=i), str(data / f"day{i}.parquet"))
+    port, work = _free_port(), tmp_path / "w"
+    argv = [f"--data={data}", f"--workdir={work}", *FLAGS, "--epochs=50"]
+    procs = [_start(tmp_path, f"p{i}", [*argv, *_cluster(port, 2, i)], 2) for i in range(2)]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "steps (" not in (tmp_path / "p1.log").read_text():
+            assert all(p.poll() is None for p in procs), (tmp_path / "p1.log").read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = [(tmp_path / f"p{i}.log").read_text() for i in range(2)]
+    assert [p.returncode for p in procs] == [143, 143], [log[-2000:] for log in logs]
+    assert "SIGTERM on process 1 received: saving a checkpoint" in logs[0]
+    steps = {int(m) for log in logs for m in re.findall(r"preempted at step (\d+)", log)}
+    assert len(steps) == 1, steps
+    assert str(steps.pop()) in os.listdir(work / "stage1" / "checkpoints")
     assert not list(work.rglob("*tmp*"))
 
 
