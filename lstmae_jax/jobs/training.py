@@ -133,14 +133,7 @@ def _what_i_run(cfg: Config, workdir: str, refused: str | None) -> dict:
     config_ = {k: v for k, v in cfg.to_json().items() if k not in PER_PROCESS}
     config_["workdir"] = os.path.abspath(workdir)  # one folder that every host sees
     config_ = json.loads(json.dumps(config_))
-    devices = jax.local_device_count()
-    return {
-        "config": config_,
-        "files": files,
-        "error": None,
-        "refused": refused,
-        "devices": devices,
-    }
+    return {"config": config_, "files": files, "error": None, "refused": refused}
 
 
 def disagreements(each: list[dict]) -> list[str]:
@@ -153,11 +146,6 @@ def disagreements(each: list[dict]) -> list[str]:
         return out
     first = each[0]
     for p, e in enumerate(each[1:], start=1):
-        if e.get("devices") != first.get("devices"):  # the mesh gives each the same rows
-            out.append(
-                f"process 0 has {first.get('devices')} local devices, process {p} has"
-                f" {e.get('devices')} (every process must drive as many)"
-            )
         for k, v in first["config"].items():
             if e["config"].get(k) != v:
                 out.append(f"--{k} is {v!r} on process 0, {e['config'].get(k)!r} on process {p}")
@@ -189,6 +177,12 @@ def _check_agreement(cfg: Config, workdir: str, refused: str | None) -> None:
         if refused:
             raise ValueError(refused)
         return
+    local, count = jax.local_device_count(), jax.process_count()
+    if jax.device_count() != local * count:  # each process feeds as many rows: refused first
+        raise ValueError(
+            f"process {jax.process_index()} drives {local} devices, but the {count} processes"
+            f" have {jax.device_count()} in all: every process must drive as many"
+        )
     each = collective.allgather_json(_what_i_run(cfg, workdir, refused))
     if stopped := [f"process {p}: {e['refused']}" for p, e in enumerate(each) if e.get("refused")]:
         raise ValueError("; ".join(stopped))
