@@ -10,6 +10,7 @@ same command on each, with --distributed (README, "Several hosts").
 import json
 import sys
 
+import jax
 from absl import flags, logging
 
 from lstmae_jax import config, console
@@ -50,6 +51,9 @@ def main(argv: list[str]) -> None:
         summary = training.train_job(cfg, flags.FLAGS.workdir)
     except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback
         sys.exit(f"error: {e}")
+    except jax.errors.JaxRuntimeError as e:  # a collective failed: a lost peer says so
+        peers.explain(e)
+        raise
     except console.Interrupted as e:  # Ctrl-C: the checkpoint is saved
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

@@ -56,6 +56,15 @@ def watch() -> None:
     atexit.register(_watch.stop, done=False)  # before jax.distributed's shutdown
 
 
+def explain(error: BaseException) -> None:
+    """A collective failed with ``error`` (Gloo's "connection closed by peer", say): if a
+    peer is lost, the watch sees it within ``LOST_AFTER_S`` and ends this process with its
+    line; wait for that. Returns (the caller raises ``error``) if no peer is found lost."""
+    del error
+    if _watch is not None and _watch.is_alive():
+        _watch.join(LOST_AFTER_S + 3 * BEAT_S)
+
+
 def done() -> None:
     """This process finished its job: the others must not take it for lost."""
     if _watch is not None:

@@ -66,7 +66,8 @@ def _score(scorer, path, out, **kw):
 def _read(path):
     if str(path).endswith(".parquet"):
         return pq.read_table(path).to_pylist()
-    return [json.loads(line) for line in open(path)]
+    # A live output may end in a line being written: only whole lines are records.
+    return [json.loads(line) for line in open(path) if line.endswith("\n")]
 
 
 def _rows_so_far(path) -> int:
