@@ -256,15 +256,18 @@ def test_a_format_3_artifact_still_scores_as_it_did(tmp_path):
     scores the same windows to the bit, and recalibrates (its threshold only)."""
     from lstmae_jax.data import dataset, windows
     from lstmae_jax.deploy import recalibrate
+    from lstmae_jax.synthetic import timeline
 
     scorer = artifact.load(str(FORMAT3))
     assert scorer.meta["format_version"] == 3 and artifact.detector_of(scorer.meta) is None
-    flows = dataset.load_flows(str(FORMAT3 / "flows.parquet"), features=scorer.features)
+    # The 50 flows the expected scores were computed on: the generator's, seed 6.
+    path = timeline.write(timeline.generate(50, seed=6), str(tmp_path / "flows.parquet"))
+    flows = dataset.load_flows(path, features=scorer.features)
     x = windows.gather(flows.x_NxF, np.arange(len(flows.x_NxF) - 1), scorer.window)
     out = scorer(x)
     expected = json.loads((FORMAT3 / "expected.json").read_text())
     np.testing.assert_array_equal(out["score_B"], np.float32(expected["score_B"]))
     np.testing.assert_array_equal(out["flagged_B"], expected["flagged_B"])
     assert "members_BxM" not in out
-    new = recalibrate.calibrate(scorer, str(FORMAT3 / "flows.parquet"), 0.5, str(tmp_path / "m"))
+    new = recalibrate.calibrate(scorer, path, 0.5, str(tmp_path / "m"))
     assert artifact.load(str(tmp_path / "m")).threshold == new["threshold"]["value"]
