@@ -255,6 +255,17 @@ def _targets(report: dict) -> list[str]:
     ]
 
 
+def _cross_line(c: dict, recall: bool = False) -> str:
+    """The cross-dataset result in one sentence (``recall``: with stage 1's recall/FPR)."""
+    s1 = c["stage1"]["test"]
+    at = f", recall {_p(s1['recall'])}% at FPR {_p(s1['fpr'])}%" if recall else ""
+    f1 = {k: _p(c[k]["test"]["attack"]["f1"]) for k in ("stage2", "dnn", "cnn")}
+    return (
+        f"stage-1 ROC AUC {_f(s1['roc_auc'])}{at}; stage-2 attack F1 {f1['stage2']}%,"
+        f" DNN {f1['dnn']}%, CNN {f1['cnn']}%."
+    )
+
+
 def summary_tables(report: dict) -> str:
     lines = []
     if "stage1_summary" in report:
@@ -262,14 +273,7 @@ def summary_tables(report: dict) -> str:
     for name, exp in report.get("paper", {}).items():
         lines += paper_table(name, exp, report["paper_reference"])
     if "cross" in report:
-        c = report["cross"]
-        s1 = c["stage1"]["test"]
-        lines += [
-            f"Cross-dataset (2017 -> 2018): stage-1 ROC AUC {_f(s1['roc_auc'])}, stage-2 F1"
-            f" {_p(c['stage2']['test']['attack']['f1'])}%, DNN {_p(c['dnn']['test']['attack']['f1'])}%,"
-            f" CNN {_p(c['cnn']['test']['attack']['f1'])}%.",
-            "",
-        ]
+        lines += [f"Cross-dataset (2017 -> 2018): {_cross_line(report['cross'])}", ""]
     if report.get("targets"):
         lines += ["Targets:", "", *_targets(report), ""]
     return "\n".join(lines)
@@ -345,13 +349,7 @@ def markdown(report: dict) -> str:
     if "cross" in report:
         c = report["cross"]
         L += ["## Cross-dataset: CICIDS2017 -> CSE-CIC-IDS2018", "", c["protocol"] + ".", ""]
-        s1 = c["stage1"]["test"]
-        L += [
-            f"Stage 1 (library defaults): ROC AUC {_f(s1['roc_auc'])}, recall {_p(s1['recall'])}%"
-            f" at FPR {_p(s1['fpr'])}%. Stage 2 attack F1 {_p(c['stage2']['test']['attack']['f1'])}%,"
-            f" DNN {_p(c['dnn']['test']['attack']['f1'])}%, CNN {_p(c['cnn']['test']['attack']['f1'])}%.",
-            "",
-        ]
+        L += [f"Library defaults: {_cross_line(c, recall=True)}", ""]
     if report.get("targets"):
         L += ["## Targets", "", *_targets(report), ""]
     return "\n".join(L)
