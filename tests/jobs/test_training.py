@@ -151,21 +151,30 @@ def test_stage2_refuses_an_unfinished_stage1(workdir, tmp_path):
         training.train_job(cfg.replace(stage=2), str(tmp_path))
 
 
-def test_launcher_exits_nonzero_when_preempted(tmp_path):
-    # SIGTERM ends fit with preempted=True; the launcher must not report success, or
-    # `make demo` would go on to stage 2. (The job is stubbed: only the exit is tested.)
+def _launch_with_job(tmp_path, job: str):
+    """launch/train.py run with ``training.train_job`` replaced by ``job`` (Python source
+    defining ``job(cfg, workdir)``): only what the launcher does with its end is tested."""
     import subprocess
     import sys
 
     launcher = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "train.py")
     code = (
-        "import runpy, sys; from lstmae_jax.jobs import training; "
-        "training.train_job = lambda cfg, workdir: {'preempted': True, 'steps': 6}; "
-        f"sys.argv = ['train.py', '--workdir={tmp_path}', '--data=x.parquet']; "
+        "import runpy, sys; from lstmae_jax import console; from lstmae_jax.jobs import training\n"
+        f"{job}\n"
+        "training.train_job = job\n"
+        f"sys.argv = ['train.py', '--workdir={tmp_path}', '--data=x.parquet']\n"
         f"runpy.run_path({launcher!r}, run_name='__main__')"
     )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_launcher_exits_nonzero_when_preempted(tmp_path):
+    # SIGTERM ends fit with preempted=True; the launcher must not report success, or
+    # `make demo` would go on to stage 2.
+    proc = _launch_with_job(
+        tmp_path, "def job(cfg, workdir): return {'preempted': True, 'steps': 6}"
+    )
     assert proc.returncode == 143, proc.stderr
     assert "preempted at step 6" in proc.stderr
 
@@ -173,19 +182,8 @@ def test_launcher_exits_nonzero_when_preempted(tmp_path):
 def test_launcher_reports_ctrl_c_in_one_line(tmp_path):
     # loop.fit turns SIGINT into console.Interrupted after saving (tests/train/test_loop.py);
     # the launcher prints its message as one line and exits 130, no traceback.
-    import subprocess
-    import sys
-
-    launcher = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "train.py")
-    code = (
-        "import runpy, sys; from lstmae_jax import console; from lstmae_jax.jobs import training\n"
-        "def stopped(cfg, workdir): raise console.Interrupted('W/stage1: stopped at step 6')\n"
-        "training.train_job = stopped\n"
-        f"sys.argv = ['train.py', '--workdir={tmp_path}', '--data=x.parquet']\n"
-        f"runpy.run_path({launcher!r}, run_name='__main__')"
-    )
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    job = "def job(cfg, workdir): raise console.Interrupted('W/stage1: stopped at step 6')"
+    proc = _launch_with_job(tmp_path, job)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "interrupted: W/stage1: stopped at step 6"
     assert "Traceback" not in proc.stderr

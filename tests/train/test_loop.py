@@ -87,21 +87,27 @@ def test_resume_refuses_another_config(uninterrupted, tmp_path):
         loop.fit(cfg.replace(learning_rate=0.5), str(tmp_path), _windowed())
 
 
-def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
-    cfg, full = uninterrupted
+def _signal_at_batch(monkeypatch, sig: int, n: int = 6) -> None:
+    """Sends ``sig`` to this process while the n-th batch is drawn (step n runs, then the
+    loop sees the flag)."""
     calls = {"n": 0}
     real_next = windows.BatchOrder.next
 
-    def next_and_preempt(self):
+    def next_and_signal(self):
         calls["n"] += 1
-        if calls["n"] == 6:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if calls["n"] == n:
+            os.kill(os.getpid(), sig)
         return real_next(self)
 
-    monkeypatch.setattr(windows.BatchOrder, "next", next_and_preempt)
-    stopped = loop.fit(cfg, str(tmp_path), _windowed())
+    monkeypatch.setattr(windows.BatchOrder, "next", next_and_signal)
+
+
+def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path, monkeypatch):
+    cfg, full = uninterrupted
+    with monkeypatch.context() as m:
+        _signal_at_batch(m, signal.SIGTERM)
+        stopped = loop.fit(cfg, str(tmp_path), _windowed())
     assert stopped.preempted and stopped.steps == 6
-    monkeypatch.setattr(windows.BatchOrder, "next", real_next)
     resumed = loop.fit(cfg, str(tmp_path), _windowed())
     assert resumed.resumed_from == 6
     _assert_same(resumed.model, full.model)
@@ -111,22 +117,13 @@ def test_sigint_saves_raises_how_to_resume_and_resume_matches(uninterrupted, tmp
     # Ctrl-C in a script (Detector.fit, train_job): the checkpoint of the step in hand is
     # written whole, then console.Interrupted (a KeyboardInterrupt) says how to resume.
     cfg, full = uninterrupted
-    calls = {"n": 0}
-    real_next = windows.BatchOrder.next
-
-    def next_and_interrupt(self):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_next(self)
-
-    monkeypatch.setattr(windows.BatchOrder, "next", next_and_interrupt)
-    with pytest.raises(console.Interrupted, match="at step 6, checkpoint saved; run the same"):
-        loop.fit(cfg, str(tmp_path), _windowed())
+    with monkeypatch.context() as m:
+        _signal_at_batch(m, signal.SIGINT)
+        with pytest.raises(console.Interrupted, match="at step 6, checkpoint saved; run the same"):
+            loop.fit(cfg, str(tmp_path), _windowed())
     assert issubclass(console.Interrupted, KeyboardInterrupt)
     assert max(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()) == 6
     assert not [n for n in os.listdir(tmp_path / "checkpoints") if "tmp" in n]
-    monkeypatch.setattr(windows.BatchOrder, "next", real_next)
     resumed = loop.fit(cfg, str(tmp_path), _windowed())
     assert resumed.resumed_from == 6
     _assert_same(resumed.model, full.model)
