@@ -5,8 +5,8 @@
 The section between ``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced by
 the detection tables (stage 1 by its worst family and its mean against the peers, paper
 vs ours, the cross-dataset line, targets) read from ``detection.json``, the scale tables (``scale_report``), and a link to every other result
-file; the README's scale section (``<!-- scale:start -->``) gets the scale tables too. Without the markers (or without
-a README) the section is printed instead, and nothing is written.
+file; the scale section of ``docs/training.md`` (``<!-- scale:start -->``) gets the scale tables too. Without
+the markers (or without the page) the section is printed instead, and nothing is written.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from absl import app, flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"  # in the README
+SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"  # in SCALE_PAGE
+SCALE_PAGE = REPO / "docs" / "training.md"  # its "Memory and scale" section
 
 _PAGE = flags.DEFINE_string(
     "page", str(REPO / "docs" / "results.md"), "The results page to update (the README links it)."
@@ -169,8 +170,8 @@ def main(argv):
         print(f"{readme} has no {START} ... {END} markers; the section:\n")
         print(text)
     scale = "\n".join(scale_report.tables(RESULTS))
-    if scale and update(REPO / "README.md", scale, SCALE_START, SCALE_END):
-        print("updated the scale table in README.md")
+    if scale and update(SCALE_PAGE, scale, SCALE_START, SCALE_END):
+        print(f"updated the scale tables in {SCALE_PAGE.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

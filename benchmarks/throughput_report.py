@@ -1,4 +1,4 @@
-"""Markdown for a ``benchmarks/throughput.py`` report (its printout and the README)."""
+"""Markdown for a ``benchmarks/throughput.py`` report (its printout and docs/results.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ TARGETS_GPU = {"train_vs_torch_b256": 1.5}
 
 
 def render(report: dict) -> str:
-    """A Markdown table of a throughput report (the README's performance table)."""
+    """A Markdown table of a throughput report (the throughput table of docs/results.md)."""
     m = report["machine"]
     lines = [
         f"{m['cpu_model']}, {m['cpu_cores']} cores, {m['backend']} ({m['device']}); "

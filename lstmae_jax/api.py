@@ -1,17 +1,20 @@
 """The Python API: train, score, calibrate and ship a detector, PyOD and alibi-detect style.
 
     import lstmae_jax
-    det = lstmae_jax.Detector(window=10, epochs=30)  # any ``Config`` field as a keyword
-    det.fit("flows/")                                # paths, a pyarrow Table or a DataFrame
-    result = det.score(df)                           # one row per row of df, in its order
-    det.calibrate(benign_df, target_fpr=0.01)        # alibi-detect's infer_threshold
-    det.export("detector/")
-    same = lstmae_jax.load("detector/")              # scores alike, without training code
+    with lstmae_jax.Detector(window=10, epochs=30) as det:  # any ``Config`` field
+        det.fit("monday.csv")                      # paths, a Table, a DataFrame, numpy
+        result = det.score(df)                     # one row per row of df, in its order
+        det.decision_function(df), det.predict(df) # PyOD's names
+        det.infer_threshold(benign_df, fpr=0.01)   # alibi-detect's name (calibrate)
+        det.export("detector/")
+    same = lstmae_jax.load("detector/")            # scores alike, without training code
 
 Data: raw CICFlowMeter flows in any of the three naming styles, dirty values and all: a
-CSV, CSV.gz or Parquet file, a directory or glob of them, a list of those, a pyarrow Table
-or a pandas DataFrame (an in-memory table is written to a Parquet file as it is, so it takes
-the files' path). Training data goes through the converter (``ingest.convert``), scored data
+CSV, CSV.gz or Parquet file, a directory or glob of them, a list of those, a pyarrow Table,
+a pandas DataFrame or a 2-D numpy array with ``feature_names=`` (an in-memory table is
+written to a Parquet file as it is, so it takes the files' path; a column that mixes
+numbers and text is read as text, as a CSV's is, so a cell that is no number is dropped and
+counted). Training data goes through the converter (``ingest.convert``), scored data
 through the scorer's reader (``ingest.reader``): the same parsing and cleaning as the
 command line, with the artifact's cleaning policy.
 
@@ -29,9 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import math
 import os
 import shutil
+import sys
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,71 +53,192 @@ from lstmae_jax.ingest import reader, schema
 ARTIFACT_DIR = "artifact"  # in the workdir: what ``fit`` exported
 SCORED, DROPPED, NO_WINDOW = "scored", "dropped", "no_window"  # the ``status`` values
 TABLE_FILE = "table.parquet"  # an in-memory table, written as is
+TABLE_NAME = "the input table"  # how errors and logs name it (not its temporary file)
+FIXED = ("data", "model", "stage")  # Config fields that ``fit`` sets
+ATTACK = "Attack"  # the class of label 1 when ``y`` is 0/1 (PyOD's outlier label)
 
 
 class Detector:
-    """The two-stage LSTM-AE detector: ``fit``, ``score``, ``calibrate``, ``export``.
+    """The two-stage LSTM-AE detector: ``fit``, ``score``, ``calibrate``, ``export``, with
+    PyOD's and alibi-detect's names beside them.
 
-    ``Detector(workdir=None, **config_fields)``: every field of ``lstmae_jax.config.Config``
-    but ``data``, ``model`` and ``stage`` (``fit`` sets those) as a keyword, checked as the
-    command line checks its flags. ``workdir`` holds the converted data, the runs, the
-    checkpoints and the exported ``artifact/``; None: a new temporary directory (kept:
-    ``det.workdir``). A workdir holds one model: ``fit`` with the same data resumes or
-    returns the finished model, with other data it is refused (use another workdir).
+    ``Detector(workdir=None, *, verbose=1, contamination=None, **config_fields)``:
+
+    * ``config_fields``: every field of ``lstmae_jax.config.Config`` but ``data``,
+      ``model`` and ``stage`` (``fit`` sets those), type-checked here and range-checked
+      as the command line checks its flags.
+    * ``workdir`` holds the converted data, the runs, the checkpoints and the exported
+      ``artifact/``; a workdir holds one model: ``fit`` with the same data resumes or
+      returns the finished model, with other data it is refused. None: a temporary
+      directory made by ``fit`` and removed by ``close()`` (or ``with``, or when the
+      detector is garbage-collected); the fitted detector keeps scoring from memory.
+    * ``verbose``: 0 silent (errors only), 1 one line per stage and per epoch (rate, loss,
+      val_loss, ETA) on stderr, 2 every log line of the command line's.
+    * ``contamination``: PyOD's threshold rule, the share of normal traffic that alerts: the
+      same as ``threshold="fpr", target_fpr=contamination``, computed on held-out benign
+      windows (PyOD takes the quantile of the training scores, attacks included).
     """
 
-    def __init__(self, workdir: str | None = None, **config_fields: Any):
-        from lstmae_jax.config import Config  # not on the scoring path
-
-        names = {f.name for f in dataclasses.fields(Config)}
-        if unknown := sorted(set(config_fields) - names):
-            raise TypeError(f"unknown Config fields {unknown}; see lstmae_jax.config.Config")
-        if fixed := sorted(set(config_fields) & {"data", "model", "stage"}):
-            raise TypeError(f"{fixed}: fit() sets these (data: its argument; stage 2: stage2=)")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config_fields.items()}
-        self.config = Config(**fields)
-        self.workdir = workdir or tempfile.mkdtemp(prefix="lstmae_jax-")
+    def __init__(
+        self,
+        workdir: str | os.PathLike | None = None,
+        *,
+        verbose: int = 1,
+        contamination: float | None = None,
+        **config_fields: Any,
+    ):
+        self._params: dict[str, Any] = {}
         self.scorer: artifact.Scorer | None = None
         self.fit_summary: dict | None = None
+        self.calibration_: dict | None = None  # the last ``calibrate``'s summary
+        self._owned: str | None = None  # a temporary workdir this detector made
+        self._cleanup: weakref.finalize | None = None
+        self._fit_input: tuple[list[str], int | None] | None = None
+        self._fit_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.set_params(
+            workdir=workdir, verbose=verbose, contamination=contamination, **config_fields
+        )
+
+    # -- sklearn's estimator protocol (so ``sklearn.base.clone`` works)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments: ``workdir``, ``verbose``, ``contamination`` and
+        every ``Config`` field (the value given, else its default)."""
+        del deep  # no nested estimators
+        return dict(self._params)
+
+    def set_params(self, **params: Any) -> Detector:
+        """Sets constructor arguments (checked as the constructor checks them); a fitted
+        detector keeps its model until the next ``fit``. Returns ``self``."""
+        from lstmae_jax.config import Config  # not on the scoring path
+
+        if getattr(self, "config", ...) is None:
+            raise RuntimeError("a loaded detector has no training config: fit a new Detector")
+        names = {f.name for f in dataclasses.fields(Config)} - set(FIXED)
+        if unknown := sorted(set(params) - names - {"workdir", "verbose", "contamination"}):
+            if fixed := sorted(set(unknown) & set(FIXED)):
+                raise TypeError(f"{fixed}: fit() sets these (data: its argument; stage 2: stage2=)")
+            raise TypeError(f"unknown Config fields {unknown}; see lstmae_jax.config.Config")
+        merged = {**_defaults(), **self._params, **params}
+        _check_types({k: merged[k] for k in names | {"verbose", "contamination"}})
+        workdir = merged["workdir"]
+        if workdir is not None and not isinstance(workdir, (str, os.PathLike)):
+            raise TypeError(f"Detector(workdir={workdir!r}): a path or None")
+        fields = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in merged.items() if k in names
+        }
+        if (c := merged["contamination"]) is not None:
+            if not 0.0 < c <= 0.5:
+                raise ValueError(f"Detector(contamination={c!r}): PyOD's range is (0, 0.5]")
+            default_fpr = _defaults()["target_fpr"]
+            if merged["threshold"] != "fpr" or merged["target_fpr"] not in (default_fpr, c):
+                raise ValueError(
+                    "contamination= is threshold='fpr', target_fpr=contamination: give one"
+                    " of the two rules"
+                )
+            fields["target_fpr"] = float(c)
+        self.config = Config(**fields)  # the range checks: one ValueError naming the option
+        self._params = merged
+        return self
+
+    # -- the workdir and its lifecycle
+
+    @property
+    def workdir(self) -> str | None:
+        """The folder of the converted data, runs and artifact (None: not made yet)."""
+        given = self._params.get("workdir") if self._params else None
+        return os.fspath(given) if given is not None else self._owned
+
+    def _work(self) -> str:
+        """The workdir, made now (a temporary one, removed by ``close``) if none was given."""
+        if self.workdir is None:
+            self._owned = tempfile.mkdtemp(prefix="lstmae_jax-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._owned, True)
+        os.makedirs(self.workdir, exist_ok=True)
+        return self.workdir
+
+    def close(self) -> None:
+        """Removes the temporary workdir this detector made (a given ``workdir`` is the
+        caller's and stays). A fitted detector still scores, calibrates and exports."""
+        if self._cleanup is not None:
+            self._cleanup()  # rmtree, once
+        self._cleanup, self._owned, self._fit_input = None, None, None
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        where = self.scorer.directory if self.scorer else "not fitted"
-        return f"Detector(workdir={self.workdir!r}, artifact={where!r})"
+        where = "fitted" if self.scorer else "not fitted"
+        return f"Detector(workdir={self.workdir!r}, {where})"
 
     # -- training (imports the training stack)
 
-    def fit(self, data: Any, *, stage2: bool | None = None) -> Detector:
-        """Converts ``data``, trains stage 1 (the LSTM-AE and its threshold) and, when
-        ``stage2`` (None: when the data holds more than one class), stage 2
-        (the attack classifier), and exports both to ``<workdir>/artifact``. Unlabelled
-        in-memory data (no label column) is taken as all benign. Returns ``self``."""
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        stage2: bool | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> Detector:
+        """Converts ``X``, trains stage 1 (the LSTM-AE and its threshold) and, when
+        ``stage2`` (None: when the data holds more than one class), stage 2 (the attack
+        classifier), and exports both to ``<workdir>/artifact``. ``y``: a label per row of
+        an in-memory ``X`` (strings, or PyOD's 0 = normal / 1 = outlier), replacing any
+        label column; unlabelled in-memory data is taken as all benign. Returns ``self``."""
         if self.config is None:
             raise RuntimeError("a loaded detector has no training config: fit a new Detector")
         from lstmae_jax.ingest import convert
         from lstmae_jax.jobs import export, training
 
-        cfg, work = self.config, self.workdir
-        os.makedirs(work, exist_ok=True)
-        with _replacing(work, ("inputs", "data")):  # a refused fit leaves the last fit's
-            with _files(data, os.path.join(work, "inputs"), all_benign=True) as (paths, _):
-                raw = convert.expand_inputs([p for spec in paths for p in reader.expand(spec)])
-                clean = os.path.join(work, "data")
-                convert.convert(raw, clean, nonfinite=cfg.nonfinite, negative=cfg.negative)
-            cfg = cfg.replace(data=",".join(convert.output_path(f, clean) for f in raw))
-            training.check_inputs(cfg, work)  # other data than the run's: refused here
-        runs = {"stage1": _finished(training.train_job(cfg, work), "stage 1")}
-        split = runs["stage1"]["data"]
-        classes = set().union(*(split[s]["labels"] for s in ("train", "val", "test")))
-        if stage2 or (stage2 is None and len(classes) > 1):
-            runs["stage2"] = _finished(training.train_job(cfg.replace(stage=2), work), "stage 2")
-        export.export_scorer(work, os.path.join(work, ARTIFACT_DIR))
-        self.scorer = artifact.load(os.path.join(work, ARTIFACT_DIR))
+        cfg, work = self.config, self._work()
+        with _verbosity(self._params["verbose"]):
+            say = _Say(self._params["verbose"])
+            with _replacing(work, ("inputs", "data")):  # a refused fit leaves the last fit's
+                inputs = os.path.join(work, "inputs")
+                with _files(X, inputs, all_benign=True, y=y, names=feature_names) as files:
+                    paths, rows_in = files
+                    raw = convert.expand_inputs([p for spec in paths for p in reader.expand(spec)])
+                    say(
+                        f"converting {len(raw)} file(s)"
+                        if rows_in is None
+                        else f"converting {rows_in} rows"
+                    )
+                    clean = os.path.join(work, "data")
+                    convert.convert(raw, clean, nonfinite=cfg.nonfinite, negative=cfg.negative)
+                cfg = cfg.replace(data=",".join(convert.output_path(f, clean) for f in raw))
+                training.check_inputs(cfg, work)  # other data than the run's: refused here
+            say("stage 1: the autoencoder")
+            runs = {"stage1": _finished(training.train_job(cfg, work, say.epoch), "stage 1")}
+            split = runs["stage1"]["data"]
+            classes = set().union(*(split[s]["labels"] for s in ("train", "val", "test")))
+            if stage2 or (stage2 is None and len(classes) > 1):
+                say("stage 2: the attack classifier")
+                s2 = training.train_job(cfg.replace(stage=2), work, say.epoch)
+                runs["stage2"] = _finished(s2, "stage 2")
+            export.export_scorer(
+                work,
+                os.path.join(work, ARTIFACT_DIR),
+                data_name=_provenance(rows_in, raw, bool(self._owned)),
+                workdir_name="a temporary workdir (removed)" if self._owned else None,
+            )
+            self.scorer = artifact.load(os.path.join(work, ARTIFACT_DIR))
+            say(f"fitted: threshold {self.scorer.threshold:.6g}")
         self.fit_summary = runs
+        self._fit_input = (paths, rows_in)
+        self._fit_scores = None
         return self
+
+    def fit_predict(self, X: Any, y: Any = None, **fit_args: Any) -> np.ndarray:
+        """PyOD's name: ``fit(X, y, ...)``, then ``labels_``."""
+        return self.fit(X, y, **fit_args).labels_
 
     # -- scoring (the scorer's modules only)
 
-    def score(self, data: Any) -> Any:
+    def score(self, data: Any, *, feature_names: Sequence[str] | None = None) -> Any:
         """One result row per input row, in input order; a pandas DataFrame (with the
         caller's index) for a DataFrame, else a pyarrow Table. Columns:
 
@@ -128,58 +256,136 @@ class Detector:
           stage 2 ``predicted_class``, ``class_probability``: of the window of T flows
           ending at the row (null unless scored).
         """
-        result = self._score_table(data)
+        result = self._score_table(data, feature_names)
         if _is_pandas(data):
             frame = result.to_pandas()
             frame.index = data.index
             return frame
         return result
 
-    def decision_function(self, data: Any) -> np.ndarray:
+    def decision_function(
+        self, X: Any, *, feature_names: Sequence[str] | None = None
+    ) -> np.ndarray:
         """PyOD's name: the scores, float64 [N] for N input rows; NaN where not scored."""
-        score = self._score_table(data).column("score")
-        return pc.fill_null(score.cast(pa.float64()), np.nan).to_numpy()
+        return _scores(self._score_table(X, feature_names))
 
-    def predict(self, data: Any) -> np.ndarray:
+    def predict(
+        self,
+        X: Any,
+        return_confidence: bool = False,
+        *,
+        feature_names: Sequence[str] | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """PyOD's name: int8 [N], 1 where ``alert``, else 0 (rows not scored too: see
-        ``score``)."""
-        alert = self._score_table(data).column("alert")
-        return pc.fill_null(alert, False).to_numpy().astype(np.int8)
+        ``score``); ``return_confidence``: also ``predict_confidence``'s [N]."""
+        result = self._score_table(X, feature_names)
+        labels = _alerts(result)
+        if return_confidence:
+            return labels, self._confidence(_scores(result), labels)
+        return labels
 
-    def calibrate(self, benign: Any, target_fpr: float = 0.01) -> dict:
+    def predict_proba(
+        self,
+        X: Any,
+        method: str = "linear",
+        return_confidence: bool = False,
+        *,
+        feature_names: Sequence[str] | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """PyOD's name and rules: float64 [N, 2], the probabilities of normal and outlier,
+        from the scores scaled by the fit data's (``decision_scores_``): ``linear``
+        min-max, ``unify`` by the Gaussian error function of the standardised score (Kriegel
+        et al. 2011). NaN rows where not scored. Needs this session's ``fit``."""
+        result = self._score_table(X, feature_names)
+        scores, alerts = _scores(result), _alerts(result)
+        ref = self._reference("predict_proba")
+        if method == "linear":
+            span = float(ref.max() - ref.min()) or 1.0
+            outlier = (scores - ref.min()) / span
+        elif method == "unify":
+            std = float(ref.std()) or 1.0
+            outlier = _erf((scores - ref.mean()) / (std * math.sqrt(2.0)))
+        else:
+            raise ValueError(f"method must be 'linear' or 'unify', got {method!r}")
+        outlier = np.clip(outlier, 0.0, 1.0)
+        probs = np.stack([1.0 - outlier, outlier], axis=1)
+        if return_confidence:
+            return probs, self._confidence(scores, alerts)
+        return probs
+
+    def predict_confidence(
+        self, X: Any, *, feature_names: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """PyOD's name and rule (ExCeeD, Perini et al. 2020): for each row, the probability
+        that its prediction would stay the same with other fit data, from its score's rank
+        among the fit data's scores and the share of them that alert. NaN where not
+        scored. Needs this session's ``fit``."""
+        result = self._score_table(X, feature_names)
+        return self._confidence(_scores(result), _alerts(result))
+
+    def _confidence(self, scores: np.ndarray, alert: np.ndarray) -> np.ndarray:
+        ref = self._reference("confidence")
+        n = ref.size
+        share = float(
+            np.mean(self.labels_[~np.isnan(self.decision_scores_)])
+        )  # PyOD's contamination
+        below = np.searchsorted(np.sort(ref), scores, side="right")  # #{ref <= score}
+        posterior = (1.0 + below) / (2.0 + n)
+        confidence = 1.0 - _binom_cdf(n - int(n * share), n, posterior)
+        confidence = np.where(alert == 1, confidence, 1.0 - confidence)
+        return np.where(np.isnan(scores), np.nan, confidence)
+
+    def calibrate(self, benign: Any, target_fpr: float = 0.01) -> float:
         """Re-chooses the threshold so that ``target_fpr`` of the benign windows of
-        ``benign`` (one path, directory or glob, a Table or a DataFrame; windows with an
-        attack-labelled flow are left out) alert; needs ``10 / target_fpr`` windows. The
-        detector uses the new artifact (in the workdir; ``export`` ships it). Returns
-        ``launch/score.py --calibrate``'s summary (threshold, windows used, ...)."""
+        ``benign`` (one path, directory or glob, a Table, a DataFrame or numpy; windows
+        with an attack-labelled flow are left out) alert; needs ``10 / target_fpr``
+        windows. Returns the new threshold; the detector uses it at once (in memory;
+        ``export`` ships it); ``calibration_`` holds ``launch/score.py --calibrate``'s
+        summary (windows used, the move, ...). Writes nothing that stays."""
         scorer = self._fitted()
-        work = self.workdir or tempfile.mkdtemp(prefix="lstmae_jax-")
-        self.workdir = work
-        os.makedirs(work, exist_ok=True)
-        new = tempfile.mkdtemp(prefix="calibrated-", dir=work)
-        with _files(benign) as (paths, _):
-            if len(paths) != 1:
-                raise TypeError("calibrate takes one path, directory or glob, or one table")
-            result = recalibrate.calibrate(scorer, paths[0], target_fpr, new)
-        self.scorer = artifact.load(new)
-        return result
+        with _verbosity(self._params.get("verbose", 1) if self._params else 1):
+            with tempfile.TemporaryDirectory(prefix="lstmae_jax-calibrated-") as tmp:
+                new = os.path.join(tmp, "artifact")
+                with _files(benign, names=self._names_for(benign)) as (paths, rows_in):
+                    if len(paths) != 1:
+                        raise TypeError("calibrate takes one path, directory or glob, or one table")
+                    named = f"{TABLE_NAME} ({rows_in} rows)" if rows_in is not None else None
+                    result = recalibrate.calibrate(scorer, paths[0], target_fpr, new, name=named)
+                self.scorer = artifact.load(new)  # held in memory: the folder can go
+                self._fit_scores = None  # the fit data's alerts (and fused scores) move
+        self.calibration_ = result
+        return float(result["threshold"]["value"])
+
+    def infer_threshold(self, X: Any, fpr: float = 0.01) -> Detector:
+        """alibi-detect's name: ``calibrate(X, target_fpr=fpr)``; returns ``self``."""
+        self.calibrate(X, target_fpr=fpr)
+        return self
 
     def export(self, directory: str) -> str:
-        """Writes the artifact (the exported function, sidecar and manifest; see README
-        "Deploy") to ``directory``, new or an earlier artifact; returns the manifest's
+        """Writes the artifact (the exported function, sidecar and manifest; see
+        docs/deploy.md) to ``directory``, new or an earlier artifact; returns the manifest's
         SHA-256 (``load(..., manifest_sha256=)`` and ``launch/score.py`` can insist on it)."""
         scorer = self._fitted()
         return artifact.write_dir(directory, scorer.payload, scorer.meta)
 
-    # -- what the artifact says
+    # -- what the artifact says (PyOD's fitted attributes beside)
 
     @property
     def threshold(self) -> float:
         return self._fitted().threshold
 
+    threshold_ = threshold  # PyOD's name
+
     @property
     def features(self) -> list[str]:
+        """The model's features (canonical names, after cleaning)."""
         return self._fitted().features
+
+    feature_names_in_ = features  # sklearn's name
+
+    @property
+    def n_features_in_(self) -> int:
+        return len(self._fitted().features)
 
     @property
     def window(self) -> int:
@@ -189,17 +395,61 @@ class Detector:
     def classes(self) -> list[str] | None:
         return self._fitted().classes
 
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """PyOD's name: the scores of the fit data's rows, float64 [N] in its order (NaN
+        where not scored), computed on first use and kept."""
+        return self._scored_fit_data()[0]
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """PyOD's name: int8 [N], 1 where the fit data's rows alert (``decision_scores_``
+        above ``threshold_``)."""
+        return self._scored_fit_data()[2]
+
+    def _scored_fit_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fit data's scores, those of its scored rows (the reference of PyOD's
+        probability and confidence rules), and its alerts."""
+        self._fitted()
+        if self._fit_scores is None:
+            if self._fit_input is None:
+                raise AttributeError(
+                    "the fit data's scores (decision_scores_, labels_, predict_proba) need"
+                    " this session's fit; a loaded or closed detector has none"
+                )
+            result = self._score_paths(*self._fit_input)
+            scores = _scores(result)
+            self._fit_scores = (scores, scores[~np.isnan(scores)], _alerts(result))
+        return self._fit_scores
+
+    def _reference(self, what: str) -> np.ndarray:
+        ref = self._scored_fit_data()[1]
+        if ref.size == 0:
+            raise ValueError(f"{what}: no row of the fit data was scored")
+        return ref
+
     def _fitted(self) -> artifact.Scorer:
         if self.scorer is None:
             raise RuntimeError("this Detector is not fitted: call fit() first, or load()")
         return self.scorer
 
-    def _score_table(self, data: Any) -> pa.Table:
+    def _names_for(self, data: Any) -> Sequence[str] | None:
+        """A numpy array without ``feature_names`` whose width is the model's: its features."""
+        if isinstance(data, np.ndarray) and data.ndim == 2 and self.scorer is not None:
+            if data.shape[1] == len(self.scorer.features):
+                return self.scorer.features
+        return None
+
+    def _score_table(self, data: Any, names: Sequence[str] | None = None) -> pa.Table:
+        self._fitted()
+        with _files(data, names=names or self._names_for(data)) as (paths, rows_in):
+            return self._score_paths(paths, rows_in)
+
+    def _score_paths(self, paths: list[str], rows_in: int | None) -> pa.Table:
         scorer = self._fitted()
-        with _files(data) as (paths, rows_in):
-            result = _align([self._score_one(scorer, spec) for spec in paths], scorer.window)
-            if rows_in is None:
-                return result
+        result = _align([self._score_one(scorer, spec) for spec in paths], scorer.window)
+        if rows_in is None:
+            return result
         # A table: its rows are the Parquet file's rows 1..N, every one accounted for.
         if not np.array_equal(result.column("row").to_numpy(), np.arange(1, rows_in + 1)):
             raise AssertionError("the scoring pass did not account for every row of the table")
@@ -218,9 +468,11 @@ class Detector:
 def load(directory: str, manifest_sha256: str | None = None) -> Detector:
     """A detector from an exported artifact: ``score``, ``calibrate`` and ``export`` as a
     fitted ``Detector``, with only the scorer's code (``deploy.artifact.load`` verifies
-    the manifest first; ``manifest_sha256``: refuse any other manifest)."""
+    the manifest first; ``manifest_sha256``: refuse any other manifest). The fit data's
+    scores (``decision_scores_``, ``predict_proba``) are not in an artifact."""
     det = Detector.__new__(Detector)
-    det.config, det.workdir, det.fit_summary = None, None, None
+    det.config, det._params, det.fit_summary, det.calibration_ = None, {}, None, None
+    det._owned, det._cleanup, det._fit_input, det._fit_scores = None, None, None, None
     det.scorer = artifact.load(directory, manifest_sha256)
     return det
 
@@ -277,6 +529,14 @@ class _Collect:
         return pa.concat_tables(self.tables)
 
 
+def _provenance(rows_in: int | None, raw: list[str], temporary: bool) -> str | None:
+    """How the artifact names the training data: an in-memory table, or the caller's files
+    when the converted copies are in a temporary workdir (None: those copies' paths)."""
+    if rows_in is not None:
+        return f"{TABLE_NAME} ({rows_in} rows)"
+    return ",".join(os.path.abspath(f) for f in raw) if temporary else None
+
+
 def _finished(summary: dict, name: str) -> dict:
     if summary["preempted"]:
         raise RuntimeError(f"{name} stopped before the end (a signal): fit again to resume")
@@ -289,43 +549,270 @@ def _is_pandas(data: Any) -> bool:
 
 @contextlib.contextmanager
 def _files(
-    data: Any, folder: str | None = None, all_benign: bool = False
+    data: Any,
+    folder: str | None = None,
+    all_benign: bool = False,
+    y: Any = None,
+    names: Sequence[str] | None = None,
 ) -> Iterator[tuple[list[str], int | None]]:
     """``data`` as path specs (file, directory or glob), and the row count of an in-memory
     table, written to ``folder`` (None: a temporary removed afterwards). ``all_benign``:
-    an unlabelled table gets the label Benign (training)."""
-    if isinstance(data, (str, os.PathLike)):
-        yield [os.fspath(data)], None
+    an unlabelled table gets the label Benign (training); ``y``: labels for its rows;
+    ``names``: a numpy array's column names. Errors and log lines name the caller's
+    table (``TABLE_NAME``), not the temporary file."""
+    if isinstance(data, (str, os.PathLike)) or (
+        isinstance(data, Sequence)
+        and not isinstance(data, str)
+        and data
+        and all(isinstance(d, (str, os.PathLike)) for d in data)
+    ):
+        if y is not None:
+            raise TypeError("y= labels rows of an in-memory table; files carry a label column")
+        specs = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else data
+        yield [os.fspath(d) for d in specs], None
         return
-    if isinstance(data, Sequence) and data and all(isinstance(d, (str, os.PathLike)) for d in data):
-        yield [os.fspath(d) for d in data], None
-        return
-    if _is_pandas(data):
-        data = pa.Table.from_pandas(data, preserve_index=False)
-    if isinstance(data, pa.RecordBatch):
-        data = pa.Table.from_batches([data])
-    if not isinstance(data, pa.Table):
-        raise TypeError(
-            "expected a path, a list of paths, a pyarrow Table or a pandas DataFrame of"
-            f" CICFlowMeter flows, got {type(data).__name__}"
-        )
-    names, seen = [], set()
-    for name in map(str, data.column_names):  # a second "Fwd Header Length": pandas' ".1"
-        names.append(f"{name}.1" if name in seen else name)
-        seen.add(name)
-    data = data.rename_columns(names)
-    if all_benign and not any(schema.canonical_name(n) == schema.LABEL for n in names):
-        data = data.append_column(schema.LABEL, pa.array([schema.BENIGN] * data.num_rows))
+    table = _table(data, names)
+    if y is not None:
+        table = _with_labels(table, y)
+    elif all_benign and not any(
+        schema.canonical_name(n) == schema.LABEL for n in table.column_names
+    ):
+        table = table.append_column(schema.LABEL, pa.array([schema.BENIGN] * table.num_rows))
     with contextlib.ExitStack() as stack:
         if folder is None:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="lstmae_jax-"))
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, TABLE_FILE)
-        pq.write_table(data, path, compression="none")
+        pq.write_table(table, path, compression="none")
+        stack.enter_context(_renamed_in_logs(path, TABLE_NAME))
         try:
-            yield [path], data.num_rows
+            yield [path], table.num_rows
         except ValueError as e:  # name the caller's table, not the temporary file
-            raise ValueError(str(e).replace(path, "the input table")) from e
+            raise ValueError(str(e).replace(path, TABLE_NAME)) from e
+
+
+def _table(data: Any, names: Sequence[str] | None) -> pa.Table:
+    """An in-memory input as a pyarrow Table, column by column: a column Arrow cannot type
+    (numbers and text mixed) is read as text, as a CSV's cells are, so the reader drops
+    and counts the cells that are no number; a complex column is refused by name. A
+    second column of the same name (CICIDS2017's ``Fwd Header Length``) gets pandas' ".1"."""
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if isinstance(data, pa.Table):
+        columns = list(zip(map(str, data.column_names), data.columns, strict=True))
+    elif _is_pandas(data):
+        columns = [(str(n), data.iloc[:, i]) for i, n in enumerate(data.columns)]
+    elif isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise ValueError(f"a numpy array of flows is 2-D [rows, columns], got {data.shape}")
+        if names is None:
+            raise TypeError(
+                "a numpy array needs feature_names= (its columns' CICFlowMeter names, any"
+                " naming style)"
+            )
+        if len(names) != data.shape[1]:
+            raise ValueError(f"{len(names)} feature_names for {data.shape[1]} columns")
+        columns = [(str(n), data[:, i]) for i, n in enumerate(names)]
+    else:
+        raise TypeError(
+            "expected a path, a list of paths, a pyarrow Table, a pandas DataFrame or a"
+            f" 2-D numpy array of CICFlowMeter flows, got {type(data).__name__}"
+        )
+    out_names, arrays, seen = [], [], set()
+    for name, col in columns:
+        out_names.append(f"{name}.1" if name in seen else name)
+        seen.add(name)
+        arrays.append(col if isinstance(col, (pa.Array, pa.ChunkedArray)) else _column(name, col))
+    return pa.table(arrays, names=out_names)
+
+
+def _column(name: str, values: Any) -> pa.Array:
+    """One column of a DataFrame or numpy array as Arrow, or its cells as text."""
+    cells = np.asarray(values)
+    if cells.dtype.kind == "c" or (
+        cells.dtype == object and any(isinstance(v, complex) for v in cells)
+    ):
+        row = next(i for i, v in enumerate(cells) if isinstance(v, (complex, np.complexfloating)))
+        raise ValueError(
+            f"{TABLE_NAME}: column {name!r} holds complex numbers (row {row}: {cells[row]!r});"
+            " flow features are real numbers"
+        )
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.array([None if _missing(v) else str(v) for v in cells], pa.string())
+
+
+def _missing(v: Any) -> bool:
+    return (
+        v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
+    )
+
+
+def _with_labels(table: pa.Table, y: Any) -> pa.Table:
+    """``table`` with ``y`` as its label column (any label column it had replaced): text
+    as given; PyOD's integers 0 (normal) and 1 (outlier) as Benign and Attack, k as
+    "Attack k"."""
+    labels = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    if labels.ndim != 1 or len(labels) != table.num_rows:
+        raise ValueError(f"y has shape {labels.shape}: one label per row, {table.num_rows} rows")
+    if labels.dtype.kind in "biuf":
+        if labels.dtype.kind == "f" and not np.all(
+            np.isfinite(labels) & (labels == np.round(labels))
+        ):
+            raise ValueError("y: numeric labels must be whole numbers (0 normal, 1 outlier)")
+        ints = labels.astype(np.int64)
+        text = [schema.BENIGN if k == 0 else ATTACK if k == 1 else f"{ATTACK} {k}" for k in ints]
+    else:
+        if bad := [i for i, v in enumerate(labels) if _missing(v)][:1]:
+            raise ValueError(f"y: row {bad[0]} has no label")
+        text = [str(v) for v in labels]
+    keep = [i for i, n in enumerate(table.column_names) if schema.canonical_name(n) != schema.LABEL]
+    return table.select(keep).append_column(schema.LABEL, pa.array(text, pa.string()))
+
+
+@contextlib.contextmanager
+def _renamed_in_logs(path: str, name: str) -> Iterator[None]:
+    """Log records of the body name ``name`` where they would name ``path``."""
+
+    def rename(record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if path in text:
+            record.msg, record.args = text.replace(path, name), None
+        return True
+
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(rename)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(rename)
+
+
+def _defaults() -> dict[str, Any]:
+    """The constructor's arguments and their defaults (``get_params``' keys)."""
+    from lstmae_jax.config import Config
+
+    fields = {f.name: f.default for f in dataclasses.fields(Config) if f.name not in FIXED}
+    return {"workdir": None, "verbose": 1, "contamination": None, **fields}
+
+
+_KINDS = {  # annotation -> (accepted types, what to say)
+    "int": ((int, np.integer), "a whole number"),
+    "float": ((int, float, np.integer, np.floating), "a number"),
+    "str": ((str,), "a string"),
+    "bool": ((bool, np.bool_), "True or False"),
+}
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each option's Python type, as its flag's parser would insist: a ``TypeError`` naming
+    the option (``window="4"``, ``window=2.5``, ``window=True``, ``encoder_sizes=8``)."""
+    import typing
+
+    from lstmae_jax.config import Config
+
+    hints = {
+        k: str(v).removeprefix("<class '").removesuffix("'>")
+        for k, v in typing.get_type_hints(Config).items()
+    }
+    hints.update(verbose="int", contamination="float")
+    for name, value in values.items():
+        hint = hints[name]
+        if name == "contamination" and value is None:
+            continue
+        if name == "verbose" and value not in (0, 1, 2):
+            raise ValueError(f"Detector(verbose={value!r}): 0, 1 or 2")
+        if hint.startswith("tuple["):
+            kind = hint[len("tuple[") :].split(",")[0]
+            accepted, what = _KINDS[kind]
+            ok = isinstance(value, (tuple, list)) and all(_is(v, accepted) for v in value)
+            what = f"a tuple of {what.removeprefix('a ')}s, e.g. {_EXAMPLES[kind]}"
+        else:
+            accepted, what = _KINDS[hint]
+            ok = _is(value, accepted)
+        if not ok:
+            raise TypeError(
+                f"Detector({name}={value!r}): {name} takes {what}, got {type(value).__name__}"
+            )
+
+
+_EXAMPLES = {"int": "(64, 32)", "float": "(0.6, 0.2, 0.2)", "str": '("quantile:sse",)'}
+
+
+def _is(value: Any, accepted: tuple[type, ...]) -> bool:
+    """``isinstance``, but a bool is no number (``window=True`` is a mistake)."""
+    if isinstance(value, (bool, np.bool_)) and bool not in accepted:
+        return False
+    return isinstance(value, accepted)
+
+
+@contextlib.contextmanager
+def _verbosity(verbose: int) -> Iterator[None]:
+    """absl's logger at the level of ``verbose`` for the body: 0 errors only, 1 warnings
+    (absl's default outside ``app.run``), 2 every INFO line the commands print. The
+    logger's own level is put back after, exactly (NOTSET stays NOTSET)."""
+    absl_logger = logging.getLogger("absl")
+    old = absl_logger.level
+    absl_logger.setLevel({0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}[verbose])
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(old)
+
+
+class _Say:
+    """``verbose=1``'s lines on stderr: one per stage and one per epoch."""
+
+    def __init__(self, verbose: int):
+        self.on = verbose == 1
+
+    def __call__(self, line: str) -> None:
+        if self.on:
+            print(f"lstmae_jax: {line}", file=sys.stderr, flush=True)
+
+    def epoch(self, r: dict) -> None:
+        eta = "" if r["eta_s"] is None else f", ETA <= {_duration(r['eta_s'])}"
+        loss = "" if r["loss"] is None else f"loss {r['loss']:.4g}, "
+        self(
+            f"  epoch {r['epoch']}/{r['epochs']}: step {r['step']}/{r['steps']},"
+            f" {r['windows_per_s']:,.0f} windows/s, {loss}val_loss {r['val_loss']:.4g}"
+            f"{' (best)' if r['improved'] else ''}{eta}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def _scores(result: pa.Table) -> np.ndarray:
+    return pc.fill_null(result.column("score").cast(pa.float64()), np.nan).to_numpy()
+
+
+def _alerts(result: pa.Table) -> np.ndarray:
+    """int8 [N]: 1 where ``alert`` (the artifact's own ``score > threshold``), else 0."""
+    return (
+        pc.fill_null(result.column("alert"), False).to_numpy(zero_copy_only=False).astype(np.int8)
+    )
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _binom_cdf(k: int, n: int, p: np.ndarray) -> np.ndarray:
+    """P(Binomial(n, p) <= k), float64, by the regularised incomplete beta function
+    ``I_{1-p}(n - k, k + 1)`` (``jax.scipy.special.betainc``)."""
+    if k >= n:
+        return np.ones_like(p, dtype=np.float64)
+    import jax
+    from jax.scipy.special import betainc
+
+    q = np.nan_to_num(1.0 - p, nan=0.5).astype(np.float64)
+    x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    with x64(True):  # float64, as PyOD's scipy.stats.binom
+        return np.asarray(betainc(float(n - k), float(k + 1), q), np.float64)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,10 @@ drives tests and CI.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
+import re
 from typing import Any
 
 from absl import flags
@@ -199,7 +201,7 @@ class Config:
     threshold_value: float = _opt(
         0.1, "threshold=fixed: the value (the paper's MAE threshold).", resume_may_change=True
     )
-    # -- optimisation
+    # -- training
     batch_size: int = _opt(256, "Global batch size (split across all devices).")
     eval_batch_size: int = _opt(1024, "Global batch size for evaluation.", resume_may_change=True)
     steps_per_call: int = _opt(
@@ -226,7 +228,7 @@ class Config:
     )
     min_delta: float = _opt(1e-3, "Relative val-loss decrease that counts as improvement.")
     seed: int = _opt(0, "Seed of initialisation, data order and random splits.")
-    # -- bookkeeping
+    # -- logging and checkpoints
     log_every_steps: int = _opt(50, "Steps between JSONL metric lines.", resume_may_change=True)
     tensorboard: bool = _opt(
         False,
@@ -240,7 +242,7 @@ class Config:
     keep_checkpoints: int = _opt(
         3, "Latest checkpoints kept (the best one is kept as well).", resume_may_change=True
     )
-    # -- multi-host
+    # -- several hosts
     distributed: bool = _opt(
         False, "Call jax.distributed.initialize (multi-host).", resume_may_change=True
     )
@@ -253,7 +255,7 @@ class Config:
         False,
         "Multi-host: each process loads only its share of --data (Parquet row groups dealt"
         " out in turn) instead of all of it; classes, split and scaler are computed across"
-        " processes (README, 'Several hosts').",
+        " processes (docs/training.md, 'Several hosts').",
     )
 
     @property
@@ -384,6 +386,24 @@ class Config:
         return json.dumps(self.to_json(), indent=1, sort_keys=True)
 
 
+def sections(cls: type = Config) -> list[tuple[str, list[str]]]:
+    """The options grouped by purpose, as the class declares them under its ``# -- title``
+    comments: (title, field names) in order (``--help`` lists them so). Without the
+    source (a build that ships bytecode only), one group of every option."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    try:
+        source = inspect.getsource(cls)
+    except OSError:
+        return [("options", names)]
+    groups: list[tuple[str, list[str]]] = [("options", [])]
+    for line in source.splitlines():
+        if title := re.match(r" {4}# -- (.+)", line):
+            groups.append((title.group(1), []))
+        elif (field := re.match(r" {4}(\w+):", line)) and field.group(1) in names:
+            groups[-1][1].append(field.group(1))
+    return [(title, fields) for title, fields in groups if fields]
+
+
 def resume_may_change() -> frozenset[str]:
     """The options a resume may change (fields marked ``resume_may_change``)."""
     return frozenset(f.name for f in dataclasses.fields(Config) if f.metadata["resume_may_change"])
@@ -453,7 +473,7 @@ def from_flags(cls: type = Config, flag_values: flags.FlagValues = flags.FLAGS) 
 
 
 def markdown_table(cls: type = Config) -> str:
-    """The options as a Markdown table (the README's copy is checked against this)."""
+    """The options as a Markdown table (docs/training.md's copy is checked against this)."""
     rows = ["| flag | default | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
         default = ",".join(str(v) for v in f.default) if isinstance(f.default, tuple) else f.default

@@ -50,3 +50,40 @@ def artifact_dir(trained_workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifact")
     export.export_scorer(str(trained_workdir[0]), str(out))
     return out
+
+
+@pytest.fixture
+def tensorboard_events():
+    """A reader of a TensorBoard directory's event files, as TensorBoard reads them: files
+    in name order, a session start at step S hiding the events before it of steps >= S
+    (its purge of orphaned data after a restart). Returns (tag -> [(step, value)] of the
+    scalars, the hyperparameters of the last HParams session start) (needs tensorboardX)."""
+    pytest.importorskip("tensorboardX")
+    import struct
+
+    from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+
+    def read(directory) -> tuple[dict[str, list[tuple[int, float]]], dict]:
+        scalars: dict[str, list[tuple[int, float]]] = {}
+        hparams: dict = {}
+        for name in sorted(os.listdir(directory)):
+            data = (pathlib.Path(directory) / name).read_bytes()
+            pos = 0
+            while pos < len(data):  # TFRecords: length, its CRC, the event, its CRC
+                (n,) = struct.unpack("<Q", data[pos : pos + 8])
+                event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+                pos += 12 + n + 4
+                if event.session_log.status == event_pb2.SessionLog.START:
+                    for tag, points in scalars.items():
+                        scalars[tag] = [(s, v) for s, v in points if s < event.step]
+                for v in event.summary.value:
+                    plugin = v.metadata.plugin_data
+                    if plugin.plugin_name == "hparams":
+                        content = plugin_hparams_pb2.HParamsPluginData.FromString(plugin.content)
+                        start = content.session_start_info.hparams
+                        hparams = {k: getattr(h, h.WhichOneof("kind")) for k, h in start.items()}
+                    else:
+                        scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
+        return scalars, hparams
+
+    return read

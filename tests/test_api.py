@@ -1,5 +1,7 @@
 """The Python API (lstmae_jax.api): fit, aligned scores equal to launch/score.py's, load
-without training code, calibrate, export, and the README's example run as written."""
+without training code, calibrate, export; PyOD's and alibi-detect's names and habits
+(``BaseDetector``'s fitted attributes, ``predict_proba`` and ``predict_confidence`` by its
+rules, sklearn ``clone``), the detector's lifecycle, and input errors of its own."""
 
 import importlib.util
 import os
@@ -247,13 +249,19 @@ def test_load_scores_like_the_detector_without_training_code(detector, dirty, tm
     assert not {m.split(".")[0] for m in loaded} & {"flax", "optax", "orbax"}
 
 
-def test_calibrate_moves_the_threshold_to_the_target_fpr(detector, tmp_path):
+def test_calibrate_moves_the_threshold_to_the_target_fpr(detector, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
     shipped = tmp_path / "shipped"
     detector.export(str(shipped))
     det = lstmae_jax.load(str(shipped))
     benign = timeline.generate(1500, seed=11, attack_fraction=0.0)
-    result = det.calibrate(benign, target_fpr=0.05)
-    assert det.threshold == result["threshold"]["value"] != detector.threshold
+    assert det.calibrate(benign, target_fpr=0.05) == det.threshold != detector.threshold
+    assert os.listdir(tmp_path / "tmp") == []  # nothing left behind
+    result = det.calibration_
+    assert result["threshold"]["calibrated_on"].startswith(
+        f"{result['windows_used']} benign windows of the input table (1500 rows)"
+    )
     scored = det.score(benign).filter(pc.field("status") == "scored")
     rate = pc.mean(scored.column("alert").cast(pa.float64())).as_py()
     assert rate == pytest.approx(result["threshold"]["params"]["benign_fpr"], abs=1e-9)
@@ -263,6 +271,8 @@ def test_calibrate_moves_the_threshold_to_the_target_fpr(detector, tmp_path):
     assert lstmae_jax.load(str(tmp_path / "again")).threshold == det.threshold
     with pytest.raises(RuntimeError, match="no training config"):
         det.fit(benign)
+    assert det.infer_threshold(benign, fpr=0.1) is det  # alibi-detect's name
+    assert det.threshold < result["threshold"]["value"]
 
 
 def test_a_refused_fit_changes_nothing(detector):
@@ -313,18 +323,177 @@ def test_bad_arguments_are_one_clear_error(detector, tmp_path):
         lstmae_jax.Detector(window=0)
     with pytest.raises(RuntimeError, match="not fitted"):
         lstmae_jax.Detector(str(tmp_path)).score("x.csv")
-    with pytest.raises(TypeError, match="pyarrow Table or a pandas DataFrame"):
+    with pytest.raises(TypeError, match="a pandas DataFrame or a 2-D numpy array"):
+        detector.score({"flow_duration": [1.0]})
+    with pytest.raises(TypeError, match="a numpy array needs feature_names="):
         detector.score(np.zeros((3, 4)))
     lacking = timeline.generate(50, seed=2).drop_columns(["flow_duration"])  # canonical names
     with pytest.raises(ValueError, match="^the input table: lacks .*'flow_duration'"):
         detector.score(lacking)
 
 
-def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
-    readme = open(os.path.join(REPO, "README.md")).read()
-    section = readme[readme.index("\n## Python API\n") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its temporary workdir
-    exec(compile(code, "README.md (Python API)", "exec"), {"__name__": "readme"})
-    assert lstmae_jax.load("detector").classes[0] == schema.BENIGN
+# ------------------------------------------------------------ PyOD and alibi-detect habits
+
+
+def _pyod_like(detector):
+    """PyOD's own rules, where pyod is installed (the benchmarks' peers extra): its
+    ``BaseDetector`` with our fit data's scores and threshold."""
+    base = pytest.importorskip("pyod.models.base")
+
+    class Fitted(base.BaseDetector):
+        def __init__(self, contamination):
+            super().__init__(contamination=contamination)
+
+        def fit(self, X, y=None):
+            return self
+
+        def decision_function(self, X):
+            return X
+
+    ref = detector.decision_scores_
+    ref = ref[~np.isnan(ref)]
+    pyod = Fitted(
+        contamination=float(detector.labels_[~np.isnan(detector.decision_scores_)].mean())
+    )
+    pyod.decision_scores_, pyod.threshold_ = ref, detector.threshold_
+    pyod.labels_ = (ref > detector.threshold_).astype(int)
+    pyod._mu, pyod._sigma, pyod._classes = ref.mean(), ref.std(), 2
+    return pyod
+
+
+def test_the_fitted_attributes_are_pyods(detector, dirty):
+    scores, labels = detector.decision_scores_, detector.labels_
+    assert scores.shape == labels.shape == (3000,)  # one per row of the fit data
+    assert np.isnan(scores[:3]).all() and np.isnan(scores).mean() < 0.05  # window 4, dirty rows
+    assert labels.dtype == np.int8 and labels.sum() == (scores > detector.threshold_).sum()
+    assert detector.threshold_ == detector.threshold
+    assert detector.n_features_in_ == len(detector.feature_names_in_) == len(detector.features)
+
+    table, _ = dirty
+    got = detector.decision_function(table)
+    scored = ~np.isnan(got)
+    for method in ("linear", "unify"):
+        probs, conf = detector.predict_proba(table, method=method, return_confidence=True)
+        assert probs.shape == (table.num_rows, 2)
+        assert np.isnan(probs[~scored]).all() and np.isnan(conf[~scored]).all()
+        assert np.allclose(probs[scored].sum(axis=1), 1.0)
+        assert ((probs[scored] >= 0) & (probs[scored] <= 1)).all()
+        order = np.argsort(got[scored])  # the outlier probability rises with the score
+        assert (np.diff(probs[scored][order, 1]) >= -1e-12).all()
+    labels, conf = detector.predict(table, return_confidence=True)
+    assert (labels == detector.predict(table)).all()
+    assert np.array_equal(conf, detector.predict_confidence(table), equal_nan=True)
+    assert ((conf[scored] >= 0) & (conf[scored] <= 1)).all()
+
+    pyod = _pyod_like(detector)  # skips here without pyod: the rules as PyOD computes them
+    x = got[scored]
+    for method in ("linear", "unify"):
+        want = pyod.predict_proba(x, method=method)
+        assert np.allclose(detector.predict_proba(table, method=method)[scored], want, atol=1e-9)
+    np.testing.assert_allclose(conf[scored], pyod.predict_confidence(x), atol=1e-9)
+
+
+def test_sklearn_clone_and_params():
+    base = pytest.importorskip("sklearn.base")
+    det = lstmae_jax.Detector(window=5, encoder_sizes=(16, 8), contamination=0.05, verbose=0)
+    twin = base.clone(det)
+    assert twin.get_params() == det.get_params() and twin is not det
+    assert twin.config == det.config and twin.config.target_fpr == 0.05
+    assert twin.set_params(window=7) is twin and twin.config.window == 7 and det.config.window == 5
+    with pytest.raises(ValueError, match="give one of the two rules"):
+        lstmae_jax.Detector(contamination=0.05, threshold="quantile")
+    with pytest.raises(ValueError, match=r"PyOD's range is \(0, 0.5\]"):
+        lstmae_jax.Detector(contamination=0.7)
+    with pytest.raises(TypeError, match="unknown Config fields"):
+        twin.set_params(windw=3)
+
+
+def test_options_are_typed_at_construction():
+    for given, says in [
+        ({"window": "4"}, "window takes a whole number, got str"),
+        ({"window": 2.5}, "window takes a whole number, got float"),
+        ({"window": True}, "window takes a whole number, got bool"),
+        ({"encoder_sizes": 8}, r"encoder_sizes takes a tuple of whole numbers, e.g. \(64, 32\)"),
+        ({"learning_rate": "1e-3"}, "learning_rate takes a number, got str"),
+        ({"tensorboard": 1}, "tensorboard takes True or False, got int"),
+        ({"members": "log:sse"}, "members takes a tuple of strings"),
+        ({"workdir": 3}, "a path or None"),
+    ]:
+        with pytest.raises(TypeError, match=says):
+            lstmae_jax.Detector(**given)
+    with pytest.raises(ValueError, match="verbose=3"):
+        lstmae_jax.Detector(verbose=3)
+    assert lstmae_jax.Detector(window=np.int64(6), learning_rate=1).config.window == 6
+
+
+def test_numpy_y_and_the_lifecycle(tmp_path, monkeypatch, capfd):
+    """``fit_predict(X, y)`` on a numpy array with ``feature_names=`` and PyOD's 0/1
+    labels, silent at ``verbose=0``; the temporary workdir goes with ``with``; a
+    detector never fitted makes nothing."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    flows = timeline.generate(1500, seed=3).to_pandas()
+    y = (flows.pop("label") != schema.BENIGN).astype(int).to_numpy()
+    X = flows.to_numpy()  # object: numbers, and the timestamps as text
+    lstmae_jax.Detector()  # never fitted: no folder
+    assert os.listdir(tmp_path) == []
+    with lstmae_jax.Detector(verbose=0, **SMOKE) as det:
+        labels = det.fit_predict(X, y, feature_names=list(flows.columns), stage2=True)
+        work = det.workdir
+        assert os.path.dirname(work) == str(tmp_path) and os.listdir(tmp_path) == [
+            os.path.basename(work)
+        ]
+        assert det.classes == [schema.BENIGN, "Attack"]  # PyOD's 1 = outlier
+        assert np.array_equal(labels, det.labels_) and labels.shape == (1500,)
+        same = det.decision_function(X, feature_names=list(flows.columns))
+        assert np.array_equal(same, det.decision_scores_, equal_nan=True)
+    assert os.listdir(tmp_path) == []  # the temporary workdir is gone ...
+    assert np.array_equal(det.decision_function(flows), same, equal_nan=True)  # ... it scores
+    err = capfd.readouterr().err
+    assert "lstmae_jax:" not in err and "INFO" not in err, err[-2000:]
+    with pytest.raises(TypeError, match="needs feature_names="):
+        det.decision_function(X)
+    with pytest.raises(ValueError, match="one label per row, 1500 rows"):
+        lstmae_jax.Detector(verbose=0).fit(X, y[:10], feature_names=list(flows.columns))
+
+
+def test_verbose_1_says_each_epoch(tmp_path, capfd):
+    train = timeline.generate(1500, seed=4)
+    lstmae_jax.Detector(str(tmp_path / "run"), **SMOKE).fit(train)
+    err = capfd.readouterr().err
+    epochs = [line for line in err.splitlines() if "epoch " in line and "lstmae_jax:" in line]
+    assert len(epochs) == 4, err  # 2 epochs, 2 stages
+    assert re.search(r"epoch 2/2: step \d+/\d+, [\d,]+ windows/s, loss [\d.e+-]+, val_loss", err)
+    assert "ETA <=" in err and "lstmae_jax: stage 2: the attack classifier" in err
+
+
+def test_mixed_and_bad_columns_are_the_projects_errors(detector):
+    frame = timeline.generate(300, seed=8).to_pandas()
+    duration = frame["flow_duration"].astype(object)
+    duration[10], duration[11] = "abc", "12.5"  # text among numbers: read as a CSV reads it
+    frame["flow_duration"] = duration
+    label = frame["label"].astype(object)
+    label[5] = 3  # a number among the class names
+    frame["label"] = label
+    result = detector.score(frame)
+    assert (
+        result.loc[10, "status"] == "dropped"
+        and result.loc[10, "reason"] == "unparsable in flow_duration"
+    )
+    assert result.loc[11, "status"] == "scored"  # "12.5" is a number
+    complex_ = timeline.generate(50, seed=8).to_pandas()
+    complex_["flow_duration"] = complex_["flow_duration"].astype(complex)
+    with pytest.raises(
+        ValueError, match=r"^the input table: column 'flow_duration' holds complex numbers \(row 0"
+    ):
+        detector.score(complex_)
+    with pytest.raises(ValueError, match=r"numpy array of flows is 2-D"):
+        detector.score(np.zeros(4))
+
+
+def test_logs_name_the_callers_table(detector, dirty, caplog):
+    table, _ = dirty
+    with caplog.at_level("INFO", logger="absl"):
+        detector.score(table)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("the input table" in m for m in said), said
+    assert not any(api_table in m for m in said for api_table in ("table.parquet",)), said

@@ -1,4 +1,5 @@
-"""The one config system: flags from the dataclass, JSON round trip, README table in sync."""
+"""The one config system: flags from the dataclass, JSON round trip, the option table of
+docs/training.md in sync."""
 
 import pathlib
 
@@ -27,11 +28,11 @@ def test_config_flags_round_trip():
     assert config.Config.from_json(cfg.to_json()) == cfg
 
 
-def test_readme_lists_every_option():
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("<!-- config:start -->\n")[1].split("\n<!-- config:end -->")[0]
+def test_the_training_doc_lists_every_option():
+    doc = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    section = doc.split("<!-- config:start -->\n")[1].split("\n<!-- config:end -->")[0]
     assert section == config.markdown_table(), (
-        "README.md's option table is stale: paste the output of "
+        "docs/training.md's option table is stale: paste the output of "
         "`python -c 'from lstmae_jax import config; print(config.markdown_table())'`"
     )
 

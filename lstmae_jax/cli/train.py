@@ -4,7 +4,7 @@ The same as ``python -m lstmae_jax train`` and ``python launch/train.py``. Every
 but --workdir is a field of lstmae_jax.config.Config; --flagfile works. Re-running the
 same command with the same --workdir resumes from the latest checkpoint (refused if an
 input file changed since the run started, unless --allow_data_change). Several hosts: the
-same command on each, with --distributed (README, "Several hosts").
+same command on each, with --distributed (docs/training.md, "Several hosts").
 """
 
 import json
@@ -46,7 +46,9 @@ def main(argv: list[str]) -> None:
             " --process_id where JAX cannot detect them: it can on TPU, SLURM, Open MPI)"
         )
     sharding.log_devices(sharding.make_mesh())
-    logging.info("config:\n%s", cfg.dumps())
+    # The whole config only at --verbosity=1: training writes it to the run's config.json
+    # and names that file in one line.
+    logging.debug("config:\n%s", cfg.dumps())
     try:
         summary = training.train_job(cfg, flags.FLAGS.workdir)
     except (ValueError, OSError) as e:  # bad input, an unwritable output: one line, no traceback

@@ -32,6 +32,7 @@ def calibrate(
     target_fpr: float,
     output_dir: str,
     overwrite: bool = False,
+    name: str | None = None,
 ) -> dict:
     """Re-chooses the threshold on the operator's benign flows; writes a new artifact
     directory (same exported function, new sidecar and manifest). Windows holding a flow
@@ -39,7 +40,9 @@ def calibrate(
     ``MIN_FALSE_POSITIVES / target_fpr`` benign windows; warns when the threshold moves
     more than ``THRESHOLD_MOVE_WARNING``-fold (an unlabelled file with attacks in it, or
     flows of another network, move it); an existing artifact at ``output_dir`` is replaced
-    only with ``overwrite``."""
+    only with ``overwrite``. ``name``: how the sidecar and messages name ``benign`` (the
+    Python API's in-memory table, not its temporary file)."""
+    name = name or benign
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"--target_fpr must be in (0, 1), got {target_fpr}")
     if atomic.same_file(output_dir, scorer.directory):
@@ -58,7 +61,7 @@ def calibrate(
     needed = int(np.ceil(MIN_FALSE_POSITIVES / target_fpr))
     if benign_w.sum() < needed:
         raise ValueError(
-            f"{benign}: {int(benign_w.sum())} benign windows; a threshold at FPR {target_fpr:g}"
+            f"{name}: {int(benign_w.sum())} benign windows; a threshold at FPR {target_fpr:g}"
             f" needs at least {needed} ({MIN_FALSE_POSITIVES} expected false positives): give"
             " more benign flows or a larger --target_fpr"
         )
@@ -76,7 +79,7 @@ def calibrate(
     record = threshold.to_json()
     old = scorer.meta["threshold"]
     record["calibrated_on"] = (
-        f"{int(benign_w.sum())} benign windows of {benign} (recalibrated by the operator;"
+        f"{int(benign_w.sum())} benign windows of {name} (recalibrated by the operator;"
         f" {int((~benign_w).sum())} windows with attack-labelled flows left out); the"
         f" exported threshold was {old['value']!r} ({old.get('calibrated_on', old['method'])})"
     )
@@ -86,7 +89,7 @@ def calibrate(
             "the threshold moves %.3g-fold (%.6g -> %.6g): are %s benign flows of the network"
             " this detector was trained for? Attacks in an unlabelled file raise it, flows of"
             " another network move it either way",
-            move, float(old["value"]), record["value"], benign,
+            move, float(old["value"]), record["value"], name,
         )  # fmt: skip
     sidecar["threshold"] = record
     digest = artifact.write_dir(output_dir, scorer.payload, sidecar)  # the verified bytes

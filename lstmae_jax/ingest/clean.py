@@ -5,7 +5,7 @@ the Parquet loader (files that were never converted, such as the shared samples)
 row is cleaned the same way whichever path it takes. Every change is counted in a
 ``CleanReport``; nothing is changed silently.
 
-Policies (each one a deliberate choice, see README "Cleaning"):
+Policies (each one a deliberate choice, see docs/data.md, "Cleaning"):
 
 * Unknown columns are dropped and listed.
 * The duplicated ``Fwd Header Length`` is compared with the first copy (mismatches are

@@ -26,6 +26,7 @@ from lstmae_jax.config import Config
 from lstmae_jax.data import dataset, inputs, windows
 from lstmae_jax.detect import calibration, inference, metrics
 from lstmae_jax.jobs import rundir
+from lstmae_jax.train import monitor
 
 TOP_FEATURES = 5
 
@@ -113,6 +114,10 @@ def stage1_report(workdir: str, data_path: str, split: str, plot_prefix: str | N
             for i, m in enumerate(error_model.members)
         }
     report["feature_contribution"] = feature_attribution(mean_CxF, attack_W, w.classes, w.features)
+    if cfg.tensorboard:  # beside the run's training curves, at its last step
+        step = (rundir.summary(run_dir) or {}).get("steps", 0)
+        aucs = {f"{split}/roc_auc": report["roc_auc"], f"{split}/pr_auc": report["pr_auc"]}
+        monitor.write_scalars(run_dir, step, aucs, "evaluation")
     report["windows"] = w.summary()[s]
     if plot_prefix is not None:
         from lstmae_jax.jobs import plots

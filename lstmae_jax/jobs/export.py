@@ -109,9 +109,14 @@ def export_scorer(
     *,
     checkpoint: str = "best",
     platforms: tuple[str, ...] = ("cpu", "cuda"),
+    data_name: str | None = None,
+    workdir_name: str | None = None,
 ) -> dict:
     """Exports ``workdir``'s stage 1 (and stage 2, if trained); returns the sidecar, with
-    ``manifest_sha256`` added (not stored in it: the manifest covers the sidecar)."""
+    ``manifest_sha256`` added (not stored in it: the manifest covers the sidecar).
+    ``data_name``, ``workdir_name``: what the sidecar names the training data and the
+    workdir by, instead of their paths (the Python API's inputs and temporary workdir,
+    whose paths mean nothing once it is gone)."""
     from lstmae_jax.config import Config
     from lstmae_jax.jobs import rundir
 
@@ -155,9 +160,16 @@ def export_scorer(
         "threshold": {**threshold, "calibrated_on": calibrated_on},
         "classes": classes,
         "cleaning": {"nonfinite": cfg.nonfinite, "negative": cfg.negative},
-        "training_data": {"path": cfg.data, "split": cfg.split, **meta.get("data", {})},
+        "training_data": {
+            "path": data_name or cfg.data,
+            "split": cfg.split,
+            **meta.get("data", {}),
+        },
         "validation": validation,
-        "checkpoint": {"stage1": checkpoint, "source_workdir": os.path.abspath(workdir)},
+        "checkpoint": {
+            "stage1": checkpoint,
+            "source_workdir": workdir_name or os.path.abspath(workdir),
+        },
         "versions": versions(),
     }
     fn = scoring_function(ae, error_model.spec(), stage2)

@@ -79,7 +79,7 @@ def roc_figure(
     fpr, tpr, _ = metrics.roc_curve(y, score_W)
     auc = metrics.roc_auc(y, score_W)
     floor = 1.0 / int((y == 0).sum())  # the smallest FPR above 0
-    fig = _figure()
+    fig = _figure(5.0, 4.6)  # the legend below the axes
     ax = fig.add_subplot()
     ax.plot(np.maximum(fpr, floor), tpr, lw=1.5, label=f"ROC AUC {auc:.4f}")
     chance = np.geomspace(floor, 1.0, 100)
@@ -102,7 +102,7 @@ def roc_figure(
         title=_titled("ROC", title),
     )
     ax.set(xlim=(floor, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize="small")
+    _legend_below(fig, ax)
     return fig
 
 
@@ -116,7 +116,7 @@ def pr_figure(
     y = np.asarray(y_true_W).astype(np.int64)
     precision, recall, _ = metrics.precision_recall_curve(y, score_W)
     ap = metrics.average_precision(y, score_W)
-    fig = _figure()
+    fig = _figure(5.0, 4.6)  # the legend below the axes
     ax = fig.add_subplot()
     ax.step(recall, precision, where="post", lw=1.5, label=f"PR AUC (AP) {ap:.4f}")
     ax.axhline(y.mean(), ls=":", c="grey", lw=1, label=f"attack share {y.mean():.3f}")
@@ -133,8 +133,14 @@ def pr_figure(
         )
     ax.set(xlabel="recall", ylabel="precision", title=_titled("Precision-recall", title))
     ax.set(xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower left", fontsize="small")
+    _legend_below(fig, ax)
     return fig
+
+
+def _legend_below(fig, ax) -> None:
+    """The legend under the axes: inside, any corner can hold the operating point (low
+    recall at a low FPR is the ROC's lower left, where a long legend reaches)."""
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize="small")
 
 
 def plot_curves(

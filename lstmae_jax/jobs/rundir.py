@@ -8,8 +8,11 @@ workdir (``lock.FILE``) keeps a second trainer out while one runs. A run directo
 * ``checkpoints/`` (``checkpoint.DIRECTORY``): the Orbax steps, state and meta together;
 * ``metrics.jsonl`` (``monitor.METRICS_FILE``): the training and validation records;
 * with ``--tensorboard``, ``tensorboard/`` (``monitor.TENSORBOARD_DIR``): the same records
-  as TensorBoard event files;
+  as TensorBoard event files, the config as hyperparameters, and (stage 1) the calibrated
+  threshold and the evaluation's AUCs;
 * ``inputs.json`` (``inputs.FILE``): the fingerprint of each input file;
+* ``config.json`` (``CONFIG``): the options of the latest training command (each
+  checkpoint holds its own copy, which is what a resume and the loaders read);
 * ``summary.json`` (``SUMMARY``): how training ended, the training job's last write;
 * stage 1 only: ``error_model.json`` and ``threshold.json`` (``calibration``), fitted
   after training, each recording the checkpoint step it was fitted for.
@@ -40,6 +43,7 @@ STAGE1, STAGE2 = "stage1", "stage2"
 RUNS = (STAGE1, STAGE2, "dnn", "cnn")  # every run name, in report order
 CLASSIFIERS = RUNS[1:]  # the runs scored by their logits
 SUMMARY = "summary.json"
+CONFIG = "config.json"
 NOT_TRAINED = f"no {checkpoint_lib.DIRECTORY}/"  # an ``unfinished`` reason
 
 

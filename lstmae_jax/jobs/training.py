@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -196,8 +197,9 @@ def _check_agreement(cfg: Config, workdir: str, refused: str | None) -> None:
         )
 
 
-def train_job(cfg: Config, workdir: str) -> dict:
+def train_job(cfg: Config, workdir: str, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Trains the model named by ``cfg`` on ``cfg.data``; returns (and writes) a summary.
+    ``on_epoch``: called with each epoch's report (``loop.fit``).
 
     Holds ``workdir``'s lock (process 0) for the whole job: one trainer per workdir."""
     if not cfg.data:
@@ -212,10 +214,10 @@ def train_job(cfg: Config, workdir: str) -> dict:
             except ValueError as e:  # told to every process, or the others would wait
                 refused = str(e)
         _check_agreement(cfg, workdir, refused)
-        return _train_job(cfg, workdir)
+        return _train_job(cfg, workdir, on_epoch)
 
 
-def _train_job(cfg: Config, workdir: str) -> dict:
+def _train_job(cfg: Config, workdir: str, on_epoch: Callable[[dict], None] | None) -> dict:
     run_dir = rundir.path(workdir, rundir.run_name(cfg))
     stage1_dir = None
     scalers, init, meta_extra = None, None, {}
@@ -251,6 +253,9 @@ def _train_job(cfg: Config, workdir: str) -> dict:
     data_summary = shares.summed(each) if each else windowed.summary()
     logging.info("windows: %s", json.dumps(data_summary))
     os.makedirs(run_dir, exist_ok=True)
+    if jax.process_index() == 0:  # the full config in a file, one line in the log
+        atomic.write_bytes(os.path.join(run_dir, rundir.CONFIG), (cfg.dumps() + "\n").encode())
+        logging.info("config: %s", os.path.join(run_dir, rundir.CONFIG))
     labels = None
     if cfg.task == "binary":
         labels = {s: (v != 0).astype(np.int32) for s, v in windowed.label.items()}
@@ -263,7 +268,9 @@ def _train_job(cfg: Config, workdir: str) -> dict:
             )
         _check_classes(rundir.run_name(cfg), train_labels, names)
     meta_extra["data"] = data_summary
-    result = loop.fit(cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra)
+    result = loop.fit(
+        cfg, run_dir, windowed, labels=labels, init=init, meta_extra=meta_extra, on_epoch=on_epoch
+    )
     threshold, score = None, None
     if cfg.is_stage1 and not result.preempted:
         gather = collective.concat() if cfg.share_data else None
@@ -274,6 +281,12 @@ def _train_job(cfg: Config, workdir: str) -> dict:
             cfg, result.model, windowed, run_dir, result.steps, table, gather
         )
         threshold, score = calibrated["threshold"], calibrated["error_model"].describe()
+        if cfg.tensorboard:
+            calibrated_at = {
+                "eval/threshold": threshold["value"],
+                "eval/val_fpr": threshold["params"].get("benign_fpr"),
+            }
+            monitor.write_scalars(run_dir, result.steps, calibrated_at, "calibration")
     summary = {
         "run_dir": run_dir,
         "model": rundir.run_name(cfg),

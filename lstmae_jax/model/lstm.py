@@ -218,13 +218,13 @@ class LSTM(nnx.Module):
       hoist: project the inputs of all steps before the scan (one large matmul), or
         inside each step. None: hoist except on CPU, where XLA runs the per-step form
         faster; accelerators favour the one large matmul. Measured in
-        `benchmarks/throughput.py` (variant ``flip_hoist``); see the README's Performance
-        section.
+        `benchmarks/throughput.py` (variant ``flip_hoist``); see docs/results.md,
+        "Performance".
       fused_backward: differentiate through `_fused_bwd` (a custom VJP: the reverse scan
         keeps only the dh/dc recurrence, and the weight gradients of all steps are large
         matmuls after it, as cuDNN does) instead of `lax.scan`'s own transpose. Same
         values (tests/model/test_lstm.py); on CPU it is no faster than autodiff with the
-        default full unrolling, so autodiff stays the default (README, performance).
+        default full unrolling, so autodiff stays the default (docs/results.md, "Performance").
     """
 
     def __init__(

@@ -89,7 +89,7 @@ CNN_HIDDEN = 64  # Dense -> ReLU -> dropout after global max pooling
 
 # Full unrolling lets XLA fuse across steps: a faster training step for a longer compile;
 # past ~16 steps compile time grows faster than the rate. Measured in
-# `benchmarks/throughput.py`; see the README's Performance section.
+# `benchmarks/throughput.py`; see docs/results.md, "Performance".
 MAX_AUTO_UNROLL = 16
 
 

@@ -109,9 +109,12 @@ _QUIET = _QuietOrbax()
 
 
 def _quiet_orbax() -> None:
-    for handler in absl_logging.get_absl_logger().handlers + [absl_logging.get_absl_handler()]:
-        if _QUIET not in handler.filters:
-            handler.addFilter(_QUIET)
+    """On the loggers Orbax logs through (absl's, and the root logger a few of its modules
+    use), not on a handler: a logger's filter sees each record it creates whatever handler
+    is installed (absl's under ``app.run``, ``logging.basicConfig``'s in the Python API)."""
+    for logger in (absl_logging.get_absl_logger(), logging.getLogger()):
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
 
 
 def _val_loss(metrics: dict) -> float:

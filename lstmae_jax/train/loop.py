@@ -62,6 +62,7 @@ def fit(
     meta_extra: dict | None = None,
     max_steps: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Trains on ``data``'s train windows, early-stops on its val windows.
 
@@ -69,7 +70,9 @@ def fit(
     ``init`` edits the fresh model before training (stage 2 loads the encoder).
     Re-running with the same ``run_dir`` resumes from its latest checkpoint.
     ``max_steps`` stops after that many steps in total (tests use it to interrupt).
-    ``mesh`` defaults to all devices.
+    ``mesh`` defaults to all devices. ``on_epoch`` gets each epoch's record (``end_epoch``'s
+    metrics line plus the run's step count, last training loss, rate and ETA): the Python
+    API's ``verbose`` line.
 
     SIGTERM (preemption) saves a checkpoint and returns with ``preempted=True`` instead
     of raising, so the process can exit cleanly; a caller that would go on to other work
@@ -82,6 +85,7 @@ def fit(
     plateau at each epoch end), ``finish``.
     """
     fit_ = _Fit(cfg, run_dir, data, labels, init, meta_extra, max_steps, mesh)
+    fit_.on_epoch = on_epoch
     try:
         fit_.resume()
         fit_.run()
@@ -123,8 +127,8 @@ class _Fit:
         sharding.check_batch_size(cfg.eval_batch_size, mesh)
         self.labels = labels = labels if labels is not None else data.label
         self.num_classes = 2 if cfg.task == "binary" else len(data.classes)
-        # --share_data: this process holds only its share of the windows (README, "Several
-        # hosts"); what all must agree on is summed over the processes.
+        # --share_data: this process holds only its share of the windows (docs/training.md,
+        # "Several hosts"); what all must agree on is summed over the processes.
         self.shared = cfg.share_data
         self.parts = jax.process_count() if self.shared else 1
         counts = np.bincount(labels["train"], minlength=self.num_classes)
@@ -182,6 +186,8 @@ class _Fit:
             self.total = min(self.total, max_steps)
         self.preempted = False
         self.stopped_by: str | None = None  # the signal that stopped the step loop
+        self.on_epoch: Callable[[dict], None] | None = None
+        self.last_loss: float | None = None  # the last step's loss read back (``_drain``)
 
     def _each(self, value) -> list:
         """Every process's ``value`` (JSON-able) in a shared run; ``[value]`` otherwise."""
@@ -350,10 +356,15 @@ class _Fit:
         """Opens the metrics writer and the progress line, runs the steps (``_steps``)
         unless the run is already over, and closes both whatever happens."""
         self.step = step = int(jax.device_get(self.state.step))
+        # The peak rate, kept here so that logging the rate never waits on the device;
+        # ``end_epoch`` updates it when a plateau lowers it.
+        self.peak_lr = steps.learning_rate(self.state.opt_state)
         events = (
             os.path.join(self.run_dir, monitor.TENSORBOARD_DIR) if self.cfg.tensorboard else None
         )
-        self.writer = monitor.JsonlWriter(os.path.join(self.run_dir, monitor.METRICS_FILE), events)
+        self.writer = monitor.JsonlWriter(
+            os.path.join(self.run_dir, monitor.METRICS_FILE), events, hparams=self.cfg.to_json()
+        )
         # Steps logged after the checkpoint run again; so do those of a run killed before
         # its first checkpoint (step 0 here).
         self.writer.cut_after(step)
@@ -371,10 +382,30 @@ class _Fit:
                     self.cfg.epochs,
                     self.cfg.patience,
                 )
+                self._warn_if_warmup_outlasts_training()
                 self._steps(step)
         finally:
             self.writer.close()
             self.progress.close()
+
+    def _warn_if_warmup_outlasts_training(self) -> None:
+        """A short run whose warm-up never ends trains at a fraction of --learning_rate:
+        say so, or it is under-trained without a word."""
+        cfg, total = self.cfg, self.total
+        if cfg.warmup_steps < total:
+            return
+        reached = steps.effective_learning_rate(cfg.learning_rate, cfg.warmup_steps, total)
+        logging.warning(
+            "--warmup_steps=%d outlasts training (%d steps): the learning rate reaches only"
+            " %.3g, %.0f%% of --learning_rate=%g; give e.g. --warmup_steps=%d (a tenth of the"
+            " steps) or more --epochs",
+            cfg.warmup_steps,
+            total,
+            reached,
+            100 * reached / cfg.learning_rate,
+            cfg.learning_rate,
+            max(total // 10, 1),
+        )
 
     def _steps(self, step: int) -> None:
         """Dispatches step N before reading step N-1's metrics (only every
@@ -455,14 +486,20 @@ class _Fit:
                 "epoch": self.order.epoch,
                 "loss": m_last["loss"],
                 "grad_norm": m_last["grad_norm"],
+                "learning_rate": self._rate(s_last),
                 "steps_per_s": rate,
                 "windows_per_s": rate * self.cfg.batch_size,
                 "step_time_ms": 1000.0 / rate if rate else None,
             }
         )
         self.progress.update(s_last, f"loss {m_last['loss']:.4g}")
+        self.last_loss = m_last["loss"]
         self.pending.clear()
         self.window_t0, self.window_steps = time.perf_counter(), 0
+
+    def _rate(self, step: int) -> float:
+        """The learning rate the update making ``step`` applied (warm-up included)."""
+        return steps.effective_learning_rate(self.peak_lr, self.cfg.warmup_steps, step)
 
     # ------------------------------------------------------------- epoch end
 
@@ -516,13 +553,17 @@ class _Fit:
             if early["bad_epochs"] % cfg.lr_patience == 0:  # a plateau: lower the LR
                 opt_state = steps.set_learning_rate(self.state.opt_state, lr * cfg.lr_decay)
                 self.state = self.state.replace(opt_state=opt_state)
+                self.peak_lr = lr * cfg.lr_decay
         early["stopped"] = early["bad_epochs"] >= cfg.patience
         record = {
             "epoch": self.order.epoch,
             "step": step,
             "val_loss": vl,
             "best_val_loss": early["best_val_loss"],
-            "learning_rate": lr,
+            # The rate this epoch's last step applied, and its peak (before warm-up,
+            # lowered on plateaus): both before this epoch's plateau, if any.
+            "learning_rate": steps.effective_learning_rate(lr, cfg.warmup_steps, step),
+            "peak_learning_rate": lr,
         }
         if len(vl_K) > 1:  # each network's, named by its representation
             for name, v in zip(cfg.stage1_networks(), vl_K, strict=True):
@@ -532,6 +573,25 @@ class _Fit:
         best = " (best)" if improved else ""
         logging.info("epoch %d step %d val_loss %.6g%s", self.order.epoch, step, vl, best)
         self.save(step, force=True, metrics={"val_loss": vl})
+        if self.on_epoch is not None:
+            self.on_epoch(self._epoch_report(record, improved))
+
+    def _epoch_report(self, record: dict, improved: bool) -> dict:
+        """``record`` with what a one-line epoch report needs: the epoch cap, the step
+        cap, the last training loss, the rate since this process started (windows/s) and
+        the time left up to the step cap (an upper bound: early stopping may end sooner)."""
+        done = self.step - self.progress.start
+        elapsed = time.monotonic() - self.progress.t0
+        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
+        return {
+            **record,
+            "epochs": self.cfg.epochs,
+            "steps": self.total,
+            "loss": self.last_loss,
+            "improved": improved,
+            "windows_per_s": rate * self.cfg.batch_size,
+            "eta_s": (self.total - self.step) / rate if rate else None,
+        }
 
     # ------------------------------------------------------------------ finish
 

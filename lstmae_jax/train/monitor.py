@@ -3,7 +3,11 @@ line and the SIGTERM flag are ``lstmae_jax.console``'s.
 
 ``metrics.jsonl`` is the record. With ``--tensorboard`` the same records also go to
 TensorBoard event files in ``<run dir>/tensorboard/`` through tensorboardX (the optional
-extra ``tensorboard``), each number under its JSONL key at the record's step.
+extra ``tensorboard``), each number at the record's step under its JSONL key prefixed as
+the flax examples do (``tensorboard_tag``): ``eval/`` for validation, ``train/`` for the
+rest; the run's config goes there too, as the hyperparameters of TensorBoard's HParams
+tab. What is computed after training (the calibrated threshold, the evaluation's AUCs) is
+added by ``write_scalars``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,41 @@ TENSORBOARD_DIR = "tensorboard"  # beside it, with --tensorboard
 TENSORBOARD_FLUSH_S = 10  # tensorboardX's default, 120 s, is long for a user watching
 
 
+def tensorboard_tag(key: str) -> str:
+    """The TensorBoard tag of a ``metrics.jsonl`` key: validation under ``eval/``, the
+    rest (loss, learning rate, speed) under ``train/``."""
+    return f"eval/{key}" if key.startswith(("val_", "best_val_")) else f"train/{key}"
+
+
+def write_scalars(run_dir: str, step: int, values: dict[str, float | None], what: str) -> None:
+    """Adds ``values`` (tag -> number; None and non-finite ones skipped) at ``step`` to the
+    run's TensorBoard directory, in a file of their own named after ``what``: numbers
+    computed after training, when its event file is closed. Process 0 only; a failed
+    write, or tensorboardX missing where a --tensorboard run is evaluated, warns: the
+    numbers are in the JSON files anyway."""
+    if jax.process_index() != 0:
+        return
+    directory = os.path.join(run_dir, TENSORBOARD_DIR)
+    try:
+        events = _Events(directory, None, f".{what}.{time.time_ns()}")
+        events.scalars(_finite(values), step)
+        events.close()
+    except ImportError:
+        logging.warning("TensorBoard: no tensorboardX here, %s not written to %s", what, directory)
+    except OSError as e:
+        logging.warning("TensorBoard: cannot write %s in %s: %s", what, directory, atomic.cause(e))
+
+
+def _finite(values: dict) -> dict[str, float]:
+    """The numbers of ``values`` (not bools, None or non-finite), as floats."""
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        if math.isfinite(value)
+    }
+
+
 def check_tensorboard() -> None:
     """Raises, naming the extra to install, when tensorboardX is missing (``--tensorboard``
     is checked at the start of a job, not after its data is loaded)."""
@@ -41,11 +80,13 @@ class JsonlWriter:
     ``tensorboard_dir`` the same records as TensorBoard scalars there.
 
     ``cut_after`` (a resume) must come before the first ``write``; ``close`` flushes the
-    event file."""
+    event file. ``hparams`` (the run's config) opens each event file."""
 
-    def __init__(self, path: str, tensorboard_dir: str | None = None) -> None:
+    def __init__(
+        self, path: str, tensorboard_dir: str | None = None, hparams: dict | None = None
+    ) -> None:
         self.enabled = jax.process_index() == 0
-        self.path, self.tensorboard_dir = path, tensorboard_dir
+        self.path, self.tensorboard_dir, self.hparams = path, tensorboard_dir, hparams
         self._events = None  # the tensorboardX SummaryWriter, opened on the first write
         self._purge_step: int | None = None
         if tensorboard_dir is not None:
@@ -88,16 +129,11 @@ class JsonlWriter:
         if self._events is None:
             start = self._purge_step - 1 if self._purge_step is not None else 0
             self._events = _Events(self.tensorboard_dir, self._purge_step, f".from{start:010d}")
+            if self.hparams is not None:
+                self._events.hparams(self.hparams)
         step = int(record.get("step", 0))
-        self._events.scalars(
-            {
-                key: float(value)
-                for key, value in record.items()
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
-                if math.isfinite(value)
-            },
-            step,
-        )
+        numbers = _finite({k: v for k, v in record.items() if k != "step"})
+        self._events.scalars({tensorboard_tag(k): v for k, v in numbers.items()}, step)
 
     def cut_after(self, step: int) -> None:
         """Drops the records of steps after ``step`` (a resume runs them again, so they
@@ -157,6 +193,19 @@ class _Events:
         if time.monotonic() - self._flushed >= TENSORBOARD_FLUSH_S:
             self._writer.flush()
             self._flushed = time.monotonic()
+
+    def hparams(self, config: dict) -> None:
+        """``config`` as the run's hyperparameters (the session start that TensorBoard's
+        HParams tab reads, as flax's ``write_hparams`` writes it); lists as text."""
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import hparams
+
+        flat = {
+            k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v
+            for k, v in config.items()
+        }
+        _, session_start, _ = hparams(flat, {})
+        self._writer.write_event(Event(wall_time=time.time(), summary=session_start))
 
     def close(self) -> None:
         self._writer.close()

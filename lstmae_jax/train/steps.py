@@ -133,11 +133,22 @@ def optimizer(cfg: Config) -> optax.GradientTransformation:
             clip = clip_by_member_norm(cfg.grad_clip, members)
         else:
             clip = optax.clip_by_global_norm(cfg.grad_clip)
-        warm = max(cfg.warmup_steps, 1)
-        warmup = optax.scale_by_schedule(lambda n: jnp.minimum(1.0, (n + 1) / warm))
+        warmup = optax.scale_by_schedule(lambda n: warmup_factor(cfg.warmup_steps, n + 1))
         return optax.chain(clip, adam, warmup)
 
     return optax.inject_hyperparams(make)(learning_rate=cfg.learning_rate)
+
+
+def warmup_factor(warmup_steps: int, step: Any) -> Any:
+    """The share of the peak learning rate that the update making ``step`` (1 for the
+    first) applies: linear up to ``warmup_steps``, then 1 (``optimizer``'s schedule)."""
+    return jnp.minimum(1.0, step / max(warmup_steps, 1))
+
+
+def effective_learning_rate(peak: float, warmup_steps: int, step: int) -> float:
+    """The rate the update making ``step`` applied: the peak held in the optimizer state
+    (lowered on plateaus, ``learning_rate``) times the warm-up share."""
+    return peak * float(warmup_factor(warmup_steps, step))
 
 
 def learning_rate(opt_state: Any) -> float:

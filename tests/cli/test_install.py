@@ -82,7 +82,7 @@ def test_the_sdist_holds_the_sources(dists):
     names = {n.split("/", 1)[1] for n in tarfile.open(dists[1]).getnames() if "/" in n}
     expected = {"README.md", "LICENSE", "CITATION.cff", "pyproject.toml", "Makefile"}
     expected |= {f"launch/{job}.py" for job in dispatch.JOBS}
-    expected |= {"lstmae_jax/cli/train.py", "tests/cli/test_install.py"}
+    expected |= {"lstmae_jax/cli/train.py", "tests/cli/test_install.py", "docs/deploy.md"}
     assert expected <= names, expected - names
 
 
@@ -103,5 +103,7 @@ def test_installed_commands_run_without_the_source_tree(venv, tmp_path):
 
     help_ = subprocess.run(["lstmae-train", "--help"], capture_output=True, text=True,
                            cwd=tmp_path, env=env, timeout=120)  # fmt: skip
+    assert help_.returncode == 0, help_.stderr[-2000:]
     for option in ("--workdir", "--data", "--epochs", "--window", "--batch_size"):
         assert f"\n  {option}:" in help_.stdout, help_.stdout[-3000:] + help_.stderr[-2000:]
+    assert "\ntraining:\n" in help_.stdout  # grouped: the installed config has its source

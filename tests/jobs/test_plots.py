@@ -77,6 +77,26 @@ def test_pr_marks_the_threshold_and_names_the_run():
     assert _marker(ax) == (report["recall"], report["precision"])
 
 
+@pytest.mark.parametrize("figure", [plots.roc_figure, plots.pr_figure])
+def test_the_legend_leaves_a_low_recall_operating_point_uncovered(figure):
+    # Attacks scored like benign windows: at 1% FPR the recall is low, and with 20,000
+    # benign windows the ROC's point sits mid-bottom, under the legend's old place (lower
+    # right, inside the axes).
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(20_000, int), np.ones(400, int)]
+    score = np.r_[rng.lognormal(-3, 0.5, 20_000), rng.lognormal(-2.8, 0.7, 400)]
+    thr = metrics.calibrate("fpr", score[y == 0], target_fpr=0.01)
+    assert metrics.detection_report(y, score, thr)["recall"] < 0.1
+    fig = figure(y, score, thr, "demo/stage1")
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    ax = fig.axes[0]
+    point = ax.transData.transform(_marker(ax))
+    assert not box.contains(*point)
+    assert not box.overlaps(ax.get_window_extent())  # nor anything else drawn in the axes
+
+
 def test_plot_score_histograms(tmp_path):
     y, score = _scores()
     names = np.where(y == 0, "Benign", np.where(np.arange(y.size) % 2, "DDoS", "PortScan"))

@@ -123,6 +123,42 @@ def test_networks_train_together_each_on_its_representation(tmp_path):
     assert summary["threshold"]["params"]["benign_fpr"] <= 0.01
 
 
+def test_the_config_is_a_file_and_the_numbers_after_training_go_to_tensorboard(
+    tmp_path, caplog, tensorboard_events
+):
+    import logging
+
+    from lstmae_jax.train import monitor
+
+    path = timeline.write(timeline.generate(1500, seed=4), str(tmp_path / "flows.parquet"))
+    cfg = config.smoke(data=path, epochs=1, batch_size=32, tensorboard=True)
+    with caplog.at_level(logging.INFO):
+        summary = training.train_job(cfg, str(tmp_path))
+    run_dir = tmp_path / "stage1"
+    # The whole config in the run's folder, named by one log line (no dump in the log).
+    saved = json.loads((run_dir / rundir.CONFIG).read_text())
+    assert config.Config.from_json(saved) == cfg
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("config:")]
+    assert said == [f"config: {run_dir / rundir.CONFIG}"]
+    # The calibrated threshold and its validation FPR at the run's last step ...
+    report = evaluate.evaluate_job(str(tmp_path), path, str(tmp_path / "r.json"), plots=False)
+    got, _ = tensorboard_events(run_dir / monitor.TENSORBOARD_DIR)
+    t, step = summary["threshold"], summary["steps"]
+    assert got["eval/threshold"] == [(step, pytest.approx(t["value"], rel=1e-6))]
+    assert got["eval/val_fpr"] == [(step, pytest.approx(t["params"]["benign_fpr"], rel=1e-6))]
+    # ... and the evaluation's AUCs, named by the split evaluated.
+    s1 = report["runs"]["stage1"]
+    assert got["test/roc_auc"] == [(step, pytest.approx(s1["roc_auc"], rel=1e-6))]
+    assert got["test/pr_auc"] == [(step, pytest.approx(s1["pr_auc"], rel=1e-6))]
+
+
+def test_the_launcher_logs_no_config_dump(tmp_path):
+    # The config goes to the run's config.json (above); the log keeps its progress lines.
+    proc = _launch_with_job(tmp_path, "def job(cfg, workdir): return {'preempted': False}")
+    assert proc.returncode == 0, proc.stderr
+    assert '"batch_size"' not in proc.stderr and "devices" in proc.stderr
+
+
 def test_stage2_refuses_another_split_than_stage1(workdir):
     root, cfg, _, _ = workdir
     with pytest.raises(ValueError, match="stage 2 --split=random differs from stage 1's per_file"):

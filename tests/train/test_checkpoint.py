@@ -233,3 +233,30 @@ def test_disk_full_is_one_line_and_keeps_the_earlier_steps(copy, monkeypatch, wh
     state, _ = again.restore(None, checkpoint.abstract(_tree(0)))
     again.close()
     _assert_tree(state, 3)
+
+
+def _orbax_records(directory, caplog, monkeypatch, *, quiet):
+    """Orbax's INFO-and-below records reaching a root handler (``logging.basicConfig``
+    style, outside ``absl.app.run``) over one save and one restore."""
+    if not quiet:  # Orbax as it is without the filter: shows the test sees its chatter
+        monkeypatch.setattr(checkpoint, "_quiet_orbax", lambda: None)
+        for logger in (logging.getLogger("absl"), logging.getLogger()):
+            monkeypatch.setattr(logger, "filters", [])
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        ckpt = checkpoint.Checkpointer(directory, save_every_steps=1, keep=2)
+        ckpt.save(1, _tree(1), _meta(1), metrics={"val_loss": 1.0})
+        ckpt.close()
+        again = checkpoint.Checkpointer(directory, save_every_steps=1, keep=2)
+        _assert_tree(again.restore(None, checkpoint.abstract(_tree(0)))[0], 1)
+        again.close()
+    return [r for r in caplog.records if "orbax" in r.pathname and r.levelno < logging.WARNING]
+
+
+def test_orbax_chatter_is_dropped_whatever_handler_is_installed(tmp_path, caplog, monkeypatch):
+    assert not _orbax_records(str(tmp_path / "quiet"), caplog, monkeypatch, quiet=True)
+    with monkeypatch.context() as m:
+        assert _orbax_records(str(tmp_path / "loud"), caplog, m, quiet=False)
+    # Orbax's warnings still pass the filter.
+    warning = logging.LogRecord("absl", logging.WARNING, "/x/orbax/y.py", 1, "w", None, None)
+    assert checkpoint._QUIET.filter(warning)

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import struct
 
 import jax
 import numpy as np
@@ -169,7 +168,50 @@ def test_no_bad_epochs_while_the_learning_rate_warms_up(tmp_path):
     assert cfg.warmup_steps > 4 * len(_windowed().starts["train"]) // cfg.batch_size
     result = loop.fit(cfg, str(tmp_path), _windowed())
     assert not result.stopped_early and result.ended.startswith("epoch cap")
-    assert [h["learning_rate"] for h in result.history] == pytest.approx([1e-12] * 4)
+    assert [h["peak_learning_rate"] for h in result.history] == pytest.approx([1e-12] * 4)
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def _step_lines(run_dir) -> list[dict]:
+    from lstmae_jax.train import monitor
+
+    records = monitor.read_jsonl(os.path.join(run_dir, monitor.METRICS_FILE))
+    return [r for r in records if "loss" in r]
+
+
+def test_a_warmup_outlasting_training_warns_and_the_applied_rate_is_logged(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    cfg = config.smoke(epochs=3)  # the default 100-step warm-up
+    n = loop.fit(cfg, str(tmp_path), _windowed()).steps
+    assert n == 66  # 3 epochs of 22 steps: all in the warm-up
+    (warning,) = [w for w in _warnings(caplog) if "outlasts" in w]
+    assert warning.startswith("--warmup_steps=100 outlasts training (66 steps)")
+    assert "reaches only 0.00066, 66% of --learning_rate=0.001" in warning
+    assert "--warmup_steps=6" in warning  # a tenth of the steps
+    # Each step line logs the rate its step applied: the peak times step / warm-up.
+    lines = _step_lines(tmp_path)
+    assert len(lines) > 10
+    for r in lines:
+        assert r["learning_rate"] == pytest.approx(1e-3 * r["step"] / 100, rel=1e-6)
+
+
+def test_the_logged_rate_follows_the_warmup_then_the_plateaus(tmp_path, caplog):
+    # A vanishing peak rate: after the 5-step warm-up no epoch improves, and each lowers
+    # the peak by lr_decay; long enough a run for its warm-up: no warning.
+    caplog.set_level(logging.WARNING)
+    cfg = config.smoke(epochs=3, lr_patience=1, patience=5, lr_decay=0.5, learning_rate=1e-12,
+                       warmup_steps=5)  # fmt: skip
+    result = loop.fit(cfg, str(tmp_path), _windowed())
+    assert not [w for w in _warnings(caplog) if "outlasts" in w]
+    peaks = [h["peak_learning_rate"] for h in result.history]
+    assert peaks == pytest.approx([1e-12, 1e-12, 5e-13])  # epoch 3 trained at the lowered peak
+    for r in _step_lines(tmp_path):  # the peak of its epoch times the warm-up share
+        peak = next(h for h in result.history if h["step"] >= r["step"])["peak_learning_rate"]
+        assert r["learning_rate"] == pytest.approx(peak * min(1, r["step"] / 5), rel=1e-6)
+    assert [h["learning_rate"] for h in result.history] == pytest.approx(peaks, rel=1e-6)
 
 
 def test_learning_rate_drops_on_a_plateau(tmp_path):
@@ -415,30 +457,7 @@ def test_read_jsonl_skips_only_a_torn_last_line(tmp_path):
         monitor.read_jsonl(str(path))
 
 
-def _tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
-    """Tag -> [(step, value)] of the event files, read as TensorBoard reads them: files in
-    name order, and a session start at step S hides the events before it of steps >= S
-    (its purge of orphaned data after a restart)."""
-    from tensorboardX.proto import event_pb2
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for name in sorted(os.listdir(directory)):
-        data = (directory / name).read_bytes()
-        pos = 0
-        while pos < len(data):  # TFRecords: length, its CRC, the event, its CRC
-            (n,) = struct.unpack("<Q", data[pos : pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
-            pos += 12 + n + 4
-            if event.session_log.status == event_pb2.SessionLog.START:
-                for tag, points in scalars.items():
-                    scalars[tag] = [(s, v) for s, v in points if s < event.step]
-            for v in event.summary.value:
-                scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
-    return scalars
-
-
-def test_tensorboard_events_match_metrics_jsonl(tmp_path):
-    pytest.importorskip("tensorboardX")
+def test_tensorboard_events_match_metrics_jsonl(tmp_path, tensorboard_events):
     from lstmae_jax.train import monitor
 
     cfg = config.smoke(epochs=1, tensorboard=True)
@@ -452,13 +471,19 @@ def test_tensorboard_events_match_metrics_jsonl(tmp_path):
     for record in monitor.read_jsonl(str(tmp_path / monitor.METRICS_FILE)):
         for key, value in record.items():
             if key != "step" and value is not None:
-                expected.setdefault(key, []).append((record["step"], float(np.float32(value))))
+                point = (record["step"], float(np.float32(value)))
+                expected.setdefault(monitor.tensorboard_tag(key), []).append(point)
     events = tmp_path / monitor.TENSORBOARD_DIR
     assert len(os.listdir(events)) == 2  # one event file per run of fit
-    got = _tensorboard_scalars(events)
-    assert {"loss", "grad_norm", "steps_per_s", "val_loss", "learning_rate"} <= set(got)
+    got, hparams = tensorboard_events(events)
+    # Prefixed as the flax examples: training under train/, validation under eval/.
+    assert {"train/loss", "train/grad_norm", "train/steps_per_s", "train/learning_rate"} <= set(got)
+    assert {"eval/val_loss", "eval/best_val_loss"} <= set(got)
     assert got == expected
-    assert [s for s, _ in got["loss"]] == sorted({s for s, _ in got["loss"]})  # no repeats
+    assert [s for s, _ in got["train/loss"]] == sorted({s for s, _ in got["train/loss"]})
+    # The config as the run's hyperparameters; lists as text.
+    assert hparams["epochs"] == 1 and hparams["model"] == "lstm_ae"
+    assert hparams["encoder_sizes"] == "8" and hparams["tensorboard"] is True
 
 
 def test_tensorboard_missing_is_a_clear_error_at_start(tmp_path, monkeypatch):
