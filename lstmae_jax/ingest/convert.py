@@ -154,13 +154,13 @@ def _csv_jobs(plan: rawparse.Plan, blocks, on_bad_cell: str, policies: dict):
 def _parquet_jobs(plan: rawparse.Plan, on_bad_cell: str, policies: dict):
     """One job per Parquet batch (text columns of numbers take the same parsing path)."""
     row0 = 0
-    for batch in pq.ParquetFile(plan.src).iter_batches(PARQUET_BATCH_ROWS, columns=plan.raw):
+    for batch in rawparse.parquet_batches(pq.ParquetFile(plan.src), plan, PARQUET_BATCH_ROWS):
 
         def job(batch=batch, row0=row0):
             def where(i: int) -> str:
                 return f"row {row0 + i + 1}"
 
-            raw, dropped = rawparse.prepare(plan, batch.select(plan.raw), where, on_bad_cell)
+            raw, dropped = rawparse.prepare(plan, batch, where, on_bad_cell)
             return _clean(plan, raw, dropped, policies)
 
         row0 += batch.num_rows

@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 from absl import logging
 
 from lstmae_jax.ingest import clean, schema
@@ -60,6 +62,39 @@ HEADER_BYTES = 1 << 20
 # Exactly what Arrow's string->double cast accepts (tests/ingest/test_convert.py checks it), so the
 # masked re-cast of a column with bad cells cannot fail.
 NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:e[+-]?[0-9]+)?|\.[0-9]+(?:e[+-]?[0-9]+)?|inf|infinity|nan)$"
+
+
+def parquet_batches(pf: pq.ParquetFile, plan: Plan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The kept columns of a Parquet file, named ``plan.raw``, batch by batch, selected by
+    position: a raw CICIDS2017 day saved to Parquet as it is holds ``Fwd Header Length``
+    twice, which Arrow's selection by name refuses (``KeyError``). Arrow reads leaf
+    columns, so a nested column (refused later, by name) counts its leaves."""
+    first, at = [], 0  # each column's first leaf
+    for field in pf.schema_arrow:
+        first.append(at)
+        at += _leaves(field.type)
+    leaves = [
+        first[k] + j for k in plan.keep for j in range(_leaves(pf.schema_arrow.field(k).type))
+    ]
+    for batch in pf.reader.iter_batches(
+        batch_rows, range(pf.num_row_groups), column_indices=leaves
+    ):
+        yield pa.RecordBatch.from_arrays(batch.columns, names=plan.raw)
+
+
+def _leaves(type_: pa.DataType) -> int:
+    """How many Parquet leaf columns an Arrow type is stored as."""
+    if pa.types.is_struct(type_):
+        return sum(_leaves(type_.field(i).type) for i in range(type_.num_fields))
+    if pa.types.is_map(type_):
+        return _leaves(type_.key_type) + _leaves(type_.item_type)
+    if (
+        pa.types.is_list(type_)
+        or pa.types.is_large_list(type_)
+        or pa.types.is_fixed_size_list(type_)
+    ):
+        return _leaves(type_.value_type)
+    return 1
 
 
 def _decode(raw: bytes) -> str:

@@ -242,6 +242,30 @@ def test_parquet_input_matches_canonicalize(tmp_path):
         convert.convert_file(str(src), str(tmp_path / "out"), on_bad_cell="error")
 
 
+def test_a_parquet_day_saved_with_its_duplicate_header(tmp_path):
+    """A CICIDS2017 day read and saved to Parquet as it is keeps ``Fwd Header Length``
+    twice: Arrow cannot select it by name, so both readers take the columns by position
+    (it raised a ``KeyError`` traceback before)."""
+    from lstmae_jax.ingest import reader
+
+    lines = [row("cicids2017"), row("cicids2017", fwd_header_len_dup="999")]
+    src = write(tmp_path / "day.csv", "cicids2017", lines)
+    raw = pcsv.read_csv(src)
+    assert [n.strip() for n in raw.column_names].count("Fwd Header Length") == 2
+    pq.write_table(raw, tmp_path / "day.parquet")
+    from_csv = convert.convert_file(src, str(tmp_path / "a"))
+    report = convert.convert_file(str(tmp_path / "day.parquet"), str(tmp_path / "b"))
+    assert report.duplicate_header_mismatches == 1 == from_csv.duplicate_header_mismatches
+    got, want = (pq.read_table(tmp_path / d / "day.parquet") for d in ("b", "a"))
+    assert got.column_names == want.column_names and got.num_rows == want.num_rows == 2
+    for name in want.column_names:
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+    source = reader.Source(str(tmp_path / "day.parquet"), features("cicids2017"), {})
+    chunks = [c for c in source.poll(final=True) if c.table.num_rows]
+    assert sum(c.table.num_rows for c in chunks) == 2
+    assert chunks[0].table.column("fwd_header_len").to_pylist() == [38.0, 38.0]
+
+
 def test_small_blocks_give_the_same_file(tmp_path):
     style = "cicids2017_improved"
     lines = [row(style, str(k % 3), flow_duration=str(k)) for k in range(40)]
