@@ -9,19 +9,25 @@
 #    reload) on the GPU, when pytest is installed,
 # 3. runs benchmarks/throughput.py at B=256 and the large batch (65536) against
 #    torch/cuDNN in the same run, with the bfloat16 option and its effect on the loss,
-# and writes benchmarks/results/throughput_gpu.json (also copied to $OUT when set, as
-# the device runner collects it; the JSON is rewritten after every repeat, so a run cut
-# short keeps what it measured). Budget: under 6 minutes on an H100/H200 (not yet run on
-# one: no GPU has been lent to this project).
+# 4. runs benchmarks/scoring.py on 200,000 flows: lstmae-score end to end (CSV and Parquet
+#    in, Parquet and JSONL out, --follow, the Python API) beside the exported model's own
+#    rate and torch eager/cuDNN's on the same windows,
+# and writes benchmarks/results/throughput_gpu.json and scoring_gpu.json (both copied to
+# $OUT when set, as the device runner collects them; the throughput JSON is rewritten
+# after every repeat, so a run cut short keeps what it measured). Budget: under 9 minutes
+# on an H100/H200 (not yet run on one: no GPU has been lent to this project).
 # GPU_CHECK_ALLOW_CPU=1 dry-runs the same steps on a CPU (small batches) to test the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
 RESULT=benchmarks/results/throughput_gpu.json
+SCORING=benchmarks/results/scoring_gpu.json
 LARGE=65536
+FLOWS=200000
 if [[ "${GPU_CHECK_ALLOW_CPU:-0}" == 1 ]]; then
-  export JAX_PLATFORMS=cpu; LARGE=1024; RESULT=${RESULT%.json}_dryrun.json
+  export JAX_PLATFORMS=cpu; LARGE=1024; FLOWS=20000
+  RESULT=${RESULT%.json}_dryrun.json; SCORING=${SCORING%.json}_dryrun.json
 else
   export JAX_PLATFORMS=cuda
 fi
@@ -57,5 +63,9 @@ timeout 330 "$PY" benchmarks/throughput.py --batch_sizes=256 --large_batch=$LARG
   --repeats=2 --seconds=0.5 --bf16_check --output=$RESULT; bench_rc=$?
 if [[ -n "${OUT:-}" && -f $RESULT ]]; then mkdir -p "$OUT" && cp $RESULT "$OUT/"; fi
 
-step "done: tests rc=$tests_rc, throughput rc=$bench_rc, result $RESULT"
+step "scoring end to end ($FLOWS flows; the model alone and torch in the same run)"
+timeout 200 "$PY" benchmarks/scoring.py --flows=$FLOWS --repeats=1 --output=$SCORING; score_rc=$?
+if [[ -n "${OUT:-}" && -f $SCORING ]]; then mkdir -p "$OUT" && cp $SCORING "$OUT/"; fi
+
+step "done: tests rc=$tests_rc, throughput rc=$bench_rc, scoring rc=$score_rc; $RESULT $SCORING"
 [[ "$bench_rc" == 0 && ( "$tests_rc" == 0 || "$tests_rc" == skipped ) ]]

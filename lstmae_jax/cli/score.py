@@ -23,8 +23,10 @@ that exact list.
 """
 
 import json
+import os
 import sys
 
+import jax
 from absl import flags, logging
 
 from lstmae_jax import console
@@ -43,6 +45,12 @@ flags.DEFINE_bool(
     "overwrite", False, "--calibrate: replace an existing artifact at --output_model."
 )
 flags.DEFINE_string("manifest_sha256", None, "Refuse the model unless MANIFEST.json has this hash.")
+flags.DEFINE_string(
+    "compilation_cache",
+    os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "lstmae_jax", "xla"),
+    "Folder of XLA's compiled scorers, so the next run of the same model starts without"
+    " compiling (2-3 s on a CPU); '' for none. JAX_COMPILATION_CACHE_DIR, when set, wins.",
+)
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 
@@ -103,8 +111,14 @@ def _calibrate() -> int:
     return 0
 
 
+def _compilation_cache() -> None:
+    if FLAGS.compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
+
+
 def main(argv: list[str]) -> None:
     del argv
+    _compilation_cache()
     try:
         code = _calibrate() if FLAGS.calibrate else _score()
     except (ValueError, OSError) as e:  # bad input, an output that cannot be written: one line

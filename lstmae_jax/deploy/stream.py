@@ -19,6 +19,7 @@ import fnmatch
 import glob
 import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,18 @@ BATCH = 512  # windows per call of the artifact (one compiled shape)
 PROGRESS_SECONDS = 10.0
 # Label cells that label nothing: CICFlowMeter's live output writes "NeedManualLabel".
 UNLABELLED = frozenset({"", "NeedManualLabel"})
+
+
+def _labels(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each flow's label (an object array, None where unlabelled) and whether it names an
+    attack, decided once per distinct label rather than per flow."""
+    if schema.LABEL not in table.column_names:
+        return np.full(table.num_rows, None, object), np.zeros(table.num_rows, bool)
+    encoded = table.column(schema.LABEL).combine_chunks().cast(pa.string()).dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    words = [None if w in UNLABELLED else w for w in encoded.dictionary.to_pylist()] + [None]
+    attack = np.array([w is not None and schema.is_attack(w) for w in words], bool)
+    return np.array(words, object)[codes], attack[codes]
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -90,6 +103,14 @@ class Run:
         self.windows: dict[str, _FileWindows] = {}
         self.pending: list[tuple] = []  # (chunk info, x_WxTxF, ...) awaiting a full batch
         self.pending_n = 0
+        # The batch on the device: its results are read (and its rows written) once the
+        # next batch is dispatched, so the host prepares and writes while the device works.
+        self.inflight: tuple | None = None
+        # Where the pass's time goes (the summary's ``seconds_by_stage``): reading (and
+        # parsing), cleaning, cutting windows, compiling (the first call), the device
+        # (dispatching, and waiting for results the host could not overlap), and building
+        # and writing the rows.
+        self.stage_seconds: collections.Counter = collections.Counter()
         self.start = time.monotonic()
         self.progress = console.Progress("flows", every=PROGRESS_SECONDS)
         self.flows = 0
@@ -107,6 +128,7 @@ class Run:
     # -- input
 
     def add(self, chunk: reader.Chunk) -> None:
+        t0 = time.perf_counter()
         table = chunk.table
         if self.keep_rows:
             for reason, rows in chunk.report.dropped_rows.items():
@@ -121,9 +143,7 @@ class Run:
         x = np.stack(
             [table.column(f).to_numpy(zero_copy_only=False) for f in self.features], axis=1
         ).astype(np.float32)
-        labels = _column(table, schema.LABEL)
-        labels = np.array([None if lb in UNLABELLED else lb for lb in labels], object)
-        attack = np.array([lb is not None and schema.is_attack(lb) for lb in labels], bool)
+        labels, attack = _labels(table)
         x_MxF, starts_W, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
         if self.keep_rows and len(last_W) < table.num_rows:
             rows = pc.fill_null(table.column(reader.ROW), -1).to_numpy()
@@ -136,13 +156,18 @@ class Run:
             info[name] = _column(last, name)
         self.pending.append((info, (x_MxF, starts_W), any_attack_W, chunk.read_at))
         self.pending_n += len(last_W)
+        self.stage_seconds["window"] += time.perf_counter() - t0
         while self.pending_n >= self.batch:
             self._score(self.batch)
 
     def flush(self) -> None:
-        """Scores every window waiting for a full batch (the last batch is padded)."""
+        """Scores every window waiting for a full batch (the last batch is padded) and
+        records the batch still on the device."""
         while self.pending_n:
             self._score(min(self.pending_n, self.batch))
+        if self.inflight is not None:
+            inflight, self.inflight = self.inflight, None
+            self._finish(*inflight)
 
     # -- scoring
 
@@ -163,11 +188,29 @@ class Run:
         return parts
 
     def _score(self, n: int) -> None:
+        """Dispatches the next ``n`` windows (one batch) to the device, then records the
+        batch dispatched before it."""
+        t0 = time.perf_counter()
         parts = self._take(n)
         x = np.concatenate([p[1] for p in parts])
         padded = np.zeros((self.batch, *x.shape[1:]), np.float32)
         padded[:n] = x
-        out = {k: v[:n] for k, v in self.scorer(padded).items()}
+        t1 = time.perf_counter()
+        dispatched = (parts, n, self.scorer.dispatch(padded))
+        self.stage_seconds["window"] += t1 - t0
+        # The first call traces and compiles the batch shape (or loads it from the
+        # compilation cache): counted apart from the device's steady work.
+        first = "compile" if "compile" not in self.stage_seconds else "device"
+        self.stage_seconds[first] += time.perf_counter() - t1
+        if self.inflight is not None:
+            self._finish(*self.inflight)
+        self.inflight = dispatched
+
+    def _finish(self, parts: list, n: int, on_device: dict) -> None:
+        t0 = time.perf_counter()
+        out = {k: np.asarray(v)[:n] for k, v in on_device.items()}
+        t1 = time.perf_counter()
+        self.stage_seconds["device"] += t1 - t0
         if "probs_BxC" in out:  # the stage-2 class, once for the summary and the rows
             out["predicted_B"] = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
         info = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
@@ -179,6 +222,7 @@ class Run:
         if self.live:  # in a batch run, time from reading to writing measures no latency
             self.latency.extend((time.monotonic() - read_at).tolist())
             self.latency = self.latency[-100_000:]
+        self.stage_seconds["write"] += time.perf_counter() - t1
 
     def _record(self, info: dict, out: dict, any_attack_W: np.ndarray) -> None:
         flagged = out["flagged_B"]
@@ -191,14 +235,21 @@ class Run:
             self.benign.append(~any_attack_W)
         if "predicted_B" in out:
             self.by_class.update(out["predicted_B"][flagged].tolist())
-        for lb, f, attack in zip(info["label"], flagged, any_attack_W, strict=True):
-            if lb is not None:
-                c = self.by_label.setdefault(lb, collections.Counter())
-                c["windows"] += 1
-                c["alerts"] += int(f)
-                if not attack:
-                    self.benign_windows["windows"] += 1
-                    self.benign_windows["alerts"] += int(f)
+        labelled = info["label"] != None  # noqa: E711 - elementwise, an object array
+        if not labelled.any():
+            return
+        names, which = np.unique(info["label"][labelled].astype(str), return_inverse=True)
+        hits = flagged[labelled]
+        windows_L = np.bincount(which, minlength=len(names))
+        alerts_L = np.bincount(which, weights=hits, minlength=len(names))
+        for lb, w, a in zip(names.tolist(), windows_L.tolist(), alerts_L.tolist(), strict=True):
+            c = self.by_label.setdefault(lb, collections.Counter())
+            c["windows"] += w
+            c["alerts"] += int(a)
+        benign = ~any_attack_W[labelled]
+        if benign.any():  # no key until there is one: the summary reports it when present
+            self.benign_windows["windows"] += int(benign.sum())
+            self.benign_windows["alerts"] += int((hits & benign).sum())
 
     def _rows(self, info: dict, out: dict) -> pa.Table:
         cols = {"file": info["file"], "row": info[reader.ROW]}
@@ -215,7 +266,7 @@ class Run:
             )[:, 0]
         cols["label"] = info["label"]
         sch = self.writer.schema
-        return pa.table({f.name: pa.array(list(cols[f.name]), f.type) for f in sch}, schema=sch)
+        return pa.table({f.name: pa.array(cols[f.name], f.type) for f in sch}, schema=sch)
 
     # -- reporting
 
@@ -240,6 +291,10 @@ class Run:
             "alerts": self.alerts,
             "seconds": round(seconds, 3),
             "flows_per_second": round(self.flows / max(seconds, 1e-9), 1),
+            "seconds_by_stage": {
+                k: round(self.stage_seconds[k], 3)
+                for k in ("read", "clean", "window", "compile", "device", "write")
+            },
             "threshold": self.scorer.threshold,
         }
         if self.scorer.classes:
@@ -330,6 +385,20 @@ def check_output(output: str, inputs: str) -> None:
         raise ValueError(f"--output {output} matches the input glob {inputs}; write it elsewhere")
 
 
+def _timed(run: Run, src: reader.Source, chunks) -> Iterator[reader.Chunk]:
+    """``chunks``, each one's reading and cleaning time added to ``run.stage_seconds``."""
+    it = iter(chunks)
+    while True:
+        t0, c0 = time.perf_counter(), src.clean_seconds
+        chunk = next(it, None)
+        cleaning = src.clean_seconds - c0
+        run.stage_seconds["clean"] += cleaning
+        run.stage_seconds["read"] += time.perf_counter() - t0 - cleaning
+        if chunk is None:
+            return
+        yield chunk
+
+
 def _fraction_read(sources: dict) -> float | None:
     """The share of the input's bytes read, for the ETA: plain CSV inputs only."""
     if not sources or any(s.kind != ".csv" for s in sources.values()):
@@ -394,7 +463,7 @@ def score_files(
                     logging.info("scoring %s", path)
             for path, src in list(sources.items()):
                 try:
-                    for chunk in src.poll(final=not follow, settle=follow):
+                    for chunk in _timed(run, src, src.poll(final=not follow, settle=follow)):
                         run.add(chunk)
                         run.report_progress(_fraction_read(sources))
                         if stop:

@@ -104,6 +104,33 @@ def test_scores_equal_the_artifact_on_the_cleaned_windows(artifact_dir, flows_cs
     assert summary["flows_per_second"] > 0
 
 
+def test_rows_are_those_of_one_uncompiled_batch_at_a_time(artifact_dir, flows_csv, tmp_path):
+    """The pipelined pass (the compiled call, batch k+1 dispatched before batch k is read
+    back) writes the rows, bit for bit, of the pass before it: each batch of ``BATCH``
+    windows padded and sent through ``Exported.call``, and read back, one at a time."""
+    scorer = artifact.load(str(artifact_dir))
+    summary = _score(scorer, flows_csv, tmp_path / "a.parquet")
+    rows = _read(tmp_path / "a.parquet")
+    convert.convert([str(flows_csv)], str(tmp_path / "pq"))
+    flows = dataset.load_flows(str(tmp_path / "pq"), features=scorer.features)
+    x = windows.gather(flows.x_NxF, np.arange(len(flows) - scorer.window + 1), scorer.window)
+    score, alert, top1 = [], [], []
+    for i in range(0, len(x), stream.BATCH):
+        padded = np.zeros((stream.BATCH, *x.shape[1:]), np.float32)
+        padded[: len(x[i : i + stream.BATCH])] = x[i : i + stream.BATCH]
+        out = {k: np.asarray(v) for k, v in scorer._exported.call(padded, scorer.params).items()}
+        n = min(stream.BATCH, len(x) - i)
+        score += out["score_B"][:n].tolist()
+        alert += out["flagged_B"][:n].tolist()
+        top1 += [scorer.features[j] for j in out["contrib_BxF"][:n].argmax(axis=1)]
+    assert len(x) > 2 * stream.BATCH  # several batches, one in flight behind another
+    assert [r["score"] for r in rows] == score
+    assert [r["alert"] for r in rows] == alert and [r["top1"] for r in rows] == top1
+    stages = summary["seconds_by_stage"]
+    assert set(stages) == {"read", "clean", "window", "compile", "device", "write"}
+    assert all(v >= 0 for v in stages.values()) and stages["device"] > 0
+
+
 def test_chunk_size_does_not_change_the_result(artifact_dir, flows_csv, tmp_path):
     scorer = artifact.load(str(artifact_dir))
     _score(scorer, flows_csv, tmp_path / "one.jsonl")
