@@ -5,7 +5,7 @@
 The detector: trained through the API on 20,000 generated flows for one epoch (speed does
 not depend on the weights), with ``make demo``'s shapes, window 10 and LSTM 64/32, and
 one network scored by its reconstruction ``sse`` on the ``log`` representation
-(``members=("log:sse",)``, stage 1): the work the torch peer does. ``--demo_members`` uses
+(``scaler="log", score="sse", members=()``, stage 1): the work the torch peer does. ``--demo_members`` uses
 the defaults instead (two networks; stage 2 too), as ``make demo`` exports them.
 
 The input: ``--flows`` held-back flows as a raw CICIDS2017 day (CSV; ``Infinity`` rates,
@@ -25,8 +25,10 @@ be shared, so the load average is recorded):
   the waits the host could not overlap), write.
 * ``follow_csv``: ``--follow`` on a folder holding the CSV, in process, from the start
   until every window is written (then stopped as Ctrl-C stops it).
-* ``api_table``, ``api_path``: ``lstmae_jax.load(dir).score(...)`` on the Parquet table
-  (read first, untimed) and on its path: the aligned result, one row per input row.
+* ``api_table``, ``api_path``: ``det.score(...)`` of a detector loaded (and compiled)
+  once, ``det = lstmae_jax.load(dir)``, on the Parquet table (read first, untimed; the
+  API writes it to a temporary Parquet file, timed) and on its path: the aligned result,
+  one row per input row.
 * ``model_512``, ``model_4096``: the artifact's compiled call alone, on the pass's windows
   cut beforehand (512: the pass's batch; 4096: the large batch of ``throughput.py``).
 * ``torch_512``, ``torch_4096``: torch eager on the same windows, under
@@ -156,14 +158,23 @@ def _torch_scorer(scorer):
     the GPU where torch sees one (cuDNN), the windows sent from the host as ours are."""
     import torch
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import throughput
-
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     (sc,) = scorer.params["scalers"]
-    throughput.F = len(scorer.features)  # the AE's width: the artifact's features
-    model = throughput._torch_ae(torch)().to(device).eval()
+    f = len(scorer.features)
+
+    class AE(torch.nn.Module):  # throughput.py's: LSTM(64), repeat, LSTM(32), Linear
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.LSTM(f, 64, batch_first=True)
+            self.dec = torch.nn.LSTM(64, 32, batch_first=True)
+            self.out = torch.nn.Linear(32, f)
+
+        def forward(self, x):
+            _, (h, _) = self.enc(x)
+            return self.out(self.dec(h[-1][:, None].expand(-1, x.shape[1], -1))[0])
+
+    model = AE().to(device).eval()
     log, mean, std = (
         torch.tensor(np.asarray(sc[k], np.float32), device=device)
         for k in ("log_F", "mean_F", "std_F")
@@ -198,10 +209,12 @@ def main(argv):
     n = _FLOWS.value
     with tempfile.TemporaryDirectory(prefix="scoring-") as tmp:
         path = lambda name: os.path.join(tmp, name)  # noqa: E731
-        options = {} if _DEMO.value else {"members": ("log:sse",)}
+        options = {} if _DEMO.value else {"members": (), "scaler": "log", "score": "sse"}
         t0 = time.perf_counter()
+        train = path("train.csv")  # the 2017 style, as make demo: no Protocol column
+        timeline.write(timeline.generate(20_000, seed=1), train, style="cicids2017")
         with lstmae_jax.Detector(verbose=0, epochs=1, **options) as det:
-            det.fit(timeline.generate(20_000, seed=1), stage2=_DEMO.value)
+            det.fit(train, stage2=_DEMO.value)
             det.export(path("model"))
         fit_seconds = time.perf_counter() - t0
         os.makedirs(path("day"))
@@ -210,7 +223,7 @@ def main(argv):
         pq.write_table(pcsv.read_csv(csv), path("flows.parquet"))  # as it is: names twice
         parquet = path("flows.parquet")
         quarter = path("quarter.parquet")
-        pq.write_table(pq.read_table(parquet).slice(0, n // 4), quarter)
+        pq.write_table(pq.ParquetFile(parquet).read().slice(0, n // 4), quarter)
         cache = path("xla")
         scorer = artifact.load(path("model"))
         # The pass's windows, cut beforehand, for the model-alone contenders.
@@ -233,11 +246,13 @@ def main(argv):
             "command_parquet_jsonl": lambda: _command(path("model"), parquet, path("c.jsonl"), cache),
             "pass_parquet": lambda: _pass(scorer, parquet, path("d.parquet")),
             "pass_csv": lambda: _pass(scorer, csv, path("e.parquet")),
-            "api_table": lambda: (lambda tb: _timed(lambda: lstmae_jax.load(path("model")).score(tb)))(pq.read_table(parquet)),
-            "api_path": lambda: _timed(lambda: lstmae_jax.load(path("model")).score(parquet)),
+            "api_table": lambda: (lambda tb: _timed(lambda: loaded.score(tb)))(pq.ParquetFile(parquet).read()),
+            "api_path": lambda: _timed(lambda: loaded.score(parquet)),
         }  # fmt: skip
         _command(path("model"), quarter, path("warm.parquet"), cache)  # fills the cache
         _pass(scorer, quarter, path("warm2.parquet"))  # compiles in this process
+        loaded = lstmae_jax.load(path("model"))  # as a user keeps it: loaded once
+        loaded.score(quarter)  # ... and compiled
         best: dict[str, float] = {}
         stages: dict[str, dict] = {}
         rss: dict[str, float] = {}
@@ -265,7 +280,7 @@ def main(argv):
         "flows": n,
         "windows": int(windows_scored),
         "detector": {
-            "members": list(options.get("members", ("auto",))),
+            "members": ["auto"] if _DEMO.value else ["log:sse"],
             "stage2": _DEMO.value,
             "window": t,
             "features": len(scorer.features),

@@ -184,6 +184,7 @@ def test_results_are_compacted_as_they_come_and_equal(detector, tmp_path, monkey
     monkeypatch.setattr(collect, "write", spy_write)
     monkeypatch.setattr(collect, "table", spy_table)
     monkeypatch.setattr(collect, "COMPACT_ROWS", 600)
+    monkeypatch.setattr(stream, "WRITE_ROWS", stream.BATCH)  # a table per batch here
     result = detector.score(str(tmp_path))
     ((tables, got),) = kept  # the directory is one pass
 

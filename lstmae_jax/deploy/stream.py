@@ -33,9 +33,28 @@ from lstmae_jax.deploy.output import IDENTIFIERS, TOP, AlertWriter
 from lstmae_jax.ingest import clean, reader, schema
 
 BATCH = 512  # windows per call of the artifact (one compiled shape)
+WRITE_ROWS = 8 * BATCH  # rows built and written at once (a live pass writes at each poll)
 PROGRESS_SECONDS = 10.0
 # Label cells that label nothing: CICFlowMeter's live output writes "NeedManualLabel".
 UNLABELLED = frozenset({"", "NeedManualLabel"})
+
+
+def _concat(parts: list) -> np.ndarray | pa.Array:
+    """The parts of one ``info`` column (numpy or Arrow) as one."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    if len(parts) == 1:
+        return parts[0]
+    # One type for all: a file that lacks the column gives nulls (type null) for it.
+    type_ = next((p.type for p in parts if p.type != pa.null()), pa.null())
+    return pa.concat_arrays([p.cast(type_) for p in parts])
+
+
+def _typed(values: np.ndarray | pa.Array, type_: pa.DataType) -> pa.Array:
+    """``values`` as an Arrow array of the output's ``type_``."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values if values.type == type_ else values.cast(type_)
+    return pa.array(values, type_)
 
 
 def _labels(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -50,11 +69,12 @@ def _labels(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return np.array(words, object)[codes], attack[codes]
 
 
-def _column(table: pa.Table, name: str) -> np.ndarray:
-    """A column as an object array, all None where the input lacks it."""
+def _column(table: pa.Table, name: str) -> pa.Array:
+    """A column as one Arrow array (no Python object per row), all null where the input
+    lacks it."""
     if name not in table.column_names:
-        return np.full(table.num_rows, None, object)
-    return np.array(table.column(name).to_pylist(), object)
+        return pa.nulls(table.num_rows)
+    return table.column(name).combine_chunks()
 
 
 class _FileWindows:
@@ -106,6 +126,8 @@ class Run:
         # The batch on the device: its results are read (and its rows written) once the
         # next batch is dispatched, so the host prepares and writes while the device works.
         self.inflight: tuple | None = None
+        self.unwritten: list[tuple] = []  # (info, outputs, read_at) of batches read back
+        self.unwritten_n = 0
         # Where the pass's time goes (the summary's ``seconds_by_stage``): reading (and
         # parsing), cleaning, cutting windows, compiling (the first call), the device
         # (dispatching, and waiting for results the host could not overlap), and building
@@ -168,6 +190,9 @@ class Run:
         if self.inflight is not None:
             inflight, self.inflight = self.inflight, None
             self._finish(*inflight)
+        t0 = time.perf_counter()
+        self._write()
+        self.stage_seconds["write"] += time.perf_counter() - t0
 
     # -- scoring
 
@@ -213,16 +238,30 @@ class Run:
         self.stage_seconds["device"] += t1 - t0
         if "probs_BxC" in out:  # the stage-2 class, once for the summary and the rows
             out["predicted_B"] = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
-        info = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+        info = {k: _concat([p[0][k] for p in parts]) for k in parts[0][0]}
         any_attack = np.concatenate([p[2] for p in parts])
         read_at = np.concatenate([np.full(len(p[1]), p[3]) for p in parts])
         self._record(info, out, any_attack)
+        self.unwritten.append((info, out, read_at))
+        self.unwritten_n += n
+        if self.unwritten_n >= WRITE_ROWS:
+            self._write()
+        self.stage_seconds["write"] += time.perf_counter() - t1
+
+    def _write(self) -> None:
+        """Builds the rows of the batches read back so far as one table and writes it:
+        a table per batch cost more to build than its rows."""
+        if not self.unwritten:
+            return
+        parts, self.unwritten, self.unwritten_n = self.unwritten, [], 0
         if self.writer is not None:
+            info = {k: _concat([p[0][k] for p in parts]) for k in parts[0][0]}
+            out = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
             self.writer.write(self._rows(info, out))
         if self.live:  # in a batch run, time from reading to writing measures no latency
+            read_at = np.concatenate([p[2] for p in parts])
             self.latency.extend((time.monotonic() - read_at).tolist())
             self.latency = self.latency[-100_000:]
-        self.stage_seconds["write"] += time.perf_counter() - t1
 
     def _record(self, info: dict, out: dict, any_attack_W: np.ndarray) -> None:
         flagged = out["flagged_B"]
@@ -259,14 +298,15 @@ class Run:
             cols["predicted"] = out["predicted_B"]
             cols["probability"] = out["probs_BxC"].max(axis=1)
         top = np.argsort(-out["contrib_BxF"], axis=1)[:, :TOP]
-        for k in range(TOP):
-            cols[f"top{k + 1}"] = self.features[top[:, k]]
+        names = pa.array(self.features.tolist(), pa.string())
+        for k in range(TOP):  # indices into the feature names: no string per row
+            cols[f"top{k + 1}"] = pa.DictionaryArray.from_arrays(pa.array(top[:, k]), names)
             cols[f"top{k + 1}_contribution"] = np.take_along_axis(
                 out["contrib_BxF"], top[:, k : k + 1], 1
             )[:, 0]
         cols["label"] = info["label"]
         sch = self.writer.schema
-        return pa.table({f.name: pa.array(cols[f.name], f.type) for f in sch}, schema=sch)
+        return pa.table({f.name: _typed(cols[f.name], f.type) for f in sch}, schema=sch)
 
     # -- reporting
 
