@@ -18,6 +18,8 @@ import collections
 import fnmatch
 import glob
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -129,9 +131,10 @@ class Run:
         self.unwritten: list[tuple] = []  # (info, outputs, read_at) of batches read back
         self.unwritten_n = 0
         # Where the pass's time goes (the summary's ``seconds_by_stage``): reading (and
-        # parsing), cleaning, cutting windows, compiling (the first call), the device
-        # (dispatching, and waiting for results the host could not overlap), and building
-        # and writing the rows.
+        # parsing) and cleaning (in a batch pass on the reader's thread, overlapped; the
+        # scoring side's wait for it is ``input_wait``), cutting windows, compiling (the
+        # first call), the device (dispatching, and waiting for results the host could
+        # not overlap), and building and writing the rows.
         self.stage_seconds: collections.Counter = collections.Counter()
         self.start = time.monotonic()
         self.progress = console.Progress("flows", every=PROGRESS_SECONDS)
@@ -333,7 +336,7 @@ class Run:
             "flows_per_second": round(self.flows / max(seconds, 1e-9), 1),
             "seconds_by_stage": {
                 k: round(self.stage_seconds[k], 3)
-                for k in ("read", "clean", "window", "compile", "device", "write")
+                for k in ("read", "clean", "input_wait", "window", "compile", "device", "write")
             },
             "threshold": self.scorer.threshold,
         }
@@ -439,6 +442,51 @@ def _timed(run: Run, src: reader.Source, chunks) -> Iterator[reader.Chunk]:
         yield chunk
 
 
+def _ahead(run: Run, chunks: Iterator[reader.Chunk], depth: int = 2) -> Iterator[reader.Chunk]:
+    """``chunks`` read by a thread up to ``depth`` chunks ahead: Arrow's reading, parsing
+    and cleaning release the GIL, so the next chunk is read while this one is windowed,
+    scored and written. An error reading comes out where its chunk would have, and the
+    thread stops when the caller does. ``run.stage_seconds["input_wait"]``: the time this
+    side waited for a chunk (``read`` and ``clean`` are then the thread's own time)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    quit_ = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not quit_.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(end)
+        except BaseException as e:  # noqa: BLE001 - raised again on the caller's side
+            put(e)
+
+    thread = threading.Thread(target=produce, name="lstmae-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = q.get()
+            run.stage_seconds["input_wait"] += time.perf_counter() - t0
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        quit_.set()
+        thread.join()
+
+
 def _fraction_read(sources: dict) -> float | None:
     """The share of the input's bytes read, for the ETA: plain CSV inputs only."""
     if not sources or any(s.kind != ".csv" for s in sources.values()):
@@ -503,7 +551,8 @@ def score_files(
                     logging.info("scoring %s", path)
             for path, src in list(sources.items()):
                 try:
-                    for chunk in _timed(run, src, src.poll(final=not follow, settle=follow)):
+                    chunks = _timed(run, src, src.poll(final=not follow, settle=follow))
+                    for chunk in chunks if follow else _ahead(run, chunks):
                         run.add(chunk)
                         run.report_progress(_fraction_read(sources))
                         if stop:

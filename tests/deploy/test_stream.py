@@ -127,7 +127,7 @@ def test_rows_are_those_of_one_uncompiled_batch_at_a_time(artifact_dir, flows_cs
     assert [r["score"] for r in rows] == score
     assert [r["alert"] for r in rows] == alert and [r["top1"] for r in rows] == top1
     stages = summary["seconds_by_stage"]
-    assert set(stages) == {"read", "clean", "window", "compile", "device", "write"}
+    assert set(stages) == {"read", "clean", "input_wait", "window", "compile", "device", "write"}
     assert all(v >= 0 for v in stages.values()) and stages["device"] > 0
 
 
