@@ -60,6 +60,60 @@ _FLOWS = flags.DEFINE_integer("flows", 500_000, "Flows in the scored day.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per contender (the best counts).")
 _DEMO = flags.DEFINE_bool("demo_members", False, "make demo's members and stage 2.")
 _OUTPUT = flags.DEFINE_string("output", str(RESULTS), "JSON file the results go to.")
+_RENDER = flags.DEFINE_string("render", None, "Print the Markdown of this JSON result and stop.")
+
+ROWS = {  # contender -> what it is, in the table's order
+    "command_parquet_parquet": "`lstmae-score`, Parquet in, Parquet out (fresh process)",
+    "command_parquet_jsonl": "`lstmae-score`, Parquet in, JSONL out (fresh process)",
+    "command_csv_parquet": "`lstmae-score`, CSV in, Parquet out (fresh process)",
+    "pass_parquet": "the scoring pass in process, Parquet in",
+    "pass_csv": "the scoring pass in process, CSV in",
+    "follow_csv": "`--follow` on a folder holding the CSV, in process",
+    "api_path": "`det.score(path)`, Parquet (the aligned result)",
+    "api_table": "`det.score(table)` (the table written to a temporary Parquet file)",
+}
+
+
+def markdown(info: dict) -> str:
+    """The result as the Markdown table docs/results.md shows."""
+    m, d = info["machine"], info["detector"]
+    model = info["windows_per_second"]
+    lines = [
+        f"`python benchmarks/scoring.py --flows={info['flows']}` on {m['cpu_model']}"
+        f" ({m['cpu_count']} cores), jax {m['jax']}, torch {m.get('torch')}, {m['date'][:10]}"
+        f" (load average {m['load_average_before'][0]:.1f} before, {m['load_average_after'][0]:.1f}"
+        f" after); detector: window {d['window']}, LSTM 64/32, {d['features']} features,"
+        f" members {', '.join(d['members'])}{', stage 2' if d['stage2'] else ''};"
+        f" {info['windows']:,} windows; the best of the runs.",
+        "",
+        "| path | flows/s | of the model's rate (B=512) |",
+        "|---|---:|---:|",
+    ]
+    for name, what in ROWS.items():
+        rate = info["flows_per_second"][name]
+        lines.append(f"| {what} | {rate:,} | {rate / model['model_512']:.2f} |")
+    lines += ["", "| the model alone, same windows | windows/s |", "|---|---:|"]
+    for name, rate in model.items():
+        who = "exported model (`Scorer`)" if name.startswith("model") else "torch eager"
+        lines.append(f"| {who}, B={name.split('_')[1]} | {rate:,} |")
+    lines += [
+        "",
+        "Where the in-process pass's time goes (seconds; `seconds_by_stage` of its summary):",
+        "",
+    ]
+    stages = info["seconds_by_stage"]
+    keys = list(next(iter(stages.values())))
+    lines += ["| pass | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, by in stages.items():
+        lines.append(f"| {name} | " + " | ".join(f"{by[k]:.2f}" for k in keys) + " |")
+    rss = info["peak_rss_gb"]
+    lines += [
+        "",
+        f"Peak RSS of the Parquet command: {rss['quarter_flows']:.2f} GB at {info['flows'] // 4:,}"
+        f" flows, {rss['all_flows']:.2f} GB at {info['flows']:,}.",
+    ]
+    return "\n".join(lines)
+
 
 # Runs a command in this interpreter and reports its peak RSS: VmHWM, the high-water mark
 # of this address space (``ru_maxrss`` would carry the benchmark's own across the exec).
@@ -194,6 +248,9 @@ def _torch_scorer(scorer):
 
 def main(argv):
     del argv
+    if _RENDER.value:
+        print(markdown(json.loads(pathlib.Path(_RENDER.value).read_text())))
+        return
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
