@@ -95,6 +95,7 @@ class Detector:
         self._cleanup: weakref.finalize | None = None
         self._fit_input: tuple[list[str], int | None] | None = None
         self._fit_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._fit_names: list[str] | None = None  # a numpy fit's feature_names
         self.set_params(
             workdir=workdir, verbose=verbose, contamination=contamination, **config_fields
         )
@@ -229,6 +230,7 @@ class Detector:
             say(f"fitted: threshold {self.scorer.threshold:.6g}")
         self.fit_summary = runs
         self._fit_input = (paths, rows_in)
+        self._fit_names = list(feature_names) if feature_names is not None else None
         self._fit_scores = None
         return self
 
@@ -335,7 +337,13 @@ class Detector:
         confidence = np.where(alert == 1, confidence, 1.0 - confidence)
         return np.where(np.isnan(scores), np.nan, confidence)
 
-    def calibrate(self, benign: Any, target_fpr: float = 0.01) -> float:
+    def calibrate(
+        self,
+        benign: Any,
+        target_fpr: float = 0.01,
+        *,
+        feature_names: Sequence[str] | None = None,
+    ) -> float:
         """Re-chooses the threshold so that ``target_fpr`` of the benign windows of
         ``benign`` (one path, directory or glob, a Table, a DataFrame or numpy; windows
         with an attack-labelled flow are left out) alert; needs ``10 / target_fpr``
@@ -346,7 +354,8 @@ class Detector:
         with _verbosity(self._params.get("verbose", 1) if self._params else 1):
             with tempfile.TemporaryDirectory(prefix="lstmae_jax-calibrated-") as tmp:
                 new = os.path.join(tmp, "artifact")
-                with _files(benign, names=self._names_for(benign)) as (paths, rows_in):
+                names = feature_names or self._names_for(benign)
+                with _files(benign, names=names) as (paths, rows_in):
                     if len(paths) != 1:
                         raise TypeError("calibrate takes one path, directory or glob, or one table")
                     named = f"{TABLE_NAME} ({rows_in} rows)" if rows_in is not None else None
@@ -356,9 +365,11 @@ class Detector:
         self.calibration_ = result
         return float(result["threshold"]["value"])
 
-    def infer_threshold(self, X: Any, fpr: float = 0.01) -> Detector:
+    def infer_threshold(
+        self, X: Any, fpr: float = 0.01, *, feature_names: Sequence[str] | None = None
+    ) -> Detector:
         """alibi-detect's name: ``calibrate(X, target_fpr=fpr)``; returns ``self``."""
-        self.calibrate(X, target_fpr=fpr)
+        self.calibrate(X, target_fpr=fpr, feature_names=feature_names)
         return self
 
     def export(self, directory: str) -> str:
@@ -434,10 +445,12 @@ class Detector:
         return self.scorer
 
     def _names_for(self, data: Any) -> Sequence[str] | None:
-        """A numpy array without ``feature_names`` whose width is the model's: its features."""
+        """A numpy array given without ``feature_names``: the names of the numpy array
+        ``fit`` took, or the model's features, whichever has its width."""
         if isinstance(data, np.ndarray) and data.ndim == 2 and self.scorer is not None:
-            if data.shape[1] == len(self.scorer.features):
-                return self.scorer.features
+            for names in (self._fit_names, self.scorer.features):
+                if names is not None and data.shape[1] == len(names):
+                    return names
         return None
 
     def _score_table(self, data: Any, names: Sequence[str] | None = None) -> pa.Table:
@@ -473,6 +486,7 @@ def load(directory: str, manifest_sha256: str | None = None) -> Detector:
     det = Detector.__new__(Detector)
     det.config, det._params, det.fit_summary, det.calibration_ = None, {}, None, None
     det._owned, det._cleanup, det._fit_input, det._fit_scores = None, None, None, None
+    det._fit_names = None
     det.scorer = artifact.load(directory, manifest_sha256)
     return det
 

@@ -451,8 +451,11 @@ def test_numpy_y_and_the_lifecycle(tmp_path, monkeypatch, capfd):
     assert np.array_equal(det.decision_function(flows), same, equal_nan=True)  # ... it scores
     err = capfd.readouterr().err
     assert "lstmae_jax:" not in err and "INFO" not in err, err[-2000:]
+    assert np.array_equal(det.decision_function(X), same, equal_nan=True)  # fit's names
+    assert det.infer_threshold(X, fpr=0.05) is det  # numpy, alibi-detect's way
+    assert det.calibration_["windows_used"] > 1000
     with pytest.raises(TypeError, match="needs feature_names="):
-        det.decision_function(X)
+        det.decision_function(X[:, :5])
     with pytest.raises(ValueError, match="one label per row, 1500 rows"):
         lstmae_jax.Detector(verbose=0).fit(X, y[:10], feature_names=list(flows.columns))
 

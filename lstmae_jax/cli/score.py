@@ -9,7 +9,8 @@ The same as ``python -m lstmae_jax score`` and ``python launch/score.py``. Input
 CSV.gz or Parquet flows in any CICFlowMeter naming style, cleaned with the artifact's
 policy. ``--follow`` keeps reading a growing CSV, or new files in a directory, until
 Ctrl-C or SIGTERM, which stop it cleanly. The summary (alerts per predicted class, per
-true label when labelled, flows/s) is printed and written to ``<output>.summary.json``.
+true label when labelled, flows/s) is printed in a few lines and written whole to
+``<output>.summary.json``.
 A batch run puts the output and its summary in place only when complete (a failed write
 leaves an earlier output as it was); ``--follow`` appends to a ``.jsonl`` output. An
 output that is an input, or that a later run would read back, is refused.
@@ -77,8 +78,11 @@ def _score() -> int:
         poll_seconds=FLAGS.poll_seconds,
         stop=stop,
     )
-    print(json.dumps(summary, indent=1))
+    # The whole summary is in <output>.summary.json (and at --verbosity=1 here): the
+    # terminal gets the few lines a person reads.
+    logging.debug("summary:\n%s", json.dumps(summary, indent=1))
     print(stream.render(summary))
+    print(f"alerts: {summary['output']}; the whole summary: {summary['output']}.summary.json")
     if stop.signal and not FLAGS.follow:  # a batch run cut short: the output is partial
         logging.warning(
             "stopped by %s: %s holds the windows scored so far", stop.signal, summary["output"]

@@ -26,7 +26,9 @@ _STYLE = flags.DEFINE_enum(
     "style", "canonical", timeline.WRITE_STYLES, "Column names and value format written."
 )
 _ATTACK_FRACTION = flags.DEFINE_float(
-    "attack_fraction", timeline.DEFAULT_ATTACK_FRACTION, "Share of flows in attack episodes."
+    "attack_fraction",
+    timeline.DEFAULT_ATTACK_FRACTION,
+    "Share of flows in attack episodes (0: benign traffic only, e.g. to calibrate on).",
 )
 flags.mark_flag_as_required("output")
 
