@@ -235,6 +235,48 @@ def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
     return _jax_train_runner(fn, state, d.table, batches, batch * per_call)
 
 
+LOOP_STEPS = 300  # steps of each timed run of the trainer's own loop (no epoch end inside)
+
+
+def ours_loop(d: Data, batch: int, overrides: dict, dtype: str) -> dict:
+    """The trainer's own loop (``loop.fit``: batch order, host -> device, dispatch ahead,
+    metric reads every 50 steps, progress, checkpoint policy) running the step that
+    ``ours_train`` times, on the same table: its rate is the median of its metric lines'
+    ``windows_per_s`` after the first (which holds the compilation). One fresh run (its
+    own compile, a temporary run directory) per call."""
+    import tempfile
+
+    from lstmae_jax.train import loop
+
+    feats = tuple(f"f{i}" for i in range(F))
+    identity = dataset.Scaler(features=feats, log=(False,) * F, mean=(0.0,) * F, std=(1.0,) * F)
+    n = len(d.table_np)
+    train = np.arange(0, n - 40_000, dtype=np.int64)  # more than LOOP_STEPS batches
+    starts = {
+        "train": train,
+        "val": np.arange(n - 30_000, n - 28_000),
+        "test": np.arange(n - 20_000, n - 19_000),
+    }
+    zeros = {k: np.zeros(len(v), np.int32) for k, v in starts.items()}
+    data = windows.Windowed(
+        x_NxF=d.table_np, label_N=np.zeros(n, np.int32), window=T, starts=starts, label=zeros,
+        any_attack={k: np.zeros(len(v), bool) for k, v in starts.items()}, classes=("Benign",),
+        features=feats, scalers=(identity,),
+    )  # fmt: skip
+    base = {"input_noise": 0.0, "grad_clip": 0.0, "warmup_steps": 1, "dtype": dtype}
+    cfg = config.Config(
+        window=T, batch_size=batch, members=(), epochs=1, log_every_steps=50,
+        checkpoint_every_steps=10_000, eval_batch_size=1024, **{**base, **overrides},
+    )  # fmt: skip
+    steps_ = min(LOOP_STEPS, len(train) // batch - 1)
+    with tempfile.TemporaryDirectory(prefix="loop-") as run_dir:
+        loop.fit(cfg, run_dir, data, max_steps=steps_)
+        lines = [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl"))]
+    rates = [x["windows_per_s"] for x in lines if "windows_per_s" in x][1:]
+    compile_s = next(x["compile_time_s"] for x in lines if "compile_time_s" in x)
+    return {"rate": float(np.median(rates)), "compile_s": compile_s, "steps": steps_}
+
+
 class FlaxRNNAE(nnx.Module):
     """The reference LSTM-AE from Flax's stock recurrent layers (the peer)."""
 
@@ -565,6 +607,25 @@ def main(argv):
         report = _report(rows, sgemm, train_batches, large, settings, f"{r + 1}/{repeats}")
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"repeat {r + 1}/{repeats} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
+    # The trainer's own loop, beside the step it runs (the rows above): a fresh run each
+    # repeat, interleaved over the batches.
+    loops = {b: {} for b in train_batches if b != large or not quick}
+    if not quick:
+        loops.setdefault(512, {})[STEPS_PER_CALL] = None
+    for r in range(repeats):
+        for b, extra in loops.items():
+            for k in (1, *extra):
+                name = "lstmae_jax_loop" if k == 1 else f"lstmae_jax_loop_{k}_steps_per_call"
+                got = ours_loop(d, b, {"steps_per_call": k} if k > 1 else {}, _DTYPE.value)
+                row = rows.setdefault(
+                    f"train/{name}/{b}",
+                    {"kind": "train", "contender": name, "batch": b, "rates": [],
+                     "compile_s": round(got["compile_s"], 2), "device_bytes": None},
+                )  # fmt: skip
+                row["rates"].append(round(got["rate"], 1))
+        report = _report(rows, sgemm, train_batches, large, settings, f"{repeats}/{repeats}")
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"loop repeat {r + 1}/{repeats} done", flush=True)
     if _BF16.value:
         report["bfloat16_loss_check"] = dtype_loss_effect(_LOSS_STEPS.value)
         path.write_text(json.dumps(report, indent=1) + "\n")
@@ -607,6 +668,17 @@ def _report(rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
         ratios[f"train_vs_flax_rnn_b{b}"] = ratio(
             rate("train", "lstmae_jax", b), rate("train", "flax_rnn", b)
         )
+        # The trainer's own loop: against the bare step it runs, and against torch.
+        ratios[f"loop_vs_step_b{b}"] = ratio(
+            rate("train", "lstmae_jax_loop", b), rate("train", "lstmae_jax", b)
+        )
+        ratios[f"loop_vs_torch_b{b}"] = ratio(
+            rate("train", "lstmae_jax_loop", b), rate("train", "torch", b)
+        )
+    k = f"lstmae_jax_loop_{STEPS_PER_CALL}_steps_per_call"
+    ratios[f"loop_{STEPS_PER_CALL}_steps_vs_step_b512"] = ratio(
+        rate("train", k, 512), rate("train", f"lstmae_jax_{STEPS_PER_CALL}_steps_per_call", 512)
+    )
     return {
         "benchmark": "LSTM-AE throughput: encoder 64, decoder 32, T=10, F=77; windows/s",
         "machine": _machine(),
