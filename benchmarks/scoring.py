@@ -217,20 +217,10 @@ def _torch_scorer(scorer):
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     (sc,) = scorer.params["scalers"]
-    f = len(scorer.features)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch_lstmae
 
-    class AE(torch.nn.Module):  # throughput.py's: LSTM(64), repeat, LSTM(32), Linear
-        def __init__(self):
-            super().__init__()
-            self.enc = torch.nn.LSTM(f, 64, batch_first=True)
-            self.dec = torch.nn.LSTM(64, 32, batch_first=True)
-            self.out = torch.nn.Linear(32, f)
-
-        def forward(self, x):
-            _, (h, _) = self.enc(x)
-            return self.out(self.dec(h[-1][:, None].expand(-1, x.shape[1], -1))[0])
-
-    model = AE().to(device).eval()
+    model = torch_lstmae.autoencoder(torch, len(scorer.features)).to(device).eval()
     log, mean, std = (
         torch.tensor(np.asarray(sc[k], np.float32), device=device)
         for k in ("log_F", "mean_F", "std_F")

@@ -47,6 +47,7 @@ import machine
 import numpy as np
 import optax
 import throughput_report
+import torch_lstmae
 from absl import app, flags, logging
 from flax import nnx
 
@@ -310,21 +311,6 @@ def flax_train(d: Data, batch: int):
     return _jax_train_runner(step, state, d.table, batches, batch)
 
 
-def _torch_ae(torch):
-    class AE(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enc = torch.nn.LSTM(F, ENC, batch_first=True)
-            self.dec = torch.nn.LSTM(ENC, DEC, batch_first=True)
-            self.out = torch.nn.Linear(DEC, F)
-
-        def forward(self, x):
-            _, (h, _) = self.enc(x)
-            return self.out(self.dec(h[-1][:, None].expand(-1, x.shape[1], -1))[0])
-
-    return AE
-
-
 def _torch_sync(torch, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -333,7 +319,7 @@ def _torch_sync(torch, device):
 def torch_train(torch, d: Data, batch: int, compiled: bool):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model = _torch_ae(torch)().to(device)
+    model = torch_lstmae.autoencoder(torch, F, ENC, DEC).to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     table = torch.from_numpy(d.table_np).to(device)
     offsets = torch.arange(T, device=device)
@@ -443,7 +429,7 @@ def ours_score(batch: int, through_export: bool):
 def torch_score(torch, batch: int):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model = _torch_ae(torch)().to(device).eval()
+    model = torch_lstmae.autoencoder(torch, F, ENC, DEC).to(device).eval()
     sc, member = _scaler(), _detector().members[0]
     log = torch.tensor(sc.log, device=device)
     mean, std = (torch.tensor(v, dtype=torch.float32, device=device) for v in (sc.mean, sc.std))

@@ -87,6 +87,13 @@ class Detector:
         contamination: float | None = None,
         **config_fields: Any,
     ):
+        self._empty()
+        self.set_params(
+            workdir=workdir, verbose=verbose, contamination=contamination, **config_fields
+        )
+
+    def _empty(self) -> None:
+        """The state before a fit (or a load): the constructor's and ``load``'s start."""
         self._params: dict[str, Any] = {}
         self.scorer: artifact.Scorer | None = None
         self.fit_summary: dict | None = None
@@ -96,9 +103,6 @@ class Detector:
         self._fit_input: tuple[list[str], int | None] | None = None
         self._fit_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._fit_names: list[str] | None = None  # a numpy fit's feature_names
-        self.set_params(
-            workdir=workdir, verbose=verbose, contamination=contamination, **config_fields
-        )
 
     # -- sklearn's estimator protocol (so ``sklearn.base.clone`` works)
 
@@ -113,14 +117,14 @@ class Detector:
         detector keeps its model until the next ``fit``. Returns ``self``."""
         from lstmae_jax.config import Config  # not on the scoring path
 
-        if getattr(self, "config", ...) is None:
-            raise RuntimeError("a loaded detector has no training config: fit a new Detector")
+        self._trainable()
         names = {f.name for f in dataclasses.fields(Config)} - set(FIXED)
         if unknown := sorted(set(params) - names - {"workdir", "verbose", "contamination"}):
             if fixed := sorted(set(unknown) & set(FIXED)):
                 raise TypeError(f"{fixed}: fit() sets these (data: its argument; stage 2: stage2=)")
             raise TypeError(f"unknown Config fields {unknown}; see lstmae_jax.config.Config")
-        merged = {**_defaults(), **self._params, **params}
+        defaults = _defaults()
+        merged = {**defaults, **self._params, **params}
         _check_types({k: merged[k] for k in names | {"verbose", "contamination"}})
         workdir = merged["workdir"]
         if workdir is not None and not isinstance(workdir, (str, os.PathLike)):
@@ -131,8 +135,8 @@ class Detector:
         if (c := merged["contamination"]) is not None:
             if not 0.0 < c <= 0.5:
                 raise ValueError(f"Detector(contamination={c!r}): PyOD's range is (0, 0.5]")
-            default_fpr = _defaults()["target_fpr"]
-            if merged["threshold"] != "fpr" or merged["target_fpr"] not in (default_fpr, c):
+            allowed = (defaults["target_fpr"], c)  # target_fpr left as it is, or the same
+            if merged["threshold"] != "fpr" or merged["target_fpr"] not in allowed:
                 raise ValueError(
                     "contamination= is threshold='fpr', target_fpr=contamination: give one"
                     " of the two rules"
@@ -141,6 +145,10 @@ class Detector:
         self.config = Config(**fields)  # the range checks: one ValueError naming the option
         self._params = merged
         return self
+
+    def _trainable(self) -> None:
+        if getattr(self, "config", ...) is None:  # ``load``'s: no config to train with
+            raise RuntimeError("a loaded detector has no training config: fit a new Detector")
 
     # -- the workdir and its lifecycle
 
@@ -190,8 +198,7 @@ class Detector:
         classifier), and exports both to ``<workdir>/artifact``. ``y``: a label per row of
         an in-memory ``X`` (strings, or PyOD's 0 = normal / 1 = outlier), replacing any
         label column; unlabelled in-memory data is taken as all benign. Returns ``self``."""
-        if self.config is None:
-            raise RuntimeError("a loaded detector has no training config: fit a new Detector")
+        self._trainable()
         from lstmae_jax.ingest import convert
         from lstmae_jax.jobs import export, training
 
@@ -484,9 +491,8 @@ def load(directory: str, manifest_sha256: str | None = None) -> Detector:
     the manifest first; ``manifest_sha256``: refuse any other manifest). The fit data's
     scores (``decision_scores_``, ``predict_proba``) are not in an artifact."""
     det = Detector.__new__(Detector)
-    det.config, det._params, det.fit_summary, det.calibration_ = None, {}, None, None
-    det._owned, det._cleanup, det._fit_input, det._fit_scores = None, None, None, None
-    det._fit_names = None
+    det._empty()
+    det.config = None  # no training config: it scores, calibrates and exports
     det.scorer = artifact.load(directory, manifest_sha256)
     return det
 
@@ -711,7 +717,7 @@ def _defaults() -> dict[str, Any]:
     return {"workdir": None, "verbose": 1, "contamination": None, **fields}
 
 
-_KINDS = {  # annotation -> (accepted types, what to say)
+_KINDS = {  # a Config field's type, as the dataclass spells it -> (accepted, what to say)
     "int": ((int, np.integer), "a whole number"),
     "float": ((int, float, np.integer, np.floating), "a number"),
     "str": ((str,), "a string"),
@@ -721,29 +727,26 @@ _KINDS = {  # annotation -> (accepted types, what to say)
 
 def _check_types(values: dict[str, Any]) -> None:
     """Each option's Python type, as its flag's parser would insist: a ``TypeError`` naming
-    the option (``window="4"``, ``window=2.5``, ``window=True``, ``encoder_sizes=8``)."""
-    import typing
-
+    the option (``window="4"``, ``window=2.5``, ``window=True``, ``encoder_sizes=8``). The
+    types are the dataclass's strings (``"int"``, ``"tuple[int, ...]"``), as
+    ``config.define_flags`` reads them."""
     from lstmae_jax.config import Config
 
-    hints = {
-        k: str(v).removeprefix("<class '").removesuffix("'>")
-        for k, v in typing.get_type_hints(Config).items()
-    }
-    hints.update(verbose="int", contamination="float")
+    types = {f.name: f.type for f in dataclasses.fields(Config)}
+    types.update(verbose="int", contamination="float")
     for name, value in values.items():
-        hint = hints[name]
+        type_ = types[name]
         if name == "contamination" and value is None:
             continue
         if name == "verbose" and value not in (0, 1, 2):
             raise ValueError(f"Detector(verbose={value!r}): 0, 1 or 2")
-        if hint.startswith("tuple["):
-            kind = hint[len("tuple[") :].split(",")[0]
+        if type_.startswith("tuple["):
+            kind = type_.removeprefix("tuple[").split(",")[0]
             accepted, what = _KINDS[kind]
             ok = isinstance(value, (tuple, list)) and all(_is(v, accepted) for v in value)
             what = f"a tuple of {what.removeprefix('a ')}s, e.g. {_EXAMPLES[kind]}"
         else:
-            accepted, what = _KINDS[hint]
+            accepted, what = _KINDS[type_]
             ok = _is(value, accepted)
         if not ok:
             raise TypeError(
@@ -786,18 +789,13 @@ class _Say:
             print(f"lstmae_jax: {line}", file=sys.stderr, flush=True)
 
     def epoch(self, r: dict) -> None:
-        eta = "" if r["eta_s"] is None else f", ETA <= {_duration(r['eta_s'])}"
+        eta = f", {r['eta']}" if r["eta"] else ""
         loss = "" if r["loss"] is None else f"loss {r['loss']:.4g}, "
         self(
             f"  epoch {r['epoch']}/{r['epochs']}: step {r['step']}/{r['steps']},"
             f" {r['windows_per_s']:,.0f} windows/s, {loss}val_loss {r['val_loss']:.4g}"
             f"{' (best)' if r['improved'] else ''}{eta}"
         )
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s} s" if m else f"{s} s"
 
 
 def _scores(result: pa.Table) -> np.ndarray:

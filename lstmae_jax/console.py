@@ -124,14 +124,8 @@ class Progress:
         if not force and now - self.last < self.every:
             return
         self.last = now
-        elapsed = now - self.t0
-        rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
-        if fraction is None and self.total is not None and self.total > self.start:
-            fraction = (done - self.start) / (self.total - self.start)
-        eta = ""
-        if fraction is not None and 0 < fraction < 1:
-            bound = "<= " if self.eta_bound else ""
-            eta = f", ETA {bound}{elapsed * (1 - fraction) / fraction:.0f} s"
+        rate, eta = self.estimate(done, fraction)
+        eta = f", {eta}" if eta else ""
         count = f"{done}/{self.total}" if self.total is not None else f"{done}"
         digits = 1 if rate < 10 else 0  # 2.5 steps/s, 6675 flows/s
         line = f"{self.label}{count} {self.unit} ({rate:.{digits}f} {self.unit}/s{eta})"
@@ -142,6 +136,18 @@ class Progress:
             sys.stderr.flush()
         else:
             logging.info("%s", line)
+
+    def estimate(self, done: int, fraction: float | None = None) -> tuple[float, str]:
+        """(the rate since ``start``, in ``unit``/s; ``"ETA n s"``, ``"ETA <= n s"`` under
+        ``eta_bound``, or ``""`` where the share done is unknown) at ``done``."""
+        elapsed = time.monotonic() - self.t0
+        rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
+        if fraction is None and self.total is not None and self.total > self.start:
+            fraction = (done - self.start) / (self.total - self.start)
+        if fraction is None or not 0 < fraction < 1:
+            return rate, ""
+        bound = "<= " if self.eta_bound else ""
+        return rate, f"ETA {bound}{elapsed * (1 - fraction) / fraction:.0f} s"
 
     def close(self) -> None:
         """Ends the line rewritten in place."""

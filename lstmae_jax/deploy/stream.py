@@ -122,13 +122,14 @@ class Run:
         self.unscored: list[tuple[str, str, np.ndarray]] = []
         self.live = live  # --follow: record latencies
         self.features = np.asarray(scorer.features)
+        self.feature_names = pa.array(scorer.features, pa.string())  # the top features' words
         self.windows: dict[str, _FileWindows] = {}
         self.pending: list[tuple] = []  # (chunk info, x_WxTxF, ...) awaiting a full batch
         self.pending_n = 0
         # The batch on the device: its results are read (and its rows written) once the
         # next batch is dispatched, so the host prepares and writes while the device works.
         self.inflight: tuple | None = None
-        self.unwritten: list[tuple] = []  # (info, outputs, read_at) of batches read back
+        self.unwritten: list[tuple] = []  # ([(info, windows, read_at)], outputs) read back
         self.unwritten_n = 0
         # Where the pass's time goes (the summary's ``seconds_by_stage``): reading (and
         # parsing) and cleaning (in a batch pass on the reader's thread, overlapped; the
@@ -241,11 +242,10 @@ class Run:
         self.stage_seconds["device"] += t1 - t0
         if "probs_BxC" in out:  # the stage-2 class, once for the summary and the rows
             out["predicted_B"] = np.asarray(self.scorer.classes)[out["probs_BxC"].argmax(axis=1)]
-        info = {k: _concat([p[0][k] for p in parts]) for k in parts[0][0]}
-        any_attack = np.concatenate([p[2] for p in parts])
-        read_at = np.concatenate([np.full(len(p[1]), p[3]) for p in parts])
-        self._record(info, out, any_attack)
-        self.unwritten.append((info, out, read_at))
+        labels = np.concatenate([p[0]["label"] for p in parts])
+        self._record(labels, out, np.concatenate([p[2] for p in parts]))
+        # Only what the rows need (not the windows): each part's info, size, read time.
+        self.unwritten.append(([(p[0], len(p[1]), p[3]) for p in parts], out))
         self.unwritten_n += n
         if self.unwritten_n >= WRITE_ROWS:
             self._write()
@@ -256,17 +256,18 @@ class Run:
         a table per batch cost more to build than its rows."""
         if not self.unwritten:
             return
-        parts, self.unwritten, self.unwritten_n = self.unwritten, [], 0
+        batches, self.unwritten, self.unwritten_n = self.unwritten, [], 0
+        parts = [p for batch, _ in batches for p in batch]  # (info, windows, read_at)
         if self.writer is not None:
             info = {k: _concat([p[0][k] for p in parts]) for k in parts[0][0]}
-            out = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+            out = {k: np.concatenate([o[k] for _, o in batches]) for k in batches[0][1]}
             self.writer.write(self._rows(info, out))
         if self.live:  # in a batch run, time from reading to writing measures no latency
-            read_at = np.concatenate([p[2] for p in parts])
+            read_at = np.concatenate([np.full(n, at) for _, n, at in parts])
             self.latency.extend((time.monotonic() - read_at).tolist())
             self.latency = self.latency[-100_000:]
 
-    def _record(self, info: dict, out: dict, any_attack_W: np.ndarray) -> None:
+    def _record(self, label_W: np.ndarray, out: dict, any_attack_W: np.ndarray) -> None:
         flagged = out["flagged_B"]
         self.scored += len(flagged)
         self.alerts += int(flagged.sum())
@@ -277,10 +278,10 @@ class Run:
             self.benign.append(~any_attack_W)
         if "predicted_B" in out:
             self.by_class.update(out["predicted_B"][flagged].tolist())
-        labelled = info["label"] != None  # noqa: E711 - elementwise, an object array
+        labelled = label_W != None  # noqa: E711 - elementwise, an object array
         if not labelled.any():
             return
-        names, which = np.unique(info["label"][labelled].astype(str), return_inverse=True)
+        names, which = np.unique(label_W[labelled].astype(str), return_inverse=True)
         hits = flagged[labelled]
         windows_L = np.bincount(which, minlength=len(names))
         alerts_L = np.bincount(which, weights=hits, minlength=len(names))
@@ -301,9 +302,10 @@ class Run:
             cols["predicted"] = out["predicted_B"]
             cols["probability"] = out["probs_BxC"].max(axis=1)
         top = np.argsort(-out["contrib_BxF"], axis=1)[:, :TOP]
-        names = pa.array(self.features.tolist(), pa.string())
         for k in range(TOP):  # indices into the feature names: no string per row
-            cols[f"top{k + 1}"] = pa.DictionaryArray.from_arrays(pa.array(top[:, k]), names)
+            cols[f"top{k + 1}"] = pa.DictionaryArray.from_arrays(
+                pa.array(top[:, k]), self.feature_names
+            )
             cols[f"top{k + 1}_contribution"] = np.take_along_axis(
                 out["contrib_BxF"], top[:, k : k + 1], 1
             )[:, 0]

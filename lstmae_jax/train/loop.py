@@ -581,19 +581,17 @@ class _Fit:
 
     def _epoch_report(self, record: dict, improved: bool) -> dict:
         """``record`` with what a one-line epoch report needs: the epoch cap, the step
-        cap, the last training loss, the rate since this process started (windows/s) and
-        the time left up to the step cap (an upper bound: early stopping may end sooner)."""
-        done = self.step - self.progress.start
-        elapsed = time.monotonic() - self.progress.t0
-        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
+        cap, the last training loss, and the progress line's rate (windows/s) and ETA (an
+        upper bound: early stopping may end sooner)."""
+        steps_per_s, eta = self.progress.estimate(self.step)
         return {
             **record,
             "epochs": self.cfg.epochs,
             "steps": self.total,
             "loss": self.last_loss,
             "improved": improved,
-            "windows_per_s": rate * self.cfg.batch_size,
-            "eta_s": (self.total - self.step) / rate if rate else None,
+            "windows_per_s": steps_per_s * self.cfg.batch_size,
+            "eta": eta,
         }
 
     # ------------------------------------------------------------------ finish
