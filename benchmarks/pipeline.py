@@ -254,7 +254,7 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
     import numpy as np
     from flax import nnx
 
-    from lstmae_jax import config
+    from lstmae_jax import compiler, config
     from lstmae_jax.data import windows
     from lstmae_jax.train import steps as steps_lib
 
@@ -265,7 +265,7 @@ def _train_step_windows_per_s(w, batch_size: int, steps: int = 20) -> float:
     task = steps_lib.task_for(cfg, 2)
     scalers = [sc.arrays() for sc in w.scalers]  # the step scales on the device
     train_step = steps_lib.make_train_step(graphdef, tx, task, nnx.Param, scalers)
-    step_fn = jax.jit(train_step, donate_argnums=0)
+    step_fn = compiler.jit(train_step, donate_argnums=0)
     table = jnp.asarray(w.x_NxF)
     order = windows.BatchOrder(len(w.starts["train"]), batch_size, seed=1)
 

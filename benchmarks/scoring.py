@@ -92,10 +92,16 @@ def markdown(info: dict) -> str:
     for name, what in ROWS.items():
         rate = info["flows_per_second"][name]
         lines.append(f"| {what} | {rate:,} | {rate / model['model_512']:.2f} |")
-    lines += ["", "| the model alone, same windows | windows/s |", "|---|---:|"]
+    share = info.get("roofline_share", {})
+    lines += [
+        "",
+        "| the model alone, same windows | windows/s | of the sgemm roofline |",
+        "|---|---:|---:|",
+    ]
     for name, rate in model.items():
         who = "exported model (`Scorer`)" if name.startswith("model") else "torch eager"
-        lines.append(f"| {who}, B={name.split('_')[1]} | {rate:,} |")
+        of = f"{100 * share[name]:.0f}%" if name in share else ""
+        lines.append(f"| {who}, B={name.split('_')[1]} | {rate:,} | {of} |")
     lines += [
         "",
         "Where the in-process pass's time goes (seconds; `seconds_by_stage` of its summary):",
@@ -112,6 +118,12 @@ def markdown(info: dict) -> str:
         f"Peak RSS of the Parquet command: {rss['quarter_flows']:.2f} GB at {info['flows'] // 4:,}"
         f" flows, {rss['all_flows']:.2f} GB at {info['flows']:,}.",
     ]
+    if "sgemm_gflops" in info:
+        lines += [
+            "",
+            f"Roofline: the forward's {info['forward_flops_per_window']:,} matmul FLOPs per"
+            f" window at the best square sgemm through XLA, {info['sgemm_gflops']} GFLOP/s.",
+        ]
     return "\n".join(lines)
 
 
@@ -252,6 +264,8 @@ def main(argv):
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     import machine
+    import roofline
+    import torch_lstmae
 
     info = {"machine": machine.machine_info(("jax", "numpy", "pyarrow", "torch"))}
     info["machine"]["load_average_before"] = os.getloadavg()
@@ -324,6 +338,12 @@ def main(argv):
             model[f"model_{b}"] = _rate(lambda x: scorer(x), x_W, b)
             if not _DEMO.value:
                 model[f"torch_{b}"] = _rate(_torch_scorer(scorer), x_W, b)
+        # The model's share of the matmul roofline: its forward's FLOPs at the machine's
+        # best sgemm (both in roofline.py, as throughput.py reports them).
+        sgemm = roofline.sgemm_gflops(2048, 1.0)
+        flops = roofline.matmul_flops_per_window(
+            t, len(scorer.features), torch_lstmae.ENC, torch_lstmae.DEC
+        )["forward"]
         info["machine"]["load_average_after"] = os.getloadavg()
     info |= {
         "flows": n,
@@ -339,6 +359,9 @@ def main(argv):
         "windows_per_second": {k: round(v) for k, v in model.items()},
         "seconds_by_stage": stages,
         "peak_rss_gb": {k: round(v, 3) for k, v in rss.items()},
+        "sgemm_gflops": round(sgemm, 1),
+        "forward_flops_per_window": flops,
+        "roofline_share": {k: round(v * flops / (sgemm * 1e9), 3) for k, v in model.items()},
         "ratios": {
             **{f"{k}_over_model_512": round(v / model["model_512"], 3) for k, v in rates.items()},
             **(

@@ -27,9 +27,10 @@ Scoring (forward only, raw flows -> anomaly score), windows/s at the large batch
   only (the torch peer's work).
 * ``torch``: the same computation (scaler, model, z-score) under ``inference_mode``.
 
-Also: the machine's float32 matmul rate (XLA, large square matmuls) and each training
-contender's share of that roofline, from the model's matmul FLOPs per window
-(``matmul_flops_per_window``). Writes JSON with top-level ``ratios`` (ours / torch).
+Also: the machine's float32 matmul rate (XLA, large square matmuls, the best of the
+project's compiler options and XLA's defaults) and each contender's share of that
+roofline, from the model's matmul FLOPs per window (``roofline.matmul_flops_per_window``: the
+training step's for training rows, the forward's for scoring rows). Writes JSON with top-level ``ratios`` (ours / torch).
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ import jax.numpy as jnp
 import machine
 import numpy as np
 import optax
+import roofline
 import throughput_report
 import torch_lstmae
 from absl import app, flags, logging
 from flax import nnx
 
-from lstmae_jax import config
+from lstmae_jax import compiler, config
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import detector, inference
 from lstmae_jax.jobs import export
@@ -88,21 +90,6 @@ VARIANTS = {
 }
 
 
-def matmul_flops_per_window(window: int = T, f: int = F, enc: int = ENC, dec: int = DEC) -> dict:
-    """Multiply-add FLOPs (2 per MAC) of the reference model, per window.
-
-    Forward: encoder ``T (F + H1) 4 H1``, decoder input projected once ``H1 4 H2``,
-    decoder recurrence ``T H2 4 H2``, output Dense ``T H2 F``. Training: each forward
-    matmul costs two more in the backward pass (data and weight gradients), except that
-    the encoder's input projection needs no data gradient (nothing upstream of x).
-    """
-    fwd = 2 * (
-        window * (f + enc) * 4 * enc + enc * 4 * dec + window * dec * 4 * dec + window * dec * f
-    )
-    no_input_grad = 2 * window * f * 4 * enc
-    return {"forward": fwd, "train": 3 * fwd - no_input_grad}
-
-
 # ------------------------------------------------------------------------- helpers
 
 
@@ -129,25 +116,6 @@ def _device_memory(compiled) -> int | None:
         )  # fmt: skip
     except Exception:  # not every backend reports it
         return None
-
-
-def _sgemm_gflops(n: int, seconds: float) -> float:
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    mm = jax.jit(lambda a, b: a @ b)
-    jax.block_until_ready(mm(a, b))
-
-    def run(calls):
-        out = None
-        for _ in range(calls):
-            out = mm(a, b)
-        jax.block_until_ready(out)
-
-    best = 0.0
-    for _ in range(3):
-        rate, _ = _best_rate(run, 1, 2, seconds)
-        best = max(best, rate * 2 * n**3 / 1e9)
-    return best
 
 
 def _machine() -> dict:
@@ -194,7 +162,7 @@ def _jax_train_runner(step, state, table, batches, windows_per_call: int):
     """(run(calls), compile_s, device_bytes, windows per call) of a jitted ``step(state,
     table, batch) -> (state, metrics)``, cycling through ``batches``, state donated."""
     t0 = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, table, batches[0]).compile()
+    compiled = compiler.jit(step, donate_argnums=0).lower(state, table, batches[0]).compile()
     compile_s = time.perf_counter() - t0
     holder = {"state": state}
 
@@ -413,7 +381,7 @@ def ours_score(batch: int, through_export: bool):
             return detector.outputs(forward, x, scalers, spec, arrays)["score_B"]
 
     x = jax.device_put(_raw_batch(batch))
-    jitted = jax.jit(call)
+    jitted = compiler.jit(call)
     t0 = time.perf_counter()
     compiled = jitted.lower(x).compile()
     compile_s = time.perf_counter() - t0
@@ -480,7 +448,9 @@ def dtype_loss_effect(num_steps: int, batch: int = 256) -> dict:
         tx = steps.optimizer(cfg)
         graphdef, state = steps.init_state(model, tx, nnx.Param)
         task = steps.task_for(cfg, 2)
-        train_step = jax.jit(steps.make_train_step(graphdef, tx, task, nnx.Param, [_identity()]))
+        train_step = compiler.jit(
+            steps.make_train_step(graphdef, tx, task, nnx.Param, [_identity()])
+        )
         for s in starts:
             state, m = train_step(state, table, {"starts": s, "label": np.zeros(batch, np.int32)})
         # The final loss on fixed held-out windows, in float32 arithmetic for both.
@@ -588,7 +558,7 @@ def main(argv):
         for key, (run, per_call) in runners.items():
             rate, calls[key] = _best_rate(run, per_call, calls[key], seconds)
             rows[key]["rates"].append(round(rate, 1))
-        sgemm.append(_sgemm_gflops(gemm_n, seconds / 2))
+        sgemm.append(roofline.sgemm_gflops(gemm_n, seconds / 2))
         # Written after every repeat: a run cut short (a time limit) keeps what it measured.
         report = _report(rows, sgemm, train_batches, large, settings, f"{r + 1}/{repeats}")
         path.write_text(json.dumps(report, indent=1) + "\n")
@@ -622,14 +592,15 @@ def main(argv):
 def _report(rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
     """The JSON report from the rates measured so far."""
     gflops = max(sgemm)
-    flops = matmul_flops_per_window()
-    roofline = gflops * 1e9 / flops["train"]
+    flops = roofline.matmul_flops_per_window(T, F, ENC, DEC)
+    train_roofline = gflops * 1e9 / flops["train"]
+    forward_roofline = gflops * 1e9 / flops["forward"]  # scoring: the forward's matmuls
     for row in rows.values():
         if "rates" not in row:
             continue
         row["windows_per_s"] = max(row["rates"])
-        if row["kind"] == "train":
-            row["roofline_share"] = round(row["windows_per_s"] / roofline, 3)
+        top = train_roofline if row["kind"] == "train" else forward_roofline
+        row["roofline_share"] = round(row["windows_per_s"] / top, 3)
 
     def rate(kind, name, b):
         return rows.get(f"{kind}/{name}/{b}", {}).get("windows_per_s")
@@ -672,7 +643,8 @@ def _report(rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
         "repeats_done": repeats_done,
         "matmul_flops_per_window": flops,
         "sgemm_gflops": round(gflops, 1),
-        "train_roofline_windows_per_s": round(roofline, 1),
+        "train_roofline_windows_per_s": round(train_roofline, 1),
+        "scoring_roofline_windows_per_s": round(forward_roofline, 1),
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ratios": {k: v for k, v in ratios.items() if v is not None},
         "bfloat16_loss_check": None,

@@ -21,7 +21,12 @@ def render(report: dict) -> str:
     lines = [
         f"{m['cpu_model']}, {m['cpu_cores']} cores, {m['backend']} ({m['device']}); "
         f"sgemm {report['sgemm_gflops']} GFLOP/s, training roofline "
-        f"{report['train_roofline_windows_per_s']:.0f} windows/s.",
+        f"{report['train_roofline_windows_per_s']:.0f} windows/s"
+        + (
+            f", scoring roofline {report['scoring_roofline_windows_per_s']:.0f} windows/s."
+            if "scoring_roofline_windows_per_s" in report
+            else "."
+        ),
         "",
         "| kind | contender | batch | windows/s | roofline | compile s |",
         "|---|---|---:|---:|---:|---:|",

@@ -43,7 +43,7 @@ import jax
 import numpy as np
 
 # atomic: stdlib and absl; clean and schema: numpy and pyarrow, which the scorer loads anyway
-from lstmae_jax import atomic
+from lstmae_jax import atomic, compiler
 from lstmae_jax.data import dataset
 from lstmae_jax.detect import detector
 from lstmae_jax.ingest import clean, schema
@@ -318,7 +318,8 @@ class Scorer:
         # ``Exported.call`` re-enters its tracing machinery on every call (about 4 ms of
         # Python each); under ``jit`` it is traced once per batch shape and then
         # dispatched from the compiled cache. The same computation, bit for bit.
-        self._call = jax.jit(self._exported.call)
+        # `compiler.jit`: with the options the trainer's passes compile with.
+        self._call = compiler.jit(self._exported.call)
         self._params_on_device = jax.device_put(self.params)  # sent once, not per batch
 
     def _check_fits(self) -> None:

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstmae_jax import compiler
 from lstmae_jax.data import dataset
 from lstmae_jax.detect import anomaly
 
@@ -346,7 +347,7 @@ def fused_scores(det: Detector, members_WxM: np.ndarray) -> np.ndarray:
     spec, arrays = det.spec(), det.arrays()
     m = np.asarray(members_WxM, np.float32).T
     dummy = np.zeros((*m.shape, 1), np.float32)  # contributions are not needed here
-    score, _ = jax.jit(lambda s, c, a: fuse(spec, a, s, c))(m, dummy, arrays)
+    score, _ = compiler.jit(lambda s, c, a: fuse(spec, a, s, c))(m, dummy, arrays)
     return np.asarray(score)
 
 

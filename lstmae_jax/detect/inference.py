@@ -3,7 +3,7 @@ the benchmarks all go through ``batches``.
 
 A batch is the first rows of its windows (plus labels and a valid mask); the windows are
 cut on the device from the flow table (``windows.gather``), which the caller puts there
-once. ``_apply`` is jitted at module level with the model's graph, the function and the
+once. ``_apply`` is jitted once per process (`_jitted`, `compiler.jit`) with the model's graph, the function and the
 window length static, so each (model structure, function, table and batch shape)
 compiles once per process, whoever asks; functions are module-level or frozen dataclasses
 (equal by value). Batches have one fixed shape (the last is padded), so a pass over any
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lstmae_jax import compiler
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.detect import anomaly, detector
 from lstmae_jax.model import models
@@ -40,11 +41,16 @@ from lstmae_jax.model import models
 BatchFn = Callable[[nnx.Module, jax.Array, dict, Any], Any]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _apply(graphdef, fn: BatchFn, window: int, state: tuple, table_NxF, batch: dict, args):
     model = nnx.merge(graphdef, *state)
     model.eval()
     return fn(model, windows.of_batch(table_NxF, batch, window), batch, args)
+
+
+@functools.cache
+def _jitted():
+    """`_apply` jitted (at first use: `compiler.options` looks at the backend)."""
+    return compiler.jit(_apply, static_argnums=(0, 1, 2))
 
 
 IN_FLIGHT = 8  # batches dispatched ahead of the one being read: the device stays busy,
@@ -82,7 +88,7 @@ def batches(
         batch = {"starts": starts_W[idx].astype(np.int32), "valid": valid.astype(np.float32)}
         if label_W is not None:
             batch["label"] = label_W[idx].astype(np.int32)
-        out = _apply(graphdef, fn, window, state, table_NxF, put(batch), args)
+        out = _jitted()(graphdef, fn, window, state, table_NxF, put(batch), args)
         pending.append((out, int(valid.sum())))
         if len(pending) > IN_FLIGHT:
             yield pending.popleft()

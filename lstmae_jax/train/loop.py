@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lstmae_jax import config, console
+from lstmae_jax import compiler, config, console
 from lstmae_jax.config import Config
 from lstmae_jax.data import windows
 from lstmae_jax.detect import inference
@@ -157,13 +157,13 @@ class _Fit:
         # Each representation's scaler as arrays: the steps scale the windows on the device.
         self.scalers = [sc.arrays(np.float32) for sc in data.scalers]
         train_step = steps.make_train_step(self.graphdef, tx, task, trainable, self.scalers)
-        self.train_jit = jax.jit(train_step, donate_argnums=0)
+        self.train_jit = compiler.jit(train_step, donate_argnums=0)
         k = cfg.steps_per_call
         self.repeat_jit = (
-            jax.jit(steps.repeat_step(train_step, k), donate_argnums=0) if k > 1 else None
+            compiler.jit(steps.repeat_step(train_step, k), donate_argnums=0) if k > 1 else None
         )
         self.validation_loss = steps.ValidationLoss(task)
-        self.pick_best = jax.jit(_pick_best, donate_argnums=0)
+        self.pick_best = compiler.jit(_pick_best, donate_argnums=0)
 
         self.order = self._batch_order()
         self.early = {

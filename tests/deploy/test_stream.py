@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmae_jax import atomic, console
+from lstmae_jax import atomic, compiler, console
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact, output, recalibrate, stream
 from lstmae_jax.ingest import convert, reader
@@ -39,7 +39,7 @@ NO_TRAINING = (
 )
 # The project modules the scorer may load: no model, training or checkpoint code.
 SCORER_MODULES = {  # and the package folders they live in (their __init__ is a docstring)
-    "atomic", "console",
+    "atomic", "compiler", "console",
     "cli", "cli.entry", "cli.score",  # the command: absl flags, main, run
     "data", "data.dataset", "data.windows",  # the scaler's arrays and the window cut
     "deploy", "deploy.artifact", "deploy.output", "deploy.recalibrate", "deploy.stream",
@@ -104,10 +104,15 @@ def test_scores_equal_the_artifact_on_the_cleaned_windows(artifact_dir, flows_cs
     assert summary["flows_per_second"] > 0
 
 
-def test_rows_are_those_of_one_uncompiled_batch_at_a_time(artifact_dir, flows_csv, tmp_path):
+def test_rows_are_those_of_one_uncompiled_batch_at_a_time(
+    artifact_dir, flows_csv, tmp_path, monkeypatch
+):
     """The pipelined pass (the compiled call, batch k+1 dispatched before batch k is read
     back) writes the rows, bit for bit, of the pass before it: each batch of ``BATCH``
-    windows padded and sent through ``Exported.call``, and read back, one at a time."""
+    windows padded and sent through ``Exported.call``, and read back, one at a time.
+    Both under XLA's default options (``Exported.call`` alone compiles with those; the
+    project's, `compiler.options`, only change matmul rounding: tests/test_compiler.py)."""
+    monkeypatch.setattr(compiler, "options", lambda: {})
     scorer = artifact.load(str(artifact_dir))
     summary = _score(scorer, flows_csv, tmp_path / "a.parquet")
     rows = _read(tmp_path / "a.parquet")

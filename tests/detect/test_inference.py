@@ -31,12 +31,12 @@ def test_one_compile_serves_every_call_of_one_batch_shape():
     x_NxF = np.random.default_rng(0).normal(size=(200, F)).astype(np.float32)
     det = _detector("mae")
     inference.window_scores(_model(0), det, [IDENTITY], x_NxF, np.arange(10), T, B)
-    compiled = inference._apply._cache_size()
+    compiled = inference._jitted()._cache_size()
     # Another model with the same structure, another count of windows (the table's shape
     # is part of the compiled shape: one table per pass).
     inference.window_scores(_model(1), det, [IDENTITY], x_NxF, np.arange(37), T, B)
     inference.window_scores(_model(2), det, [IDENTITY], x_NxF, np.arange(1), T, B)
-    assert inference._apply._cache_size() == compiled
+    assert inference._jitted()._cache_size() == compiled
 
 
 def test_the_batched_apply_equals_the_model_on_the_windows():
