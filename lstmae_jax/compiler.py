@@ -1,15 +1,17 @@
 """The XLA options every jitted function of the project compiles with, and `jit`.
 
-On CPU, jaxlib 0.10 sends every matmul to YNNPACK (a "__ynn_fusion" per dot in the
-optimised HLO). For this project's small matmuls (B x 64 @ 64 x 256 and the like, ten
-steps per window) XLA's own dot emitter is faster on the machines the benchmarks ran on:
-the LSTM-AE's scoring forward at B=512 went from 0.80x torch eager to 1.07x, its training
-step at B=512 from 0.91x to 1.11x (`benchmarks/throughput.py`, `benchmarks/scoring.py`;
-docs/results.md, "Performance"). So on CPU `jit` compiles with YNNPACK's dot fusion off.
+On CPU, jaxlib 0.10 hands every matmul to YNNPACK (a "__ynn_fusion" per dot in the
+optimised HLO). For this project's small matmuls (B x 77 @ 77 x 256, B x 64 @ 64 x 256,
+ten steps per window) XLA's own dot emitter was faster on the 2-core Intel Xeon the
+benchmarks ran on: the exported scorer's model went from 0.885x torch eager to 1.14x at
+B=512 (`benchmarks/scoring.py`) and from 0.85x to 0.95x at 4,096 (`benchmarks/
+throughput.py`); training moved within that machine's noise (docs/results.md,
+"Performance"). Scratch runs on an AMD EPYC found no difference. So on CPU `jit` compiles
+with YNNPACK's fusion off.
 
 The choice changes matmul rounding (scores move by ~1e-7, relative), not what is
-computed. Every jit of the project goes through `jit`, so the trainer, the evaluation
-passes and the exported scorer stay bit-identical with one another. A user who sets
+computed. Every jit of the project goes through `jit` (a test finds any other), so every
+compiled computation of the project uses the same dot emitter. A user who sets
 ``--xla_cpu_experimental_ynn_fusion_type`` in ``XLA_FLAGS`` keeps theirs: `options` is
 then empty. An XLA without the option (an older jaxlib) gets none either.
 """

@@ -1,5 +1,8 @@
 """compiler: the XLA options the project's jits compile with."""
 
+import pathlib
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,3 +46,16 @@ def test_users_xla_flags_decide(monkeypatch, fresh_options):
 def test_unknown_option_means_none(monkeypatch, fresh_options):
     monkeypatch.setattr(compiler, "CPU_OPTIONS", {"xla_cpu_no_such_option_here": ""})
     assert compiler.options() == {}
+
+
+def test_every_jit_of_the_package_goes_through_compiler_jit():
+    """One compiler configuration: a bare ``jax.jit`` would compile a pass that is no
+    longer bit-identical with the trainer's or the scorer's. ``jobs/export.py`` only
+    traces for `jax.export` (the scorer compiles the exported function itself)."""
+    package = pathlib.Path(compiler.__file__).parent
+    bare = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if re.search(r"\bjax\.jit\b|\bnnx\.jit\b|from jax import jit", path.read_text())
+    }
+    assert bare == {"compiler.py", "jobs/export.py"}
