@@ -166,9 +166,12 @@ class Run:
             self.windows[chunk.source] = _FileWindows(self.scorer.window, len(self.features))
         if not table.num_rows:
             return
-        x = np.stack(
-            [table.column(f).to_numpy(zero_copy_only=False) for f in self.features], axis=1
-        ).astype(np.float32)
+        # Each column converted straight into float32 rows of a features-major array (one
+        # pass per column; ``np.stack(...).astype`` made two copies), used transposed.
+        x_FxN = np.empty((len(self.features), table.num_rows), np.float32)
+        for j, f in enumerate(self.features):
+            x_FxN[j] = table.column(f).to_numpy(zero_copy_only=False)
+        x = x_FxN.T
         labels, attack = _labels(table)
         x_MxF, starts_W, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
         if self.keep_rows and len(last_W) < table.num_rows:
@@ -176,7 +179,8 @@ class Run:
             self.unscored.append((chunk.source, "no_window", np.delete(rows, last_W)))
         if not len(last_W):
             return
-        last = table.take(pa.array(last_W))
+        names = [n for n in (reader.ROW, *IDENTIFIERS, "dst_port") if n in table.column_names]
+        last = table.select(names).take(pa.array(last_W))  # not the feature columns
         info = {"file": np.full(len(last_W), chunk.source, object), "label": labels[last_W]}
         for name in (reader.ROW, *IDENTIFIERS, "dst_port"):
             info[name] = _column(last, name)
@@ -200,13 +204,15 @@ class Run:
 
     # -- scoring
 
-    def _take(self, n: int):
+    def _take(self, n: int, x_BxTxF: np.ndarray):
+        """The next ``n`` pending windows, cut into ``x_BxTxF[:n]``; their parts (info,
+        windows, any attack, read time), one per chunk they come from."""
         parts, got = [], 0
         while got < n:
             info, (x, starts), any_attack, read_at = self.pending[0]
             k = min(n - got, len(starts))
-            head = windows.gather(x, starts[:k], self.scorer.window)
-            parts.append(({key: v[:k] for key, v in info.items()}, head, any_attack[:k], read_at))
+            x_BxTxF[got : got + k] = windows.gather(x, starts[:k], self.scorer.window)
+            parts.append(({key: v[:k] for key, v in info.items()}, k, any_attack[:k], read_at))
             if k == len(starts):
                 self.pending.pop(0)
             else:
@@ -220,10 +226,9 @@ class Run:
         """Dispatches the next ``n`` windows (one batch) to the device, then records the
         batch dispatched before it."""
         t0 = time.perf_counter()
-        parts = self._take(n)
-        x = np.concatenate([p[1] for p in parts])
-        padded = np.zeros((self.batch, *x.shape[1:]), np.float32)
-        padded[:n] = x
+        padded = np.empty((self.batch, self.scorer.window, len(self.features)), np.float32)
+        parts = self._take(n, padded)
+        padded[n:] = 0  # the last batch's padding
         t1 = time.perf_counter()
         dispatched = (parts, n, self.scorer.dispatch(padded))
         self.stage_seconds["window"] += t1 - t0
@@ -245,7 +250,7 @@ class Run:
         labels = np.concatenate([p[0]["label"] for p in parts])
         self._record(labels, out, np.concatenate([p[2] for p in parts]))
         # Only what the rows need (not the windows): each part's info, size, read time.
-        self.unwritten.append(([(p[0], len(p[1]), p[3]) for p in parts], out))
+        self.unwritten.append(([(p[0], p[1], p[3]) for p in parts], out))
         self.unwritten_n += n
         if self.unwritten_n >= WRITE_ROWS:
             self._write()
