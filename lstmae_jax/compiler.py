@@ -3,11 +3,11 @@
 On CPU, jaxlib 0.10 hands every matmul to YNNPACK (a "__ynn_fusion" per dot in the
 optimised HLO). For this project's small matmuls (B x 77 @ 77 x 256, B x 64 @ 64 x 256,
 ten steps per window) XLA's own dot emitter was faster on the 2-core Intel Xeon the
-benchmarks ran on: the exported scorer's model went from 0.885x torch eager to 1.14x at
-B=512 (`benchmarks/scoring.py`) and from 0.85x to 0.95x at 4,096 (`benchmarks/
-throughput.py`); training moved within that machine's noise (docs/results.md,
-"Performance"). Scratch runs on an AMD EPYC found no difference. So on CPU `jit` compiles
-with YNNPACK's fusion off.
+benchmarks ran on: the exported scorer's model went from 0.885x torch eager to 1.08x and
+1.14x at B=512 (`benchmarks/scoring.py`, two runs), and from 0.85x to 0.95x at 4,096
+(`benchmarks/throughput.py`); training moved within that machine's noise, and stage 1's
+detection did not move (docs/results.md, "Performance"). Scratch runs on an AMD EPYC
+found no difference. So on CPU `jit` compiles with YNNPACK's fusion off.
 
 The choice changes matmul rounding (scores move by ~1e-7, relative), not what is
 computed. Every jit of the project goes through `jit` (a test finds any other), so every
