@@ -317,8 +317,8 @@ class Scorer:
         self._check_fits()
         # ``Exported.call`` re-enters its tracing machinery on every call (about 4 ms of
         # Python each); under ``jit`` it is traced once per batch shape and then
-        # dispatched from the compiled cache. The same computation, bit for bit.
-        # `compiler.jit`: with the options the trainer's passes compile with.
+        # dispatched from the compiled cache: the same computation, compiled with the
+        # project's options (`compiler.jit`, as the trainer's passes are).
         self._call = compiler.jit(self._exported.call)
         self._params_on_device = jax.device_put(self.params)  # sent once, not per batch
 

@@ -179,10 +179,10 @@ class Run:
             self.unscored.append((chunk.source, "no_window", np.delete(rows, last_W)))
         if not len(last_W):
             return
-        names = [n for n in (reader.ROW, *IDENTIFIERS, "dst_port") if n in table.column_names]
-        last = table.select(names).take(pa.array(last_W))  # not the feature columns
+        kept = (reader.ROW, *IDENTIFIERS, "dst_port")  # the row's identifying columns
+        last = table.select([n for n in kept if n in table.column_names]).take(pa.array(last_W))
         info = {"file": np.full(len(last_W), chunk.source, object), "label": labels[last_W]}
-        for name in (reader.ROW, *IDENTIFIERS, "dst_port"):
+        for name in kept:
             info[name] = _column(last, name)
         self.pending.append((info, (x_MxF, starts_W), any_attack_W, chunk.read_at))
         self.pending_n += len(last_W)
@@ -206,7 +206,7 @@ class Run:
 
     def _take(self, n: int, x_BxTxF: np.ndarray):
         """The next ``n`` pending windows, cut into ``x_BxTxF[:n]``; their parts (info,
-        windows, any attack, read time), one per chunk they come from."""
+        number of windows, any attack, read time), one per chunk they come from."""
         parts, got = [], 0
         while got < n:
             info, (x, starts), any_attack, read_at = self.pending[0]
