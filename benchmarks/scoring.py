@@ -229,8 +229,7 @@ def _torch_scorer(scorer):
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     (sc,) = scorer.params["scalers"]
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import torch_lstmae
+    import torch_lstmae  # beside this script: main put benchmarks/ on the path
 
     model = torch_lstmae.autoencoder(torch, len(scorer.features)).to(device).eval()
     log, mean, std = (

@@ -29,8 +29,9 @@ Scoring (forward only, raw flows -> anomaly score), windows/s at the large batch
 
 Also: the machine's float32 matmul rate (XLA, large square matmuls, the best of the
 project's compiler options and XLA's defaults) and each contender's share of that
-roofline, from the model's matmul FLOPs per window (``roofline.matmul_flops_per_window``: the
-training step's for training rows, the forward's for scoring rows). Writes JSON with top-level ``ratios`` (ours / torch).
+roofline, from the model's matmul FLOPs per window (``roofline.matmul_flops_per_window``:
+the training step's for training rows, the forward's for scoring rows). Writes JSON with
+top-level ``ratios`` (ours / torch).
 """
 
 from __future__ import annotations
@@ -209,8 +210,8 @@ LOOP_STEPS = 300  # steps of each timed run of the trainer's own loop (no epoch 
 
 def ours_loop(d: Data, batch: int, overrides: dict, dtype: str) -> dict:
     """The trainer's own loop (``loop.fit``: batch order, host -> device, dispatch ahead,
-    metric reads every sixth of its steps (50 at B=512), progress, checkpoint policy) running the step that
-    ``ours_train`` times, on the same table: its rate is the median of its metric lines'
+    metric reads every sixth of its steps (50 at B=512), progress, checkpoint policy)
+    running the step that ``ours_train`` times, on the same table: its rate is the median of its metric lines'
     ``windows_per_s`` after the first (which holds the compilation). One fresh run (its
     own compile, a temporary run directory) per call."""
     import tempfile

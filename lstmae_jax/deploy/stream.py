@@ -39,6 +39,8 @@ WRITE_ROWS = 8 * BATCH  # rows built and written at once (a live pass writes at 
 PROGRESS_SECONDS = 10.0
 # Label cells that label nothing: CICFlowMeter's live output writes "NeedManualLabel".
 UNLABELLED = frozenset({"", "NeedManualLabel"})
+# The input columns each output row carries (taken per chunk at the windows' last flows).
+ROW_COLUMNS = (reader.ROW, *IDENTIFIERS, "dst_port")
 
 
 def _concat(parts: list) -> np.ndarray | pa.Array:
@@ -124,12 +126,12 @@ class Run:
         self.features = np.asarray(scorer.features)
         self.feature_names = pa.array(scorer.features, pa.string())  # the top features' words
         self.windows: dict[str, _FileWindows] = {}
-        self.pending: list[tuple] = []  # (chunk info, x_WxTxF, ...) awaiting a full batch
+        self.pending: list[tuple] = []  # (info, (x_MxF, starts_W), ...) awaiting a batch
         self.pending_n = 0
         # The batch on the device: its results are read (and its rows written) once the
         # next batch is dispatched, so the host prepares and writes while the device works.
         self.inflight: tuple | None = None
-        self.unwritten: list[tuple] = []  # ([(info, windows, read_at)], outputs) read back
+        self.unwritten: list[tuple] = []  # ([(info, n windows, read_at)], outputs) read back
         self.unwritten_n = 0
         # Where the pass's time goes (the summary's ``seconds_by_stage``): reading (and
         # parsing) and cleaning (in a batch pass on the reader's thread, overlapped; the
@@ -179,10 +181,10 @@ class Run:
             self.unscored.append((chunk.source, "no_window", np.delete(rows, last_W)))
         if not len(last_W):
             return
-        kept = (reader.ROW, *IDENTIFIERS, "dst_port")  # the row's identifying columns
-        last = table.select([n for n in kept if n in table.column_names]).take(pa.array(last_W))
+        present = [n for n in ROW_COLUMNS if n in table.column_names]
+        last = table.select(present).take(pa.array(last_W))  # not the feature columns
         info = {"file": np.full(len(last_W), chunk.source, object), "label": labels[last_W]}
-        for name in kept:
+        for name in ROW_COLUMNS:
             info[name] = _column(last, name)
         self.pending.append((info, (x_MxF, starts_W), any_attack_W, chunk.read_at))
         self.pending_n += len(last_W)
@@ -262,7 +264,7 @@ class Run:
         if not self.unwritten:
             return
         batches, self.unwritten, self.unwritten_n = self.unwritten, [], 0
-        parts = [p for batch, _ in batches for p in batch]  # (info, windows, read_at)
+        parts = [p for batch, _ in batches for p in batch]  # (info, n windows, read_at)
         if self.writer is not None:
             info = {k: _concat([p[0][k] for p in parts]) for k in parts[0][0]}
             out = {k: np.concatenate([o[k] for _, o in batches]) for k in batches[0][1]}

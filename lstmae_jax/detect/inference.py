@@ -6,8 +6,8 @@ cut on the device from the flow table (``windows.gather``), which the caller put
 once. ``_apply`` is jitted once per process (`_jitted`, through `compiler.jit`) with the
 model's graph, the function and the window length static, so each (model structure,
 function, table and batch shape) compiles once per process, whoever asks; functions are
-module-level or frozen dataclasses (equal by value). Batches have one fixed shape (the last is padded), so a pass over any
-number of windows compiles once.
+module-level or frozen dataclasses (equal by value). Batches have one fixed shape (the
+last is padded), so a pass over any number of windows compiles once.
 
 The table holds cleaned, unscaled flows: every function scales its windows on the device
 (``dataset.scale``, with the scalers' arrays as inputs), as the exported scorer does.
