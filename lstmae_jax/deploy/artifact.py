@@ -320,7 +320,17 @@ class Scorer:
         # dispatched from the compiled cache: the same computation, compiled with the
         # project's options (`compiler.jit`, as the trainer's passes are).
         self._call = compiler.jit(self._exported.call)
+        self._call_flows = compiler.jit(self._flows_fn, static_argnames="top")
         self._params_on_device = jax.device_put(self.params)  # sent once, not per batch
+
+    def _flows_fn(self, x_MxF, starts_B, params, top: int):
+        """The exported function on the windows ``x_MxF[s : s + window]`` cut on the
+        device, its per-feature contributions reduced there to the ``top`` largest
+        (``lax.top_k``: a tie goes to the lower feature index, as ``argmax``)."""
+        x_BxTxF = x_MxF[starts_B[:, None] + np.arange(self.window)]
+        out = dict(self._exported.call(x_BxTxF, params))
+        out["top_contrib_BxK"], out["top_feature_BxK"] = jax.lax.top_k(out.pop("contrib_BxF"), top)
+        return out
 
     def _check_fits(self) -> None:
         """The sidecar's values must have the shapes the exported function was built for."""
@@ -367,10 +377,34 @@ class Scorer:
                 "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
                 " first (launch/score.py does)"
             )
+        return self._call(x, self._params(threshold))
+
+    def dispatch_flows(self, x_MxF: np.ndarray, starts_B: np.ndarray, top: int) -> dict:
+        """``dispatch`` of the windows ``x_MxF[s : s + window]``, ``s`` in ``starts_B``,
+        cut on the device: a batch of B windows of consecutive flows sends B + window - 1
+        flows, not B x window. The scores are those of ``dispatch`` on the same windows,
+        bit for bit; ``contrib_BxF`` becomes ``top_feature_BxK`` and ``top_contrib_BxK``
+        (the ``top`` largest, largest first). Compiled once per (M, B) shape."""
+        x = np.asarray(x_MxF, dtype=np.float32)
+        starts = np.asarray(starts_B, dtype=np.int32)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"expected [flows, {len(self.features)}] features, got {x.shape}")
+        last = len(x) - self.window  # the device would clamp a start beyond it, silently
+        if starts.ndim != 1 or not ((starts >= 0) & (starts <= last)).all():
+            raise ValueError(f"window starts must lie in [0, {last}], got {starts}")
+        if not np.isfinite(x).all():
+            raise ValueError(
+                "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
+                " first (launch/score.py does)"
+            )
+        return self._call_flows(x, starts, self._params(None), top=top)
+
+    def _params(self, threshold: float | None) -> dict:
+        """The sidecar's values on the device; ``threshold`` overrides its threshold."""
         params = self._params_on_device
         if threshold is not None:  # the same arrays; only the threshold differs
             params = {**params, "threshold": float32_at_or_below(threshold)}
-        return self._call(x, params)
+        return params
 
 
 def load(directory: str, manifest_sha256: str | None = None) -> Scorer:

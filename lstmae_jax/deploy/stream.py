@@ -61,18 +61,6 @@ def _typed(values: np.ndarray | pa.Array, type_: pa.DataType) -> pa.Array:
     return pa.array(values, type_)
 
 
-def _labels(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Each flow's label (an object array, None where unlabelled) and whether it names an
-    attack, decided once per distinct label rather than per flow."""
-    if schema.LABEL not in table.column_names:
-        return np.full(table.num_rows, None, object), np.zeros(table.num_rows, bool)
-    encoded = table.column(schema.LABEL).combine_chunks().cast(pa.string()).dictionary_encode()
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-    words = [None if w in UNLABELLED else w for w in encoded.dictionary.to_pylist()] + [None]
-    attack = np.array([w is not None and schema.is_attack(w) for w in words], bool)
-    return np.array(words, object)[codes], attack[codes]
-
-
 def _column(table: pa.Table, name: str) -> pa.Array:
     """A column as one Arrow array (no Python object per row), all null where the input
     lacks it."""
@@ -117,6 +105,11 @@ class Run:
         batch: int = BATCH,
     ):
         self.scorer, self.writer, self.batch = scorer, writer, batch
+        # Flows sent per call (a second compiled shape), the windows cut from them on the
+        # device. A batch's windows come from few chunks, each part of k windows needing
+        # k + window - 1 flows; a batch of many small parts (a live pass's short polls)
+        # takes fewer windows, padded.
+        self.batch_flows = 2 * batch + scorer.window
         self.keep_scores = keep_scores  # calibration: keep every score and benign flag
         # The Python API: every input row that ends no window, with (file, reason, rows):
         # "no_window" (the first window - 1 flows of a file) or the cleaning's reason.
@@ -146,6 +139,7 @@ class Run:
         self.alerts = 0
         self.by_class: collections.Counter = collections.Counter()
         self.by_label: dict[str, collections.Counter] = {}
+        self.label_ids: dict[str, int] = {}  # the labels met so far, numbered as met
         self.benign_windows = collections.Counter()  # labelled windows without attack flows
         self.report = clean.CleanReport(source="total")
         self.latency: list[float] = []
@@ -154,6 +148,20 @@ class Run:
         self.benign: list[np.ndarray] = []
 
     # -- input
+
+    def _labels(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Each flow's label as its number in ``label_ids`` (-1 where unlabelled) and
+        whether it names an attack, decided once per distinct label rather than per flow."""
+        if schema.LABEL not in table.column_names:
+            return np.full(table.num_rows, -1, np.int32), np.zeros(table.num_rows, bool)
+        encoded = table.column(schema.LABEL).combine_chunks().cast(pa.string()).dictionary_encode()
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        words = [None if w in UNLABELLED else w for w in encoded.dictionary.to_pylist()]
+        ids = [
+            -1 if w is None else self.label_ids.setdefault(w, len(self.label_ids)) for w in words
+        ]
+        attack = [w is not None and schema.is_attack(w) for w in words]
+        return np.array(ids + [-1], np.int32)[codes], np.array(attack + [False], bool)[codes]
 
     def add(self, chunk: reader.Chunk) -> None:
         t0 = time.perf_counter()
@@ -174,7 +182,7 @@ class Run:
         for j, f in enumerate(self.features):
             x_FxN[j] = table.column(f).to_numpy(zero_copy_only=False)
         x = x_FxN.T
-        labels, attack = _labels(table)
+        labels, attack = self._labels(table)
         x_MxF, starts_W, last_W, any_attack_W = self.windows[chunk.source].push(x, attack)
         if self.keep_rows and len(last_W) < table.num_rows:
             rows = pc.fill_null(table.column(reader.ROW), -1).to_numpy()
@@ -206,33 +214,39 @@ class Run:
 
     # -- scoring
 
-    def _take(self, n: int, x_BxTxF: np.ndarray):
-        """The next ``n`` pending windows, cut into ``x_BxTxF[:n]``; their parts (info,
-        number of windows, any attack, read time), one per chunk they come from."""
-        parts, got = [], 0
-        while got < n:
+    def _take(self, n: int, x_MxF: np.ndarray, starts_B: np.ndarray):
+        """Up to ``n`` pending windows, as many as their flows fit in ``x_MxF``: the flows
+        copied there, each window's first row in it written to ``starts_B``. Returns the
+        windows' parts (info, number of windows, any attack, read time), one per chunk
+        they come from, and their number."""
+        parts, got, used, t = [], 0, 0, self.scorer.window
+        while got < n and self.pending:
             info, (x, starts), any_attack, read_at = self.pending[0]
-            k = min(n - got, len(starts))
-            x_BxTxF[got : got + k] = windows.gather(x, starts[:k], self.scorer.window)
+            k = min(n - got, len(starts), len(x_MxF) - used - (t - 1))
+            if k <= 0:
+                break
+            first = starts[0]  # a chunk's windows start at consecutive flows (``push``)
+            x_MxF[used : used + k + t - 1] = x[first : first + k + t - 1]
+            starts_B[got : got + k] = np.arange(used, used + k)
             parts.append(({key: v[:k] for key, v in info.items()}, k, any_attack[:k], read_at))
             if k == len(starts):
                 self.pending.pop(0)
             else:
                 rest = {key: v[k:] for key, v in info.items()}
                 self.pending[0] = (rest, (x, starts[k:]), any_attack[k:], read_at)
-            got += k
-        self.pending_n -= n
-        return parts
+            got, used = got + k, used + k + t - 1
+        self.pending_n -= got
+        return parts, got
 
     def _score(self, n: int) -> None:
-        """Dispatches the next ``n`` windows (one batch) to the device, then records the
+        """Dispatches up to ``n`` windows (one batch) to the device, then records the
         batch dispatched before it."""
         t0 = time.perf_counter()
-        padded = np.empty((self.batch, self.scorer.window, len(self.features)), np.float32)
-        parts = self._take(n, padded)
-        padded[n:] = 0  # the last batch's padding
+        x_MxF = np.zeros((self.batch_flows, len(self.features)), np.float32)
+        starts_B = np.zeros(self.batch, np.int32)  # the padding: windows at row 0
+        parts, n = self._take(n, x_MxF, starts_B)
         t1 = time.perf_counter()
-        dispatched = (parts, n, self.scorer.dispatch(padded))
+        dispatched = (parts, n, self.scorer.dispatch_flows(x_MxF, starts_B, TOP))
         self.stage_seconds["window"] += t1 - t0
         # The first call traces and compiles the batch shape (or loads it from the
         # compilation cache): counted apart from the device's steady work.
@@ -285,14 +299,15 @@ class Run:
             self.benign.append(~any_attack_W)
         if "predicted_B" in out:
             self.by_class.update(out["predicted_B"][flagged].tolist())
-        labelled = label_W != None  # noqa: E711 - elementwise, an object array
+        labelled = label_W >= 0
         if not labelled.any():
             return
-        names, which = np.unique(label_W[labelled].astype(str), return_inverse=True)
         hits = flagged[labelled]
-        windows_L = np.bincount(which, minlength=len(names))
-        alerts_L = np.bincount(which, weights=hits, minlength=len(names))
-        for lb, w, a in zip(names.tolist(), windows_L.tolist(), alerts_L.tolist(), strict=True):
+        windows_L = np.bincount(label_W[labelled], minlength=len(self.label_ids))
+        alerts_L = np.bincount(label_W[labelled], weights=hits, minlength=len(self.label_ids))
+        for lb, w, a in zip(self.label_ids, windows_L.tolist(), alerts_L.tolist(), strict=True):
+            if not w:
+                continue
             c = self.by_label.setdefault(lb, collections.Counter())
             c["windows"] += w
             c["alerts"] += int(a)
@@ -308,15 +323,14 @@ class Run:
         if self.scorer.classes:
             cols["predicted"] = out["predicted_B"]
             cols["probability"] = out["probs_BxC"].max(axis=1)
-        top = np.argsort(-out["contrib_BxF"], axis=1)[:, :TOP]
         for k in range(TOP):  # indices into the feature names: no string per row
             cols[f"top{k + 1}"] = pa.DictionaryArray.from_arrays(
-                pa.array(top[:, k]), self.feature_names
+                pa.array(out["top_feature_BxK"][:, k]), self.feature_names
             )
-            cols[f"top{k + 1}_contribution"] = np.take_along_axis(
-                out["contrib_BxF"], top[:, k : k + 1], 1
-            )[:, 0]
-        cols["label"] = info["label"]
+            cols[f"top{k + 1}_contribution"] = out["top_contrib_BxK"][:, k]
+        label = info["label"]  # numbers in ``label_ids``, -1: unlabelled
+        words = pa.array(list(self.label_ids), pa.string())
+        cols["label"] = pa.DictionaryArray.from_arrays(pa.array(label, mask=label < 0), words)
         sch = self.writer.schema
         return pa.table({f.name: _typed(cols[f.name], f.type) for f in sch}, schema=sch)
 

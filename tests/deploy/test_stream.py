@@ -136,10 +136,22 @@ def test_rows_are_those_of_one_uncompiled_batch_at_a_time(
     assert all(v >= 0 for v in stages.values()) and stages["device"] > 0
 
 
-def test_chunk_size_does_not_change_the_result(artifact_dir, flows_csv, tmp_path):
+def test_chunk_size_does_not_change_the_result(artifact_dir, flows_csv, tmp_path, monkeypatch):
     scorer = artifact.load(str(artifact_dir))
+    taken, take = [], stream.Run._take  # the windows of each batch
+
+    def counted(run, *args):
+        parts, n = take(run, *args)
+        taken.append(n)
+        return parts, n
+
+    monkeypatch.setattr(stream.Run, "_take", counted)
     _score(scorer, flows_csv, tmp_path / "one.jsonl")
-    _score(scorer, flows_csv, tmp_path / "many.jsonl", block_size=1500)  # ~5 flows a chunk
+    assert taken[:2] == [stream.BATCH] * 2
+    taken.clear()
+    _score(scorer, flows_csv, tmp_path / "many.jsonl", block_size=500)  # ~1 flow a chunk
+    # ... each chunk's windows needing window - 1 flows more: a batch's flows fill first.
+    assert 0 < taken[0] < stream.BATCH
     one, many = _read(tmp_path / "one.jsonl"), _read(tmp_path / "many.jsonl")
     assert len(one) > 1000 and one == many
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lstmae_jax import atomic, config
+from lstmae_jax import atomic, compiler, config
 from lstmae_jax.data import dataset, windows
 from lstmae_jax.deploy import artifact
 from lstmae_jax.detect import inference
@@ -171,6 +171,42 @@ def test_scorer_refuses_bad_windows(artifact_dir):
         scorer(np.full_like(x, np.nan))
     with pytest.raises(ValueError, match="expected"):
         scorer(x[:, :2])
+
+
+def test_windows_cut_on_the_device_score_as_windows_cut_on_the_host(artifact_dir, monkeypatch):
+    """``dispatch_flows`` (the scoring pass's call) gives ``__call__``'s outputs on the
+    same windows bit for bit, under XLA's default options as under the project's; the
+    contributions become the ``top`` largest, in order."""
+    rng = np.random.default_rng(0)
+    for xla_defaults in (False, True):
+        if xla_defaults:
+            monkeypatch.setattr(compiler, "options", lambda: {})
+        scorer = artifact.load(str(artifact_dir))
+        t, f = scorer.window, len(scorer.features)
+        x_MxF = rng.gamma(1.0, 50.0, (64, f)).astype(np.float32)
+        starts_B = np.array([0, 3, 3, 54, 17, 0, 0, 0], np.int32)  # repeats, the last start
+        out = {k: np.asarray(v) for k, v in scorer.dispatch_flows(x_MxF, starts_B, 3).items()}
+        ref = scorer(windows.gather(x_MxF, starts_B, t))
+        for k in ("score_B", "flagged_B", "members_BxM", "probs_BxC"):
+            np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
+        contrib = ref["contrib_BxF"]
+        top = np.argsort(-contrib, axis=1, kind="stable")[:, :3]  # a tie: the lower index
+        np.testing.assert_array_equal(out["top_feature_BxK"], top)
+        np.testing.assert_array_equal(out["top_contrib_BxK"], np.take_along_axis(contrib, top, 1))
+        assert "contrib_BxF" not in out
+
+
+def test_dispatch_flows_refuses_what_it_cannot_cut(artifact_dir):
+    scorer = artifact.load(str(artifact_dir))
+    x = np.zeros((20, len(scorer.features)), np.float32)
+    with pytest.raises(ValueError, match="must lie in"):  # the device would clamp it
+        scorer.dispatch_flows(x, np.array([0, 20 - scorer.window + 1]), 3)
+    with pytest.raises(ValueError, match="must lie in"):
+        scorer.dispatch_flows(x, np.array([-1]), 3)
+    with pytest.raises(ValueError, match="non-finite"):
+        scorer.dispatch_flows(np.full_like(x, np.inf), np.array([0]), 3)
+    with pytest.raises(ValueError, match="expected"):
+        scorer.dispatch_flows(x[:, :2], np.array([0]), 3)
 
 
 def test_export_of_another_checkpoint_refits_its_threshold(trained_workdir, tmp_path):
