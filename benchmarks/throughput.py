@@ -208,6 +208,11 @@ def ours_train(d: Data, batch: int, overrides: dict, dtype: str):
 LOOP_STEPS = 300  # steps of each timed run of the trainer's own loop (no epoch end inside)
 
 
+def _loop_steps(d: Data, batch: int) -> int:
+    """The steps of one run of ``ours_loop`` (fewer than LOOP_STEPS at a large batch)."""
+    return min(LOOP_STEPS, (len(d.table_np) - 40_000) // batch - 1)
+
+
 def ours_loop(d: Data, batch: int, overrides: dict, dtype: str) -> dict:
     """The trainer's own loop (``loop.fit``: batch order, host -> device, dispatch ahead,
     metric reads every sixth of its steps (50 at B=512), progress, checkpoint policy)
@@ -234,7 +239,7 @@ def ours_loop(d: Data, batch: int, overrides: dict, dtype: str) -> dict:
         features=feats, scalers=(identity,),
     )  # fmt: skip
     base = {"input_noise": 0.0, "grad_clip": 0.0, "warmup_steps": 1, "dtype": dtype}
-    steps_ = min(LOOP_STEPS, len(train) // batch - 1)
+    steps_ = _loop_steps(d, batch)
     cfg = config.Config(
         window=T, batch_size=batch, members=(), epochs=1, log_every_steps=max(steps_ // 6, 1),
         checkpoint_every_steps=10_000, eval_batch_size=1024, **{**base, **overrides},
@@ -564,13 +569,26 @@ def main(argv):
         report = _report(rows, sgemm, train_batches, large, settings, f"{r + 1}/{repeats}")
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"repeat {r + 1}/{repeats} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
-    # The trainer's own loop, beside the step it runs (the rows above): a fresh run each
-    # repeat, interleaved over the batches.
+    # The trainer's own loop, beside the step it runs: a fresh run each repeat,
+    # interleaved over the batches, each right after as many steps of the bare step (the
+    # rows above) timed again, so that loop and step meet the same machine state (runs
+    # minutes apart differed by up to 10% on this 2-core host with neither changed).
     loops = {b: {} for b in train_batches if b != large or not quick}
     if not quick:
         loops.setdefault(512, {})[STEPS_PER_CALL] = None
     for r in range(repeats):
         for b, extra in loops.items():
+            step_run, per_call = runners.get(f"train/lstmae_jax/{b}", (None, None))
+            if step_run is not None:
+                t0, n = time.perf_counter(), _loop_steps(d, b)
+                step_run(n)
+                row = rows.setdefault(
+                    f"train/lstmae_jax_step_beside_loop/{b}",
+                    {"kind": "train", "contender": "lstmae_jax_step_beside_loop", "batch": b,
+                     "rates": [], "compile_s": rows[f"train/lstmae_jax/{b}"]["compile_s"],
+                     "device_bytes": None},
+                )  # fmt: skip
+                row["rates"].append(round(n * per_call / (time.perf_counter() - t0), 1))
             for k in (1, *extra):
                 name = "lstmae_jax_loop" if k == 1 else f"lstmae_jax_loop_{k}_steps_per_call"
                 got = ours_loop(d, b, {"steps_per_call": k} if k > 1 else {}, _DTYPE.value)
@@ -626,9 +644,10 @@ def _report(rows, sgemm, train_batches, large, settings, repeats_done) -> dict:
         ratios[f"train_vs_flax_rnn_b{b}"] = ratio(
             rate("train", "lstmae_jax", b), rate("train", "flax_rnn", b)
         )
-        # The trainer's own loop: against the bare step it runs, and against torch.
+        # The trainer's own loop: against the bare step it runs (timed beside it), and
+        # against torch.
         ratios[f"loop_vs_step_b{b}"] = ratio(
-            rate("train", "lstmae_jax_loop", b), rate("train", "lstmae_jax", b)
+            rate("train", "lstmae_jax_loop", b), rate("train", "lstmae_jax_step_beside_loop", b)
         )
         ratios[f"loop_vs_torch_b{b}"] = ratio(
             rate("train", "lstmae_jax_loop", b), rate("train", "torch", b)
