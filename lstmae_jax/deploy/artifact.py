@@ -290,7 +290,9 @@ def _check_values(meta: dict, where: str) -> None:
 
 
 class Scorer:
-    """A verified, loaded artifact: ``scorer(x_BxTxF)`` -> dict of numpy arrays."""
+    """A verified, loaded artifact: ``scorer(x_BxTxF)`` -> dict of numpy arrays;
+    ``dispatch`` the same without waiting, and ``dispatch_flows`` (the scoring pass's call)
+    with the windows cut from consecutive flows on the device."""
 
     def __init__(self, directory: str, manifest_sha256: str | None = None):
         self.directory = directory

@@ -105,10 +105,10 @@ class Run:
         batch: int = BATCH,
     ):
         self.scorer, self.writer, self.batch = scorer, writer, batch
-        # Flows sent per call (a second compiled shape), the windows cut from them on the
-        # device. A batch's windows come from few chunks, each part of k windows needing
-        # k + window - 1 flows; a batch of many small parts (a live pass's short polls)
-        # takes fewer windows, padded.
+        # Flows sent per call, a fixed number as the batch is (one compiled shape); the
+        # windows are cut from them on the device. A batch's windows come from few chunks,
+        # each part of k windows needing k + window - 1 flows; a batch of many small parts
+        # (a live pass's short polls) takes fewer windows, padded.
         self.batch_flows = 2 * batch + scorer.window
         self.keep_scores = keep_scores  # calibration: keep every score and benign flag
         # The Python API: every input row that ends no window, with (file, reason, rows):
