@@ -392,8 +392,11 @@ class Scorer:
         if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(f"expected [flows, {len(self.features)}] features, got {x.shape}")
         last = len(x) - self.window  # the device would clamp a start beyond it, silently
-        if starts.ndim != 1 or not ((starts >= 0) & (starts <= last)).all():
-            raise ValueError(f"window starts must lie in [0, {last}], got {starts}")
+        if starts.ndim != 1:
+            raise ValueError(f"expected one window start per window, got shape {starts.shape}")
+        if len(outside := np.flatnonzero((starts < 0) | (starts > last))):
+            i = outside[0]
+            raise ValueError(f"window starts must lie in [0, {last}]: starts[{i}] = {starts[i]}")
         if not np.isfinite(x).all():
             raise ValueError(
                 "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
