@@ -289,6 +289,14 @@ def _check_values(meta: dict, where: str) -> None:
             raise refuse(field, f"must be > 0, got {a}")
 
 
+def _check_finite(x: np.ndarray) -> None:
+    if not np.isfinite(x).all():
+        raise ValueError(
+            "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
+            " first (launch/score.py does)"
+        )
+
+
 class Scorer:
     """A verified, loaded artifact: ``scorer(x_BxTxF)`` -> dict of numpy arrays;
     ``dispatch`` the same without waiting, and ``dispatch_flows`` (the scoring pass's call)
@@ -374,11 +382,7 @@ class Scorer:
             raise ValueError(
                 f"expected [batch, {self.window}, {len(self.features)}] features, got {x.shape}"
             )
-        if not np.isfinite(x).all():
-            raise ValueError(
-                "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
-                " first (launch/score.py does)"
-            )
+        _check_finite(x)
         return self._call(x, self._params(threshold))
 
     def dispatch_flows(self, x_MxF: np.ndarray, starts_B: np.ndarray, top: int) -> dict:
@@ -397,11 +401,7 @@ class Scorer:
         if len(outside := np.flatnonzero((starts < 0) | (starts > last))):
             i = outside[0]
             raise ValueError(f"window starts must lie in [0, {last}]: starts[{i}] = {starts[i]}")
-        if not np.isfinite(x).all():
-            raise ValueError(
-                "non-finite input features: clean them as in the sidecar's 'cleaning' policy"
-                " first (launch/score.py does)"
-            )
+        _check_finite(x)
         return self._call_flows(x, starts, self._params(None), top=top)
 
     def _params(self, threshold: float | None) -> dict:
