@@ -156,7 +156,7 @@ def test_chunk_size_does_not_change_the_result(artifact_dir, flows_csv, tmp_path
     assert len(one) > 1000 and one == many
 
 
-def test_parquet_and_csv_inputs_score_alike(artifact_dir, flows_csv, tmp_path):
+def test_parquet_and_csv_inputs_score_alike(artifact_dir, flows_csv, tmp_path, monkeypatch):
     scorer = artifact.load(str(artifact_dir))
     table = timeline.generate(1200, seed=7)
     timeline.write(table, str(tmp_path / "held_back.parquet"), style="csecicids2018")
@@ -165,6 +165,9 @@ def test_parquet_and_csv_inputs_score_alike(artifact_dir, flows_csv, tmp_path):
     a, b = _read(tmp_path / "csv.jsonl"), _read(tmp_path / "pq.jsonl")
     assert [r["score"] for r in a] == [r["score"] for r in b]
     assert [r["row"] for r in a] == [r["row"] + 1 for r in b]  # CSV lines count the header
+    monkeypatch.setattr(reader, "PARQUET_BATCH_ROWS", 97)  # windows across Parquet chunks
+    _score(scorer, tmp_path / "held_back.parquet", tmp_path / "pq97.jsonl")
+    assert _read(tmp_path / "pq97.jsonl") == b
 
 
 def test_missing_feature_columns_are_named(artifact_dir, flows_csv, tmp_path):
