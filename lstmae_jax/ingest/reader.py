@@ -37,8 +37,9 @@ ROW = clean.ROW
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 BLOCK_SIZE = 1 << 20
 # Rows per Parquet chunk: each chunk costs a fixed ~80 columns' worth of Python in cleaning
-# and windowing; at 32,768 rows (~20 MB of float64 features) that is about a third less of
-# the scoring pass's host time than at 8,192 (benchmarks/scoring.py, docs/results.md).
+# and windowing; 32,768 rows (~20 MB of float64 features) take about a third less of the
+# scoring pass's host time than 8,192, for ~0.15 GB more peak memory (still flat in the
+# number of flows: docs/results.md, "Scoring end to end").
 PARQUET_BATCH_ROWS = 1 << 15
 MARK = 256  # bytes compared to tell an append from a rewrite (``Source._rewritten``)
 
