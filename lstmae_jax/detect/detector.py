@@ -46,6 +46,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Sequence
 
@@ -344,11 +345,17 @@ def fused_scores(det: Detector, members_WxM: np.ndarray) -> np.ndarray:
     """score_W: ``det``'s fused score from its members' scores (``fuse``, the function the
     scorer runs, under ``jax.numpy``): how calibration and recalibration score windows
     whose member scores they hold."""
-    spec, arrays = det.spec(), det.arrays()
     m = np.asarray(members_WxM, np.float32).T
     dummy = np.zeros((*m.shape, 1), np.float32)  # contributions are not needed here
-    score, _ = compiler.jit(lambda s, c, a: fuse(spec, a, s, c))(m, dummy, arrays)
+    score, _ = _fuse_jitted()(det.spec(), det.arrays(), m, dummy)
     return np.asarray(score)
+
+
+@functools.cache
+def _fuse_jitted():
+    """``fuse`` jitted once per process (the spec static), at first use: `compiler.options`
+    looks at the backend. A fresh ``jit`` per call compiled on every call."""
+    return compiler.jit(fuse, static_argnums=0)
 
 
 def references(z_WxL: np.ndarray) -> str:
