@@ -34,9 +34,18 @@ def version(package: str) -> str | None:
         return None
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its affinity (``taskset -c 0`` gives 1), where
+    the platform has one; the peers' thread counts follow it."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def machine_info(packages: Sequence[str] = ("jax", "flax", "numpy")) -> dict:
-    """platform, cpu_model, cpu_count, python, the version of each of ``packages`` (None
-    where one is not installed), ``jax_devices`` when jax is one of them, and the date (UTC).
+    """platform, cpu_model, cpu_count, cpus_usable, python, the version of each of
+    ``packages`` (None where one is not installed), ``jax_devices`` when jax is one of
+    them, and the date (UTC).
 
     A benchmark that does not use jax leaves it out of ``packages`` and does not import it.
     """
@@ -44,6 +53,7 @@ def machine_info(packages: Sequence[str] = ("jax", "flax", "numpy")) -> dict:
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus_usable": usable_cpus(),
         "python": platform.python_version(),
     }
     out.update({p: version(p) for p in packages})

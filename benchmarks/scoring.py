@@ -224,9 +224,10 @@ def _rate(call, x_NxTxF: np.ndarray, batch: int, seconds: float = 3.0) -> float:
 def _torch_scorer(scorer):
     """torch eager: the log scaler, the LSTM-AE and sse of the artifact's one network, on
     the GPU where torch sees one (cuDNN), the windows sent from the host as ours are."""
+    import machine  # beside this script: main put benchmarks/ on the path
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(machine.usable_cpus())  # `taskset` honoured
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     (sc,) = scorer.params["scalers"]
     import torch_lstmae  # beside this script: main put benchmarks/ on the path

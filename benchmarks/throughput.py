@@ -119,11 +119,6 @@ def _device_memory(compiled) -> int | None:
         return None
 
 
-def _usable_cpus() -> int:
-    """The cores this process may run on (its affinity: ``taskset -c 0`` gives 1)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def _machine() -> dict:
     """``machine.machine_info`` in this benchmark's historic layout (``cpu_cores``, the
     versions nested), so new results compare with the committed ones; plus the backend."""
@@ -135,7 +130,7 @@ def _machine() -> dict:
         "devices": jax.device_count(),
         "cpu_model": m["cpu_model"],
         "cpu_cores": m["cpu_count"],
-        "cpus_usable": _usable_cpus(),
+        "cpus_usable": m["cpus_usable"],
         "platform": m["platform"],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -484,7 +479,7 @@ def main(argv):
     try:
         import torch
 
-        torch.set_num_threads(_usable_cpus())  # as many as XLA's pool (`taskset` honoured)
+        torch.set_num_threads(machine.usable_cpus())  # as many as XLA's pool (`taskset` honoured)
     except ImportError:
         torch = None
         logging.warning("torch is not installed (pip install -e '.[peers]'): no torch peer")
